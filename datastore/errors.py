@@ -1,0 +1,25 @@
+"""Typed datastore errors; each message is meant for the user."""
+
+
+class DatastoreError(Exception):
+    """Base of every error raised by datastore/."""
+
+
+class DatastoreUnavailable(DatastoreError):
+    """etcd could not be reached (or timed out) on any configured endpoint."""
+
+
+class ResourceNotFound(DatastoreError):
+    pass
+
+
+class ResourceAlreadyExists(DatastoreError):
+    pass
+
+
+class ResourceConflict(DatastoreError):
+    """A compare-and-swap lost against a concurrent writer."""
+
+
+class WatchStalled(DatastoreError):
+    """A watch saw nothing for longer than its inactivity timeout."""

@@ -1,0 +1,261 @@
+"""etcd v3 access: the one place that talks to the etcd client library.
+
+Every write goes through a compare-and-swap vocabulary (as in Calico's
+libcalico-go etcdv3 backend): ``create`` (key must not exist), ``update``
+(key's mod_revision must match), ``delete`` (optionally revision-checked).
+A lost compare is a ``None``/``False`` result, not an exception: callers
+re-read and retry.  Unreachable etcd raises ``DatastoreUnavailable`` naming
+the endpoints tried, within ``timeout`` seconds per endpoint.
+"""
+
+import json
+import logging
+import queue
+import threading
+import types
+from typing import Iterator, NamedTuple
+from urllib.parse import urlsplit
+
+import etcd3
+import etcd3.events
+import etcd3.exceptions
+import etcd3.utils
+import etcd3.watch
+import grpc
+
+from datastore.errors import DatastoreUnavailable, WatchStalled
+
+LOG = logging.getLogger(__name__)
+
+# python3-etcd3 0.13.0 dropped its `six` import but still calls
+# six.itervalues() when a watch stream fails; without this the watcher thread
+# dies with NameError and watch callbacks are never told etcd went away.
+etcd3.watch.six = types.SimpleNamespace(itervalues=lambda d: iter(d.values()))
+
+_UNAVAILABLE = (
+    etcd3.exceptions.ConnectionFailedError,
+    etcd3.exceptions.ConnectionTimeoutError,
+    etcd3.exceptions.InternalServerError,
+    etcd3.exceptions.NoServerAvailableError,
+)
+_PAGE = 500
+_GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+
+
+class KV(NamedTuple):
+    key: str
+    value: bytes
+    mod_revision: int
+
+    def json(self):
+        return json.loads(self.value)
+
+
+class WatchEvent(NamedTuple):
+    key: str
+    value: bytes | None  # None for a delete
+    mod_revision: int
+
+
+def _parse_endpoint(url: str):
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"bad etcd endpoint {url!r}: expected http(s)://host:port")
+    return parts.scheme == "https", parts.hostname, parts.port or 2379
+
+
+class Etcd:
+    """A small etcd v3 client with failover across endpoints.
+
+    Thread-safe for concurrent requests.  Create it after fork: gRPC channels
+    do not survive fork.
+    """
+
+    def __init__(self, endpoints, ca_cert=None, cert=None, key=None, timeout=3.0):
+        if isinstance(endpoints, str):
+            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+        if not endpoints:
+            raise ValueError("no etcd endpoints given")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        creds = None
+        if any(_parse_endpoint(e)[0] for e in self.endpoints):
+            creds = grpc.ssl_channel_credentials(
+                *(_read(p) for p in (ca_cert, key, cert))
+            )
+        self._clients = []
+        for url in self.endpoints:
+            secure, host, port = _parse_endpoint(url)
+            # time_retry=0: the library would otherwise refuse to use an
+            # endpoint for 5 minutes after one failure; we fail over ourselves.
+            ep = etcd3.Endpoint(host, port, secure=secure,
+                                creds=creds if secure else None,
+                                time_retry=0, opts=_GRPC_OPTIONS)
+            self._clients.append(etcd3.MultiEndpointEtcd3Client([ep], timeout=timeout))
+        self._current = 0
+
+    # -- plumbing -------------------------------------------------------
+
+    def _call(self, fn):
+        """Run fn(client) on the current endpoint, failing over on outage."""
+        errors = []
+        n = len(self._clients)
+        start = self._current
+        for i in range(n):
+            idx = (start + i) % n
+            try:
+                result = fn(self._clients[idx])
+            except _UNAVAILABLE as exc:
+                errors.append(f"{self.endpoints[idx]} ({type(exc).__name__})")
+                continue
+            except grpc.RpcError as exc:  # anything the library doesn't map
+                errors.append(f"{self.endpoints[idx]} ({exc.code().name})")
+                continue
+            self._current = idx
+            return result
+        raise DatastoreUnavailable(
+            "cannot reach etcd at " + ", ".join(errors)
+            + "; check ETCD_ENDPOINTS and that etcd is running"
+        )
+
+    def close(self):
+        for c in self._clients:
+            c.close()
+
+    # -- reads ----------------------------------------------------------
+
+    def get(self, key: str) -> KV | None:
+        value, meta = self._call(lambda c: c.get(key))
+        if meta is None:
+            return None
+        return KV(key, value, meta.mod_revision)
+
+    def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
+        """All keys under prefix, in key order, read at one revision."""
+        end = etcd3.utils.prefix_range_end(prefix.encode())
+        kvs, start, revision = [], prefix.encode(), None
+        while True:
+            resp = self._call(lambda c: c.get_range_response(
+                start, end, sort_order="ascend", sort_target="key",
+                limit=_PAGE, revision=revision))
+            revision = revision or resp.header.revision
+            kvs.extend(KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs)
+            if not resp.more:
+                return kvs, revision
+            start = resp.kvs[-1].key + b"\0"
+
+    def revision(self) -> int:
+        """The store's current revision (a count-only read is the cheapest)."""
+        return self._call(lambda c: c.get_response("/", count_only=True)).header.revision
+
+    # -- compare-and-swap writes ---------------------------------------
+
+    def _txn(self, compare, success):
+        ok, responses = self._call(lambda c: c.transaction(compare, success, []))
+        if not ok:
+            return None
+        return responses
+
+    def create(self, key: str, value) -> int | None:
+        """Create key; the new mod_revision, or None if it already exists."""
+        tx = self._clients[0].transactions
+        resp = self._txn([tx.version(key) == 0], [tx.put(key, _bytes(value))])
+        return None if resp is None else resp[0].response_put.header.revision
+
+    def update(self, key: str, value, mod_revision: int) -> int | None:
+        """Replace key if unchanged since mod_revision; None if it changed or vanished."""
+        tx = self._clients[0].transactions
+        resp = self._txn([tx.mod(key) == mod_revision], [tx.put(key, _bytes(value))])
+        return None if resp is None else resp[0].response_put.header.revision
+
+    def delete(self, key: str, mod_revision: int | None = None) -> bool:
+        """Delete key (if unchanged since mod_revision, when given).
+
+        True when this call deleted it; False if the compare failed or the key
+        was already gone.
+        """
+        tx = self._clients[0].transactions
+        compare = [tx.mod(key) == mod_revision] if mod_revision else [tx.version(key) > 0]
+        resp = self._txn(compare, [tx.delete(key)])
+        return resp is not None and resp[0].response_delete_range.deleted > 0
+
+    def put(self, key: str, value) -> int:
+        """Unconditional write: only for keys with a single writer by design."""
+        resp = self._call(lambda c: c.put(key, _bytes(value)))
+        return resp.header.revision
+
+    def delete_prefix(self, prefix: str) -> int:
+        resp = self._call(lambda c: c.delete_prefix(prefix))
+        return resp.deleted
+
+    # -- watch ----------------------------------------------------------
+
+    def watch_prefix(self, prefix: str, start_revision: int,
+                     idle_timeout: float = 10.0) -> Iterator[list[WatchEvent]]:
+        """Yield batches of events under prefix from start_revision on.
+
+        Raises WatchStalled when nothing arrives for idle_timeout seconds (the
+        client's stream can hang silently when etcd dies), DatastoreUnavailable
+        when the stream breaks, and RevisionCompacted (a DatastoreError) when
+        start_revision is gone.  Callers re-snapshot on any of them.
+        """
+        events = queue.Queue()
+        client = self._clients[self._current]
+        try:
+            watch_id = client.add_watch_prefix_callback(
+                prefix, events.put, start_revision=start_revision)
+        except _UNAVAILABLE as exc:
+            raise DatastoreUnavailable(f"cannot watch etcd: {type(exc).__name__}") from exc
+        try:
+            while True:
+                try:
+                    item = events.get(timeout=idle_timeout)
+                except queue.Empty:
+                    raise WatchStalled(f"no watch event on {prefix} for {idle_timeout}s")
+                if isinstance(item, etcd3.exceptions.RevisionCompactedError):
+                    raise RevisionCompacted(item.compacted_revision)
+                if isinstance(item, Exception):
+                    raise DatastoreUnavailable(f"etcd watch failed: {item!r}")
+                batch = [_watch_event(e) for e in item.events]
+                if batch:
+                    yield batch
+        finally:
+            threading.Thread(target=_quietly, args=(client.cancel_watch, watch_id),
+                             daemon=True).start()
+
+
+class RevisionCompacted(DatastoreUnavailable):
+    def __init__(self, compacted_revision):
+        super().__init__(f"watch revision compacted (now {compacted_revision})")
+        self.compacted_revision = compacted_revision
+
+
+def _watch_event(event) -> WatchEvent:
+    deleted = isinstance(event, etcd3.events.DeleteEvent)
+    return WatchEvent(event.key.decode(), None if deleted else event.value,
+                      event.mod_revision)
+
+
+def _quietly(fn, *args):
+    # Cancelling a watch on a dead connection can block or raise; the watch
+    # is abandoned either way.
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _bytes(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _read(path):
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+

@@ -1,0 +1,186 @@
+"""Calico v3 resources in etcd, stored exactly as libcalico-go stores them.
+
+Keys: /calico/resources/v3/projectcalico.org/<plural>[/<namespace>]/<name>.
+Values: the whole object as JSON with kind, apiVersion, metadata and spec.
+resourceVersion is never stored: it is the key's mod_revision.  uid and
+creationTimestamp are always stored, because calicoctl refuses to update an
+object that lacks them.
+"""
+
+import copy
+import datetime
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from datastore.errors import (ResourceAlreadyExists, ResourceConflict,
+                              ResourceNotFound)
+from datastore.etcd import Etcd
+
+API_VERSION = "projectcalico.org/v3"
+PREFIX = "/calico/resources/v3/projectcalico.org/"
+
+PLURALS = {
+    "IPPool": "ippools",
+    "Node": "nodes",
+    "WorkloadEndpoint": "workloadendpoints",
+    "Profile": "profiles",
+    "ClusterInformation": "clusterinformations",
+    "FelixConfiguration": "felixconfigurations",
+    "BGPConfiguration": "bgpconfigurations",
+}
+NAMESPACED = {"WorkloadEndpoint"}
+KINDS_BY_PLURAL = {v: k for k, v in PLURALS.items()}
+_META_ORDER = {k: i for i, k in enumerate(
+    ["generateName", "uid", "generation", "creationTimestamp", "deletionTimestamp",
+     "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
+     "finalizers", "managedFields"])}
+
+# DNS-1123 subdomain, as libcalico-go's validator requires for names.
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def valid_name(name: str) -> bool:
+    return len(name) <= 253 and bool(NAME_RE.match(name))
+
+
+@dataclass
+class Resource:
+    """One v3 object.  metadata and spec are kept as plain dicts so records
+    written by other tools round-trip without losing fields we don't model."""
+
+    kind: str
+    name: str
+    spec: dict = field(default_factory=dict)
+    namespace: str | None = None
+    metadata: dict = field(default_factory=dict)  # everything but name/namespace
+    status: dict | None = None
+    revision: int | None = None  # etcd mod_revision == resourceVersion
+
+    @property
+    def key(self) -> str:
+        return resource_key(self.kind, self.name, self.namespace)
+
+    @property
+    def labels(self) -> dict:
+        return self.metadata.setdefault("labels", {})
+
+    @property
+    def annotations(self) -> dict:
+        return self.metadata.setdefault("annotations", {})
+
+    def to_dict(self, with_revision=False) -> dict:
+        meta = {"name": self.name}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        rest = {k: v for k, v in self.metadata.items()
+                if v not in ({}, None) and k not in ("resourceVersion", "selfLink")}
+        # Go's ObjectMeta field order, so our records read like calicoctl's.
+        for k in sorted(rest, key=lambda k: _META_ORDER.get(k, len(_META_ORDER))):
+            meta[k] = rest[k]
+        if with_revision and self.revision is not None:
+            meta["resourceVersion"] = str(self.revision)
+        obj = {"kind": self.kind, "apiVersion": API_VERSION,
+               "metadata": meta, "spec": self.spec}
+        if self.status is not None:
+            obj["status"] = self.status
+        return obj
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, obj: dict, revision=None) -> "Resource":
+        meta = copy.deepcopy(obj.get("metadata") or {})
+        name = meta.pop("name", None)
+        namespace = meta.pop("namespace", None)
+        meta.pop("resourceVersion", None)
+        return cls(kind=obj["kind"], name=name, namespace=namespace,
+                   spec=copy.deepcopy(obj.get("spec") or {}), metadata=meta,
+                   status=copy.deepcopy(obj.get("status")), revision=revision)
+
+
+def resource_key(kind: str, name: str, namespace: str | None = None) -> str:
+    plural = PLURALS[kind]
+    if kind in NAMESPACED:
+        if not namespace:
+            raise ValueError(f"{kind} {name} needs a namespace")
+        return f"{PREFIX}{plural}/{namespace}/{name}"
+    return f"{PREFIX}{plural}/{name}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Resources:
+    """Create/read/update/delete of v3 resources with optimistic concurrency."""
+
+    def __init__(self, etcd: Etcd):
+        self.etcd = etcd
+
+    def get(self, kind, name, namespace=None) -> Resource | None:
+        kv = self.etcd.get(resource_key(kind, name, namespace))
+        return None if kv is None else _from_kv(kv)
+
+    def list(self, kind, namespace=None) -> list[Resource]:
+        prefix = f"{PREFIX}{PLURALS[kind]}/"
+        if namespace:
+            prefix += f"{namespace}/"
+        kvs, _ = self.etcd.get_prefix(prefix)
+        return [_from_kv(kv) for kv in kvs]
+
+    def create(self, res: Resource) -> Resource:
+        res = copy.deepcopy(res)
+        res.metadata.setdefault("uid", str(uuid.uuid4()))
+        res.metadata.setdefault("creationTimestamp", _now())
+        rev = self.etcd.create(res.key, res.to_json())
+        if rev is None:
+            raise ResourceAlreadyExists(f"{res.kind} {_display(res)} already exists")
+        res.revision = rev
+        return res
+
+    def update(self, res: Resource) -> Resource:
+        """Write res if it is unchanged since res.revision was read."""
+        if res.revision is None:
+            raise ValueError("update needs the revision the resource was read at")
+        res = copy.deepcopy(res)
+        res.metadata.setdefault("uid", str(uuid.uuid4()))
+        res.metadata.setdefault("creationTimestamp", _now())
+        rev = self.etcd.update(res.key, res.to_json(), res.revision)
+        if rev is None:
+            if self.etcd.get(res.key) is None:
+                raise ResourceNotFound(f"{res.kind} {_display(res)} does not exist")
+            raise ResourceConflict(f"{res.kind} {_display(res)} was changed concurrently")
+        res.revision = rev
+        return res
+
+    def delete(self, kind, name, namespace=None, revision=None) -> bool:
+        """True if deleted; False if it did not exist (or changed, with revision)."""
+        return self.etcd.delete(resource_key(kind, name, namespace), revision)
+
+    def apply(self, res: Resource, retries: int = 10) -> Resource:
+        """Create, or update keeping the stored uid/creationTimestamp."""
+        for _ in range(retries):
+            current = self.get(res.kind, res.name, res.namespace)
+            try:
+                if current is None:
+                    return self.create(res)
+                merged = copy.deepcopy(res)
+                for k in ("uid", "creationTimestamp"):
+                    if k in current.metadata:
+                        merged.metadata[k] = current.metadata[k]
+                merged.revision = current.revision
+                return self.update(merged)
+            except (ResourceAlreadyExists, ResourceConflict, ResourceNotFound):
+                continue
+        raise ResourceConflict(f"{res.kind} {_display(res)}: too many concurrent changes")
+
+
+def _from_kv(kv) -> Resource:
+    return Resource.from_dict(kv.json(), revision=kv.mod_revision)
+
+
+def _display(res: Resource) -> str:
+    return f"{res.namespace}/{res.name}" if res.namespace else res.name
