@@ -1,0 +1,327 @@
+"""Host side of a Calico workload's networking, programmed through netlink.
+
+Calico's routed model: each container gets a veth pair. The host end
+(``cali<id>``) has no IPv4 address; the host answers the container's ARP for
+the fake gateway 169.254.1.1 by proxy ARP and reaches the container through a
+``/32 dev cali<id> scope link`` route. For IPv6 the host end carries
+``fe80::1`` (the container's gateway) and a ``/128`` route. Docker moves the
+other end (``temp<id>``) into the container, renames it and gives it its
+address and the routes the driver returned from Join.
+
+Every function opens its own ``IPRoute`` because the plugin serves requests
+from several threads and pyroute2's sync sockets are per thread. Every
+function can be replayed: "exists" on create and "no such device/route" on
+delete mean the work is already done.
+
+Sysctls are written under /proc/sys, which always shows the network namespace
+of the calling process, like the netlink socket does.
+"""
+
+import errno
+import ipaddress
+import re
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
+
+__all__ = [
+    'DataplaneError',
+    'create_veth',
+    'program_host_side',
+    'remove_veth',
+    'remove_routes',
+    'link_exists',
+    'mac_of',
+]
+
+IPV6_GATEWAY = 'fe80::1'
+MAIN_TABLE = 254
+
+# Calico's validator accepts exactly these names for interfaceName; the
+# kernel limit is 15 bytes (IFNAMSIZ minus the NUL).
+_IFNAME = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
+_MAC = re.compile(r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$')
+
+
+class DataplaneError(Exception):
+    """A host networking step failed; the message is meant for the user."""
+
+
+# ---------------------------------------------------------------- public API
+
+
+def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
+    """Create the veth pair ``host_ifname`` <-> ``temp_ifname``, both ends up.
+
+    ``mtu`` applies to both ends, ``mac`` to the temp (container) end. An
+    existing pair with exactly these names is kept (and brought to the asked
+    state); a ``host_ifname`` left over with any other peer is replaced. On
+    failure nothing new is left behind and ``DataplaneError`` is raised.
+    """
+    _check_ifname(host_ifname)
+    _check_ifname(temp_ifname)
+    if host_ifname == temp_ifname:
+        raise DataplaneError(
+            f'veth ends need two different names, got {host_ifname!r} twice'
+        )
+    if mac is not None and not _MAC.match(mac):
+        raise DataplaneError(f'{mac!r} is not a MAC address (for {temp_ifname})')
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
+        raise DataplaneError(f'MTU for {host_ifname} must be an integer, got {mtu!r}')
+    pair = f'veth pair {host_ifname}/{temp_ifname}'
+    with IPRoute() as ipr:
+        host = _get_link(ipr, host_ifname, pair)
+        if host is not None:
+            if _peer_name(ipr, host) == temp_ifname:
+                _bring_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
+                return
+            # A leftover from an endpoint that was never cleaned up: its
+            # routes and peer are stale, so start from scratch.
+            _delete_link(ipr, host_ifname, f'remove stale {host_ifname}')
+
+        peer = {'ifname': temp_ifname}
+        extra = {}
+        if mtu is not None:
+            peer['mtu'] = extra['mtu'] = mtu
+        if mac is not None:
+            peer['address'] = mac.lower()
+        try:
+            # The kernel creates both ends atomically, so a failure here
+            # leaves nothing to clean up.
+            ipr.link(
+                'add', ifname=host_ifname, kind='veth', peer=peer,
+                state='up', **extra,
+            )
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                detail = f' with MTU {mtu}' if mtu is not None else ''
+                raise _error(f'create {pair}{detail}', e) from e
+            # Either a concurrent replay made the same pair, or temp_ifname
+            # belongs to something else, which we must not touch.
+            host = _get_link(ipr, host_ifname, pair)
+            if host is None or _peer_name(ipr, host) != temp_ifname:
+                raise DataplaneError(
+                    f'cannot create {pair}: an interface named '
+                    f'{temp_ifname if host is None else host_ifname} already '
+                    f'exists and is not part of this pair'
+                ) from e
+        try:
+            ipr.link('set', ifname=temp_ifname, state='up')
+        except (NetlinkError, OSError) as e:
+            _delete_link(ipr, host_ifname, f'clean up {pair}', quiet=True)
+            raise _error(f'bring up {temp_ifname} of {pair}', e) from e
+
+
+def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=()):
+    """Make ``host_ifname`` the routed gateway for the given container IPs.
+
+    Brings the link up, sets forwarding/proxy ARP (and proxy NDP plus the
+    ``fe80::1`` gateway address when there are IPv6 addresses), and replaces
+    the ``/32`` and ``/128`` host routes. ``host_ifname`` must exist.
+    """
+    _check_ifname(host_ifname)
+    v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
+    v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
+    with IPRoute() as ipr:
+        link = _get_link(ipr, host_ifname, f'program {host_ifname}')
+        if link is None:
+            raise DataplaneError(
+                f'cannot program {host_ifname}: the interface does not exist'
+            )
+        index = link['index']
+        # IPv4 routes cannot be added to, and are flushed from, a link that
+        # is administratively down.
+        _netlink(ipr.link, f'bring up {host_ifname}', 'set', index=index, state='up')
+
+        _sysctl('net/ipv4/ip_forward')
+        _sysctl(f'net/ipv4/conf/{host_ifname}/forwarding')
+        _sysctl(f'net/ipv4/conf/{host_ifname}/proxy_arp')
+        # The default proxy_delay holds ARP replies back up to 0.8 s.
+        _sysctl(f'net/ipv4/neigh/{host_ifname}/proxy_delay', '0')
+        if v6:
+            _sysctl('net/ipv6/conf/all/forwarding')
+            _sysctl(f'net/ipv6/conf/{host_ifname}/forwarding')
+            _sysctl(f'net/ipv6/conf/{host_ifname}/proxy_ndp')
+            # NODAD: the container uses fe80::1 as its gateway at once;
+            # with DAD it would stay tentative (unanswered) for a second.
+            _netlink(
+                ipr.addr, f'add {IPV6_GATEWAY} to {host_ifname}', 'replace',
+                index=index, address=IPV6_GATEWAY, prefixlen=64,
+                flags=IFA_F_NODAD,
+            )
+
+        for addr in v4:
+            _netlink(
+                ipr.route, f'add route {addr}/32 dev {host_ifname}', 'replace',
+                dst=f'{addr}/32', oif=index, scope='link', table=MAIN_TABLE,
+            )
+        for addr in v6:
+            _netlink(
+                ipr.route, f'add route {addr}/128 dev {host_ifname}', 'replace',
+                dst=f'{addr}/128', oif=index, table=MAIN_TABLE,
+            )
+
+
+def remove_veth(host_ifname):
+    """Delete the veth pair (either end takes the other and its routes)."""
+    _check_ifname(host_ifname)
+    with IPRoute() as ipr:
+        _delete_link(ipr, host_ifname, f'remove {host_ifname}')
+
+
+def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
+    """Delete the ``/32`` and ``/128`` host routes for these addresses.
+
+    With ``host_ifname`` only routes through that interface go, so an
+    address already reused by another endpoint keeps its route. Missing
+    routes (or a missing interface) count as already removed.
+    """
+    if host_ifname is not None:
+        _check_ifname(host_ifname)
+    v4 = _parse_addrs(ipv4_addrs, 4, host_ifname or 'routes')
+    v6 = _parse_addrs(ipv6_addrs, 6, host_ifname or 'routes')
+    match = {}
+    with IPRoute() as ipr:
+        if host_ifname is not None:
+            link = _get_link(ipr, host_ifname, f'remove routes of {host_ifname}')
+            if link is None:
+                return  # the kernel removed its routes with it
+            match['oif'] = link['index']
+        # IPv4 deletes match the scope exactly (pyroute2 sends "universe"
+        # unless told), so name ours; IPv6 routes have no scope.
+        wanted = [(f'{a}/32', {'scope': 'link'}) for a in v4]
+        wanted += [(f'{a}/128', {}) for a in v6]
+        for dst, scope in wanted:
+            try:
+                ipr.route('del', dst=dst, table=MAIN_TABLE, **scope, **match)
+            except NetlinkError as e:
+                if e.code not in (errno.ESRCH, errno.ENODEV, errno.ENOENT):
+                    raise _error(f'remove route {dst}', e) from e
+
+
+def link_exists(ifname):
+    """True when ``ifname`` exists in this network namespace."""
+    _check_ifname(ifname)
+    with IPRoute() as ipr:
+        return _get_link(ipr, ifname, f'look up {ifname}') is not None
+
+
+def mac_of(ifname):
+    """The MAC address of ``ifname`` as ``aa:bb:...`` or None if absent."""
+    _check_ifname(ifname)
+    with IPRoute() as ipr:
+        link = _get_link(ipr, ifname, f'look up {ifname}')
+    if link is None:
+        return None
+    address = link.get('IFLA_ADDRESS')
+    return address.lower() if address else None
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _check_ifname(name):
+    if not isinstance(name, str) or not _IFNAME.match(name) or name in ('.', '..'):
+        raise DataplaneError(
+            f'invalid interface name {name!r}: use 1 to 15 characters '
+            f'from A-Z a-z 0-9 _ . -'
+        )
+
+
+def _parse_addrs(addrs, version, ifname):
+    if isinstance(addrs, str):
+        addrs = [addrs]
+    parsed = []
+    for text in addrs or ():
+        try:
+            addr = ipaddress.ip_address(text)
+        except (TypeError, ValueError):
+            addr = None
+        if addr is None or addr.version != version:
+            raise DataplaneError(
+                f'{text!r} is not an IPv{version} address (for {ifname})'
+            )
+        parsed.append(addr.compressed)
+    return parsed
+
+
+def _error(action, exc):
+    if isinstance(exc, NetlinkError):
+        reason = f'{exc.args[1] if len(exc.args) > 1 else exc} (errno {exc.code})'
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = f'{exc.strerror} (errno {exc.errno})'
+    else:
+        reason = str(exc)
+    return DataplaneError(f'could not {action}: {reason}')
+
+
+def _netlink(method, action, *args, **kwargs):
+    try:
+        return method(*args, **kwargs)
+    except (NetlinkError, OSError, ValueError) as e:
+        raise _error(action, e) from e
+
+
+def _get_link(ipr, ifname, action):
+    try:
+        return ipr.link('get', ifname=ifname)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise _error(action, e) from e
+
+
+def _peer_name(ipr, link):
+    """Name of a veth's peer when it is in this namespace, else None."""
+    if link.get(('IFLA_LINKINFO', 'IFLA_INFO_KIND')) != 'veth':
+        return None
+    # A netnsid means the peer lives in another namespace (already handed
+    # to a container), where the index means nothing to us.
+    if link.get('IFLA_LINK_NETNSID') is not None:
+        return None
+    peer_index = link.get('IFLA_LINK')
+    if not peer_index:
+        return None
+    try:
+        return ipr.link('get', index=peer_index)[0].get('IFLA_IFNAME')
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise _error(f'look up the peer of {link.get("IFLA_IFNAME")}', e) from e
+
+
+def _bring_up_pair(ipr, host_index, temp_ifname, mtu, mac, pair):
+    host_attrs = {'state': 'up'}
+    temp_attrs = {'state': 'up'}
+    if mtu is not None:
+        host_attrs['mtu'] = temp_attrs['mtu'] = mtu
+    if mac is not None:
+        temp_attrs['address'] = mac.lower()
+    _netlink(ipr.link, f'set up {pair}', 'set', index=host_index, **host_attrs)
+    _netlink(ipr.link, f'set up {pair}', 'set', ifname=temp_ifname, **temp_attrs)
+
+
+def _delete_link(ipr, ifname, action, quiet=False):
+    try:
+        ipr.link('del', ifname=ifname)
+    except NetlinkError as e:
+        if e.code != errno.ENODEV and not quiet:
+            raise _error(action, e) from e
+
+
+def _sysctl(key, value='1'):
+    path = f'/proc/sys/{key}'
+    try:
+        with open(path) as f:
+            if f.read().strip() == value:
+                # Skip the write: one to net.ipv6.conf.all.forwarding takes
+                # the RTNL lock and walks every interface even if unchanged.
+                return
+        with open(path, 'w') as f:
+            f.write(value)
+    except OSError as e:
+        hint = ' (is IPv6 disabled on this host?)' if key.startswith('net/ipv6') else ''
+        raise DataplaneError(
+            f'could not set {key.replace("/", ".")}={value}: {e.strerror}{hint}'
+        ) from e

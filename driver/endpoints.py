@@ -1,0 +1,91 @@
+"""Workload endpoints and profiles: the Calico v3 records for Docker's
+endpoints and networks (calico-datastore.md §2.3, §2.4, §7)."""
+
+import hashlib
+import re
+
+from datastore.resources import Resource, valid_name
+
+ORCHESTRATOR = "libnetwork"
+NAMESPACE = "libnetwork"
+NETWORK_ID_ANNOTATION = "libnetwork.projectcalico.org/network-id"
+SANDBOX_ANNOTATION = "libnetwork.projectcalico.org/sandbox"
+HOST_IF_PREFIX = "cali"
+TEMP_IF_PREFIX = "temp"
+LABEL_PREFIX = "org.projectcalico.label."
+DEFAULT_MAC = "ee:ee:ee:ee:ee:ee"
+
+
+def host_ifname(endpoint_id: str) -> str:
+    return HOST_IF_PREFIX + endpoint_id[:11]
+
+
+def temp_ifname(endpoint_id: str) -> str:
+    return TEMP_IF_PREFIX + endpoint_id[:11]
+
+
+def wep_name(node: str, endpoint_id: str) -> str:
+    """<node>-libnetwork-libnetwork-<endpoint>, '-' inside a segment doubled."""
+    segments = (node, ORCHESTRATOR, ORCHESTRATOR, endpoint_id)
+    return "-".join(s.replace("-", "--") for s in segments)
+
+
+def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles) -> Resource:
+    return Resource(
+        kind="WorkloadEndpoint",
+        name=wep_name(node, endpoint_id),
+        namespace=NAMESPACE,
+        metadata={
+            "labels": {"projectcalico.org/namespace": NAMESPACE,
+                       "projectcalico.org/orchestrator": ORCHESTRATOR},
+            "annotations": {NETWORK_ID_ANNOTATION: network_id},
+        },
+        spec={
+            "orchestrator": ORCHESTRATOR,
+            "workload": ORCHESTRATOR,
+            "node": node,
+            "endpoint": endpoint_id,
+            "ipNetworks": ip_networks,
+            "profiles": profiles,
+            "interfaceName": host_ifname(endpoint_id),
+            "mac": mac,
+        },
+    )
+
+
+def container_labels(labels: dict) -> dict:
+    """Docker container labels org.projectcalico.label.X=v -> endpoint label X=v."""
+    return {k[len(LABEL_PREFIX):]: v for k, v in labels.items()
+            if k.startswith(LABEL_PREFIX) and len(k) > len(LABEL_PREFIX)}
+
+
+def profile_name(network_name: str) -> str:
+    """The Calico profile (and label) name for a Docker network name.
+
+    Docker allows names Calico does not (capitals, '_', long names); those get
+    a stable, readable form with a hash suffix so that every host maps the same
+    network name to the same profile.
+    """
+    if valid_name(network_name) and len(network_name) <= 63:
+        return network_name
+    base = re.sub(r"[^a-z0-9.-]+", "-", network_name.lower()).strip("-.")[:50] or "net"
+    digest = hashlib.sha256(network_name.encode()).hexdigest()[:8]
+    return f"{base}-{digest}"
+
+
+def network_profile(name: str) -> Resource:
+    """Ingress allowed from endpoints on the same network, egress allowed.
+
+    labelsToApply gives every endpoint with this profile the label the ingress
+    selector matches (Calico's v2 'tag' behaviour, as the v3 upgrade converter
+    writes it)."""
+    return Resource(
+        kind="Profile",
+        name=name,
+        spec={
+            "ingress": [{"action": "Allow", "source": {"selector": f"has({name})"},
+                         "destination": {}}],
+            "egress": [{"action": "Allow", "source": {}, "destination": {}}],
+            "labelsToApply": {name: ""},
+        },
+    )

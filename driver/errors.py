@@ -1,0 +1,17 @@
+"""Typed NetworkDriver errors; each message is meant for the user."""
+
+
+class DriverError(Exception):
+    """A NetworkDriver request that cannot be honoured."""
+
+
+class UnsupportedOption(DriverError):
+    pass
+
+
+class NotCalicoIpam(DriverError):
+    pass
+
+
+class UnknownEndpoint(DriverError):
+    pass

@@ -1,0 +1,326 @@
+"""The NetworkDriver calls: Docker's network/endpoint lifecycle in Calico's terms.
+
+Join path, top-down: CreateNetwork records the network; CreateEndpoint writes
+the network's Profile and the WorkloadEndpoint; Join makes the cali veth pair
+and the host side (route, proxy ARP) and tells Docker to move the temp end
+into the container as cali0 with gateway 169.254.1.1; Leave and
+DeleteEndpoint undo it.  Every step is safe to replay.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import netaddr
+
+from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
+from datastore.resources import Resource, Resources
+from driver import dataplane
+from driver import endpoints as ep
+from driver.docker_api import DockerApi
+from driver.errors import DriverError, NotCalicoIpam, UnknownEndpoint, UnsupportedOption
+from driver.networks import Network, Networks
+from driver.sandboxes import Sandboxes
+
+LOG = logging.getLogger(__name__)
+
+IPV4_GATEWAY = "169.254.1.1"
+IPV6_GATEWAY = "fe80::1"
+CALICO_IPAM_GATEWAYS = {4: "0.0.0.0/0", 6: "::/0"}
+CALICO_ADDRESS_SPACES = ("CalicoLocalAddressSpace", "CalicoGlobalAddressSpace")
+OPT_PREFIX = "com.docker.network."
+OPT_IPV6 = OPT_PREFIX + "enable_ipv6"
+OPT_IPV4 = OPT_PREFIX + "enable_ipv4"
+OPT_GENERIC = OPT_PREFIX + "generic"
+NAME_LEARN_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    node: str
+    ifprefix: str = "cali"
+    create_profiles: bool = True
+    label_endpoints: bool = False
+    label_poll_timeout: float = 5.0
+    veth_mtu: int | None = None
+
+
+class NetworkDriver:
+    def __init__(self, settings: DriverSettings, resources: Resources, docker: DockerApi):
+        self.settings = settings
+        self.resources = resources
+        self.networks = Networks(resources.etcd)
+        self.sandboxes = Sandboxes(resources.etcd, settings.node)
+        self.docker = docker
+
+    # -- capabilities and no-ops ---------------------------------------
+
+    def get_capabilities(self):
+        # Scope local: dockerd refuses global-scope remote drivers without a
+        # cluster store (removed in Docker 23).  Hosts share networks by name.
+        return {"Scope": "local", "ConnectivityScope": "global"}
+
+    def endpoint_oper_info(self, network_id, endpoint_id):
+        return {"Value": {}}
+
+    def discover_new(self, discovery_type, discovery_data):
+        return {}
+
+    def discover_delete(self, discovery_type, discovery_data):
+        return {}
+
+    def program_external_connectivity(self, network_id, endpoint_id, options):
+        return {}  # Calico networks are routed; there is no port publishing.
+
+    def revoke_external_connectivity(self, network_id, endpoint_id):
+        return {}
+
+    def allocate_network(self, network_id, options, ipv4_data, ipv6_data):
+        return {"Options": {}}  # swarm only; a local-scope driver never gets it
+
+    def free_network(self, network_id):
+        return {}
+
+    # -- networks ------------------------------------------------------
+
+    def create_network(self, network_id, options, ipv4_data, ipv6_data):
+        _check_options(options)
+        if not ipv4_data:
+            raise DriverError("Calico networks need IPv4; do not use --ipv4=false")
+        for data in ipv4_data:
+            if data["Gateway"] != CALICO_IPAM_GATEWAYS[4]:
+                raise NotCalicoIpam("Non-Calico IPAM driver is used. Use "
+                                    "--ipam-driver calico-ipam with --driver calico.")
+        for data in ipv6_data:
+            if (data["AddressSpace"] not in CALICO_ADDRESS_SPACES
+                    or data["Gateway"] not in ("", CALICO_IPAM_GATEWAYS[6])):
+                raise NotCalicoIpam("Non-Calico IPAM driver is used for IPv6. Use "
+                                    "--ipam-driver calico-ipam with --driver calico.")
+        network = Network(
+            id=network_id, node=self.settings.node,
+            ipv6=bool(options.get(OPT_IPV6)) or bool(ipv6_data),
+            ipv4_pools=[d["Pool"] for d in ipv4_data],
+            ipv6_pools=[d["Pool"] for d in ipv6_data],
+            options={k: v for k, v in options.items() if k != OPT_GENERIC})
+        self.networks.add(network)
+        # dockerd stores the network (and so knows its name) only after this
+        # call returns: learn the name in the background.
+        threading.Thread(target=self._learn_name, args=(network_id,), daemon=True,
+                         name=f"learn-name-{network_id[:12]}").start()
+        return {}
+
+    def _learn_name(self, network_id):
+        deadline = time.monotonic() + NAME_LEARN_SECONDS
+        delay = 0.05
+        while time.monotonic() < deadline:
+            name = self.docker.network_name(network_id)
+            if name:
+                try:
+                    self.networks.set_name(network_id, name)
+                except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
+                    LOG.warning("could not record the name of network %s", network_id[:12])
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        LOG.warning("dockerd never showed network %s; its profile will be named "
+                    "when an endpoint is created", network_id[:12])
+
+    def delete_network(self, network_id):
+        network = self.networks.get(network_id)
+        self.networks.remove(network_id)
+        if (network and network.name and self.settings.create_profiles
+                and not self.networks.name_in_use_elsewhere(network.name, network_id)):
+            self.resources.delete("Profile", ep.profile_name(network.name))
+        return {}
+
+    def _network(self, network_id, interface) -> Network:
+        """The network's record; a NetworkID we never saw is recorded now
+        (its CreateNetwork went to another etcd, or the record was lost)."""
+        network = self.networks.get(network_id)
+        if network is None:
+            LOG.warning("network %s was not created through this plugin's datastore; "
+                        "recording it now", network_id[:12])
+            network = Network(id=network_id, node=self.settings.node,
+                              ipv6=bool(interface["AddressIPv6"]))
+            self.networks.add(network)
+        if network.name is None:
+            name = self.docker.network_name(network_id)
+            if name:
+                network = self.networks.set_name(network_id, name) or network
+        return network
+
+    # -- endpoints -----------------------------------------------------
+
+    def create_endpoint(self, network_id, endpoint_id, interface, options):
+        ip_networks = _endpoint_addresses(interface)
+        network = self._network(network_id, interface)
+        profiles = []
+        if self.settings.create_profiles:
+            if network.name is None:
+                LOG.warning("name of network %s unknown (dockerd did not answer); "
+                            "using its id as the profile name", network_id[:12])
+            profile = ep.profile_name(network.name or network_id)
+            self._ensure_profile(profile)
+            profiles = [profile]
+        mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
+        wep = ep.workload_endpoint(self.settings.node, endpoint_id, network_id,
+                                   ip_networks, mac, profiles)
+        self.resources.apply(wep)
+        if self.settings.label_endpoints:
+            threading.Thread(target=self._label_endpoint, args=(network_id, endpoint_id),
+                             daemon=True, name=f"label-{endpoint_id[:12]}").start()
+        # Give Docker the MAC only when it has none: returning a field Docker
+        # already set is an error ("driver modified interface MAC address").
+        if interface["MacAddress"]:
+            return {}
+        return {"Interface": {"MacAddress": ep.DEFAULT_MAC}}
+
+    def _ensure_profile(self, name):
+        try:
+            self.resources.create(ep.network_profile(name))
+        except ResourceAlreadyExists:
+            pass
+
+    def _label_endpoint(self, network_id, endpoint_id):
+        deadline = time.monotonic() + self.settings.label_poll_timeout
+        while time.monotonic() < deadline:
+            labels = self.docker.endpoint_container_labels(network_id, endpoint_id)
+            if labels is not None:
+                self._apply_labels(endpoint_id, ep.container_labels(labels))
+                return
+            time.sleep(0.1)
+        LOG.error("gave up labelling endpoint %s: dockerd did not show its container "
+                  "within %.1fs", endpoint_id[:12], self.settings.label_poll_timeout)
+
+    def _apply_labels(self, endpoint_id, labels):
+        if not labels:
+            return
+        for _ in range(10):
+            wep = self._wep(endpoint_id)
+            if wep is None:
+                return
+            wep.labels.update(labels)
+            try:
+                self.resources.update(wep)
+                return
+            except (ResourceConflict, ResourceNotFound):
+                continue
+
+    def _wep(self, endpoint_id) -> Resource | None:
+        return self.resources.get("WorkloadEndpoint", ep.wep_name(self.settings.node, endpoint_id),
+                                  ep.NAMESPACE)
+
+    def delete_endpoint(self, network_id, endpoint_id):
+        wep = self._wep(endpoint_id)
+        dataplane.remove_veth(ep.host_ifname(endpoint_id))
+        if wep is not None:
+            self._clear_host_side(wep)
+            self.resources.delete("WorkloadEndpoint", wep.name, ep.NAMESPACE)
+        return {}
+
+    def _clear_host_side(self, wep):
+        v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
+        dataplane.remove_routes(v4, v6)
+        sandbox = wep.annotations.get(ep.SANDBOX_ANNOTATION)
+        if sandbox:
+            self.sandboxes.release(sandbox, wep.spec["endpoint"])
+
+    # -- join / leave --------------------------------------------------
+
+    def join(self, network_id, endpoint_id, sandbox_key, options):
+        wep = self._wep(endpoint_id)
+        if wep is None:
+            raise UnknownEndpoint(
+                f"endpoint {endpoint_id[:12]} is unknown to Calico: its CreateEndpoint did "
+                "not reach this plugin's datastore; remove the container and start it again")
+        if sandbox_key:
+            self._claim_sandbox(wep, network_id, endpoint_id, sandbox_key)
+        host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
+        v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
+        try:
+            dataplane.create_veth(host_if, temp_if, mtu=self.settings.veth_mtu,
+                                  mac=wep.spec.get("mac") or None)
+            dataplane.program_host_side(host_if, v4, v6)
+        except dataplane.DataplaneError as exc:
+            dataplane.remove_veth(host_if)
+            if sandbox_key:
+                self.sandboxes.release(sandbox_key, endpoint_id)
+            raise DriverError(f"could not set up the veth for endpoint {endpoint_id[:12]}: "
+                              f"{exc}") from exc
+        answer = {
+            "InterfaceName": {"SrcName": temp_if, "DstPrefix": self.settings.ifprefix},
+            "Gateway": IPV4_GATEWAY,
+            "StaticRoutes": [{"Destination": IPV4_GATEWAY + "/32", "RouteType": 1}],
+            "DisableGatewayService": False,
+        }
+        if v6:
+            answer["GatewayIPv6"] = IPV6_GATEWAY
+            answer["StaticRoutes"].append({"Destination": IPV6_GATEWAY + "/128",
+                                           "RouteType": 1})
+        return answer
+
+    def _claim_sandbox(self, wep, network_id, endpoint_id, sandbox_key):
+        holder = self.sandboxes.claim(sandbox_key, endpoint_id,
+                                      is_live=lambda other: self._wep(other) is not None)
+        if holder is not None:
+            other = self._wep(holder)
+            other_net = other.annotations.get(ep.NETWORK_ID_ANNOTATION, "") if other else ""
+            raise DriverError(
+                "this container is already on a Calico network (endpoint "
+                f"{holder[:12]}, network {other_net[:12]}); a container can join only one "
+                "Calico network, because each brings the same gateway 169.254.1.1. "
+                "Disconnect it from that network first, or use one network with several "
+                "profiles via policy")
+        if wep.annotations.get(ep.SANDBOX_ANNOTATION) != sandbox_key:
+            wep.annotations[ep.SANDBOX_ANNOTATION] = sandbox_key
+            self.resources.update(wep)
+
+    def leave(self, network_id, endpoint_id):
+        dataplane.remove_veth(ep.host_ifname(endpoint_id))
+        wep = self._wep(endpoint_id)
+        if wep is not None:
+            self._clear_host_side(wep)
+        return {}
+
+
+def _check_options(options):
+    """Refuse what Calico cannot honour, naming the flags (Calico's texts)."""
+    refused = []
+    for key, value in sorted(options.items()):
+        if key in (OPT_IPV6,):
+            continue
+        if key == OPT_IPV4:
+            if value is False:
+                refused.append("--ipv4=false")
+            continue
+        if isinstance(value, bool):
+            if value:
+                refused.append("--" + key.removeprefix(OPT_PREFIX))
+        elif isinstance(value, dict):
+            refused.extend(sorted(value))
+        elif value not in (None, ""):
+            refused.append(f"{key} ({value})")
+    if len(refused) == 1:
+        raise UnsupportedOption(f"Calico driver does not support the flag {refused[0]}.")
+    if refused:
+        raise UnsupportedOption(
+            f"Calico driver does not support the flags {', '.join(refused)}.")
+
+
+def _endpoint_addresses(interface) -> list[str]:
+    nets = []
+    for field, width in (("Address", 32), ("AddressIPv6", 128)):
+        if interface[field]:
+            nets.append(f"{netaddr.IPNetwork(interface[field]).ip}/{width}")
+    if not nets:
+        raise DriverError("No address assigned for endpoint; use --ipam-driver calico-ipam")
+    return nets
+
+
+def _split_addresses(ip_networks) -> tuple[list[str], list[str]]:
+    v4, v6 = [], []
+    for net in ip_networks:
+        addr = netaddr.IPNetwork(net).ip
+        (v4 if addr.version == 4 else v6).append(str(addr))
+    return v4, v6

@@ -1,0 +1,154 @@
+"""The HTTP face of the plugin: Flask app factory, route table, error answers.
+
+Every call is `POST /<Subsystem>.<Method>` with a JSON body (Docker sends no
+Content-Type).  A handler validates the body against its schema, calls one
+domain method and returns its dict.  Any failure becomes HTTP 500 (400 for a
+malformed request) with {"Err": "..."}: Docker shows that text to the user,
+and for IPAM only a non-200 status counts as an error.
+"""
+
+import json
+import logging
+import threading
+import time
+
+import flask
+from werkzeug.exceptions import HTTPException
+
+from datastore.errors import DatastoreError
+from driver.errors import DriverError
+from ipam.errors import IpamError
+from plugin import schemas
+from plugin.schemas import BadRequest
+
+LOG = logging.getLogger("calico_libnetwork.requests")
+MAX_BODY = 1024 * 1024
+CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+USER_ERRORS = (DriverError, IpamError, DatastoreError)
+
+# call -> (schema, name of the service, method); Plugin.Activate is special.
+ROUTES = {
+    "NetworkDriver.GetCapabilities": (schemas.NO_ARGS, "network", "get_capabilities"),
+    "NetworkDriver.CreateNetwork": (schemas.CREATE_NETWORK, "network", "create_network"),
+    "NetworkDriver.DeleteNetwork": (schemas.NETWORK, "network", "delete_network"),
+    "NetworkDriver.AllocateNetwork": (schemas.ALLOCATE_NETWORK, "network", "allocate_network"),
+    "NetworkDriver.FreeNetwork": (schemas.NETWORK, "network", "free_network"),
+    "NetworkDriver.CreateEndpoint": (schemas.CREATE_ENDPOINT, "network", "create_endpoint"),
+    "NetworkDriver.EndpointOperInfo": (schemas.ENDPOINT, "network", "endpoint_oper_info"),
+    "NetworkDriver.DeleteEndpoint": (schemas.ENDPOINT, "network", "delete_endpoint"),
+    "NetworkDriver.Join": (schemas.JOIN, "network", "join"),
+    "NetworkDriver.Leave": (schemas.ENDPOINT, "network", "leave"),
+    "NetworkDriver.DiscoverNew": (schemas.DISCOVERY, "network", "discover_new"),
+    "NetworkDriver.DiscoverDelete": (schemas.DISCOVERY, "network", "discover_delete"),
+    "NetworkDriver.ProgramExternalConnectivity":
+        (schemas.ENDPOINT_WITH_OPTIONS, "network", "program_external_connectivity"),
+    "NetworkDriver.RevokeExternalConnectivity":
+        (schemas.ENDPOINT, "network", "revoke_external_connectivity"),
+    "IpamDriver.GetCapabilities": (schemas.NO_ARGS, "ipam", "get_capabilities"),
+    "IpamDriver.GetDefaultAddressSpaces":
+        (schemas.NO_ARGS, "ipam", "get_default_address_spaces"),
+    "IpamDriver.RequestPool": (schemas.REQUEST_POOL, "ipam", "request_pool"),
+    "IpamDriver.ReleasePool": (schemas.RELEASE_POOL, "ipam", "release_pool"),
+    "IpamDriver.RequestAddress": (schemas.REQUEST_ADDRESS, "ipam", "request_address"),
+    "IpamDriver.ReleaseAddress": (schemas.RELEASE_ADDRESS, "ipam", "release_address"),
+}
+# The ids worth putting in the one log line per request.
+_LOGGED_FIELDS = ("NetworkID", "EndpointID", "PoolID", "Pool", "Address", "V6")
+
+
+class Services:
+    """Builds the domain objects on first use, i.e. after gunicorn forks:
+    gRPC channels (inside the etcd client) do not survive fork."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._built = None
+
+    def get(self, name):
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._factory()
+        return self._built[name]
+
+
+def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
+    """services_factory() -> {"network": NetworkDriver, "ipam": IpamDriver}."""
+    app = flask.Flask("calico_libnetwork")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    services = Services(services_factory)
+    app.extensions["calico_services"] = services
+
+    @app.route("/Plugin.Activate", methods=["POST"])
+    def activate():
+        return _answer({"Implements": list(implements)})
+
+    @app.route("/<call>", methods=["POST"])
+    def dispatch(call):
+        route = ROUTES.get(call)
+        if route is None:
+            return _error(404, f"unknown plugin call /{call}; this plugin implements "
+                               + ", ".join(sorted(ROUTES)))
+        schema, service, method = route
+        start = time.monotonic()
+        fields = {}
+        try:
+            fields = schema(_parse_body(), None)
+            result = getattr(services.get(service), method)(**_snake(fields))
+            status, body = 200, result if result is not None else {}
+        except BadRequest as exc:
+            status, body = 400, {"Err": f"{call}: bad request: {exc}"}
+        except USER_ERRORS as exc:
+            status, body = 500, {"Err": str(exc)}
+        except HTTPException:
+            raise  # e.g. 413 from an oversize body: answered by http_error
+        except Exception as exc:  # noqa: BLE001 - never a traceback to Docker
+            LOG.exception("%s failed unexpectedly", call)
+            status, body = 500, {"Err": f"{call}: internal error ({type(exc).__name__}: "
+                                        f"{exc}); see the calico-libnetwork log"}
+        _log(call, fields, status, body, start)
+        return _answer(body, status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return _error(exc.code, f"{exc.name}: {exc.description}")
+
+    return app
+
+
+def _parse_body():
+    raw = flask.request.get_data(cache=False)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON ({exc})") from None
+
+
+def _snake(fields: dict) -> dict:
+    """NetworkID -> network_id, IPv4Data -> ipv4_data, SandboxKey -> sandbox_key."""
+    out = {}
+    for name, value in fields.items():
+        snake = name.replace("ID", "Id").replace("IPv", "Ipv")
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in snake).lstrip("_")
+        out[snake] = value
+    return out
+
+
+def _log(call, fields, status, body, start):
+    ms = (time.monotonic() - start) * 1000
+    ids = " ".join(f"{k}={str(fields[k])[:12]}" for k in _LOGGED_FIELDS
+                   if fields.get(k) not in (None, ""))
+    outcome = "ok" if status == 200 else f"error {status}: {body.get('Err')}"
+    level = logging.INFO if status == 200 else logging.WARNING
+    LOG.log(level, "%s %s %s %.1fms", call, ids, outcome, ms)
+
+
+def _answer(body, status=200):
+    return flask.Response(json.dumps(body), status=status, content_type=CONTENT_TYPE)
+
+
+def _error(status, message):
+    return _answer({"Err": message}, status)

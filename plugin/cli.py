@@ -1,0 +1,57 @@
+"""calico-libnetwork: the command line."""
+
+import argparse
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from datastore.errors import DatastoreError
+from plugin import server, startup
+from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
+
+
+def _version() -> str:
+    try:
+        return version("calico-libnetwork")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cmd_run(args, config: Config) -> int:
+    startup.prepare_datastore(config)
+    server.serve(config, args.plugin_dir)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="calico-libnetwork",
+        description="Docker network and IPAM plugin for Calico (etcd v3 datastore).")
+    p.add_argument("-v", "--version", action="version", version=f"calico-libnetwork {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="serve the plugin sockets for dockerd")
+    run.add_argument("--plugin-dir", default=DEFAULT_PLUGIN_DIR,
+                     help="directory for calico.sock and calico-ipam.sock "
+                          f"(default {DEFAULT_PLUGIN_DIR})")
+    run.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"calico-libnetwork: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args, config)
+    except (DatastoreError, server.AlreadyServed, startup.StartupError) as exc:
+        print(f"calico-libnetwork: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Serve the app on Docker's plugin sockets with gunicorn.
+
+One app answers on calico.sock (NetworkDriver) and calico-ipam.sock
+(IpamDriver); both announce both interfaces, so `--ipam-driver calico` works
+as well as `calico-ipam`.  Threaded workers; the domain objects (and their
+gRPC channels) are built in each worker after fork.
+"""
+
+import errno
+import logging
+import os
+import socket
+
+from gunicorn.app.base import BaseApplication
+
+from plugin import services
+from plugin.app import create_app
+from plugin.config import Config
+
+LOG = logging.getLogger(__name__)
+SOCKETS = ("calico.sock", "calico-ipam.sock")
+
+
+class AlreadyServed(Exception):
+    pass
+
+
+def socket_paths(plugin_dir: str) -> list[str]:
+    return [os.path.join(plugin_dir, name) for name in SOCKETS]
+
+
+def claim_sockets(plugin_dir: str) -> None:
+    """Refuse to start when another instance answers on our sockets; remove
+    socket files a dead instance left behind."""
+    os.makedirs(plugin_dir, mode=0o755, exist_ok=True)
+    for path in socket_paths(plugin_dir):
+        if not os.path.exists(path):
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+                raise
+            os.unlink(path)
+        else:
+            raise AlreadyServed(
+                f"another calico-libnetwork is already serving {path}; stop it first "
+                "(e.g. systemctl stop calico-libnetwork) or use --plugin-dir")
+        finally:
+            probe.close()
+
+
+class PluginServer(BaseApplication):
+    def __init__(self, config: Config, plugin_dir: str, workers: int = 1, threads: int = 16):
+        self.config = config
+        self.options = {
+            "bind": [f"unix:{p}" for p in socket_paths(plugin_dir)],
+            "umask": 0o077,  # the sockets are root-only
+            "workers": workers,
+            "worker_class": "gthread",
+            "threads": threads,
+            "timeout": 60,
+            "graceful_timeout": 20,
+            "accesslog": None,
+            "loglevel": "debug" if config.debug else "info",
+            "proc_name": "calico-libnetwork",
+        }
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return create_app(lambda: services.build(self.config))
+
+
+def serve(config: Config, plugin_dir: str) -> None:
+    claim_sockets(plugin_dir)
+    LOG.info("serving %s for node %s, etcd %s", ", ".join(socket_paths(plugin_dir)),
+             config.nodename, ",".join(config.etcd_endpoints))
+    PluginServer(config, plugin_dir).run()

@@ -1,0 +1,28 @@
+"""Builds the domain objects the HTTP layer calls, from one Config."""
+
+from datastore.etcd import Etcd
+from datastore.resources import Resources
+from driver.docker_api import DockerApi
+from driver.network_driver import DriverSettings, NetworkDriver
+from ipam.allocator import Ipam
+from ipam.driver import IpamDriver
+from plugin.config import Config
+
+
+def connect(config: Config) -> Etcd:
+    return Etcd(list(config.etcd_endpoints), ca_cert=config.etcd_ca_cert_file,
+                cert=config.etcd_cert_file, key=config.etcd_key_file,
+                timeout=config.etcd_timeout)
+
+
+def build(config: Config) -> dict:
+    etcd = connect(config)
+    resources = Resources(etcd)
+    settings = DriverSettings(
+        node=config.nodename, ifprefix=config.ifprefix,
+        create_profiles=config.create_profiles, label_endpoints=config.label_endpoints,
+        label_poll_timeout=config.label_poll_timeout, veth_mtu=config.veth_mtu)
+    return {
+        "network": NetworkDriver(settings, resources, DockerApi(config.docker_host)),
+        "ipam": IpamDriver(Ipam(etcd, config.nodename), config.nodename, resources),
+    }

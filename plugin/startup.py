@@ -1,0 +1,68 @@
+"""What `calico-libnetwork run` makes sure of before serving, as calico/node
+does at its start: etcd answers, ClusterInformation says the datastore is
+ready, and default IP pools exist unless NO_DEFAULT_POOLS is set."""
+
+import logging
+import secrets
+
+from datastore.errors import ResourceAlreadyExists
+from datastore.resources import Resource, Resources
+from ipam import pools
+from plugin import services
+from plugin.config import Config
+
+LOG = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    pass
+
+
+def prepare_datastore(config: Config) -> None:
+    etcd = services.connect(config)
+    try:
+        resources = Resources(etcd)
+        ensure_cluster_information(resources)
+        if not config.default_pools.disabled:
+            ensure_default_pools(resources, config)
+    finally:
+        etcd.close()
+
+
+def ensure_cluster_information(resources: Resources) -> None:
+    """Felix waits for ClusterInformation default with datastoreReady: true."""
+    try:
+        resources.create(Resource(kind="ClusterInformation", name="default", spec={
+            "clusterGUID": secrets.token_hex(16),
+            "clusterType": "docker,libnetwork",
+            "datastoreReady": True,
+        }))
+        LOG.info("created ClusterInformation default (datastoreReady: true)")
+    except ResourceAlreadyExists:
+        pass
+
+
+def ensure_default_pools(resources: Resources, config: Config) -> None:
+    """Create default-ipv4-ippool (and -ipv6- when a CIDR is given) when no
+    pool of that IP version exists yet, like calico/node."""
+    d = config.default_pools
+    wanted = [(4, "default-ipv4-ippool", d.ipv4_cidr, d.ipv4_block_size)]
+    if d.ipv6_cidr:
+        wanted.append((6, "default-ipv6-ippool", d.ipv6_cidr, d.ipv6_block_size))
+    existing = pools.list_pools(resources)
+    for ip_version, name, cidr, block_size in wanted:
+        if any(pools.ip_version(p) == ip_version for p in existing):
+            continue
+        try:
+            pool = pools.new_pool(
+                name, cidr, block_size=block_size,
+                nat_outgoing=d.nat_outgoing if ip_version == 4 else False,
+                ipip_mode=d.ipip_mode if ip_version == 4 else "Never",
+                vxlan_mode=d.vxlan_mode if ip_version == 4 else "Never",
+                node_selector=d.node_selector)
+            pools.create_pool(resources, pool)
+            LOG.info("created IP pool %s %s", name, cidr)
+        except ResourceAlreadyExists:
+            pass
+        except pools.PoolError as exc:
+            raise StartupError(f"cannot create the default IPv{ip_version} pool: {exc}") from exc

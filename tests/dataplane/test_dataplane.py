@@ -1,0 +1,319 @@
+"""driver.dataplane against the real kernel, inside throw-away namespaces.
+
+Nothing here touches the namespace pytest runs in: each test makes a "host"
+namespace (with a lab interface, address and default route, as a Docker host
+has) and runs the dataplane functions in a child forked into it, so netlink
+and /proc/sys both act on that namespace. Docker's part of Join (move the
+temp end into the container, rename it cali0, set the MAC, address and
+routes) is emulated with `ip`.
+"""
+
+import itertools
+import json
+import os
+import pickle
+import subprocess
+
+import pytest
+from pyroute2 import netns
+
+from driver import dataplane
+from driver.dataplane import DataplaneError
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason='needs root to create network namespaces'
+)
+
+LAB_V4, LAB_V6 = '10.99.0.1', 'fd00:99::1'
+CONTAINER_MAC = 'ee:ee:ee:ee:ee:ee'
+_serial = itertools.count()
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def run_in(ns, fn, *args, **kwargs):
+    """Run fn in a child that joined namespace ns; return or raise its result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.close(r)
+            try:
+                netns.setns(ns, flags=0)
+                out = ('ok', fn(*args, **kwargs))
+            except BaseException as e:  # noqa: B036 - reported to the parent
+                out = ('err', e)
+            try:
+                data = pickle.dumps(out)
+            except Exception:
+                data = pickle.dumps(('err', RuntimeError(repr(out))))
+            with os.fdopen(w, 'wb') as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, 'rb') as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    if status == 'err':
+        raise value
+    return value
+
+
+def ip(ns, *args):
+    return subprocess.run(
+        ['ip', '-n', ns, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def ip_json(ns, *args):
+    return json.loads(ip(ns, '-j', *args) or '[]')
+
+
+def links(ns):
+    return {link['ifname'] for link in ip_json(ns, 'link', 'show')}
+
+
+def routes(ns, family, ifname=None):
+    dev = ('dev', ifname) if ifname else ()
+    return ip_json(ns, family, 'route', 'show', 'table', 'main', *dev)
+
+
+def ping(ns, address):
+    return subprocess.run(
+        ['ip', 'netns', 'exec', ns, 'busybox', 'ping', '-c1', '-W1', address],
+        capture_output=True,
+    ).returncode == 0
+
+
+def read_sysctl(key):
+    with open(f'/proc/sys/{key}') as f:
+        return f.read().strip()
+
+
+def names(endpoint_id):
+    return f'cali{endpoint_id[:11]}', f'temp{endpoint_id[:11]}'
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def make_netns():
+    made = []
+
+    def make(role):
+        name = f'dpt{os.getpid()}-{role}{next(_serial)}'
+        subprocess.run(['ip', 'netns', 'add', name], check=True)
+        made.append(name)
+        ip(name, 'link', 'set', 'lo', 'up')
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in reversed(made):
+            subprocess.run(['ip', 'netns', 'del', name], capture_output=True)
+
+
+@pytest.fixture
+def host(make_netns):
+    """A Docker host: proxy ARP answers for 169.254.1.1 only if the host
+    routes it through an interface other than the asking one."""
+    ns = make_netns('host')
+    # No dummy driver in this kernel: a veth pair stands in for the uplink.
+    ip(ns, 'link', 'add', 'lab0', 'type', 'veth', 'peer', 'name', 'lab1')
+    ip(ns, 'link', 'set', 'lab1', 'up')
+    ip(ns, 'link', 'set', 'lab0', 'up')
+    ip(ns, 'addr', 'add', f'{LAB_V4}/24', 'dev', 'lab0')
+    ip(ns, 'addr', 'add', f'{LAB_V6}/64', 'dev', 'lab0', 'nodad')
+    ip(ns, 'route', 'add', 'default', 'via', '10.99.0.254', 'dev', 'lab0')
+    ip(ns, '-6', 'route', 'add', 'default', 'via', 'fd00:99::fe', 'dev', 'lab0')
+    return ns
+
+
+@pytest.fixture
+def join(host, make_netns):
+    """Plugin Join (create_veth + program_host_side) then Docker's part."""
+
+    def do_join(endpoint_id, ipv4, ipv6=None):
+        host_if, temp_if = names(endpoint_id)
+        v6 = [ipv6] if ipv6 else []
+        run_in(host, dataplane.create_veth, host_if, temp_if, mac=CONTAINER_MAC)
+        run_in(host, dataplane.program_host_side, host_if, [ipv4], v6)
+        ctr = make_netns('ctr')
+        ip(host, 'link', 'set', temp_if, 'netns', ctr)
+        ip(ctr, 'link', 'set', temp_if, 'name', 'cali0')
+        ip(ctr, 'link', 'set', 'cali0', 'up')
+        ip(ctr, 'addr', 'add', f'{ipv4}/32', 'dev', 'cali0')
+        ip(ctr, 'route', 'add', '169.254.1.1', 'dev', 'cali0', 'scope', 'link')
+        ip(ctr, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'cali0')
+        if ipv6:
+            ip(ctr, 'addr', 'add', f'{ipv6}/128', 'dev', 'cali0', 'nodad')
+            ip(ctr, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'cali0')
+        return host_if, ctr
+
+    return do_join
+
+
+# -------------------------------------------------------------------- tests
+
+
+def test_join_programs_host_side_and_traffic_flows(host, join):
+    host_if, ctr = join('a1b2c3d4e5f6a7b8', '10.65.0.2', 'fd00:65::2')
+
+    assert host_if == 'calia1b2c3d4e5f'
+    assert run_in(host, dataplane.link_exists, host_if)
+    assert run_in(ctr, dataplane.mac_of, 'cali0') == CONTAINER_MAC
+    for key in (
+        'net/ipv4/ip_forward',
+        f'net/ipv4/conf/{host_if}/proxy_arp',
+        f'net/ipv4/conf/{host_if}/forwarding',
+        'net/ipv6/conf/all/forwarding',
+        f'net/ipv6/conf/{host_if}/forwarding',
+        f'net/ipv6/conf/{host_if}/proxy_ndp',
+    ):
+        assert run_in(host, read_sysctl, key) == '1', key
+    assert run_in(host, read_sysctl, f'net/ipv4/neigh/{host_if}/proxy_delay') == '0'
+
+    [r4] = routes(host, '-4', host_if)
+    assert (r4['dst'], r4['scope']) == ('10.65.0.2', 'link')
+    assert any(r['dst'] == 'fd00:65::2' for r in routes(host, '-6', host_if))
+    [gw] = [a for a in ip_json(host, '-6', 'addr', 'show', 'dev', host_if)[0]['addr_info']
+            if a['local'] == 'fe80::1']
+    assert gw['prefixlen'] == 64 and gw.get('nodad') and not gw.get('tentative')
+
+    assert ping(ctr, LAB_V4) and ping(host, '10.65.0.2')
+    assert ping(ctr, LAB_V6) and ping(host, 'fd00:65::2')
+
+
+def test_two_containers_on_one_host_reach_each_other(join):
+    _, ctr1 = join('1111111111111111', '10.65.0.11', 'fd00:65::11')
+    _, ctr2 = join('2222222222222222', '10.65.0.12', 'fd00:65::12')
+
+    assert ping(ctr1, '10.65.0.12') and ping(ctr2, '10.65.0.11')
+    assert ping(ctr1, 'fd00:65::12') and ping(ctr2, 'fd00:65::11')
+
+
+def test_ipv4_only_leaves_ipv6_alone(host):
+    run_in(host, dataplane.create_veth, 'cali4only', 'temp4only')
+    run_in(host, dataplane.program_host_side, 'cali4only', ['10.65.0.4'], [])
+
+    addrs = ip_json(host, '-6', 'addr', 'show', 'dev', 'cali4only')
+    assert not any(a['local'] == 'fe80::1' for x in addrs for a in x['addr_info'])
+    assert run_in(host, read_sysctl, 'net/ipv6/conf/cali4only/proxy_ndp') == '0'
+    assert [r['dst'] for r in routes(host, '-4', 'cali4only')] == ['10.65.0.4']
+
+
+def test_every_function_is_replayable(host):
+    before = links(host)
+    for _ in range(2):
+        run_in(host, dataplane.create_veth, 'caliR', 'tempR', mtu=1400, mac=CONTAINER_MAC)
+    assert links(host) == before | {'caliR', 'tempR'}
+    [temp] = ip_json(host, 'link', 'show', 'tempR')
+    assert (temp['address'], temp['mtu'], temp['link']) == (CONTAINER_MAC, 1400, 'caliR')
+    assert ip_json(host, 'link', 'show', 'caliR')[0]['mtu'] == 1400
+
+    for _ in range(2):
+        run_in(host, dataplane.program_host_side, 'caliR', ['10.65.0.7'], ['fd00:65::7'])
+    assert [r['dst'] for r in routes(host, '-4', 'caliR')] == ['10.65.0.7']
+    assert sum(r['dst'] == 'fd00:65::7' for r in routes(host, '-6', 'caliR')) == 1
+
+    for _ in range(2):
+        run_in(host, dataplane.remove_routes, ['10.65.0.7'], ['fd00:65::7'])
+    assert routes(host, '-4', 'caliR') == []
+    assert not any(r['dst'] == 'fd00:65::7' for r in routes(host, '-6', 'caliR'))
+    assert run_in(host, dataplane.link_exists, 'caliR')
+
+    for _ in range(2):
+        run_in(host, dataplane.remove_veth, 'caliR')
+    assert links(host) == before
+    assert run_in(host, dataplane.mac_of, 'caliR') is None
+
+
+def test_create_veth_replaces_stale_leftovers(host):
+    # A pair left by an endpoint whose temp end had another name.
+    ip(host, 'link', 'add', 'caliS', 'type', 'veth', 'peer', 'name', 'tempOLD')
+    run_in(host, dataplane.create_veth, 'caliS', 'tempS')
+    assert 'tempOLD' not in links(host)
+    assert ip_json(host, 'link', 'show', 'tempS')[0]['link'] == 'caliS'
+
+    # Not a veth at all under our name.
+    ip(host, 'link', 'add', 'caliB', 'type', 'bridge')
+    run_in(host, dataplane.create_veth, 'caliB', 'tempB')
+    [link] = ip_json(host, '-d', 'link', 'show', 'caliB')
+    assert link['linkinfo']['info_kind'] == 'veth'
+    assert ip_json(host, 'link', 'show', 'tempB')[0]['link'] == 'caliB'
+
+
+def test_remove_veth_takes_both_ends_and_routes(host, join):
+    host_if, ctr = join('3333333333333333', '10.65.0.33', 'fd00:65::33')
+    assert ping(ctr, LAB_V4)
+
+    run_in(host, dataplane.remove_veth, host_if)
+    assert host_if not in links(host)
+    assert 'cali0' not in links(ctr)
+    assert not any(r['dst'] == '10.65.0.33' for r in routes(host, '-4'))
+    assert not any(r['dst'] == 'fd00:65::33' for r in routes(host, '-6'))
+
+    run_in(host, dataplane.remove_veth, host_if)
+    run_in(host, dataplane.remove_routes, ['10.65.0.33'], ['fd00:65::33'], host_if)
+
+
+def test_remove_routes_for_one_interface_spares_a_reused_address(host):
+    run_in(host, dataplane.create_veth, 'caliNew', 'tempNew')
+    run_in(host, dataplane.program_host_side, 'caliNew', ['10.65.0.9'], [])
+    run_in(host, dataplane.create_veth, 'caliOld', 'tempOld')
+
+    run_in(host, dataplane.remove_routes, ['10.65.0.9'], [], 'caliOld')
+    assert [r['dst'] for r in routes(host, '-4', 'caliNew')] == ['10.65.0.9']
+
+    run_in(host, dataplane.remove_routes, ['10.65.0.9'], [], 'caliNew')
+    assert routes(host, '-4', 'caliNew') == []
+
+
+def _fail_to_bring_up_temp_end(host_if, temp_if):
+    """create_veth with netlink refusing to bring the temp end up."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    class FlakyIPRoute(dataplane.IPRoute):
+        def link(self, command, **kwargs):
+            if command == 'set' and kwargs.get('ifname') == temp_if:
+                raise NetlinkError(1, 'Operation not permitted')
+            # IPRoute resolves its methods in __getattr__, not as attributes.
+            return super().__getattr__('link')(command, **kwargs)
+
+    dataplane.IPRoute = FlakyIPRoute  # only in this forked child
+    dataplane.create_veth(host_if, temp_if)
+
+
+@pytest.mark.parametrize(
+    'call, named',
+    [
+        (lambda: dataplane.create_veth('cali0123456789ab', 'temp0'), 'cali0123456789ab'),
+        (lambda: dataplane.create_veth('caliE', 'temp0123456789ab'), 'temp0123456789ab'),
+        (lambda: dataplane.create_veth('caliE', 'tempE', mac='ee:ee'), 'tempE'),
+        (lambda: dataplane.create_veth('caliE', 'tempE', mtu=70000), 'caliE'),
+        (lambda: dataplane.create_veth('caliE', 'lab1'), 'lab1'),
+        (lambda: _fail_to_bring_up_temp_end('caliE', 'tempE'), 'tempE'),
+        (lambda: dataplane.program_host_side('caliE', ['10.65.0.1'], []), 'caliE'),
+        (lambda: dataplane.program_host_side('lab0', ['fd00::1'], []), 'lab0'),
+        (lambda: dataplane.remove_veth('x' * 16), 'x' * 16),
+        (lambda: dataplane.link_exists(''), "''"),
+    ],
+    ids=[
+        'host-name-16-chars', 'temp-name-16-chars', 'bad-mac', 'mtu-too-big',
+        'temp-name-taken', 'half-created-pair', 'program-missing-link',
+        'ipv6-given-as-ipv4', 'remove-16-chars', 'empty-name',
+    ],
+)
+def test_errors_are_typed_and_leave_nothing_behind(host, call, named):
+    before = links(host), routes(host, '-4'), routes(host, '-6')
+
+    with pytest.raises(DataplaneError) as caught:
+        run_in(host, call)
+
+    assert named in str(caught.value)
+    assert (links(host), routes(host, '-4'), routes(host, '-6')) == before

@@ -1,0 +1,73 @@
+"""Network namespaces for the lab, and the links and routes between them.
+
+Namespaces get run-unique names (see common.lab_name), so methods below take
+the full name that Lab.netns() returned. Links live inside lab namespaces
+and disappear with them, so closing the Lab only has to delete namespaces.
+"""
+
+from functools import partial
+
+from .common import delete_netns, ip, lab_name, run_all, run_dir
+
+
+def add_netns(netns):
+    """Create namespace `netns` (a full name) with its loopback up."""
+    run_dir()  # claim the run first, so a concurrent sweep knows it is ours
+    ip("netns", "add", netns)
+    ip("link", "set", "lo", "up", netns=netns)
+
+
+class Lab:
+    """Remembers the namespaces it made and deletes them (with every link,
+    address, route and process inside) in close()."""
+
+    def __init__(self):
+        self.namespaces = []
+
+    def netns(self, name):
+        """Create namespace `name` (made run-unique) and return its full name."""
+        netns = lab_name(name)
+        add_netns(netns)
+        self.namespaces.append(netns)
+        return netns
+
+    def veth(self, netns_a, if_a, netns_b, if_b, cidr_a=None, cidr_b=None):
+        """Link `if_a` in `netns_a` to `if_b` in `netns_b`, both up,
+        with optional addresses such as "10.0.0.1/24"."""
+        ip("link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", netns_b,
+           netns=netns_a)
+        for netns, ifname, cidr in ((netns_a, if_a, cidr_a), (netns_b, if_b, cidr_b)):
+            if cidr:
+                self.addr(netns, ifname, cidr)
+            ip("link", "set", ifname, "up", netns=netns)
+
+    def dummy(self, netns, ifname, cidr=None):
+        """A dummy interface (a sink: it drops what is routed to it), up."""
+        ip("link", "add", ifname, "type", "dummy", netns=netns)
+        if cidr:
+            self.addr(netns, ifname, cidr)
+        ip("link", "set", ifname, "up", netns=netns)
+
+    def addr(self, netns, ifname, cidr):
+        ip("addr", "add", cidr, "dev", ifname, netns=netns)
+
+    def route(self, netns, dst, via=None, dev=None):
+        """Add or replace route `dst` ("default", "10.2.0.0/16", ...)."""
+        args = ["route", "replace", dst]
+        args += ["via", via] if via else []
+        args += ["dev", dev] if dev else []
+        ip(*args, netns=netns)
+
+    def delete(self, netns):
+        """Delete one namespace of this lab now (killing what runs in it)."""
+        delete_netns(netns)
+        self.namespaces.remove(netns)
+
+    def close(self):
+        run_all(*(partial(self.delete, netns) for netns in reversed(self.namespaces)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
