@@ -71,7 +71,7 @@ def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
         raise DataplaneError(f'MTU for {host_ifname} must be an integer, got {mtu!r}')
     pair = f'veth pair {host_ifname}/{temp_ifname}'
     with IPRoute() as ipr:
-        host = _get_link(ipr, host_ifname, pair)
+        host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
         if host is not None:
             if _peer_name(ipr, host) == temp_ifname:
                 _bring_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
@@ -99,7 +99,7 @@ def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
                 raise _error(f'create {pair}{detail}', e) from e
             # Either a concurrent replay made the same pair, or temp_ifname
             # belongs to something else, which we must not touch.
-            host = _get_link(ipr, host_ifname, pair)
+            host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
             if host is None or _peer_name(ipr, host) != temp_ifname:
                 raise DataplaneError(
                     f'cannot create {pair}: an interface named '

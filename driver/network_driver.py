@@ -26,7 +26,7 @@ from driver.sandboxes import Sandboxes
 LOG = logging.getLogger(__name__)
 
 IPV4_GATEWAY = "169.254.1.1"
-IPV6_GATEWAY = "fe80::1"
+IPV6_GATEWAY = dataplane.IPV6_GATEWAY  # on every host-side veth
 CALICO_IPAM_GATEWAYS = {4: "0.0.0.0/0", 6: "::/0"}
 CALICO_ADDRESS_SPACES = ("CalicoLocalAddressSpace", "CalicoGlobalAddressSpace")
 OPT_PREFIX = "com.docker.network."
@@ -221,7 +221,9 @@ class NetworkDriver:
 
     def _clear_host_side(self, wep):
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
-        dataplane.remove_routes(v4, v6)
+        # Only routes through this endpoint's interface: the address may
+        # already belong to a newer endpoint.
+        dataplane.remove_routes(v4, v6, host_ifname=wep.spec["interfaceName"])
         sandbox = wep.annotations.get(ep.SANDBOX_ANNOTATION)
         if sandbox:
             self.sandboxes.release(sandbox, wep.spec["endpoint"])
