@@ -171,6 +171,18 @@ def pids_in_netns(netns):
     return found
 
 
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace").replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def pids_with_cmdline(text):
+    """Pids of processes whose command line contains `text`."""
+    return [pid for pid in _pids() if text in _cmdline(pid)]
+
+
 def _gone(pid):
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -231,10 +243,8 @@ def _start_time(pid):
 
 
 def _owner_alive(run):
-    owner = LAB_ROOT / run / "owner"
     try:
-        pid, start = owner.read_text().split()
-        return _start_time(int(pid)) == start
+        pid, start = (LAB_ROOT / run / "owner").read_text().split()
     except FileNotFoundError:
         # A run that is being claimed right now has its directory but not yet
         # its owner file: give it a minute.
@@ -244,6 +254,10 @@ def _owner_alive(run):
             return False
     except (OSError, ValueError):
         return False
+    try:
+        return _start_time(int(pid)) == start
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def sweep_run(run):
@@ -251,21 +265,14 @@ def sweep_run(run):
     netns_names = [p.name for p in NETNS_DIR.glob(f"{PREFIX}-{run}-*")]
     for netns in netns_names:
         kill_pids(pids_in_netns(netns))
-    marker = f"/calico-lab/{run}/"  # root-namespace daemons name their dirs
-    kill_pids([pid for pid in _pids() if marker in _cmdline(pid)])
+    # Daemons in the root namespace (etcd) name their directories.
+    kill_pids(pids_with_cmdline(f"/calico-lab/{run}/"))
     for cgroup in {Path(p).name for p in _cgroup_dirs(f"{PREFIX}-{run}-*")}:
         remove_cgroups(cgroup)
     for netns in netns_names:
         delete_netns(netns)
     for root in (LAB_ROOT, SHM_ROOT):
         shutil.rmtree(root / run, ignore_errors=True)
-
-
-def _cmdline(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace").replace("\0", " ")
-    except OSError:
-        return ""
 
 
 def sweep_leftovers():

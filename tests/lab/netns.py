@@ -41,9 +41,11 @@ class Lab:
                 self.addr(netns, ifname, cidr)
             ip("link", "set", ifname, "up", netns=netns)
 
-    def dummy(self, netns, ifname, cidr=None):
-        """A dummy interface (a sink: it drops what is routed to it), up."""
-        ip("link", "add", ifname, "type", "dummy", netns=netns)
+    def sink(self, netns, ifname, cidr=None):
+        """An interface that drops everything routed to it, up. It is an ifb
+        device: this kernel has no `dummy` driver, and an ifb drops what it
+        is sent unless tc redirects traffic into it."""
+        ip("link", "add", ifname, "type", "ifb", netns=netns)
         if cidr:
             self.addr(netns, ifname, cidr)
         ip("link", "set", ifname, "up", netns=netns)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# THE command that runs the whole test suite, from any directory:
+#   bash scripts/test.sh [pytest args]
+# Installs what is missing (scripts/deps.sh), then runs pytest from the repo
+# root. Exit code: pytest's, except "no tests collected" (5) counts as failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/deps.sh
+rc=0
+.venv/bin/python -m pytest -p no:cacheprovider -q "$@" || rc=$?
+if [ "$rc" = 5 ]; then
+    echo "test.sh: no tests were collected" >&2
+    rc=1
+fi
+exit "$rc"

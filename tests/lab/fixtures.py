@@ -1,0 +1,60 @@
+"""Pytest fixtures for Docker hosts (loaded for all tests by tests/conftest.py).
+
+    def test_ping(docker_host):              # one host, etcd inside it
+        docker_host.start_process([...])     # e.g. the plugin
+        docker_host.docker("run", "--rm", "busybox", "echo", "hi")
+
+    def test_two(docker_host_factory):       # several hosts, one Lab
+        h1, h2 = docker_host_factory(), docker_host_factory(etcd=False)
+        docker_host_factory.lab.veth(h1.netns, "eth1", h2.netns, "eth1", ...)
+"""
+
+import os
+import shutil
+
+import pytest
+
+from .common import run_all
+from .dockerd import DOCKERD, DockerHost
+from .images import import_busybox
+from .netns import Lab
+
+
+def skip_unless_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, dockerd)")
+
+
+@pytest.fixture(scope="module")
+def docker_host_factory():
+    """make(name=None, etcd=True) -> a started DockerHost with busybox
+    imported and, if `etcd`, etcd on its 127.0.0.1:2379 (host.etcd).
+    Hosts are numbered 1, 2, ... in order; all share `make.lab`, and all go
+    away at the end of the module."""
+    skip_unless_root()
+    if not shutil.which(DOCKERD):
+        pytest.skip(f"{DOCKERD} is not installed (scripts/deps.sh installs it)")
+    lab = Lab()
+    hosts = []
+
+    def make(name=None, etcd=True):
+        index = len(hosts) + 1
+        host = DockerHost(name or f"h{index}", index, lab)
+        hosts.append(host)
+        host.start()
+        import_busybox(host)
+        if etcd:
+            host.start_etcd()
+        return host
+
+    make.lab = lab
+    try:
+        yield make
+    finally:
+        run_all(*(host.close for host in reversed(hosts)), lab.close)
+
+
+@pytest.fixture(scope="module")
+def docker_host(docker_host_factory):
+    """One started Docker host with busybox and etcd inside it (module-wide)."""
+    return docker_host_factory()
