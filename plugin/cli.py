@@ -19,7 +19,7 @@ def _version() -> str:
 
 def cmd_run(args, config: Config) -> int:
     startup.prepare_datastore(config)
-    server.serve(config, args.plugin_dir)
+    server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
     return 0
 
 
@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin-dir", default=DEFAULT_PLUGIN_DIR,
                      help="directory for calico.sock and calico-ipam.sock "
                           f"(default {DEFAULT_PLUGIN_DIR})")
+    run.add_argument("--socket", action="append", metavar="NAME",
+                     help="serve only this socket file name (repeatable; a managed "
+                          "plugin serves the one its config.json names)")
     run.set_defaults(func=cmd_run)
     return p
 

@@ -25,15 +25,15 @@ class AlreadyServed(Exception):
     pass
 
 
-def socket_paths(plugin_dir: str) -> list[str]:
-    return [os.path.join(plugin_dir, name) for name in SOCKETS]
+def socket_paths(plugin_dir: str, names=SOCKETS) -> list[str]:
+    return [os.path.join(plugin_dir, name) for name in names]
 
 
-def claim_sockets(plugin_dir: str) -> None:
+def claim_sockets(paths) -> None:
     """Refuse to start when another instance answers on our sockets; remove
     socket files a dead instance left behind."""
-    os.makedirs(plugin_dir, mode=0o755, exist_ok=True)
-    for path in socket_paths(plugin_dir):
+    for path in paths:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         if not os.path.exists(path):
             continue
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -53,10 +53,10 @@ def claim_sockets(plugin_dir: str) -> None:
 
 
 class PluginServer(BaseApplication):
-    def __init__(self, config: Config, plugin_dir: str, workers: int = 1, threads: int = 16):
+    def __init__(self, config: Config, paths, workers: int = 1, threads: int = 16):
         self.config = config
         self.options = {
-            "bind": [f"unix:{p}" for p in socket_paths(plugin_dir)],
+            "bind": [f"unix:{p}" for p in paths],
             "umask": 0o077,  # the sockets are root-only
             "workers": workers,
             "worker_class": "gthread",
@@ -77,8 +77,11 @@ class PluginServer(BaseApplication):
         return create_app(lambda: services.build(self.config))
 
 
-def serve(config: Config, plugin_dir: str) -> None:
-    claim_sockets(plugin_dir)
-    LOG.info("serving %s for node %s, etcd %s", ", ".join(socket_paths(plugin_dir)),
+def serve(config: Config, plugin_dir: str, names=SOCKETS) -> None:
+    """Serve until SIGTERM.  A managed plugin (docker plugin create) serves
+    the one socket its config.json names."""
+    paths = socket_paths(plugin_dir, names)
+    claim_sockets(paths)
+    LOG.info("serving %s for node %s, etcd %s", ", ".join(paths),
              config.nodename, ",".join(config.etcd_endpoints))
-    PluginServer(config, plugin_dir).run()
+    PluginServer(config, paths).run()

@@ -1,0 +1,105 @@
+"""Running the plugin in a lab Docker host and looking at what it did."""
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+from tests.lab.common import LabError, wait_until
+
+REPO = str(Path(__file__).resolve().parents[2])
+WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/libnetwork/"
+PROFILE_PREFIX = "/calico/resources/v3/projectcalico.org/profiles/"
+IPV4_POOL = "192.169.0.0/16"
+IPV6_POOL = "fd80:24e2:f998:72d6::/64"
+
+
+def plugin_env(host, **extra):
+    env = {"ETCD_ENDPOINTS": host.etcd.endpoints, "NODENAME": host.name,
+           "DOCKER_HOST": host.docker_host, "PYTHONPATH": REPO,
+           "CALICO_IPV4POOL_CIDR": IPV4_POOL, "CALICO_IPV6POOL_CIDR": IPV6_POOL}
+    env.update(extra)
+    return env
+
+
+def start_plugin(host, **extra_env):
+    """Start `calico-libnetwork run` in the host and wait for its sockets."""
+    argv = [sys.executable, "-m", "plugin.cli", "run", "--plugin-dir", host.plugin_dir]
+    process = host.start_process(argv, env=plugin_env(host, **extra_env), name="plugin")
+    sockets = [Path(host.plugin_dir) / name for name in ("calico.sock", "calico-ipam.sock")]
+    if not wait_until(lambda: all(_answers(s) for s in sockets) or not process.running, 30):
+        raise LabError(f"plugin did not start:\n{process.log_tail()}")
+    if not process.running:
+        raise LabError(f"plugin exited:\n{process.log_tail()}")
+    return process
+
+
+def _answers(path):
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def calicoctl(host, *args, check=True, **extra_env):
+    """Our CLI, run inside the host (where its etcd is reachable)."""
+    env = " ".join(f"{k}={v}" for k, v in plugin_env(host, **extra_env).items())
+    cmd = f"env {env} {sys.executable} -m plugin.cli " + " ".join(args)
+    return host.run_in_netns(cmd, check=check)
+
+
+def docker(host, *args):
+    """Run the docker CLI in the host; raise with its stderr on failure."""
+    result = host.docker(*args)
+    if result.returncode:
+        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def docker_fails(host, *args) -> str:
+    result = host.docker(*args)
+    assert result.returncode != 0, f"docker {' '.join(args)} unexpectedly worked"
+    return result.stderr
+
+
+def endpoint_id(host, container, network):
+    return docker(host, "inspect", "-f",
+                  f"{{{{(index .NetworkSettings.Networks \"{network}\").EndpointID}}}}", container)
+
+
+def container_ip(host, container, network, field="IPAddress"):
+    return docker(host, "inspect", "-f",
+                  f"{{{{(index .NetworkSettings.Networks \"{network}\").{field}}}}}", container)
+
+
+def wep(host, endpoint):
+    name = f"{host.name.replace('-', '--')}-libnetwork-libnetwork-{endpoint}"
+    raw = host.etcd.get(WEP_PREFIX + name)
+    return None if raw is None else json.loads(raw)
+
+
+def keys(host, prefix):
+    return host.etcd.ctl("get", "--prefix", "--keys-only", prefix).stdout.split()
+
+
+def in_host(host, cmd) -> str:
+    return host.run_in_netns(cmd).stdout
+
+
+def wait_for(predicate, timeout=10, message="condition"):
+    if not wait_until(predicate, timeout, 0.1):
+        raise AssertionError(f"timed out waiting for {message}")
+
+
+def remove_all(host):
+    """Remove every container and calico network: the state between tests."""
+    ids = host.docker("ps", "-aq").stdout.split()
+    if ids:
+        host.docker("rm", "-f", *ids)
+    nets = host.docker("network", "ls", "-q", "--filter", "driver=calico").stdout.split()
+    for net in nets:
+        host.docker("network", "rm", net)
