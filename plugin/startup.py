@@ -7,7 +7,9 @@ import secrets
 
 from datastore.errors import ResourceAlreadyExists
 from datastore.resources import Resource, Resources
+from driver import forwarding
 from ipam import pools
+from ipam.errors import IpamError
 from plugin import services
 from plugin.config import Config
 
@@ -27,6 +29,13 @@ def prepare_datastore(config: Config) -> None:
             ensure_default_pools(resources, config)
     finally:
         etcd.close()
+
+
+def prepare_host() -> None:
+    try:
+        forwarding.ensure_forwarding()
+    except forwarding.ForwardingError as exc:
+        raise StartupError(f"cannot let containers' traffic through FORWARD: {exc}") from exc
 
 
 def ensure_cluster_information(resources: Resources) -> None:
@@ -51,10 +60,10 @@ def ensure_default_pools(resources: Resources, config: Config) -> None:
         wanted.append((6, "default-ipv6-ippool", d.ipv6_cidr, d.ipv6_block_size))
     existing = pools.list_pools(resources)
     for ip_version, name, cidr, block_size in wanted:
-        if any(pools.ip_version(p) == ip_version for p in existing):
+        if any(p.version == ip_version for p in existing):
             continue
         try:
-            pool = pools.new_pool(
+            pool = pools.build_pool(
                 name, cidr, block_size=block_size,
                 nat_outgoing=d.nat_outgoing if ip_version == 4 else False,
                 ipip_mode=d.ipip_mode if ip_version == 4 else "Never",
@@ -62,7 +71,7 @@ def ensure_default_pools(resources: Resources, config: Config) -> None:
                 node_selector=d.node_selector)
             pools.create_pool(resources, pool)
             LOG.info("created IP pool %s %s", name, cidr)
-        except ResourceAlreadyExists:
-            pass
-        except pools.PoolError as exc:
+        except IpamError as exc:
+            if any(p.version == ip_version for p in pools.list_pools(resources)):
+                continue  # another host created one at the same moment
             raise StartupError(f"cannot create the default IPv{ip_version} pool: {exc}") from exc

@@ -76,7 +76,7 @@ def test_docs_scenario(clean):
     ifname = host_ifname(endpoint)
     assert ifname in in_host(host, ["ip", "-br", "link", "show", ifname])
     route = in_host(host, ["ip", "route", "show", ip_c])
-    assert f"{ip_c} dev {ifname} scope link" in route
+    assert re.match(rf"{ip_c} dev {ifname} .*scope link", route)
     assert in_host(host, ["cat", f"/proc/sys/net/ipv4/conf/{ifname}/proxy_arp"]).strip() == "1"
 
     # In etcd: the WorkloadEndpoint and the network's Profile.
