@@ -12,6 +12,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import types
 from typing import Iterator, NamedTuple
 from urllib.parse import urlsplit
@@ -39,7 +40,17 @@ _UNAVAILABLE = (
     etcd3.exceptions.NoServerAvailableError,
 )
 _PAGE = 500
-_GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+_GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # gRPC backs off reconnecting up to 2 minutes by default: after an etcd
+    # outage we want to be back within a second of etcd.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+# Only "could not connect" is retried: the request was not applied.  A timeout
+# may have been applied, and a CAS caller must re-read instead.
+_RETRYABLE = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.NoServerAvailableError)
 
 
 class KV(NamedTuple):
@@ -97,22 +108,30 @@ class Etcd:
     # -- plumbing -------------------------------------------------------
 
     def _call(self, fn):
-        """Run fn(client) on the current endpoint, failing over on outage."""
-        errors = []
-        n = len(self._clients)
-        start = self._current
-        for i in range(n):
-            idx = (start + i) % n
-            try:
-                result = fn(self._clients[idx])
-            except _UNAVAILABLE as exc:
-                errors.append(f"{self.endpoints[idx]} ({type(exc).__name__})")
-                continue
-            except grpc.RpcError as exc:  # anything the library doesn't map
-                errors.append(f"{self.endpoints[idx]} ({exc.code().name})")
-                continue
-            self._current = idx
-            return result
+        """Run fn(client) on the current endpoint, failing over on outage and
+        retrying refused connections until `timeout` has passed."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            errors, retryable = [], True
+            n = len(self._clients)
+            start = self._current
+            for i in range(n):
+                idx = (start + i) % n
+                try:
+                    result = fn(self._clients[idx])
+                except _UNAVAILABLE as exc:
+                    errors.append(f"{self.endpoints[idx]} ({type(exc).__name__})")
+                    retryable = retryable and isinstance(exc, _RETRYABLE)
+                    continue
+                except grpc.RpcError as exc:  # anything the library doesn't map
+                    errors.append(f"{self.endpoints[idx]} ({exc.code().name})")
+                    retryable = False
+                    continue
+                self._current = idx
+                return result
+            if not retryable or time.monotonic() + 0.2 > deadline:
+                break
+            time.sleep(0.2)
         raise DatastoreUnavailable(
             "cannot reach etcd at " + ", ".join(errors)
             + "; check ETCD_ENDPOINTS and that etcd is running"
@@ -130,14 +149,18 @@ class Etcd:
             return None
         return KV(key, value, meta.mod_revision)
 
-    def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
-        """All keys under prefix, in key order, read at one revision."""
+    def get_prefix(self, prefix: str, keys_only: bool = False) -> tuple[list[KV], int]:
+        """All keys under prefix, in key order, read at one revision.
+
+        keys_only: values come back as b"" (a cheap listing of keys and
+        their mod_revisions).
+        """
         end = etcd3.utils.prefix_range_end(prefix.encode())
         kvs, start, revision = [], prefix.encode(), None
         while True:
             resp = self._call(lambda c: c.get_range_response(
                 start, end, sort_order="ascend", sort_target="key",
-                limit=_PAGE, revision=revision))
+                limit=_PAGE, revision=revision, keys_only=keys_only))
             revision = revision or resp.header.revision
             kvs.extend(KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs)
             if not resp.more:
@@ -178,6 +201,20 @@ class Etcd:
         compare = [tx.mod(key) == mod_revision] if mod_revision else [tx.version(key) > 0]
         resp = self._txn(compare, [tx.delete(key)])
         return resp is not None and resp[0].response_delete_range.deleted > 0
+
+    def commit(self, creates=(), updates=()) -> bool:
+        """Several compare-and-swaps that succeed or fail together.
+
+        creates: (key, value) pairs that must not exist; updates: (key, value,
+        mod_revision) triples that must be unchanged.  False if any compare
+        failed (nothing is written then).
+        """
+        tx = self._clients[0].transactions
+        compare = ([tx.version(k) == 0 for k, _ in creates]
+                   + [tx.mod(k) == rev for k, _, rev in updates])
+        success = ([tx.put(k, _bytes(v)) for k, v in creates]
+                   + [tx.put(k, _bytes(v)) for k, v, _ in updates])
+        return self._txn(compare, success) is not None
 
     def put(self, key: str, value) -> int:
         """Unconditional write: only for keys with a single writer by design."""

@@ -32,7 +32,7 @@ __all__ = [
     'remove_veth',
     'remove_routes',
     'link_exists',
-    'mac_of',
+    'links',
 ]
 
 IPV6_GATEWAY = 'fe80::1'
@@ -207,15 +207,15 @@ def link_exists(ifname):
         return _get_link(ipr, ifname, f'look up {ifname}') is not None
 
 
-def mac_of(ifname):
-    """The MAC address of ``ifname`` as ``aa:bb:...`` or None if absent."""
-    _check_ifname(ifname)
+def links(prefix):
+    """{name: MAC} of the links whose name starts with ``prefix``."""
     with IPRoute() as ipr:
-        link = _get_link(ipr, ifname, f'look up {ifname}')
-    if link is None:
-        return None
-    address = link.get('IFLA_ADDRESS')
-    return address.lower() if address else None
+        found = {}
+        for link in _netlink(ipr.link, 'list links', 'dump'):
+            name = link.get('IFLA_IFNAME') or ''
+            if name.startswith(prefix):
+                found[name] = (link.get('IFLA_ADDRESS') or '').lower() or None
+        return found
 
 
 # ------------------------------------------------------------------ helpers

@@ -20,6 +20,11 @@ def host_ifname(endpoint_id: str) -> str:
     return HOST_IF_PREFIX + endpoint_id[:11]
 
 
+def is_host_ifname(name: str) -> bool:
+    """Names host_ifname() makes: cali + 11 hex digits (not e.g. cali0)."""
+    return bool(re.fullmatch(HOST_IF_PREFIX + "[0-9a-f]{11}", name))
+
+
 def temp_ifname(endpoint_id: str) -> str:
     return TEMP_IF_PREFIX + endpoint_id[:11]
 

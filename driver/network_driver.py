@@ -21,6 +21,7 @@ from driver import endpoints as ep
 from driver.docker_api import DockerApi
 from driver.errors import DriverError, NotCalicoIpam, UnknownEndpoint, UnsupportedOption
 from driver.networks import Network, Networks
+from driver.reaper import LinkReaper
 from driver.sandboxes import Sandboxes
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ OPT_IPV6 = OPT_PREFIX + "enable_ipv6"
 OPT_IPV4 = OPT_PREFIX + "enable_ipv4"
 OPT_GENERIC = OPT_PREFIX + "generic"
 NAME_LEARN_SECONDS = 30.0
+_CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class NetworkDriver:
         self.networks = Networks(resources.etcd)
         self.sandboxes = Sandboxes(resources.etcd, settings.node)
         self.docker = docker
+        self.reaper = LinkReaper()
+        # Per-process caches that spare etcd round trips on the Join path.
+        # Each entry is only a hint: writes still compare revisions.
+        self._named_networks = {}  # network id -> Network whose name is known
+        self._profiles = set()  # profiles this process created or saw exist
+        self._weps = {}  # endpoint id -> WorkloadEndpoint as last written
 
     # -- capabilities and no-ops ---------------------------------------
 
@@ -128,6 +136,9 @@ class NetworkDriver:
 
     def delete_network(self, network_id):
         network = self.networks.get(network_id)
+        self._named_networks.pop(network_id, None)
+        if network and network.name:
+            self._profiles.discard(ep.profile_name(network.name))
         self.networks.remove(network_id)
         if (network and network.name and self.settings.create_profiles
                 and not self.networks.name_in_use_elsewhere(network.name, network_id)):
@@ -137,6 +148,8 @@ class NetworkDriver:
     def _network(self, network_id, interface) -> Network:
         """The network's record; a NetworkID we never saw is recorded now
         (its CreateNetwork went to another etcd, or the record was lost)."""
+        if network_id in self._named_networks:
+            return self._named_networks[network_id]
         network = self.networks.get(network_id)
         if network is None:
             LOG.warning("network %s was not created through this plugin's datastore; "
@@ -148,6 +161,8 @@ class NetworkDriver:
             name = self.docker.network_name(network_id)
             if name:
                 network = self.networks.set_name(network_id, name) or network
+        if network.name is not None:
+            _remember(self._named_networks, network_id, network)
         return network
 
     # -- endpoints -----------------------------------------------------
@@ -166,7 +181,11 @@ class NetworkDriver:
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
         wep = ep.workload_endpoint(self.settings.node, endpoint_id, network_id,
                                    ip_networks, mac, profiles)
-        self.resources.apply(wep)
+        try:
+            wep = self.resources.create(wep)
+        except ResourceAlreadyExists:  # a replayed CreateEndpoint
+            wep = self.resources.apply(wep)
+        _remember(self._weps, endpoint_id, wep)
         if self.settings.label_endpoints:
             threading.Thread(target=self._label_endpoint, args=(network_id, endpoint_id),
                              daemon=True, name=f"label-{endpoint_id[:12]}").start()
@@ -177,10 +196,13 @@ class NetworkDriver:
         return {"Interface": {"MacAddress": ep.DEFAULT_MAC}}
 
     def _ensure_profile(self, name):
+        if name in self._profiles:
+            return
         try:
             self.resources.create(ep.network_profile(name))
         except ResourceAlreadyExists:
             pass
+        self._profiles.add(name)
 
     def _label_endpoint(self, network_id, endpoint_id):
         deadline = time.monotonic() + self.settings.label_poll_timeout
@@ -202,18 +224,21 @@ class NetworkDriver:
                 return
             wep.labels.update(labels)
             try:
-                self.resources.update(wep)
+                _remember(self._weps, endpoint_id, self.resources.update(wep))
                 return
             except (ResourceConflict, ResourceNotFound):
                 continue
 
-    def _wep(self, endpoint_id) -> Resource | None:
+    def _wep(self, endpoint_id, cached=False) -> Resource | None:
+        if cached and endpoint_id in self._weps:
+            return self._weps[endpoint_id]
         return self.resources.get("WorkloadEndpoint", ep.wep_name(self.settings.node, endpoint_id),
                                   ep.NAMESPACE)
 
     def delete_endpoint(self, network_id, endpoint_id):
         wep = self._wep(endpoint_id)
-        dataplane.remove_veth(ep.host_ifname(endpoint_id))
+        self._weps.pop(endpoint_id, None)
+        self.reaper.delete(ep.host_ifname(endpoint_id))
         if wep is not None:
             self._clear_host_side(wep)
             self.resources.delete("WorkloadEndpoint", wep.name, ep.NAMESPACE)
@@ -231,7 +256,7 @@ class NetworkDriver:
     # -- join / leave --------------------------------------------------
 
     def join(self, network_id, endpoint_id, sandbox_key, options):
-        wep = self._wep(endpoint_id)
+        wep = self._wep(endpoint_id, cached=True)
         if wep is None:
             raise UnknownEndpoint(
                 f"endpoint {endpoint_id[:12]} is unknown to Calico: its CreateEndpoint did "
@@ -263,8 +288,18 @@ class NetworkDriver:
         return answer
 
     def _claim_sandbox(self, wep, network_id, endpoint_id, sandbox_key):
-        holder = self.sandboxes.claim(sandbox_key, endpoint_id,
+        unread = [wep]  # the copy we have first; after a lost race, re-read
+
+        def record():
+            """The endpoint, marked with its sandbox, written with the claim."""
+            current = unread.pop() if unread else self._wep(endpoint_id)
+            if current is None:
+                raise UnknownEndpoint(f"endpoint {endpoint_id[:12]} was deleted while joining")
+            current.annotations[ep.SANDBOX_ANNOTATION] = sandbox_key
+            return current.key, current.to_json(), current.revision
+        holder = self.sandboxes.claim(sandbox_key, endpoint_id, record=record,
                                       is_live=lambda other: self._wep(other) is not None)
+        self._weps.pop(endpoint_id, None)  # its revision changed
         if holder is not None:
             other = self._wep(holder)
             other_net = other.annotations.get(ep.NETWORK_ID_ANNOTATION, "") if other else ""
@@ -274,16 +309,19 @@ class NetworkDriver:
                 "Calico network, because each brings the same gateway 169.254.1.1. "
                 "Disconnect it from that network first, or use one network with several "
                 "profiles via policy")
-        if wep.annotations.get(ep.SANDBOX_ANNOTATION) != sandbox_key:
-            wep.annotations[ep.SANDBOX_ANNOTATION] = sandbox_key
-            self.resources.update(wep)
 
     def leave(self, network_id, endpoint_id):
-        dataplane.remove_veth(ep.host_ifname(endpoint_id))
         wep = self._wep(endpoint_id)
         if wep is not None:
             self._clear_host_side(wep)
+        self.reaper.delete(ep.host_ifname(endpoint_id))
         return {}
+
+
+def _remember(cache: dict, key, value):
+    if len(cache) >= _CACHE_LIMIT:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def _check_options(options):

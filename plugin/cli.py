@@ -19,7 +19,7 @@ def _version() -> str:
 
 def cmd_run(args, config: Config) -> int:
     startup.prepare_datastore(config)
-    startup.prepare_host()
+    startup.prepare_host(config)
     server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
     return 0
 

@@ -7,7 +7,7 @@ import secrets
 
 from datastore.errors import ResourceAlreadyExists
 from datastore.resources import Resource, Resources
-from driver import forwarding
+from driver import forwarding, reaper
 from ipam import pools
 from ipam.errors import IpamError
 from plugin import services
@@ -31,11 +31,16 @@ def prepare_datastore(config: Config) -> None:
         etcd.close()
 
 
-def prepare_host() -> None:
+def prepare_host(config: Config) -> None:
     try:
         forwarding.ensure_forwarding()
     except forwarding.ForwardingError as exc:
         raise StartupError(f"cannot let containers' traffic through FORWARD: {exc}") from exc
+    etcd = services.connect(config)
+    try:
+        reaper.sweep(Resources(etcd), config.nodename)
+    finally:
+        etcd.close()
 
 
 def ensure_cluster_information(resources: Resources) -> None:

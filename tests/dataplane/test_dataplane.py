@@ -166,7 +166,7 @@ def test_join_programs_host_side_and_traffic_flows(host, join):
 
     assert host_if == 'calia1b2c3d4e5f'
     assert run_in(host, dataplane.link_exists, host_if)
-    assert run_in(ctr, dataplane.mac_of, 'cali0') == CONTAINER_MAC
+    assert run_in(ctr, dataplane.links, 'cali0') == {'cali0': CONTAINER_MAC}
     for key in (
         'net/ipv4/ip_forward',
         f'net/ipv4/conf/{host_if}/proxy_arp',
@@ -230,7 +230,7 @@ def test_every_function_is_replayable(host):
     for _ in range(2):
         run_in(host, dataplane.remove_veth, 'caliR')
     assert links(host) == before
-    assert run_in(host, dataplane.mac_of, 'caliR') is None
+    assert run_in(host, dataplane.links, 'caliR') == {}
 
 
 def test_create_veth_replaces_stale_leftovers(host):

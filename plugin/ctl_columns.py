@@ -1,0 +1,51 @@
+"""calicoctl's table columns for each kind, plain and wide (`-o wide`)."""
+
+from typing import Callable
+
+from datastore.resources import Resource
+
+
+def _spec(*path, default=None) -> Callable[[Resource], object]:
+    def read(res: Resource):
+        value = res.spec
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return default if value is None else value
+    return read
+
+
+def _nats(res: Resource) -> list[str]:
+    return [f"{n.get('internalIP')}->{n.get('externalIP')}"
+            for n in res.spec.get("ipNATs") or []]
+
+
+NAME = ("NAME", lambda res: res.name)
+_CIDR = ("CIDR", _spec("cidr"))
+_SELECTOR = ("SELECTOR", _spec("nodeSelector", default="all()"))
+_WEP = [("WORKLOAD", _spec("workload")), ("NODE", _spec("node")),
+        ("NETWORKS", _spec("ipNetworks")), ("INTERFACE", _spec("interfaceName"))]
+
+# kind -> (plain columns, wide columns)
+COLUMNS = {
+    "IPPool": ([NAME, _CIDR, _SELECTOR],
+               [NAME, _CIDR, _SELECTOR, ("IPIPMODE", _spec("ipipMode", default="Never")),
+                ("VXLANMODE", _spec("vxlanMode", default="Never")),
+                ("NATOUTGOING", _spec("natOutgoing", default=False)),
+                ("DISABLED", _spec("disabled", default=False)),
+                ("BLOCKSIZE", _spec("blockSize"))]),
+    "Node": ([NAME],
+             [NAME, ("ASN", _spec("bgp", "asNumber")), ("IPV4", _spec("bgp", "ipv4Address")),
+              ("IPV6", _spec("bgp", "ipv6Address"))]),
+    "WorkloadEndpoint": (_WEP, [NAME, *_WEP, ("PROFILES", _spec("profiles")), ("NATS", _nats)]),
+    "Profile": ([NAME], [NAME, ("LABELS", lambda res: res.metadata.get("labels"))]),
+}
+
+
+def table_of(kind: str, objects: list[Resource], wide: bool, with_namespace: bool):
+    """(headers, rows) for objects of one kind."""
+    plain, wide_columns = COLUMNS.get(kind, ([NAME], [NAME]))
+    columns = wide_columns if wide else plain
+    if with_namespace:
+        columns = [("NAMESPACE", lambda res: res.namespace), *columns]
+    return ([heading for heading, _ in columns],
+            [[read(res) for _, read in columns] for res in objects])

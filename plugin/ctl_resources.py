@@ -1,0 +1,121 @@
+"""calicoctl's resource manager: get, list, create, apply and delete any kind.
+
+IP pools go through ipam.pools, so they get its validation, defaults,
+overlap refusal, Felix side effect and calicoctl's delete; the other kinds go
+straight to the datastore.  apply keeps the stored uid and creationTimestamp,
+writes nothing when nothing changed, and with a resourceVersion in the
+manifest only overwrites that revision (as calicoctl apply does).
+"""
+
+import copy
+
+from datastore.errors import ResourceAlreadyExists
+from datastore.resources import Resource, Resources, valid_name
+from ipam import pools
+from ipam.errors import InvalidPool, PoolInUse
+from ipam.pools import Pool
+from plugin.ctl_errors import CommandError
+from plugin.ctl_kinds import namespaced, plural
+from plugin.ctl_output import Outcome
+
+_IDENTITY = ("uid", "creationTimestamp")
+_POOL_FIELD_TYPES = {"cidr": str, "ipipMode": str, "vxlanMode": str, "natOutgoing": bool,
+                     "disabled": bool, "blockSize": int, "nodeSelector": str}
+
+
+class ResourceManager:
+    def __init__(self, resources: Resources):
+        self.resources = resources
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Resource:
+        if kind == "IPPool":  # with libcalico-go's read-side defaults, as calicoctl shows
+            return pools.get_pool(self.resources, name).to_resource()
+        res = self.resources.get(kind, name, namespace) if valid_name(name) else None
+        if res is None:
+            raise _not_found(kind, name, namespace)
+        return res
+
+    def list(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        if kind == "IPPool":
+            return [p.to_resource() for p in pools.list_pools(self.resources)]
+        return self.resources.list(kind, namespace)
+
+    def create(self, res: Resource) -> Outcome:
+        if res.kind == "IPPool":
+            return Outcome.of("created",
+                              pools.create_pool(self.resources, _pool(res)).to_resource())
+        try:
+            return Outcome.of("created", self.resources.create(res))
+        except ResourceAlreadyExists as exc:
+            raise CommandError(f"{exc}; use `calico-libnetwork apply` to change it") from None
+
+    def apply(self, res: Resource) -> Outcome:
+        current = self.resources.get(res.kind, res.name, res.namespace)
+        if current is None:
+            return self.create(res)
+        wanted = self._pool_update(res, current) if res.kind == "IPPool" else copy.deepcopy(res)
+        for key in _IDENTITY:
+            if key in current.metadata:
+                wanted.metadata[key] = current.metadata[key]
+        if wanted.to_dict() == current.to_dict():
+            return Outcome.of("unchanged", current)
+        if res.revision is not None and res.revision != current.revision:
+            raise CommandError(
+                f"{res.kind} {_display(res.name, res.namespace)} has changed since "
+                f"resourceVersion {res.revision} (now {current.revision}); get it again, "
+                "or remove resourceVersion to overwrite it")
+        wanted.revision = current.revision
+        return Outcome.of("updated", self.resources.update(wanted))
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> Outcome:
+        if kind == "IPPool":
+            try:
+                pools.delete_pool(self.resources, name)
+            except PoolInUse as exc:
+                raise PoolInUse(f"{exc} (`calico-libnetwork pool delete {name} --force`)") \
+                    from None
+        elif not valid_name(name) or not self.resources.delete(kind, name, namespace):
+            raise _not_found(kind, name, namespace)
+        return Outcome("deleted", kind, name, namespace)
+
+    def _pool_update(self, res: Resource, current: Resource) -> Resource:
+        pool, stored = _pool(res), Pool.from_resource(current)
+        pools.validate(pool)
+        for field, new, old in (("cidr", pool.cidr, stored.cidr),
+                                ("blockSize", pool.block_size, stored.block_size)):
+            if new != old:
+                raise InvalidPool(f"IP pool {pool.name}: {field} cannot change ({old} -> "
+                                  f"{new}); create a new pool, move the containers, then "
+                                  "delete this one")
+        # libcalico-go turns the encapsulation on in Felix on update too.
+        # TODO(ipam): use pools.update_pool once ipam.pools offers it.
+        if pool.ipip_mode != "Never":
+            pools._enable_in_felix(self.resources, "ipipEnabled")
+        if pool.vxlan_mode != "Never":
+            pools._enable_in_felix(self.resources, "vxlanEnabled")
+        return pool.to_resource()
+
+
+def _pool(res: Resource) -> Pool:
+    """An IPPool manifest as a Pool (defaults applied), its field types checked."""
+    for key in ("ipip", "nat-outgoing"):
+        if key in res.spec:
+            raise InvalidPool(f"IP pool {res.name}: spec.{key} is a calicoctl v1 field; use "
+                              "ipipMode / natOutgoing (or write the pool with apiVersion: v1)")
+    for key, kind in _POOL_FIELD_TYPES.items():
+        value = res.spec.get(key)
+        if value is not None and (not isinstance(value, kind)
+                                  or (kind is int and isinstance(value, bool))):
+            raise InvalidPool(f"IP pool {res.name}: spec.{key} must be a "
+                              f"{ {str: 'string', bool: 'boolean', int: 'number'}[kind] }")
+    return Pool.from_resource(res)
+
+
+def _display(name: str, namespace: str | None) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _not_found(kind: str, name: str, namespace: str | None) -> CommandError:
+    where = f" -n {namespace}" if namespaced(kind) and namespace else ""
+    return CommandError(f"{kind} {_display(name, namespace)} not found; list them with "
+                        f"`calico-libnetwork get {plural(kind)}{where}`")
