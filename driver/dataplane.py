@@ -58,6 +58,7 @@ def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
     existing pair with exactly these names is kept (and brought to the asked
     state); a ``host_ifname`` left over with any other peer is replaced. On
     failure nothing new is left behind and ``DataplaneError`` is raised.
+    Returns the host end's interface index.
     """
     _check_ifname(host_ifname)
     _check_ifname(temp_ifname)
@@ -70,69 +71,82 @@ def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
         raise DataplaneError(f'MTU for {host_ifname} must be an integer, got {mtu!r}')
     pair = f'veth pair {host_ifname}/{temp_ifname}'
+    peer = {'ifname': temp_ifname}
+    extra = {}
+    if mtu is not None:
+        peer['mtu'] = extra['mtu'] = mtu
+    if mac is not None:
+        peer['address'] = mac.lower()
     with IPRoute() as ipr:
-        host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
-        if host is not None:
-            if _peer_name(ipr, host) == temp_ifname:
-                _bring_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
-                return
-            # A leftover from an endpoint that was never cleaned up: its
-            # routes and peer are stale, so start from scratch.
-            _delete_link(ipr, host_ifname, f'remove stale {host_ifname}')
-
-        peer = {'ifname': temp_ifname}
-        extra = {}
-        if mtu is not None:
-            peer['mtu'] = extra['mtu'] = mtu
-        if mac is not None:
-            peer['address'] = mac.lower()
+        # The common case first: nothing there yet.  The kernel creates both
+        # ends atomically, so a failure leaves nothing to clean up.
         try:
-            # The kernel creates both ends atomically, so a failure here
-            # leaves nothing to clean up.
-            ipr.link(
-                'add', ifname=host_ifname, kind='veth', peer=peer,
-                state='up', **extra,
-            )
+            ipr.link('add', ifname=host_ifname, kind='veth', peer=peer, state='up', **extra)
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 detail = f' with MTU {mtu}' if mtu is not None else ''
                 raise _error(f'create {pair}{detail}', e) from e
-            # Either a concurrent replay made the same pair, or temp_ifname
-            # belongs to something else, which we must not touch.
-            host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
-            if host is None or _peer_name(ipr, host) != temp_ifname:
-                raise DataplaneError(
-                    f'cannot create {pair}: an interface named '
-                    f'{temp_ifname if host is None else host_ifname} already '
-                    f'exists and is not part of this pair'
-                ) from e
+            if _reuse_or_clear(ipr, host_ifname, temp_ifname, mtu, mac, pair):
+                return _index(ipr, host_ifname)
+            try:
+                ipr.link('add', ifname=host_ifname, kind='veth', peer=peer, state='up',
+                         **extra)
+            except NetlinkError as e2:
+                raise _error(f'create {pair}', e2) from e2
         try:
             ipr.link('set', ifname=temp_ifname, state='up')
         except (NetlinkError, OSError) as e:
             _delete_link(ipr, host_ifname, f'clean up {pair}', quiet=True)
             raise _error(f'bring up {temp_ifname} of {pair}', e) from e
+        return _index(ipr, host_ifname)
 
 
-def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=()):
+def _reuse_or_clear(ipr, host_ifname, temp_ifname, mtu, mac, pair):
+    """After EEXIST: True when exactly our pair exists (a replay; brought to
+    the asked state), False after removing a stale host end; raise when
+    temp_ifname belongs to something else, which we must not touch."""
+    host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
+    if host is not None and _peer_name(ipr, host) == temp_ifname:
+        _bring_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
+        return True
+    if host is None or _get_link(ipr, temp_ifname, f'look up {temp_ifname}') is not None:
+        raise DataplaneError(
+            f'cannot create {pair}: an interface named '
+            f'{temp_ifname if host is None else host_ifname + " or " + temp_ifname} '
+            f'already exists and is not part of this pair')
+    # A leftover from an endpoint that was never cleaned up: its routes and
+    # peer are stale, so start from scratch.
+    _delete_link(ipr, host_ifname, f'remove stale {host_ifname}')
+    return False
+
+
+def _index(ipr, ifname):
+    return _get_link(ipr, ifname, f'look up {ifname}')['index']
+
+
+def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None):
     """Make ``host_ifname`` the routed gateway for the given container IPs.
 
     Brings the link up, sets forwarding/proxy ARP (and proxy NDP plus the
     ``fe80::1`` gateway address when there are IPv6 addresses), and replaces
     the ``/32`` and ``/128`` host routes. ``host_ifname`` must exist.
+    ``index``: the link's index as create_veth just returned it (the link
+    is then known to be up, which spares two netlink calls).
     """
     _check_ifname(host_ifname)
     v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
     v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
     with IPRoute() as ipr:
-        link = _get_link(ipr, host_ifname, f'program {host_ifname}')
-        if link is None:
-            raise DataplaneError(
-                f'cannot program {host_ifname}: the interface does not exist'
-            )
-        index = link['index']
-        # IPv4 routes cannot be added to, and are flushed from, a link that
-        # is administratively down.
-        _netlink(ipr.link, f'bring up {host_ifname}', 'set', index=index, state='up')
+        if index is None:
+            link = _get_link(ipr, host_ifname, f'program {host_ifname}')
+            if link is None:
+                raise DataplaneError(
+                    f'cannot program {host_ifname}: the interface does not exist'
+                )
+            index = link['index']
+            # IPv4 routes cannot be added to, and are flushed from, a link
+            # that is administratively down.
+            _netlink(ipr.link, f'bring up {host_ifname}', 'set', index=index, state='up')
 
         _sysctl('net/ipv4/ip_forward')
         _sysctl(f'net/ipv4/conf/{host_ifname}/forwarding')

@@ -266,9 +266,9 @@ class NetworkDriver:
         host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
         try:
-            dataplane.create_veth(host_if, temp_if, mtu=self.settings.veth_mtu,
-                                  mac=wep.spec.get("mac") or None)
-            dataplane.program_host_side(host_if, v4, v6)
+            index = dataplane.create_veth(host_if, temp_if, mtu=self.settings.veth_mtu,
+                                          mac=wep.spec.get("mac") or None)
+            dataplane.program_host_side(host_if, v4, v6, index=index)
         except dataplane.DataplaneError as exc:
             dataplane.remove_veth(host_if)
             if sandbox_key:
