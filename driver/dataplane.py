@@ -124,7 +124,8 @@ def _index(ipr, ifname):
     return _get_link(ipr, ifname, f'look up {ifname}')['index']
 
 
-def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None):
+def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None,
+                      proc_sys='/proc/sys'):
     """Make ``host_ifname`` the routed gateway for the given container IPs.
 
     Brings the link up, sets forwarding/proxy ARP (and proxy NDP plus the
@@ -132,6 +133,8 @@ def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None):
     the ``/32`` and ``/128`` host routes. ``host_ifname`` must exist.
     ``index``: the link's index as create_veth just returned it (the link
     is then known to be up, which spares two netlink calls).
+    ``proc_sys``: where /proc/sys is writable (a managed plugin's own
+    /proc/sys is read-only; its config.json mounts the host's elsewhere).
     """
     _check_ifname(host_ifname)
     v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
@@ -148,15 +151,15 @@ def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None):
             # that is administratively down.
             _netlink(ipr.link, f'bring up {host_ifname}', 'set', index=index, state='up')
 
-        _sysctl('net/ipv4/ip_forward')
-        _sysctl(f'net/ipv4/conf/{host_ifname}/forwarding')
-        _sysctl(f'net/ipv4/conf/{host_ifname}/proxy_arp')
+        _sysctl(proc_sys, 'net/ipv4/ip_forward')
+        _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/forwarding')
+        _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/proxy_arp')
         # The default proxy_delay holds ARP replies back up to 0.8 s.
-        _sysctl(f'net/ipv4/neigh/{host_ifname}/proxy_delay', '0')
+        _sysctl(proc_sys, f'net/ipv4/neigh/{host_ifname}/proxy_delay', '0')
         if v6:
-            _sysctl('net/ipv6/conf/all/forwarding')
-            _sysctl(f'net/ipv6/conf/{host_ifname}/forwarding')
-            _sysctl(f'net/ipv6/conf/{host_ifname}/proxy_ndp')
+            _sysctl(proc_sys, 'net/ipv6/conf/all/forwarding')
+            _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/forwarding')
+            _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/proxy_ndp')
             # NODAD: the container uses fe80::1 as its gateway at once;
             # with DAD it would stay tentative (unanswered) for a second.
             _netlink(
@@ -324,8 +327,8 @@ def _delete_link(ipr, ifname, action, quiet=False):
             raise _error(action, e) from e
 
 
-def _sysctl(key, value='1'):
-    path = f'/proc/sys/{key}'
+def _sysctl(root, key, value='1'):
+    path = f'{root}/{key}'
     try:
         with open(path) as f:
             if f.read().strip() == value:

@@ -46,6 +46,7 @@ class DriverSettings:
     label_endpoints: bool = False
     label_poll_timeout: float = 5.0
     veth_mtu: int | None = None
+    proc_sys: str = "/proc/sys"
 
 
 class NetworkDriver:
@@ -268,7 +269,8 @@ class NetworkDriver:
         try:
             index = dataplane.create_veth(host_if, temp_if, mtu=self.settings.veth_mtu,
                                           mac=wep.spec.get("mac") or None)
-            dataplane.program_host_side(host_if, v4, v6, index=index)
+            dataplane.program_host_side(host_if, v4, v6, index=index,
+                                        proc_sys=self.settings.proc_sys)
         except dataplane.DataplaneError as exc:
             dataplane.remove_veth(host_if)
             if sandbox_key:

@@ -6,8 +6,15 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from datastore.errors import DatastoreError
-from plugin import server, startup
+from ipam.errors import IpamError
+from plugin import (ctl_apply, ctl_delete, ctl_get, ctl_ipam_gc, ctl_ipam_show, ctl_pool,
+                    ctl_status, server, startup)
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
+from plugin.ctl_errors import CommandError
+
+# Expected failures: a message for the user, exit 1, no traceback.
+USER_ERRORS = (DatastoreError, IpamError, CommandError, server.AlreadyServed,
+               startup.StartupError)
 
 
 def _version() -> str:
@@ -38,6 +45,15 @@ def parser() -> argparse.ArgumentParser:
                      help="serve only this socket file name (repeatable; a managed "
                           "plugin serves the one its config.json names)")
     run.set_defaults(func=cmd_run)
+    ctl_pool.register(sub)
+    ctl_apply.register(sub)
+    ctl_get.register(sub)
+    ctl_delete.register(sub)
+    ctl_status.register(sub)
+    ipam = sub.add_parser("ipam", help="show and clean up IP address allocations")
+    ipam_commands = ipam.add_subparsers(dest="ipam_command", metavar="COMMAND", required=True)
+    ctl_ipam_show.register(ipam_commands)
+    ctl_ipam_gc.register(ipam_commands)
     return p
 
 
@@ -48,11 +64,13 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"calico-libnetwork: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO,
+    # The daemon logs its work; the operating commands print only their answer.
+    quiet = logging.INFO if args.command == "run" else logging.WARNING
+    logging.basicConfig(level=logging.DEBUG if config.debug else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args, config)
-    except (DatastoreError, server.AlreadyServed, startup.StartupError) as exc:
+    except USER_ERRORS as exc:
         print(f"calico-libnetwork: {exc}", file=sys.stderr)
         return 1
 

@@ -66,6 +66,7 @@ class Config:
     label_poll_timeout: float = 5.0
     veth_mtu: int | None = None
     docker_host: str = "unix:///var/run/docker.sock"
+    proc_sys: str = "/proc/sys"
     debug: bool = False
     default_pools: DefaultPools = DefaultPools()
 
@@ -85,6 +86,7 @@ class Config:
             label_poll_timeout=_duration(env, "CALICO_LIBNETWORK_LABEL_POLL_TIMEOUT", 5.0),
             veth_mtu=_mtu(env),
             docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+            proc_sys=_directory(env, "CALICO_LIBNETWORK_PROC_SYS", "/proc/sys"),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),
         )
@@ -109,6 +111,13 @@ def _file(env, name) -> str | None:
     path = env.get(name) or None
     if path and not os.path.isfile(path):
         raise ConfigError(f"{name}: no such file {path!r}")
+    return path
+
+
+def _directory(env, name, default) -> str:
+    path = env.get(name) or default
+    if not os.path.isdir(path):
+        raise ConfigError(f"{name}: no such directory {path!r}")
     return path
 
 

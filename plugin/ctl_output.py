@@ -13,14 +13,14 @@ _GAP = "   "  # calicoctl's tabwriter padding
 
 class Outcome(NamedTuple):
     """What a create/apply/delete did to one object."""
-    action: str  # created, updated, unchanged, deleted
+    result: str  # created, updated, unchanged, deleted
     kind: str
     name: str
     namespace: str | None = None
 
     @classmethod
-    def of(cls, action: str, res: Resource) -> "Outcome":
-        return cls(action, res.kind, res.name, res.namespace)
+    def of(cls, result: str, res: Resource) -> "Outcome":
+        return cls(result, res.kind, res.name, res.namespace)
 
 
 def add_output_option(parser, *formats: str) -> None:
@@ -42,8 +42,11 @@ def cell(value) -> str:
 
 
 def table(headers, rows) -> None:
-    lines = [list(headers)] + [[cell(v) for v in row] for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    """Aligned columns; headers None: key/value lines without a heading."""
+    lines = ([list(headers)] if headers else []) + [[cell(v) for v in row] for row in rows]
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         print(_GAP.join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
 
@@ -59,6 +62,18 @@ def as_yaml(value) -> None:
 
 def structured(value, output: str) -> None:
     (as_json if output == "json" else as_yaml)(value)
+
+
+def outcomes_of(act, items, output: str | None) -> None:
+    """Run act(item) -> Outcome for each item in order, then print what was
+    done, also when one fails half-way (the error is reported after)."""
+    done = []
+    try:
+        for item in items:
+            done.append(act(item))
+    finally:
+        if done:
+            outcomes(done, output)
 
 
 def outcomes(done: list[Outcome], output: str | None) -> None:

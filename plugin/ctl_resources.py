@@ -19,8 +19,10 @@ from plugin.ctl_kinds import namespaced, plural
 from plugin.ctl_output import Outcome
 
 _IDENTITY = ("uid", "creationTimestamp")
-_POOL_FIELD_TYPES = {"cidr": str, "ipipMode": str, "vxlanMode": str, "natOutgoing": bool,
-                     "disabled": bool, "blockSize": int, "nodeSelector": str}
+_STRING, _BOOLEAN, _NUMBER = (str, "a string"), (bool, "true or false"), (int, "a number")
+_POOL_FIELD_TYPES = {"cidr": _STRING, "ipipMode": _STRING, "vxlanMode": _STRING,
+                     "natOutgoing": _BOOLEAN, "disabled": _BOOLEAN, "blockSize": _NUMBER,
+                     "nodeSelector": _STRING}
 
 
 class ResourceManager:
@@ -53,7 +55,7 @@ class ResourceManager:
         current = self.resources.get(res.kind, res.name, res.namespace)
         if current is None:
             return self.create(res)
-        wanted = self._pool_update(res, current) if res.kind == "IPPool" else copy.deepcopy(res)
+        wanted = _pool(res).to_resource() if res.kind == "IPPool" else copy.deepcopy(res)
         for key in _IDENTITY:
             if key in current.metadata:
                 wanted.metadata[key] = current.metadata[key]
@@ -65,6 +67,9 @@ class ResourceManager:
                 f"resourceVersion {res.revision} (now {current.revision}); get it again, "
                 "or remove resourceVersion to overwrite it")
         wanted.revision = current.revision
+        if res.kind == "IPPool":  # validated, cidr/blockSize kept, Felix told
+            pool = pools.update_pool(self.resources, Pool.from_resource(wanted))
+            return Outcome.of("updated", pool.to_resource())
         return Outcome.of("updated", self.resources.update(wanted))
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> Outcome:
@@ -78,23 +83,6 @@ class ResourceManager:
             raise _not_found(kind, name, namespace)
         return Outcome("deleted", kind, name, namespace)
 
-    def _pool_update(self, res: Resource, current: Resource) -> Resource:
-        pool, stored = _pool(res), Pool.from_resource(current)
-        pools.validate(pool)
-        for field, new, old in (("cidr", pool.cidr, stored.cidr),
-                                ("blockSize", pool.block_size, stored.block_size)):
-            if new != old:
-                raise InvalidPool(f"IP pool {pool.name}: {field} cannot change ({old} -> "
-                                  f"{new}); create a new pool, move the containers, then "
-                                  "delete this one")
-        # libcalico-go turns the encapsulation on in Felix on update too.
-        # TODO(ipam): use pools.update_pool once ipam.pools offers it.
-        if pool.ipip_mode != "Never":
-            pools._enable_in_felix(self.resources, "ipipEnabled")
-        if pool.vxlan_mode != "Never":
-            pools._enable_in_felix(self.resources, "vxlanEnabled")
-        return pool.to_resource()
-
 
 def _pool(res: Resource) -> Pool:
     """An IPPool manifest as a Pool (defaults applied), its field types checked."""
@@ -102,12 +90,13 @@ def _pool(res: Resource) -> Pool:
         if key in res.spec:
             raise InvalidPool(f"IP pool {res.name}: spec.{key} is a calicoctl v1 field; use "
                               "ipipMode / natOutgoing (or write the pool with apiVersion: v1)")
-    for key, kind in _POOL_FIELD_TYPES.items():
+    for key, (kind, what) in _POOL_FIELD_TYPES.items():
         value = res.spec.get(key)
+        # bool is an int in Python, not in YAML.
         if value is not None and (not isinstance(value, kind)
                                   or (kind is int and isinstance(value, bool))):
-            raise InvalidPool(f"IP pool {res.name}: spec.{key} must be a "
-                              f"{ {str: 'string', bool: 'boolean', int: 'number'}[kind] }")
+            raise InvalidPool(f"IP pool {res.name}: spec.{key} must be {what}, "
+                              f"not {value!r}")
     return Pool.from_resource(res)
 
 

@@ -21,7 +21,8 @@ def build(config: Config) -> dict:
     settings = DriverSettings(
         node=config.nodename, ifprefix=config.ifprefix,
         create_profiles=config.create_profiles, label_endpoints=config.label_endpoints,
-        label_poll_timeout=config.label_poll_timeout, veth_mtu=config.veth_mtu)
+        label_poll_timeout=config.label_poll_timeout, veth_mtu=config.veth_mtu,
+        proc_sys=config.proc_sys)
     return {
         "network": NetworkDriver(settings, resources, DockerApi(config.docker_host)),
         "ipam": IpamDriver(Ipam(etcd, config.nodename), config.nodename, resources),

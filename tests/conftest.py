@@ -13,6 +13,9 @@ REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from datastore.etcd import Etcd  # noqa: E402
+from datastore.resources import Resources  # noqa: E402
+from ipam.pools import build_pool, create_pool  # noqa: E402
 from tests.lab import EtcdServer  # noqa: E402
 from tests.lab.etcd import ETCD  # noqa: E402
 
@@ -36,6 +39,25 @@ def etcd():
         pytest.skip(f"{ETCD} is not installed (scripts/deps.sh installs it)")
     with EtcdServer() as server:
         yield server
+
+
+@pytest.fixture
+def etcd_client(etcd_clean):
+    """A datastore client on an empty etcd; short timeout so outages show quickly."""
+    client = Etcd(etcd_clean.endpoints, timeout=2)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def resources(etcd_client):
+    return Resources(etcd_client)
+
+
+@pytest.fixture
+def make_pool(resources):
+    """make_pool(name, cidr, **options) creates an IP pool as calicoctl would."""
+    return lambda name, cidr, **options: create_pool(resources, build_pool(name, cidr, **options))
 
 
 @pytest.fixture

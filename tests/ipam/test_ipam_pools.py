@@ -188,7 +188,7 @@ def test_delete_refused_while_addresses_are_allocated(etcd_client, resources, ma
 
 def test_forced_delete_keeps_allocations_without_affinity(etcd_client, resources, make_pool,
                                                           node_ipam):
-    pool = make_pool("a", "10.0.0.0/24", block_size=28)
+    make_pool("a", "10.0.0.0/24", block_size=28)
     ipam = node_ipam("host1")
     ip = ipam.auto_assign(4, "h1", None)
     delete_pool(resources, "a", force=True, grace=0)

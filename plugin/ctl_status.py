@@ -1,0 +1,144 @@
+"""`calico-libnetwork status`: this node as the plugin sees it, like
+`calicoctl node status`, and a health check: exit 1 when etcd cannot be
+reached or a plugin socket does not answer Plugin.Activate as dockerd would.
+A workload endpoint whose cali interface is missing is only a warning: a
+restart of the plugin would not bring it back."""
+
+import sys
+from contextlib import closing
+
+from datastore.errors import DatastoreError
+from datastore.resources import Resources
+from driver import dataplane
+from plugin import ctl_probe, services
+from plugin.config import DEFAULT_PLUGIN_DIR
+from plugin.ctl_output import add_output_option, as_json, table
+from plugin.server import SOCKETS, socket_paths
+
+PROBE_TIMEOUT = 2.0
+_START_HINT = "start the plugin (`calico-libnetwork run`, or its systemd unit)"
+
+
+def register(commands) -> None:
+    p = commands.add_parser("status", help="this node's status; exit 1 when unhealthy "
+                                           "(usable as a health check)")
+    p.add_argument("--plugin-dir", default=DEFAULT_PLUGIN_DIR,
+                   help=f"where the plugin's sockets are (default {DEFAULT_PLUGIN_DIR})")
+    p.add_argument("--socket", action="append", metavar="NAME",
+                   help="check only this socket file name (repeatable; a managed plugin "
+                        "serves the one its config.json names)")
+    add_output_option(p, "json")
+    p.set_defaults(func=run)
+
+
+def run(args, config) -> int:
+    report = {"node": {"name": config.nodename},
+              "etcd": {"endpoints": list(config.etcd_endpoints), "reachable": False}}
+    with closing(services.connect(config)) as etcd:
+        try:
+            etcd.revision()
+            report["etcd"]["reachable"] = True
+            resources = Resources(etcd)
+            report["node"].update(_node_addresses(resources, config.nodename))
+            report["workloadEndpoints"] = _endpoints(resources, config.nodename)
+            report.update(other_nodes(resources, config))
+        except DatastoreError as exc:
+            report["etcd"]["error"] = str(exc)
+    report["sockets"] = [_probe(path) for path in socket_paths(args.plugin_dir, args.socket or SOCKETS)]
+    report["problems"] = _problems(report)
+    report["warnings"] = [f"workload endpoint {e['name']} has no interface {e['interface']} "
+                          "on this host" for e in report.get("workloadEndpoints", [])
+                          if not e["interfacePresent"]]
+    report["healthy"] = not report["problems"]
+    if args.output == "json":
+        as_json(report)
+    else:
+        _print(report)
+    for problem in report["problems"]:
+        print(f"calico-libnetwork: unhealthy: {problem}", file=sys.stderr)
+    return 0 if report["healthy"] else 1
+
+
+def other_nodes(resources: Resources, config) -> dict:
+    """Report sections about the other nodes and this host's routes to them.
+
+    The node agent (agent/) adds these when it programs routes between
+    hosts; until then there is nothing this node can check about its peers.
+    """
+    return {}
+
+
+def _node_addresses(resources: Resources, nodename: str) -> dict:
+    node = resources.get("Node", nodename)
+    if node is None:
+        return {"resource": False}
+    bgp = node.spec.get("bgp") or {}
+    return {"resource": True, "ipv4Address": bgp.get("ipv4Address"),
+            "ipv6Address": bgp.get("ipv6Address")}
+
+
+def _endpoints(resources: Resources, nodename: str) -> list[dict]:
+    found = []
+    for wep in resources.list("WorkloadEndpoint"):  # every namespace
+        if wep.spec.get("node") == nodename:
+            ifname = wep.spec.get("interfaceName")
+            found.append({"name": wep.name, "namespace": wep.namespace,
+                          "interface": ifname, "interfacePresent": _link_present(ifname)})
+    return found
+
+
+def _link_present(ifname) -> bool:
+    try:
+        return bool(ifname) and dataplane.link_exists(ifname)
+    except dataplane.DataplaneError:
+        return False  # a name no interface can have
+
+
+def _probe(path: str) -> dict:
+    try:
+        return {"path": path, "state": "answering",
+                "implements": ctl_probe.activate(path, PROBE_TIMEOUT)}
+    except FileNotFoundError:
+        return {"path": path, "state": "missing"}
+    except (OSError, ValueError) as exc:
+        return {"path": path, "state": "not answering", "error": str(exc) or type(exc).__name__}
+
+
+def _problems(report: dict) -> list[str]:
+    problems = []
+    if not report["etcd"]["reachable"]:
+        problems.append(report["etcd"]["error"])
+    for sock in report["sockets"]:
+        if sock["state"] == "missing":
+            problems.append(f"plugin socket {sock['path']} does not exist; {_START_HINT}")
+        elif sock["state"] != "answering":
+            problems.append(f"plugin socket {sock['path']} does not answer Plugin.Activate "
+                            f"({sock['error']}); restart the plugin, or {_START_HINT}")
+    return problems
+
+
+def _print(report: dict) -> None:
+    node, etcd = report["node"], report["etcd"]
+    addresses = [a for a in (node.get("ipv4Address"), node.get("ipv6Address")) if a]
+    if addresses:
+        address = ", ".join(addresses)
+    elif "resource" in node:
+        address = "none" if node["resource"] else f"none (no Node resource {node['name']})"
+    else:
+        address = "unknown (etcd unreachable)"
+    state = "reachable" if etcd["reachable"] else "UNREACHABLE"
+    table(None, [["Node:", node["name"]], ["Node address:", address],
+                 ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"]])
+    print()
+    table(["PLUGIN SOCKET", "STATE", "DETAIL"],
+          [[s["path"], s["state"], s.get("implements") or s.get("error")]
+           for s in report["sockets"]])
+    if "workloadEndpoints" in report:
+        endpoints = report["workloadEndpoints"]
+        print(f"\nWorkload endpoints on this node: {len(endpoints)}")
+        if endpoints:
+            table(["NAME", "INTERFACE", "INTERFACE PRESENT"],
+                  [[e["name"], e["interface"], e["interfacePresent"]] for e in endpoints])
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    print(f"\nStatus: {'healthy' if report['healthy'] else 'UNHEALTHY'}")

@@ -1,0 +1,41 @@
+"""Fixtures for the operating commands: `plugin.cli.main` run in-process
+against the session's real etcd, with the environment a user would set."""
+
+import io
+import json
+from typing import NamedTuple
+
+import pytest
+
+from plugin.cli import main
+
+NODE = "test-node"
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(etcd_clean, monkeypatch, capsys):
+    """cli(*argv, stdin=None) -> Result(exit code, stdout, stderr)."""
+    monkeypatch.setenv("ETCD_ENDPOINTS", etcd_clean.endpoints)
+    monkeypatch.setenv("NODENAME", NODE)
+    monkeypatch.setenv("ETCD_TIMEOUT", "1")  # an etcd outage shows quickly
+
+    def run(*argv, stdin=None):
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return run
+
+
+def no_traceback(result: Result) -> None:
+    assert "Traceback" not in result.err and result.err.startswith("calico-libnetwork: ")

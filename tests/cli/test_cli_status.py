@@ -1,0 +1,126 @@
+"""`status`: exit 0 only when etcd answers and the plugin sockets answer
+Plugin.Activate; the real plugin server (gunicorn) serves them here."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datastore.resources import Resource
+from plugin import ctl_probe
+from plugin.server import socket_paths
+from tests.cli.conftest import NODE
+from tests.lab.common import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = ("import sys; from plugin import server; from plugin.config import Config; "
+         "server.serve(Config.from_env(), sys.argv[1])")
+
+
+def _answers(path):
+    try:
+        return bool(ctl_probe.activate(path, timeout=0.5))
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture
+def plugin_dir(cli, tmp_path):
+    """A directory where the real plugin server answers on both sockets."""
+    server = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path)], cwd=REPO,
+                              env=dict(os.environ), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        if not wait_until(lambda: all(map(_answers, socket_paths(str(tmp_path)))), 20):
+            server.kill()
+            pytest.fail(f"the plugin server did not answer: {server.communicate()[1]}")
+        yield tmp_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _wep(name, node, ifname, ip):
+    return Resource(kind="WorkloadEndpoint", name=name, namespace="libnetwork",
+                    spec={"node": node, "interfaceName": ifname, "ipNetworks": [ip]})
+
+
+def test_all_good(cli, plugin_dir, resources):
+    resources.create(Resource(kind="Node", name=NODE, spec={"bgp": {"ipv4Address": "10.0.0.1/24"}}))
+    resources.create(_wep("ours", NODE, "lo", "10.80.0.1/32"))  # lo: an interface that exists
+    resources.create(_wep("theirs", "other-node", "calinothere", "10.80.0.2/32"))
+    result = cli("status", "--plugin-dir", plugin_dir)
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert "Status: healthy" in result.out and "10.0.0.1/24" in result.out
+    report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
+    assert report["healthy"] and report["problems"] == [] and report["warnings"] == []
+    assert report["node"] == {"name": NODE, "resource": True, "ipv4Address": "10.0.0.1/24",
+                              "ipv6Address": None}
+    assert [s["state"] for s in report["sockets"]] == ["answering", "answering"]
+    assert report["sockets"][0]["implements"] == ["NetworkDriver", "IpamDriver"]
+    assert report["workloadEndpoints"] == [{"name": "ours", "namespace": "libnetwork",
+                                            "interface": "lo", "interfacePresent": True}]
+
+
+def test_missing_interface_is_a_warning(cli, plugin_dir, resources):
+    resources.create(_wep("gone", NODE, "calideadbeef0", "10.80.0.3/32"))
+    result = cli("status", "--plugin-dir", plugin_dir, "-o", "json")
+    assert result.code == 0
+    assert result.json()["warnings"] == [
+        "workload endpoint gone has no interface calideadbeef0 on this host"]
+
+
+def test_sockets_missing(cli, tmp_path):
+    result = cli("status", "--plugin-dir", tmp_path)
+    assert result.code == 1
+    assert "Status: UNHEALTHY" in result.out
+    assert f"plugin socket {tmp_path}/calico.sock does not exist; start the plugin" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_only_the_named_socket(cli, tmp_path):
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(tmp_path / "calico.sock"))  # a socket file no server listens on
+    silent.close()
+    result = cli("status", "--plugin-dir", tmp_path, "--socket", "calico.sock", "-o", "json")
+    assert result.code == 1
+    assert [(s["path"], s["state"]) for s in result.json()["sockets"]] == [
+        (f"{tmp_path}/calico.sock", "not answering")]
+    assert "Connection refused" in result.json()["sockets"][0]["error"]
+
+
+def test_socket_not_answering(cli, tmp_path):
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # accepts, never answers
+    silent.bind(str(tmp_path / "calico.sock"))
+    silent.listen()
+    try:
+        report = cli("status", "--plugin-dir", tmp_path, "-o", "json")
+    finally:
+        silent.close()
+    assert report.code == 1
+    states = [s["state"] for s in report.json()["sockets"]]
+    assert states == ["not answering", "missing"]
+    assert "does not answer Plugin.Activate" in report.err
+
+
+def test_etcd_down(cli, etcd_clean, plugin_dir):
+    etcd_clean.kill()
+    try:
+        result = cli("status", "--plugin-dir", plugin_dir)
+        report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
+    finally:
+        etcd_clean.restart()
+    assert result.code == 1
+    assert "etcd:" in result.out and "UNREACHABLE" in result.out
+    assert "unhealthy: cannot reach etcd at" in result.err and "ETCD_ENDPOINTS" in result.err
+    assert "Traceback" not in result.err
+    assert report["etcd"]["reachable"] is False and not report["healthy"]
+    assert [s["state"] for s in report["sockets"]] == ["answering", "answering"]
