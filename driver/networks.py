@@ -8,7 +8,7 @@ once learned, the network's name (which is what ties hosts together).
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from datastore.etcd import Etcd
 
@@ -72,4 +72,6 @@ class Networks:
 
 def _from_kv(kv) -> Network:
     data = json.loads(kv.value)
-    return Network(revision=kv.mod_revision, **data)
+    known = {f.name for f in fields(Network)} - {"revision"}
+    # Fields a newer version added are ignored, not fatal.
+    return Network(revision=kv.mod_revision, **{k: v for k, v in data.items() if k in known})

@@ -219,18 +219,21 @@ def test_dockerd_restart_brings_back_restart_always_containers(clean):
 
 # -- environment options ----------------------------------------------------
 
-def test_ifprefix_and_labels(clean):
+def test_ifprefix_mtu_and_labels(clean):
     host = clean
     host.plugin.stop()
     host.plugin = start_plugin(host, CALICO_LIBNETWORK_IFPREFIX="test",
-                               CALICO_LIBNETWORK_LABEL_ENDPOINTS="true")
+                               CALICO_LIBNETWORK_LABEL_ENDPOINTS="true",
+                               CALICO_LIBNETWORK_VETH_MTU="1400")
     try:
         docker(host, "network", "create", *CALICO, "labelled")
         run(host, "lab", "labelled", "--label", "not=expected",
             "--label", "org.projectcalico.label.foo=bar",
             "--label", "org.projectcalico.label.baz=quux")
         assert routes_of(host, "lab") == calico_routes("test0")
+        assert "mtu 1400" in docker(host, "exec", "lab", "ip", "link", "show", "test0")
         endpoint = endpoint_id(host, "lab", "labelled")
+        assert "mtu 1400" in in_host(host, ["ip", "link", "show", host_ifname(endpoint)])
         assert wep(host, endpoint)["spec"]["interfaceName"] == host_ifname(endpoint)
         wait_for(lambda: wep(host, endpoint)["metadata"].get("labels", {}).get("foo") == "bar",
                  10, "endpoint labels")

@@ -1,0 +1,144 @@
+"""`calico-libnetwork run` as a process: start-up refusals, the sockets it
+serves, a second instance, and a clean stop on SIGTERM."""
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab import EtcdServer
+from tests.lab.common import in_netns
+from tests.lab.netns import Lab
+
+REPO = str(Path(__file__).resolve().parents[2])
+pytestmark = pytest.mark.require_root
+
+
+def run_argv(plugin_dir, netns=None):
+    return in_netns([sys.executable, "-m", "plugin.cli", "run", "--plugin-dir",
+                     str(plugin_dir)], netns)
+
+
+@pytest.fixture(scope="module")
+def host():
+    """A namespace with etcd in it: `run` changes the host's FORWARD chain and
+    interfaces, which must not be this machine's."""
+    with Lab() as lab:
+        netns = lab.netns("run")
+        with EtcdServer(netns=netns) as etcd:
+            yield netns, etcd
+
+
+def environment(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ETCD", "CALICO", "NODENAME", "NO_DEFAULT"))}
+    env.update(PYTHONPATH=REPO, NODENAME="run-test", CALICO_IPV4POOL_CIDR="10.99.0.0/16")
+    env.update(extra)
+    return env
+
+
+def activate(path) -> dict:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def wait_for_sockets(paths, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"run exited: {process.stderr.read()}")
+        if all(p.exists() for p in paths):
+            return
+        time.sleep(0.1)
+    raise AssertionError("sockets did not appear")
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("ETCD_ENDPOINTS", "not a url", "ETCD_ENDPOINTS"),
+    ("CALICO_LIBNETWORK_VETH_MTU", "big", "CALICO_LIBNETWORK_VETH_MTU"),
+    ("NODENAME", "Bad_Name", "NODENAME"),
+    ("CALICO_LIBNETWORK_CREATE_PROFILES", "maybe", "CALICO_LIBNETWORK_CREATE_PROFILES"),
+    ("CALICO_IPV4POOL_CIDR", "10.0.0.0", "CALICO_IPV4POOL_CIDR"),
+])
+def test_bad_configuration_stops_the_start(tmp_path, variable, value, message):
+    result = subprocess.run(run_argv(tmp_path), env=environment(**{variable: value}),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_unreachable_etcd_fails_within_seconds(tmp_path):
+    start = time.monotonic()
+    result = subprocess.run(run_argv(tmp_path),
+                            env=environment(ETCD_ENDPOINTS="http://127.0.0.1:9",
+                                            ETCD_TIMEOUT="2"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot reach etcd at http://127.0.0.1:9" in result.stderr
+    assert time.monotonic() - start < 15
+    assert not list(tmp_path.iterdir())
+
+
+def test_serves_both_sockets_refuses_a_second_instance_and_stops_cleanly(tmp_path, host):
+    netns, etcd = host
+    env = environment(ETCD_ENDPOINTS=etcd.endpoints)
+    paths = [tmp_path / "calico.sock", tmp_path / "calico-ipam.sock"]
+    first = subprocess.Popen(run_argv(tmp_path, netns), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_sockets(paths, first)
+        for path in paths:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0  # root only
+            assert activate(path) == {"Implements": ["NetworkDriver", "IpamDriver"]}
+
+        second = subprocess.run(run_argv(tmp_path, netns), env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1
+        assert "already serving" in second.stderr
+        assert activate(paths[0])  # the first one is untouched
+
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        assert not any(p.exists() for p in paths)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
+def test_stale_socket_files_are_replaced(tmp_path, host):
+    netns, etcd = host
+    stale = tmp_path / "calico.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(stale))  # a socket file nobody listens on any more
+    process = subprocess.Popen(run_argv(tmp_path, netns),
+                               env=environment(ETCD_ENDPOINTS=etcd.endpoints),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_sockets([stale, tmp_path / "calico-ipam.sock"], process)
+        assert activate(stale)["Implements"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_version():
+    result = subprocess.run([sys.executable, "-m", "plugin.cli", "--version"],
+                            env=environment(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("calico-libnetwork ")
