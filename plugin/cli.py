@@ -5,15 +5,18 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from agent.errors import AgentError
+from agent.main import run_agent
 from datastore.errors import DatastoreError
 from ipam.errors import IpamError
 from plugin import (ctl_apply, ctl_delete, ctl_get, ctl_ipam_gc, ctl_ipam_show, ctl_pool,
-                    ctl_status, server, startup)
+                    ctl_status, server, services, startup)
+from plugin.agent_process import AgentProcess
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 from plugin.ctl_errors import CommandError
 
 # Expected failures: a message for the user, exit 1, no traceback.
-USER_ERRORS = (DatastoreError, IpamError, CommandError, server.AlreadyServed,
+USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, server.AlreadyServed,
                startup.StartupError)
 
 
@@ -27,7 +30,19 @@ def _version() -> str:
 def cmd_run(args, config: Config) -> int:
     startup.prepare_datastore(config)
     startup.prepare_host(config)
-    server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
+    if args.no_agent:
+        server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
+        return 0
+    # Registering here, not only in the agent, makes a node name or address
+    # clash stop the start with its message.
+    startup.register_node(config)
+    with AgentProcess():
+        server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
+    return 0
+
+
+def cmd_agent(args, config: Config) -> int:
+    run_agent(services.agent_settings(config))
     return 0
 
 
@@ -44,7 +59,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--socket", action="append", metavar="NAME",
                      help="serve only this socket file name (repeatable; a managed "
                           "plugin serves the one its config.json names)")
+    run.add_argument("--no-agent", action="store_true",
+                     help="do not run the node agent (routes between hosts, NAT outgoing)")
     run.set_defaults(func=cmd_run)
+    agent = sub.add_parser("agent", help="run only the node agent (run starts it itself)")
+    agent.set_defaults(func=cmd_agent)
     ctl_pool.register(sub)
     ctl_apply.register(sub)
     ctl_get.register(sub)
@@ -65,7 +84,7 @@ def main(argv=None) -> int:
         print(f"calico-libnetwork: configuration error: {exc}", file=sys.stderr)
         return 2
     # The daemon logs its work; the operating commands print only their answer.
-    quiet = logging.INFO if args.command == "run" else logging.WARNING
+    quiet = logging.INFO if args.command in ("run", "agent") else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if config.debug else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import netaddr
 
+from agent.errors import SettingsError
+from agent.settings import AgentSettings
 from datastore.resources import valid_name
 
 DEFAULT_PLUGIN_DIR = "/run/docker/plugins"
@@ -67,6 +69,8 @@ class Config:
     veth_mtu: int | None = None
     docker_host: str = "unix:///var/run/docker.sock"
     proc_sys: str = "/proc/sys"
+    ip: str | None = None  # "10.0.0.11/24"; None: autodetect
+    ip_autodetection_method: str = "first-found"
     debug: bool = False
     default_pools: DefaultPools = DefaultPools()
 
@@ -87,6 +91,7 @@ class Config:
             veth_mtu=_mtu(env),
             docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
             proc_sys=_directory(env, "CALICO_LIBNETWORK_PROC_SYS", "/proc/sys"),
+            **_node_address(env),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),
         )
@@ -112,6 +117,19 @@ def _file(env, name) -> str | None:
     if path and not os.path.isfile(path):
         raise ConfigError(f"{name}: no such file {path!r}")
     return path
+
+
+def _node_address(env) -> dict:
+    """IP and IP_AUTODETECTION_METHOD, checked as the node agent reads them."""
+    ip = (env.get("IP") or "").strip()
+    values = {"ip": None if ip in ("", "autodetect") else ip,
+              "ip_autodetection_method":
+                  (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()}
+    try:
+        AgentSettings(nodename="check", **values)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    return values
 
 
 def _directory(env, name, default) -> str:

@@ -9,6 +9,7 @@ manifest only overwrites that revision (as calicoctl apply does).
 
 import copy
 
+from agent import node
 from datastore.errors import ResourceAlreadyExists
 from datastore.resources import Resource, Resources, valid_name
 from ipam import pools
@@ -79,6 +80,9 @@ class ResourceManager:
             except PoolInUse as exc:
                 raise PoolInUse(f"{exc} (`calico-libnetwork pool delete {name} --force`)") \
                     from None
+        elif kind == "Node":
+            if not valid_name(name) or not node.remove_node(self.resources, name):
+                raise _not_found(kind, name, namespace)
         elif not valid_name(name) or not self.resources.delete(kind, name, namespace):
             raise _not_found(kind, name, namespace)
         return Outcome("deleted", kind, name, namespace)

@@ -7,6 +7,8 @@ restart of the plugin would not bring it back."""
 import sys
 from contextlib import closing
 
+from agent.errors import DataplaneError as AgentDataplaneError
+from agent.status import peer_status
 from datastore.errors import DatastoreError
 from datastore.resources import Resources
 from driver import dataplane
@@ -60,12 +62,12 @@ def run(args, config) -> int:
 
 
 def other_nodes(resources: Resources, config) -> dict:
-    """Report sections about the other nodes and this host's routes to them.
-
-    The node agent (agent/) adds these when it programs routes between
-    hosts; until then there is nothing this node can check about its peers.
-    """
-    return {}
+    """The other nodes, their addresses, and whether this host holds a route
+    to each of their blocks (as the node agent programs them)."""
+    try:
+        return {"peers": peer_status(resources.etcd, config.nodename)}
+    except AgentDataplaneError as exc:
+        return {"peers": [], "peersError": str(exc)}
 
 
 def _node_addresses(resources: Resources, nodename: str) -> dict:
@@ -139,6 +141,12 @@ def _print(report: dict) -> None:
         if endpoints:
             table(["NAME", "INTERFACE", "INTERFACE PRESENT"],
                   [[e["name"], e["interface"], e["interfacePresent"]] for e in endpoints])
+    if "peers" in report:
+        print(f"\nOther nodes: {len(report['peers'])}")
+        if report["peers"]:
+            table(["NODE", "ADDRESS", "VXLAN VTEP", "ALIVE", "BLOCKS", "ROUTES PROGRAMMED"],
+                  [[p["name"], p["ipv4Address"], p["vxlanTunnelAddr"] or "-", p["alive"],
+                    len(p["blocks"]), p["routesProgrammed"]] for p in report["peers"]])
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"\nStatus: {'healthy' if report['healthy'] else 'UNHEALTHY'}")

@@ -1,5 +1,6 @@
 """Builds the domain objects the HTTP layer calls, from one Config."""
 
+from agent.settings import AgentSettings
 from datastore.etcd import Etcd
 from datastore.resources import Resources
 from driver.docker_api import DockerApi
@@ -13,6 +14,14 @@ def connect(config: Config) -> Etcd:
     return Etcd(list(config.etcd_endpoints), ca_cert=config.etcd_ca_cert_file,
                 cert=config.etcd_cert_file, key=config.etcd_key_file,
                 timeout=config.etcd_timeout)
+
+
+def agent_settings(config: Config) -> AgentSettings:
+    return AgentSettings(
+        nodename=config.nodename, etcd_endpoints=config.etcd_endpoints,
+        etcd_ca_cert_file=config.etcd_ca_cert_file, etcd_cert_file=config.etcd_cert_file,
+        etcd_key_file=config.etcd_key_file, etcd_timeout=config.etcd_timeout,
+        ip=config.ip, ip_autodetection_method=config.ip_autodetection_method)
 
 
 def build(config: Config) -> dict:

@@ -1,12 +1,13 @@
 """What `calico-libnetwork run` makes sure of before serving, as calico/node
 does at its start: etcd answers, ClusterInformation says the datastore is
-ready, and default IP pools exist unless NO_DEFAULT_POOLS is set."""
+ready, default IP pools exist unless NO_DEFAULT_POOLS is set, this host's
+Node is registered, and the host forwards workload traffic."""
 
 import logging
-import secrets
 
-from datastore.errors import ResourceAlreadyExists
-from datastore.resources import Resource, Resources
+from agent import node
+from agent.main import node_address
+from datastore.resources import Resources
 from driver import forwarding, reaper
 from ipam import pools
 from ipam.errors import IpamError
@@ -24,7 +25,7 @@ def prepare_datastore(config: Config) -> None:
     etcd = services.connect(config)
     try:
         resources = Resources(etcd)
-        ensure_cluster_information(resources)
+        node.ensure_cluster_information(resources)
         if not config.default_pools.disabled:
             ensure_default_pools(resources, config)
     finally:
@@ -43,17 +44,16 @@ def prepare_host(config: Config) -> None:
         etcd.close()
 
 
-def ensure_cluster_information(resources: Resources) -> None:
-    """Felix waits for ClusterInformation default with datastoreReady: true."""
+def register_node(config: Config) -> None:
+    """Write this host's Node; a name or address another live node uses
+    stops the start (agent.errors.NodeConflict says how to fix it)."""
+    settings = services.agent_settings(config)
+    etcd = services.connect(config)
     try:
-        resources.create(Resource(kind="ClusterInformation", name="default", spec={
-            "clusterGUID": secrets.token_hex(16),
-            "clusterType": "docker,libnetwork",
-            "datastoreReady": True,
-        }))
-        LOG.info("created ClusterInformation default (datastoreReady: true)")
-    except ResourceAlreadyExists:
-        pass
+        node.register(Resources(etcd), settings.nodename, node_address(settings),
+                      settings.heartbeat_interval)
+    finally:
+        etcd.close()
 
 
 def ensure_default_pools(resources: Resources, config: Config) -> None:

@@ -39,7 +39,8 @@ def host():
 def environment(**extra):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ETCD", "CALICO", "NODENAME", "NO_DEFAULT"))}
-    env.update(PYTHONPATH=REPO, NODENAME="run-test", CALICO_IPV4POOL_CIDR="10.99.0.0/16")
+    env.update(PYTHONPATH=REPO, NODENAME="run-test", CALICO_IPV4POOL_CIDR="10.99.0.0/16",
+               IP="10.98.0.1/24")  # the namespace has no address to detect
     env.update(extra)
     return env
 

@@ -11,14 +11,13 @@ routes) is emulated with `ip`.
 import itertools
 import json
 import os
-import pickle
 import subprocess
 
 import pytest
-from pyroute2 import netns
 
 from driver import dataplane
 from driver.dataplane import DataplaneError
+from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason='needs root to create network namespaces'
@@ -30,36 +29,6 @@ _serial = itertools.count()
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def run_in(ns, fn, *args, **kwargs):
-    """Run fn in a child that joined namespace ns; return or raise its result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        try:
-            os.close(r)
-            try:
-                netns.setns(ns, flags=0)
-                out = ('ok', fn(*args, **kwargs))
-            except BaseException as e:  # noqa: B036 - reported to the parent
-                out = ('err', e)
-            try:
-                data = pickle.dumps(out)
-            except Exception:
-                data = pickle.dumps(('err', RuntimeError(repr(out))))
-            with os.fdopen(w, 'wb') as f:
-                f.write(data)
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, 'rb') as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    status, value = pickle.loads(data)
-    if status == 'err':
-        raise value
-    return value
 
 
 def ip(ns, *args):

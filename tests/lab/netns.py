@@ -5,7 +5,11 @@ the full name that Lab.netns() returned. Links live inside lab namespaces
 and disappear with them, so closing the Lab only has to delete namespaces.
 """
 
+import os
+import pickle
 from functools import partial
+
+from pyroute2 import netns as pyroute2_netns
 
 from .common import delete_netns, ip, lab_name, run_all, run_dir
 
@@ -73,3 +77,33 @@ class Lab:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def run_in(ns, fn, *args, **kwargs):
+    """Run fn in a child that joined namespace ns; return or raise its result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.close(r)
+            try:
+                pyroute2_netns.setns(ns, flags=0)
+                out = ('ok', fn(*args, **kwargs))
+            except BaseException as e:  # noqa: B036 - reported to the parent
+                out = ('err', e)
+            try:
+                data = pickle.dumps(out)
+            except Exception:
+                data = pickle.dumps(('err', RuntimeError(repr(out))))
+            with os.fdopen(w, 'wb') as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, 'rb') as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    if status == 'err':
+        raise value
+    return value

@@ -1,0 +1,21 @@
+"""Typed agent errors; str(error) is meant for the user and says what to do."""
+
+
+class AgentError(Exception):
+    """Base of every error raised by agent/."""
+
+
+class SettingsError(AgentError):
+    """A setting (environment variable) has a bad value."""
+
+
+class AutodetectError(AgentError):
+    """No IPv4 address could be found for this node."""
+
+
+class NodeConflict(AgentError):
+    """Another live node already uses this node's name or address."""
+
+
+class DataplaneError(AgentError):
+    """A netlink or iptables step failed."""

@@ -1,0 +1,216 @@
+"""The agent's netlink work: reading and reconciling its routes (recognised
+by their protocol number, and nothing else is ever touched), the static ARP
+and FDB entries on vxlan.calico, and the host facts routing depends on.
+
+As in driver/dataplane.py each call opens its own IPRoute, and "exists" or
+"already gone" answers count as done, so every step can be replayed.
+"""
+
+import errno
+import logging
+from contextlib import contextmanager
+from typing import NamedTuple
+
+from netaddr import IPAddress, IPNetwork
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from agent.errors import DataplaneError
+from agent.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
+
+LOG = logging.getLogger(__name__)
+
+# rtnetlink protocol of every route the agent makes: unnamed in
+# /etc/iproute2/rt_protos and used by none of the kernel (2), static routes
+# (4), dockerd or BIRD (12).  "ip route show proto 80" lists ours.
+ROUTE_PROTOCOL = 80
+MAIN_TABLE = 254
+RTNH_F_ONLINK = 4
+NTF_SELF = 2
+NUD_PERMANENT = 0x80
+_AF_INET = 2
+_RT_TYPES = {1: UNICAST, 6: BLACKHOLE}
+_GONE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
+
+
+class Changes(NamedTuple):
+    added: list
+    replaced: list
+    removed: list
+
+    def __bool__(self):
+        return bool(self.added or self.replaced or self.removed)
+
+
+def diff(desired: dict, current: dict) -> Changes:
+    """What turns current into desired (both: key -> entry)."""
+    return Changes([v for k, v in desired.items() if k not in current],
+                   [v for k, v in desired.items() if k in current and current[k] != v],
+                   [v for k, v in current.items() if k not in desired])
+
+
+@contextmanager
+def netlink(action: str):
+    try:
+        with IPRoute() as ipr:
+            yield ipr
+    except (NetlinkError, OSError) as exc:
+        raise DataplaneError(f"could not {action}: {exc}") from exc
+
+
+# -- routes ---------------------------------------------------------------
+
+def read_routes() -> dict[IPNetwork, Route]:
+    """Our routes in the main table (IPv4), as Route values."""
+    with netlink("list routes") as ipr:
+        names = _link_names(ipr)
+        found = {}
+        for msg in ipr.route("dump", family=_AF_INET, table=MAIN_TABLE, proto=ROUTE_PROTOCOL):
+            kind = _RT_TYPES.get(msg["type"])
+            if kind is None:
+                continue
+            dst = IPNetwork(f"{msg.get('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}")
+            gateway = msg.get("RTA_GATEWAY")
+            found[dst] = Route(dst, kind, IPAddress(gateway) if gateway else None,
+                               names.get(msg.get("RTA_OIF")) if kind == UNICAST else None,
+                               bool(msg["flags"] & RTNH_F_ONLINK))
+        return found
+
+
+def same_route(desired: Route, kernel: Route) -> bool:
+    # A desired route without a device lets the kernel pick the gateway's.
+    return desired == (kernel._replace(dev=None) if desired.dev is None else kernel)
+
+
+def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
+    """Program the changes.  Returns the failures (a message each) and the
+    added routes left out because a route not ours already has that
+    destination (routes of other protocols are never touched)."""
+    failed, foreign = [], []
+    with netlink("program routes") as ipr:
+        for route in changes.removed:
+            try:
+                ipr.route("del", dst=str(route.dst), table=MAIN_TABLE, proto=ROUTE_PROTOCOL,
+                          type=route.type)
+            except NetlinkError as exc:
+                if exc.code not in _GONE:
+                    failed.append(f"delete {route}: {exc}")
+        # "add" refuses to overwrite; only a route already ours is replaced.
+        steps = [("add", r) for r in changes.added] + [("replace", r) for r in changes.replaced]
+        for command, route in steps:
+            try:
+                ipr.route(command, **_route_args(ipr, route))
+            except NetlinkError as exc:
+                if command == "add" and exc.code == errno.EEXIST:
+                    foreign.append(route)
+                else:
+                    failed.append(f"program {route}: {exc}")
+            except LookupError as exc:
+                failed.append(f"program {route}: {exc}")
+    return failed, foreign
+
+
+def _route_args(ipr, route: Route) -> dict:
+    args = {"dst": str(route.dst), "table": MAIN_TABLE, "proto": ROUTE_PROTOCOL,
+            "type": route.type}
+    if route.gateway is not None:
+        args["gateway"] = str(route.gateway)
+    if route.dev is not None:
+        index = ipr.link_lookup(ifname=route.dev)
+        if not index:
+            raise LookupError(f"no interface {route.dev}")
+        args["oif"] = index[0]
+    if route.onlink:
+        args["flags"] = RTNH_F_ONLINK
+    return args
+
+
+def route_diff(desired: dict[IPNetwork, Route], current: dict[IPNetwork, Route]) -> Changes:
+    changes = diff(desired, current)
+    # Entries that differ only by the kernel's choice of device are right.
+    replaced = [r for r in changes.replaced if not same_route(r, current[r.dst])]
+    return Changes(changes.added, replaced, changes.removed)
+
+
+# -- static ARP and FDB entries on a VXLAN device --------------------------
+
+def read_vxlan_peers(device: str) -> tuple[set[Neighbour], set[FdbEntry]]:
+    """The permanent ARP entries and unicast FDB entries on device."""
+    with netlink(f"list neighbours of {device}") as ipr:
+        index = _index(ipr, device)
+        if index is None:
+            return set(), set()
+        neighbours = {Neighbour(IPAddress(n.get("NDA_DST")), n.get("NDA_LLADDR").lower())
+                      for n in ipr.neigh("dump", ifindex=index, family=_AF_INET)
+                      if n["state"] & NUD_PERMANENT and n.get("NDA_LLADDR")}
+        fdb = {FdbEntry(f.get("NDA_LLADDR").lower(), IPAddress(f.get("NDA_DST")))
+               for f in ipr.fdb("dump", ifindex=index)
+               if f.get("NDA_DST") and f.get("NDA_LLADDR") not in (None, "00:00:00:00:00:00")}
+        return neighbours, fdb
+
+
+def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[str]:
+    failed = []
+    with netlink(f"program neighbours of {device}") as ipr:
+        index = _index(ipr, device)
+        if index is None:
+            return [f"{device} does not exist"]
+        steps = [("del", dict(dst=str(n.ip), lladdr=n.mac), ipr.neigh) for n in neighbours.removed]
+        steps += [("del", dict(lladdr=f.mac, dst=str(f.dst)), ipr.fdb) for f in fdb.removed]
+        steps += [("replace", dict(dst=str(n.ip), lladdr=n.mac, state="permanent"), ipr.neigh)
+                  for n in neighbours.added + neighbours.replaced]
+        steps += [("replace", dict(lladdr=f.mac, dst=str(f.dst), state="permanent",
+                                   flags=NTF_SELF), ipr.fdb)
+                  for f in fdb.added + fdb.replaced]
+        for command, args, method in steps:
+            try:
+                method(command, ifindex=index, **args)
+            except NetlinkError as exc:
+                if not (command == "del" and exc.code in _GONE):
+                    failed.append(f"{command} {args} on {device}: {exc}")
+    return failed
+
+
+# -- host facts -------------------------------------------------------------
+
+class Address(NamedTuple):
+    ifname: str
+    index: int
+    network: IPNetwork  # the address with its prefix length
+
+
+def ipv4_addresses() -> list[Address]:
+    """Global IPv4 addresses of this namespace's interfaces, by link index."""
+    with netlink("list addresses") as ipr:
+        names = _link_names(ipr)
+        found = [Address(names.get(a["index"], ""), a["index"],
+                         IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"))
+                 for a in ipr.get_addr(family=_AF_INET) if a["scope"] == 0]
+        return sorted(found, key=lambda a: a.index)
+
+
+def connected_subnets() -> tuple[IPNetwork, ...]:
+    return tuple(sorted({a.network.cidr for a in ipv4_addresses()}))
+
+
+def mtu_of_address(ip: IPAddress) -> int | None:
+    """The MTU of the interface that holds ip."""
+    for address in ipv4_addresses():
+        if address.network.ip == ip:
+            with netlink(f"read the MTU of {address.ifname}") as ipr:
+                return ipr.link("get", index=address.index)[0].get("IFLA_MTU")
+    return None
+
+
+def link_exists(ifname: str) -> bool:
+    with netlink(f"look up {ifname}") as ipr:
+        return _index(ipr, ifname) is not None
+
+
+def _link_names(ipr) -> dict[int, str]:
+    return {link["index"]: link.get("IFLA_IFNAME") for link in ipr.link("dump")}
+
+
+def _index(ipr, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None

@@ -1,0 +1,71 @@
+"""The node agent: register this node, then keep its routes, VTEP and NAT
+in step with etcd until SIGTERM or SIGINT."""
+
+import logging
+import signal
+import threading
+
+from netaddr import IPNetwork
+
+from agent import autodetect, node
+from agent.liveness import Heartbeat
+from agent.reconciler import Reconciler
+from agent.settings import AgentSettings, parse_ip_setting
+from agent.watch import RETRY_DELAYS, Syncer
+from datastore.errors import DatastoreUnavailable
+from datastore.etcd import Etcd
+from datastore.resources import Resources
+
+LOG = logging.getLogger(__name__)
+
+
+def node_address(settings: AgentSettings) -> IPNetwork:
+    if settings.ip:
+        return parse_ip_setting(settings.ip)
+    return autodetect.detect(settings.ip_autodetection_method)
+
+
+def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> None:
+    """Block until stop is set (by SIGTERM/SIGINT when run in the main
+    thread).  Raises AgentError (e.g. NodeConflict) when it cannot start."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    etcd = Etcd(list(settings.etcd_endpoints), ca_cert=settings.etcd_ca_cert_file,
+                cert=settings.etcd_cert_file, key=settings.etcd_key_file,
+                timeout=settings.etcd_timeout)
+    try:
+        address = node_address(settings)
+        LOG.info("node %s, address %s", settings.nodename, address)
+        if not _register(etcd, settings, address, stop):
+            return
+        heartbeat = Heartbeat(etcd, settings.nodename, str(address),
+                              settings.heartbeat_interval).start()
+        reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval)
+        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop)
+        # A daemon thread: a watch may hang for its idle timeout, and stopping
+        # must not wait for it.
+        threading.Thread(target=syncer.run, name="syncer", daemon=True).start()
+        stop.wait()
+        heartbeat.stop()
+        LOG.info("node agent stopped; routes are left in place")
+    finally:
+        etcd.close()
+
+
+def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,
+              stop: threading.Event) -> bool:
+    """Register, waiting for etcd as long as it takes; False if stopped first."""
+    resources = Resources(etcd)
+    delay = RETRY_DELAYS[0]
+    while not stop.is_set():
+        try:
+            node.ensure_cluster_information(resources)
+            node.register(resources, settings.nodename, address, settings.heartbeat_interval)
+            return True
+        except DatastoreUnavailable as exc:
+            LOG.warning("cannot register node %s yet: %s", settings.nodename, exc)
+            stop.wait(delay)
+            delay = min(delay * 2, RETRY_DELAYS[1])
+    return False

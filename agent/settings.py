@@ -1,0 +1,49 @@
+"""The agent's settings, built by the CLI from the plugin's one Config."""
+
+from dataclasses import dataclass
+
+from netaddr import AddrFormatError, IPNetwork
+
+from agent.errors import SettingsError
+
+AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    nodename: str
+    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    etcd_ca_cert_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
+    etcd_timeout: float = 3.0
+    # "10.0.0.11/24"; None autodetects with ip_autodetection_method.
+    ip: str | None = None
+    ip_autodetection_method: str = "first-found"
+    # How often the liveness key is written; the watch's idle timeout must
+    # be a few times longer, since this write is what keeps the watch busy.
+    heartbeat_interval: float = 3.0
+    watch_idle_timeout: float = 10.0
+    # Full kernel resync even without etcd changes (repairs routes someone
+    # deleted, picks up interfaces that came up later).
+    resync_interval: float = 30.0
+
+    def __post_init__(self):
+        if self.ip is not None:
+            parse_ip_setting(self.ip)
+        if not self.ip_autodetection_method.startswith(AUTODETECT_METHODS):
+            raise SettingsError(
+                f"IP_AUTODETECTION_METHOD: {self.ip_autodetection_method!r} is not "
+                "first-found, interface=REGEX or can-reach=ADDRESS")
+
+
+def parse_ip_setting(text: str) -> IPNetwork:
+    """IP in calico/node's form: an address with its prefix, "10.0.0.11/24"."""
+    try:
+        net = IPNetwork(text)
+    except (AddrFormatError, ValueError):
+        net = None
+    if net is None or net.version != 4 or "/" not in text:
+        raise SettingsError(f"IP: {text!r} is not an IPv4 address with its prefix length, "
+                            "e.g. 10.0.0.11/24 (or set IP=autodetect)")
+    return net

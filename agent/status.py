@@ -1,0 +1,39 @@
+"""For `calico-libnetwork status`: the other nodes, their addresses, whether
+their agents beat, and whether this host has our routes to their blocks."""
+
+import time
+
+from agent.kernel import read_routes
+from agent.liveness import ALIVE_PREFIX, STALE_AFTER
+from agent.settings import AgentSettings
+from agent.watch import load_state
+from datastore.etcd import Etcd
+
+
+def peer_status(etcd: Etcd, nodename: str,
+                heartbeat_interval: float = AgentSettings.heartbeat_interval) -> list[dict]:
+    """One dict per other node: name, ipv4Address, vxlanTunnelAddr, alive
+    (its last heartbeat is recent by this host's clock; informative only),
+    blocks (each with the kernel route we hold for it, or None) and
+    routesProgrammed (every block has one)."""
+    state, _ = load_state(etcd)
+    beats = {kv.key[len(ALIVE_PREFIX):]: kv.json() for kv in etcd.get_prefix(ALIVE_PREFIX)[0]}
+    routes = read_routes()
+    owners = state.block_owners()
+    peers = []
+    for name, node in sorted(state.nodes.items()):
+        if name == nodename:
+            continue
+        beat = beats.get(name)
+        blocks = [{"cidr": str(cidr), "route": str(routes[cidr]) if cidr in routes else None}
+                  for cidr, owner in sorted(owners.items()) if owner == name]
+        peers.append({
+            "name": name,
+            "ipv4Address": str(node.address) if node.address else None,
+            "vxlanTunnelAddr": str(node.vtep_ip) if node.vtep_ip else None,
+            "alive": bool(beat) and time.time() - beat.get("time", 0)
+            < STALE_AFTER * heartbeat_interval,
+            "blocks": blocks,
+            "routesProgrammed": all(b["route"] for b in blocks),
+        })
+    return peers

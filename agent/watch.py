@@ -1,0 +1,71 @@
+"""Keeping a ClusterState in step with etcd: a snapshot of the prefixes the
+agent routes by, then one watch on /calico/ from the snapshot's revision.
+Any failure (etcd down, the stream broken or silent, the revision
+compacted) means: wait a little, take a new snapshot, watch again."""
+
+import logging
+import threading
+from typing import Callable
+
+from agent.model import SNAPSHOT_PREFIXES, WATCH_PREFIX, ClusterState
+from datastore.errors import DatastoreError
+from datastore.etcd import Etcd
+
+LOG = logging.getLogger(__name__)
+
+RETRY_DELAYS = (0.2, 5.0)  # first and longest wait before re-snapshotting
+
+# on_batch(state, changed, snapshot): called after the snapshot (snapshot
+# True) and after every watch batch (changed: a routing key was in it).
+OnBatch = Callable[[ClusterState, bool, bool], None]
+
+
+def load_state(etcd: Etcd) -> tuple[ClusterState, int]:
+    """The state now, and a revision from which a watch misses nothing.
+
+    Each prefix is read at its own revision; watching from the oldest of
+    them replays some events the snapshot already holds, which is harmless
+    because every event carries its key's whole value.
+    """
+    state, revisions = ClusterState(), []
+    for prefix in SNAPSHOT_PREFIXES:
+        kvs, revision = etcd.get_prefix(prefix)
+        revisions.append(revision)
+        for kv in kvs:
+            state.apply(kv.key, kv.value)
+    return state, min(revisions)
+
+
+class Syncer:
+    def __init__(self, etcd: Etcd, on_batch: OnBatch, idle_timeout: float,
+                 stop: threading.Event):
+        self.etcd, self.on_batch = etcd, on_batch
+        self.idle_timeout, self.stop = idle_timeout, stop
+        self.snapshots = 0  # how many snapshots were taken (for tests and logs)
+        self._delay = RETRY_DELAYS[0]
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._sync_once()
+            except DatastoreError as exc:
+                LOG.warning("lost the etcd watch (%s); new snapshot in %.1f s",
+                            exc, self._delay)
+            except Exception:  # noqa: BLE001 - a bug must not silently stop routing
+                LOG.exception("node agent sync failed; new snapshot in %.1f s", self._delay)
+            self.stop.wait(self._delay)
+            self._delay = min(self._delay * 2, RETRY_DELAYS[1])
+
+    def _sync_once(self) -> None:
+        state, revision = load_state(self.etcd)
+        self.snapshots += 1
+        self._delay = RETRY_DELAYS[0]
+        LOG.info("snapshot at revision %d: %d nodes, %d pools, %d affinities, %d blocks",
+                 revision, len(state.nodes), len(state.pools), len(state.affinities),
+                 len(state.blocks))
+        self.on_batch(state, True, True)
+        for batch in self.etcd.watch_prefix(WATCH_PREFIX, revision + 1, self.idle_timeout):
+            if self.stop.is_set():
+                return
+            changed = [state.apply(event.key, event.value) for event in batch]
+            self.on_batch(state, any(changed), False)

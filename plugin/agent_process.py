@@ -1,0 +1,53 @@
+"""The node agent as a child of `calico-libnetwork run`, restarted if it dies.
+
+A separate process, not a thread: gRPC channels do not survive the fork of
+gunicorn's workers, and a stuck agent must not stall the plugin sockets.
+gunicorn's arbiter reaps every child it sees exit, ours included; Popen then
+reports exit status 0, which is all we need to know (that it is gone).
+"""
+
+import logging
+import subprocess
+import sys
+import threading
+
+LOG = logging.getLogger(__name__)
+AGENT_ARGV = [sys.executable, "-m", "plugin.cli", "agent"]
+_RESTART_DELAYS = (1.0, 30.0)
+
+
+class AgentProcess:
+    def __init__(self, argv=AGENT_ARGV):
+        self.argv = argv
+        self._stop = threading.Event()
+        self._process = None
+        self._thread = None
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._supervise, name="agent-supervisor",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def _supervise(self):
+        delay = _RESTART_DELAYS[0]
+        while not self._stop.is_set():
+            self._process = subprocess.Popen(self.argv)
+            while self._process.poll() is None and not self._stop.wait(1.0):
+                pass
+            if self._stop.is_set():
+                return
+            LOG.warning("node agent exited (status %s); restarting in %.0fs",
+                        self._process.returncode, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, _RESTART_DELAYS[1])

@@ -1,0 +1,149 @@
+"""The reconciler and the VXLAN device against the real kernel, in
+throw-away namespaces (a forked child joins the namespace, as in
+tests/dataplane): routes appear, are replaced and removed, routes of other
+protocols are never touched, and a second run changes nothing."""
+
+import os
+import subprocess
+from unittest import mock
+
+import pytest
+from netaddr import IPAddress, IPNetwork
+
+from agent import kernel, nat, vxlan
+from agent.reconciler import Reconciler
+from tests.agent.cluster import affinity_record, block_record, node_record, pool_record, state_of
+from tests.lab.netns import run_in
+from tests.lab import Lab
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
+
+ME = IPNetwork("10.0.0.1/24")
+
+
+@pytest.fixture
+def host():
+    """A namespace with 10.0.0.1/24 on eth0 (its peer in a namespace of its own)."""
+    with Lab() as lab:
+        ns, peer = lab.netns("agent-host"), lab.netns("agent-peer")
+        lab.veth(ns, "eth0", peer, "eth0", "10.0.0.1/24", "10.0.0.2/24")
+        yield ns
+
+
+def ip(ns, *args):
+    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def routes(ns):
+    return sorted(line.strip() for line in ip(ns, "route", "show").splitlines())
+
+
+def cluster(*extra):
+    return state_of(node_record("h1", str(ME)), node_record("h2", "10.0.0.2/24"),
+                    node_record("h3", "10.0.0.3/24"),
+                    pool_record("p", "192.168.0.0/16", nat_outgoing=True), *extra)
+
+
+def reconcile(*states):
+    """Run a fresh Reconciler's full sync over each state in turn (in the
+    current namespace); how many times each run called apply_routes."""
+    reconciler = Reconciler(None, "h1", ME, resync_interval=30)
+    calls = []
+    real = kernel.apply_routes
+    with mock.patch.object(kernel, "apply_routes",
+                           side_effect=lambda c: calls.append(c) or real(c)):
+        for state in states:
+            before = len(calls)
+            reconciler.sync(state, full=True)
+            calls.append(len(calls) - before)
+    return [c for c in calls if isinstance(c, int)]
+
+
+def test_routes_added_replaced_removed_and_foreign_ones_untouched(host):
+    ip(host, "route", "add", "192.168.3.0/26", "via", "10.0.0.2", "proto", "static")
+    ip(host, "route", "add", "172.16.0.0/24", "via", "10.0.0.2", "proto", "static")
+    first = cluster(affinity_record("h1", "192.168.0.0/26"),
+                    affinity_record("h2", "192.168.1.0/26"),
+                    affinity_record("h3", "192.168.3.0/26"),  # a foreign route holds it
+                    block_record("192.168.0.0/26", "h1", [("192.168.0.7", "h2")]))
+    run_in(host, reconcile, first)
+    assert routes(host) == sorted([
+        "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1",
+        "172.16.0.0/24 via 10.0.0.2 dev eth0 proto static",
+        "192.168.0.7 via 10.0.0.2 dev eth0 proto 80",
+        "192.168.1.0/26 via 10.0.0.2 dev eth0 proto 80",
+        "192.168.3.0/26 via 10.0.0.2 dev eth0 proto static",
+        "blackhole 192.168.0.0/26 proto 80",
+    ])
+    # h2 moves to another address, its borrowed address goes, h1's block goes.
+    second = state_of(node_record("h1", str(ME)), node_record("h2", "10.0.0.9/24"),
+                      pool_record("p", "192.168.0.0/16"),
+                      affinity_record("h2", "192.168.1.0/26"))
+    assert run_in(host, reconcile, second, second) == [1, 0]  # restart: nothing to do
+    assert routes(host) == sorted([
+        "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1",
+        "172.16.0.0/24 via 10.0.0.2 dev eth0 proto static",
+        "192.168.1.0/26 via 10.0.0.9 dev eth0 proto 80",
+        "192.168.3.0/26 via 10.0.0.2 dev eth0 proto static",
+    ])
+
+
+def test_second_run_of_a_new_agent_changes_nothing(host):
+    state = cluster(affinity_record("h2", "192.168.1.0/26"),
+                    affinity_record("h1", "192.168.0.0/26"))
+    assert run_in(host, reconcile, state) == [1]
+    before = routes(host)
+    assert run_in(host, reconcile, state, state) == [0, 0]
+    assert routes(host) == before
+
+
+def test_nat_outgoing_chain_follows_the_pools(host):
+    run_in(host, reconcile, cluster())
+    rules = subprocess.run(["ip", "netns", "exec", host, "iptables", "-t", "nat", "-S"],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"-A POSTROUTING -j {nat.CHAIN}" in rules
+    assert f"-A {nat.CHAIN} -d 192.168.0.0/16 -j RETURN" in rules
+    assert f"-A {nat.CHAIN} -s 192.168.0.0/16 -j MASQUERADE" in rules
+    without = state_of(node_record("h1", str(ME)), pool_record("p", "192.168.0.0/16"))
+    run_in(host, reconcile, without)
+    rules = subprocess.run(["ip", "netns", "exec", host, "iptables", "-t", "nat", "-S", nat.CHAIN],
+                           capture_output=True, text=True, check=True).stdout
+    assert rules.strip() == f"-N {nat.CHAIN}"
+
+
+def test_vxlan_device_keeps_its_mac_and_is_rebuilt_when_wrong(host):
+    mac = run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), None,
+                 IPAddress("10.0.0.1"), 1450)
+    details = ip(host, "-d", "link", "show", "vxlan.calico")
+    assert "vxlan id 4096" in details and "local 10.0.0.1" in details
+    assert "dstport 4789" in details and "nolearning" in details and "mtu 1450" in details
+    assert "192.168.0.1/32" in ip(host, "addr", "show", "vxlan.calico")
+    # Same settings: same device; a new local address: rebuilt, MAC kept.
+    assert run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), mac,
+                  IPAddress("10.0.0.1"), 1450) == mac
+    ip(host, "addr", "add", "10.0.0.5/24", "dev", "eth0")
+    assert run_in(host, vxlan.ensure_device, IPAddress("192.168.0.2"), mac,
+                  IPAddress("10.0.0.5"), 1450) == mac
+    assert "local 10.0.0.5" in ip(host, "-d", "link", "show", "vxlan.calico")
+    assert "192.168.0.1/32" not in ip(host, "addr", "show", "vxlan.calico")
+
+
+def test_vxlan_peers_arp_and_fdb(host):
+    from agent.routes import FdbEntry, Neighbour
+    run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), None, IPAddress("10.0.0.1"), 1450)
+    want_n = {Neighbour(IPAddress("192.168.1.1"), "66:00:00:00:00:02")}
+    want_f = {FdbEntry("66:00:00:00:00:02", IPAddress("10.0.0.2"))}
+
+    def sync(neighbours, fdb):
+        have_n, have_f = kernel.read_vxlan_peers("vxlan.calico")
+        return kernel.apply_vxlan_peers(
+            "vxlan.calico", kernel.diff({n.ip: n for n in neighbours}, {n.ip: n for n in have_n}),
+            kernel.diff({f.mac: f for f in fdb}, {f.mac: f for f in have_f}))
+
+    assert run_in(host, sync, want_n, want_f) == []
+    assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (want_n, want_f)
+    assert "192.168.1.1 lladdr 66:00:00:00:00:02 PERMANENT" in ip(host, "neigh", "show",
+                                                                 "dev", "vxlan.calico")
+    assert run_in(host, sync, set(), set()) == []
+    assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (set(), set())

@@ -1,0 +1,228 @@
+"""Three Docker hosts in network namespaces, each with dockerd, the plugin
+and the node agent, sharing one etcd (on host 1): Calico's Docker docs
+scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
+outage and NAT outgoing.
+
+    h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
+    h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
+                                         router eth4 10.0.99.254 -- outside 10.0.99.1
+
+The pool is CrossSubnet VXLAN: h1 <-> h2 is plain routing on their
+segment, anything to or from h3 goes through vxlan.calico.
+"""
+
+import json
+import sys
+import time
+import types
+
+import pytest
+from netaddr import IPAddress, IPNetwork
+
+from tests.e2e.calico_host import IPV4_POOL, container_ip, docker, start_plugin
+from tests.lab import EtcdServer, LabProcess
+from tests.lab.common import ip, run_dir, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.require_root]
+
+CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
+ETCD_HOST = "10.0.12.1"
+OUTSIDE = "10.0.99.1"
+AGENT_ADDRESSES = {"h1": {"IP_AUTODETECTION_METHOD": "interface=eth1"},
+                   "h2": {"IP_AUTODETECTION_METHOD": f"can-reach={ETCD_HOST}"},
+                   "h3": {"IP": "10.0.13.3/24"}}
+
+
+class Cluster:
+    def __init__(self, hosts, lab, etcd, outside):
+        self.hosts = {h.name: h for h in hosts}
+        self.lab, self.etcd, self.outside = lab, etcd, outside
+        self.plugins = {}
+
+    def start_plugin(self, host):
+        """`calico-libnetwork run`, which also runs the node agent."""
+        self.plugins[host.name] = start_plugin(host, CALICO_IPV4POOL_VXLAN="CrossSubnet",
+                                               **AGENT_ADDRESSES[host.name])
+        return self.plugins[host.name]
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_host_factory):
+    lab = docker_host_factory.lab
+    hosts = [docker_host_factory(etcd=False) for _ in range(3)]
+    h1, h2, h3 = hosts
+    seg, router, outside = lab.netns("seg"), lab.netns("router"), lab.netns("outside")
+    ip("link", "add", "br0", "type", "bridge", netns=seg)
+    ip("link", "set", "br0", "up", netns=seg)
+    for n, host in ((1, h1), (2, h2)):
+        lab.veth(host.netns, "eth1", seg, f"p{n}", f"10.0.12.{n}/24")
+        ip("link", "set", f"p{n}", "master", "br0", netns=seg)
+        lab.route(host.netns, "10.0.13.0/24", via="10.0.12.254")
+        lab.route(host.netns, "10.0.99.0/24", via="10.0.12.254")
+    lab.veth(router, "eth1", seg, "p3", "10.0.12.254/24")
+    ip("link", "set", "p3", "master", "br0", netns=seg)
+    lab.veth(router, "eth3", h3.netns, "eth1", "10.0.13.254/24", "10.0.13.3/24")
+    lab.veth(router, "eth4", outside, "eth0", "10.0.99.254/24", f"{OUTSIDE}/24")
+    lab.route(h3.netns, "10.0.12.0/24", via="10.0.13.254")
+    lab.route(h3.netns, "10.0.99.0/24", via="10.0.13.254")
+    lab.route(outside, "default", via="10.0.99.254")
+    ip("netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    etcd = EtcdServer(host=ETCD_HOST, netns=h1.netns).start()
+    h1.etcd = etcd  # h1 is closed last, so etcd outlives every host's containers
+    for host in (h2, h3):
+        host.etcd = types.SimpleNamespace(endpoints=etcd.endpoints, close=lambda: None)
+    c = Cluster(hosts, lab, etcd, outside)
+    for host in hosts:
+        c.start_plugin(host)
+    for host in hosts:
+        for net in ("net1", "net2"):
+            docker(host, "network", "create", *CALICO, net)
+    docker(h2, "network", "create", *CALICO, "--subnet", IPV4_POOL, "net3")
+    yield c
+
+
+# -- helpers -----------------------------------------------------------------
+
+def run(host, name, network, *extra):
+    docker(host, "run", "-tid", "--net", network, "--name", name, *extra, "busybox")
+    return container_ip(host, name, network)
+
+
+def pings(host, container, target):
+    return host.docker("exec", container, "ping", "-c", "2", "-W", "2", target).returncode == 0
+
+
+def routes(host, *args):
+    return [line.strip() for line in ip("route", "show", *args, netns=host.netns)
+            .stdout.splitlines()]
+
+
+def has_route(host, text):
+    return any(line.startswith(text) for line in routes(host))
+
+
+def block_of(address):
+    return IPNetwork(f"{address}/26").cidr
+
+
+def node(cluster, name):
+    return json.loads(cluster.etcd.get(f"/calico/resources/v3/projectcalico.org/nodes/{name}"))
+
+
+def wait(predicate, timeout, what):
+    assert wait_until(predicate, timeout, 0.2), f"timed out waiting for {what}"
+
+
+# -- tests -------------------------------------------------------------------
+
+def test_nodes_registered_with_detected_addresses(cluster):
+    for name, address in (("h1", "10.0.12.1/24"), ("h2", "10.0.12.2/24"),
+                          ("h3", "10.0.13.3/24")):
+        wait(lambda: cluster.etcd.get(
+            f"/calico/resources/v3/projectcalico.org/nodes/{name}") is not None, 20,
+            f"Node {name}")
+        assert node(cluster, name)["spec"]["bgp"]["ipv4Address"] == address
+
+
+def test_docs_scenario_across_two_hosts(cluster):
+    h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
+    ip_a = run(h1, "workload-A", "net1")
+    run(h1, "workload-B", "net2")
+    ip_c = run(h1, "workload-C", "net1")
+    run(h2, "workload-D", "net2")
+    ip_e = run(h2, "workload-E", "net1")
+    block_1, block_2 = block_of(ip_a), block_of(ip_e)
+    assert block_1 != block_2
+    # The guides' `route -n`: the other host's block via it, our /32s on cali.
+    wait(lambda: has_route(h1, f"{block_2} via 10.0.12.2 dev eth1 proto 80"), 10,
+         f"h1's route to {block_2}")
+    wait(lambda: has_route(h2, f"{block_1} via 10.0.12.1 dev eth1 proto 80"), 10,
+         f"h2's route to {block_1}")
+    assert f"blackhole {block_1} proto 80" in routes(h1)
+    assert any(line.startswith(f"{ip_c} dev cali") for line in routes(h1))
+    assert pings(h1, "workload-A", ip_c)
+    assert pings(h1, "workload-A", ip_e)
+    assert pings(h2, "workload-E", ip_a)
+
+
+def test_vxlan_to_a_host_on_another_subnet(cluster):
+    h1, h3 = cluster.hosts["h1"], cluster.hosts["h3"]
+    ip_f = run(h3, "workload-F", "net1")
+    ip_a = container_ip(h1, "workload-A", "net1")
+    h3_node = node(cluster, "h3")["spec"]
+    vtep, mac = h3_node["ipv4VXLANTunnelAddr"], h3_node["vxlanTunnelMACAddr"]
+    assert IPAddress(vtep) in IPNetwork(IPV4_POOL)
+    wait(lambda: has_route(h1, f"{block_of(ip_f)} via {vtep} dev vxlan.calico proto 80 onlink"),
+         15, "h1's VXLAN route to h3's block")
+    neigh = ip("neigh", "show", "dev", "vxlan.calico", netns=h1.netns).stdout
+    assert f"{vtep} lladdr {mac} PERMANENT" in neigh
+    device = ip("-d", "link", "show", "vxlan.calico", netns=h1.netns).stdout
+    assert "vxlan id 4096" in device and "local 10.0.12.1" in device
+    fdb = ip("netns", "exec", h1.netns, "bridge", "fdb", "show", "dev", "vxlan.calico").stdout
+    assert f"{mac} dst 10.0.13.3 self permanent" in fdb
+    assert pings(h3, "workload-F", ip_a)
+    assert pings(h1, "workload-A", ip_f)
+
+
+def test_borrowed_address_routes_come_and_go(cluster):
+    h1, h2, h3 = (cluster.hosts[n] for n in ("h1", "h2", "h3"))
+    ip_a = container_ip(h1, "workload-A", "net1")
+    borrowed = str(IPAddress(int(block_of(ip_a).first) + 40))  # in h1's block
+    run(h2, "borrower", "net3", "--ip", borrowed)
+    wait(lambda: has_route(h1, f"{borrowed} via 10.0.12.2 dev eth1 proto 80"), 10,
+         "h1's /32 to the address h2 borrowed")
+    wait(lambda: has_route(h3, f"{borrowed} via"), 10, "h3's /32 to it")
+    assert pings(h1, "workload-A", borrowed)
+    docker(h2, "rm", "-f", "borrower")
+    wait(lambda: not has_route(h1, borrowed + " "), 10, "the /32 to go on h1")
+    wait(lambda: not has_route(h3, borrowed + " "), 10, "the /32 to go on h3")
+
+
+def test_agent_and_plugin_restarts_keep_traffic_and_routes(cluster):
+    h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
+    ip_e = container_ip(h2, "workload-E", "net1")
+    before = routes(h2, "proto", "80")
+    cluster.plugins["h2"].kill()  # the whole process group: plugin and agent
+    assert pings(h1, "workload-A", ip_e)
+    plugin = cluster.start_plugin(h2)
+    wait(lambda: "full sync" in plugin.log_tail(), 20, "the restarted agent's first sync")
+    assert "(no change)" in plugin.log_tail()
+    assert routes(h2, "proto", "80") == before
+    assert pings(h1, "workload-A", ip_e)
+
+
+def test_etcd_outage_keeps_traffic_and_agents_catch_up(cluster):
+    h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
+    ip_e = container_ip(h2, "workload-E", "net1")
+    cluster.etcd.stop()
+    try:
+        time.sleep(12)  # longer than the agents' watch idle timeout
+        assert pings(h1, "workload-A", ip_e)
+    finally:
+        cluster.etcd.start()
+    # A new block, claimed by h2 after etcd came back, gets routed on h1.
+    fresh = "192.169.250.5"
+    run(h2, "late", "net3", "--ip", fresh)
+    wait(lambda: has_route(h1, f"{block_of(fresh)} via 10.0.12.2"), 30,
+         "h1's route to h2's new block")
+    assert pings(h1, "workload-A", fresh)
+
+
+def test_nat_outgoing_shows_the_host_address(cluster):
+    h1 = cluster.hosts["h1"]
+    log = run_dir() / "outside-listener.log"
+    listener = LabProcess(
+        [sys.executable, "-c",
+         "import socket\n"
+         "s = socket.socket(); s.bind(('0.0.0.0', 9000)); s.listen()\n"
+         "c, peer = s.accept(); print(peer[0], flush=True)"],
+        log, netns=cluster.outside).start()
+    try:
+        wait(lambda: "LISTEN" in ip("netns", "exec", cluster.outside, "ss", "-ltn").stdout,
+             10, "the outside listener")
+        h1.docker("exec", "workload-A", "sh", "-c", f"echo hi | nc -w 2 {OUTSIDE} 9000")
+        wait(lambda: not listener.running, 10, "a connection from the container")
+        assert log.read_text().split() == ["10.0.12.1"]
+    finally:
+        listener.kill()
