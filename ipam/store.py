@@ -133,13 +133,18 @@ class BlockStore:
             if found is None:
                 raise Conflict(f"block {aff.cidr} vanished while being claimed")
             block, revision = found
-            if not block.is_affine_to(aff.node):
-                self._delete_affinity(aff)
-                raise BlockTaken(f"block {aff.cidr} is already affine to "
-                                 f"{block.affinity or 'no host'}")
+            self._drop_if_stale(aff, block)
         if aff.state != CONFIRMED:
             self._confirm(aff)
         return block, revision
+
+    def _drop_if_stale(self, aff: Affinity, block: AllocationBlock) -> None:
+        """Delete our affinity and raise BlockTaken when the block is affine
+        to another host (or none): the block is the source of truth."""
+        if not block.is_affine_to(aff.node):
+            self._delete_affinity(aff)
+            raise BlockTaken(f"block {aff.cidr} is affine to {block.affinity or 'no host'}, "
+                             f"not {aff.node}; dropped {aff.node}'s affinity for it")
 
     def _confirm(self, aff: Affinity) -> None:
         try:
@@ -160,10 +165,7 @@ class BlockStore:
                 aff = self._set_state(aff, PENDING)
             return self.claim_affine_block(aff)
         block, revision = found
-        if not block.is_affine_to(aff.node):
-            self._delete_affinity(aff)
-            raise BlockTaken(f"dropped {aff.node}'s stale affinity for block {aff.cidr}, "
-                             f"which is affine to {block.affinity or 'no host'}")
+        self._drop_if_stale(aff, block)
         if aff.state != CONFIRMED:
             # The claim died after writing the block.  Rewriting the block
             # unchanged bumps its revision, so any writer still holding an
