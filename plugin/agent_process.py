@@ -20,6 +20,7 @@ class AgentProcess:
     def __init__(self, argv=AGENT_ARGV):
         self.argv = argv
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # no spawn after __exit__ has looked
         self._process = None
         self._thread = None
 
@@ -30,8 +31,9 @@ class AgentProcess:
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        process = self._process
+        with self._lock:
+            self._stop.set()
+            process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -41,8 +43,11 @@ class AgentProcess:
 
     def _supervise(self):
         delay = _RESTART_DELAYS[0]
-        while not self._stop.is_set():
-            self._process = subprocess.Popen(self.argv)
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._process = subprocess.Popen(self.argv)
             while self._process.poll() is None and not self._stop.wait(1.0):
                 pass
             if self._stop.is_set():

@@ -28,16 +28,21 @@ def _version() -> str:
 
 
 def cmd_run(args, config: Config) -> int:
+    # A managed plugin (docker plugin create) serves the one socket its
+    # config.json names.  A second instance stops here, before it touches
+    # the host or starts an agent.
+    paths = server.socket_paths(args.plugin_dir, args.socket or server.SOCKETS)
+    server.claim_sockets(paths)
     startup.prepare_datastore(config)
     startup.prepare_host(config)
     if args.no_agent:
-        server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
+        server.serve(config, paths)
         return 0
     # Registering here, not only in the agent, makes a node name or address
     # clash stop the start with its message.
     startup.register_node(config)
     with AgentProcess():
-        server.serve(config, args.plugin_dir, args.socket or server.SOCKETS)
+        server.serve(config, paths)
     return 0
 
 

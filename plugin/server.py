@@ -77,11 +77,8 @@ class PluginServer(BaseApplication):
         return create_app(lambda: services.build(self.config))
 
 
-def serve(config: Config, plugin_dir: str, names=SOCKETS) -> None:
-    """Serve until SIGTERM.  A managed plugin (docker plugin create) serves
-    the one socket its config.json names."""
-    paths = socket_paths(plugin_dir, names)
-    claim_sockets(paths)
+def serve(config: Config, paths) -> None:
+    """Serve on `paths` (claimed first with claim_sockets) until SIGTERM."""
     LOG.info("serving %s for node %s, etcd %s", ", ".join(paths),
              config.nodename, ",".join(config.etcd_endpoints))
     PluginServer(config, paths).run()

@@ -17,7 +17,7 @@ from tests.lab.common import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = ("import sys; from plugin import server; from plugin.config import Config; "
-         "server.serve(Config.from_env(), sys.argv[1])")
+         "server.serve(Config.from_env(), server.socket_paths(sys.argv[1]))")
 
 
 def _answers(path):
