@@ -299,6 +299,18 @@ class Ipam:
             with self._lock:
                 self._room[pool.name] = (block, revision)
 
+    def _refresh_remembered(self, block: AllocationBlock, revision: int | None) -> None:
+        """After our own write to block: a remembered copy of it stays
+        current, so the next allocation does not pay a failed write and a
+        re-read (Docker releases and requests addresses in turn)."""
+        with self._lock:
+            for name, (known, _) in list(self._room.items()):
+                if known.cidr == block.cidr:
+                    if revision is None:
+                        del self._room[name]
+                    else:
+                        self._room[name] = (block, revision)
+
     # -- a given address ----------------------------------------------
 
     def assign_ip(self, ip, handle_id: str | None, attrs: dict | None) -> IPAddress:
@@ -359,9 +371,10 @@ class Ipam:
             if not result.freed:
                 return result.not_allocated
             try:
-                self.store.store_released(block, revision)
+                revision = self.store.store_released(block, revision)
             except Conflict:
                 continue
+            self._refresh_remembered(block, revision)
             for handle_id, num in result.by_handle.items():
                 handles.decrement(self.etcd, handle_id, cidr, num)
             return result.not_allocated
@@ -390,9 +403,10 @@ class Ipam:
             if not freed:
                 return 0
             try:
-                self.store.store_released(block, revision)
+                revision = self.store.store_released(block, revision)
             except Conflict:
                 continue
+            self._refresh_remembered(block, revision)
             return freed
 
     def _group_by_block(self, ips) -> dict[IPNetwork | None, list[IPAddress]]:
