@@ -14,7 +14,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from agent.errors import AgentError
 from agent.kernel import netlink
 from agent.routes import VXLAN_DEVICE
-from datastore.errors import ResourceConflict, ResourceNotFound
+from datastore.errors import ResourceConflict, ResourceNotFound, TooManyConflicts
 from datastore.resources import Resources
 from ipam.allocator import Ipam
 from ipam.errors import IpamError
@@ -79,7 +79,7 @@ def _tunnel_address(ipam: Ipam, pools: list[Pool], recorded: str | None) -> IPAd
     try:
         ip = ipam.auto_assign(4, handle, {"node": ipam.node, "type": ADDRESS_TYPE},
                               pools=enabled)
-    except IpamError as exc:
+    except (IpamError, TooManyConflicts) as exc:
         raise AgentError(f"cannot allocate this node's VXLAN tunnel address: {exc}") from exc
     LOG.info("allocated VXLAN tunnel address %s for node %s", ip, ipam.node)
     return ip

@@ -21,5 +21,10 @@ class ResourceConflict(DatastoreError):
     """A compare-and-swap lost against a concurrent writer."""
 
 
+class TooManyConflicts(DatastoreError):
+    """Compare-and-swap writes kept losing against other writers, on every
+    attempt datastore.retry allows."""
+
+
 class WatchStalled(DatastoreError):
     """A watch saw nothing for longer than its inactivity timeout."""

@@ -14,10 +14,10 @@ from netaddr import AddrFormatError, IPNetwork
 
 from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
 from datastore.resources import Resource, Resources, valid_name
+from datastore.retry import attempts
 from ipam import selector
 from ipam.blocks import cidr_from_key
 from ipam.errors import InvalidPool, PoolInUse, PoolNotFound
-from ipam.retry import attempts
 from ipam.store import BlockStore
 
 LOG = logging.getLogger(__name__)
