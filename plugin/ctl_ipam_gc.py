@@ -16,14 +16,13 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from datastore.resources import Resources
 from ipam.allocator import Ipam
-from ipam.driver import HANDLE_ID_PREFIX
+from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
 from ipam.store import BlockStore
 from plugin import services
 from plugin.ctl_errors import CommandError
 from plugin.ctl_output import add_output_option, as_json, table
 
 DEFAULT_GRACE = 300.0
-ALLOCATION_TYPE = "libnetwork"  # attrs["type"] ipam.driver writes
 
 
 class Leak(NamedTuple):
