@@ -33,7 +33,6 @@ PLURALS = {
     "BGPConfiguration": "bgpconfigurations",
 }
 NAMESPACED = {"WorkloadEndpoint"}
-KINDS_BY_PLURAL = {v: k for k, v in PLURALS.items()}
 _META_ORDER = {k: i for i, k in enumerate(
     ["generateName", "uid", "generation", "creationTimestamp", "deletionTimestamp",
      "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
