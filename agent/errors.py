@@ -17,5 +17,5 @@ class NodeConflict(AgentError):
     """Another live node already uses this node's name or address."""
 
 
-class DataplaneError(AgentError):
+class KernelError(AgentError):
     """A netlink or iptables step failed."""

@@ -15,7 +15,7 @@ from netaddr import IPAddress, IPNetwork
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.errors import DataplaneError
+from agent.errors import KernelError
 from agent.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def netlink(action: str):
         with IPRoute() as ipr:
             yield ipr
     except (NetlinkError, OSError) as exc:
-        raise DataplaneError(f"could not {action}: {exc}") from exc
+        raise KernelError(f"could not {action}: {exc}") from exc
 
 
 # -- routes ---------------------------------------------------------------

@@ -10,7 +10,7 @@ import logging
 import shutil
 import subprocess
 
-from agent.errors import DataplaneError
+from agent.errors import KernelError
 from ipam.pools import Pool
 
 LOG = logging.getLogger(__name__)
@@ -68,4 +68,4 @@ class Nat:
 def _run(argv, stdin=None) -> None:
     result = subprocess.run(argv, input=stdin, capture_output=True, text=True)
     if result.returncode:
-        raise DataplaneError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+        raise KernelError(f"{' '.join(argv)} failed: {result.stderr.strip()}")

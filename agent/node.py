@@ -11,7 +11,7 @@ from agent.errors import AgentError, NodeConflict
 from agent.liveness import ALIVE_PREFIX, live_nodes, read_heartbeat
 from agent.model import Node
 from agent.vxlan import handle_id as vxlan_handle_id
-from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
+from datastore.errors import TooManyConflicts
 from datastore.resources import Resource, Resources
 from ipam.allocator import Ipam
 from ipam.store import BlockStore
@@ -26,23 +26,31 @@ def register(resources: Resources, name: str, address: IPNetwork,
     """Write Node name with bgp.ipv4Address = address (CIDR form), keeping
     every other field; NodeConflict if a live node holds the name or address."""
     check_conflicts(resources, name, address, heartbeat_interval)
-    for _ in range(10):
-        current = resources.get("Node", name)
-        try:
-            if current is None:
-                node = resources.create(Resource(kind="Node", name=name,
-                                                 spec={"bgp": {"ipv4Address": str(address)}}))
-                LOG.info("created Node %s with address %s", name, address)
-                return node
-            bgp = current.spec.setdefault("bgp", {})
-            if bgp.get("ipv4Address") == str(address):
-                return current
-            LOG.info("Node %s: address %s -> %s", name, bgp.get("ipv4Address"), address)
-            bgp["ipv4Address"] = str(address)
-            return resources.update(current)
-        except (ResourceAlreadyExists, ResourceConflict, ResourceNotFound):
-            continue
-    raise AgentError(f"Node {name} kept changing while this agent registered it; retry")
+    created = False
+
+    def set_address(node: Resource) -> Resource | None:
+        nonlocal created
+        created = False
+        bgp = node.spec.setdefault("bgp", {})
+        if bgp.get("ipv4Address") == str(address):
+            return None
+        LOG.info("Node %s: address %s -> %s", name, bgp.get("ipv4Address"), address)
+        bgp["ipv4Address"] = str(address)
+        return node
+
+    def new_node() -> Resource:
+        nonlocal created
+        created = True
+        return Resource(kind="Node", name=name, spec={"bgp": {"ipv4Address": str(address)}})
+
+    try:
+        node = resources.modify("Node", name, set_address, create=new_node)
+    except TooManyConflicts:
+        raise AgentError(
+            f"Node {name} kept changing while this agent registered it; retry") from None
+    if created:
+        LOG.info("created Node %s with address %s", name, address)
+    return node
 
 
 def check_conflicts(resources: Resources, name: str, address: IPNetwork,
@@ -79,19 +87,16 @@ def check_conflicts(resources: Resources, name: str, address: IPNetwork,
 def ensure_cluster_information(resources: Resources) -> None:
     """Felix waits for ClusterInformation default with datastoreReady: true;
     as calico/node, set it when unset, but leave an explicit false alone."""
-    for _ in range(10):
-        current = resources.get("ClusterInformation", "default")
-        try:
-            if current is None:
-                resources.create(Resource(kind="ClusterInformation", name="default", spec={
-                    "clusterGUID": secrets.token_hex(16), "clusterType": "docker,libnetwork",
-                    "datastoreReady": True}))
-            elif current.spec.get("datastoreReady") is None:
-                current.spec["datastoreReady"] = True
-                resources.update(current)
-            return
-        except (ResourceAlreadyExists, ResourceConflict, ResourceNotFound):
-            continue
+    def set_ready(info: Resource) -> Resource | None:
+        if info.spec.get("datastoreReady") is not None:
+            return None
+        info.spec["datastoreReady"] = True
+        return info
+
+    resources.modify("ClusterInformation", "default", set_ready, create=lambda: Resource(
+        kind="ClusterInformation", name="default", spec={
+            "clusterGUID": secrets.token_hex(16), "clusterType": "docker,libnetwork",
+            "datastoreReady": True}))
 
 
 def remove_node(resources: Resources, name: str) -> bool:

@@ -14,7 +14,7 @@ import time
 from netaddr import IPNetwork
 
 from agent import ipip, kernel, vxlan
-from agent.errors import AgentError, DataplaneError
+from agent.errors import AgentError, KernelError
 from agent.model import ClusterState
 from agent.nat import Nat
 from agent.routes import VXLAN_DEVICE, Local, desired_state, needs_ipip
@@ -63,7 +63,7 @@ class Reconciler:
             self._sync_vxlan_peers(desired, full)
         try:
             self.nat.sync(list(state.pools.values()), full)
-        except DataplaneError as exc:
+        except KernelError as exc:
             self._fail(exc)
         if counts or full:
             LOG.info("%s sync: %d routes (%s) in %.0f ms", "full" if full else "incremental",
@@ -77,7 +77,7 @@ class Reconciler:
             current = kernel.read_routes() if full or self._routes is None else self._routes
             changes = kernel.route_diff(desired, current)
             failed, foreign = kernel.apply_routes(changes) if changes else ([], [])
-        except DataplaneError as exc:
+        except KernelError as exc:
             self._fail(exc)
             return ""
         for problem in failed:
@@ -104,7 +104,7 @@ class Reconciler:
                 for problem in kernel.apply_vxlan_peers(VXLAN_DEVICE, neighbours, fdb):
                     self._fail(problem)
             self._neighbours, self._fdb = desired.neighbours, desired.fdb
-        except DataplaneError as exc:
+        except KernelError as exc:
             self._fail(exc)
 
     def _sync_vtep(self, state: ClusterState, full: bool) -> bool:

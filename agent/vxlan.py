@@ -14,8 +14,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from agent.errors import AgentError
 from agent.kernel import netlink
 from agent.routes import VXLAN_DEVICE
-from datastore.errors import ResourceConflict, ResourceNotFound
-from datastore.resources import Resources
+from datastore.errors import ResourceNotFound, TooManyConflicts
+from datastore.resources import Resource, Resources
 from ipam.allocator import Ipam
 from ipam.errors import IpamError
 from ipam.pools import Pool
@@ -79,7 +79,7 @@ def _tunnel_address(ipam: Ipam, pools: list[Pool], recorded: str | None) -> IPAd
     try:
         ip = ipam.auto_assign(4, handle, {"node": ipam.node, "type": ADDRESS_TYPE},
                               pools=enabled)
-    except IpamError as exc:
+    except (IpamError, TooManyConflicts) as exc:
         raise AgentError(f"cannot allocate this node's VXLAN tunnel address: {exc}") from exc
     LOG.info("allocated VXLAN tunnel address %s for node %s", ip, ipam.node)
     return ip
@@ -126,17 +126,16 @@ def _configured_as_wanted(link, local_ip: IPAddress) -> bool:
 
 def _record(resources: Resources, name: str, fields: dict) -> None:
     """Set (None: remove) VXLAN fields on the Node, keeping everything else."""
-    for _ in range(10):
-        node = resources.get("Node", name)
-        if node is None:
-            raise AgentError(f"Node {name} vanished; the agent registers it at start")
+    def set_fields(node: Resource) -> Resource | None:
         spec = {k: v for k, v in {**node.spec, **fields}.items() if v is not None}
         if spec == node.spec:
-            return
+            return None
         node.spec = spec
-        try:
-            resources.update(node)
-            return
-        except (ResourceConflict, ResourceNotFound):
-            continue
-    raise AgentError(f"Node {name} kept changing while recording its VXLAN tunnel")
+        return node
+
+    try:
+        resources.modify("Node", name, set_fields)
+    except ResourceNotFound:
+        raise AgentError(f"Node {name} vanished; the agent registers it at start") from None
+    except TooManyConflicts:
+        raise AgentError(f"Node {name} kept changing while recording its VXLAN tunnel") from None

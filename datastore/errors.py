@@ -9,6 +9,14 @@ class DatastoreUnavailable(DatastoreError):
     """etcd could not be reached (or timed out) on any configured endpoint."""
 
 
+class RevisionCompacted(DatastoreUnavailable):
+    """A watch asked for a revision that etcd has compacted away."""
+
+    def __init__(self, compacted_revision):
+        super().__init__(f"watch revision compacted (now {compacted_revision})")
+        self.compacted_revision = compacted_revision
+
+
 class ResourceNotFound(DatastoreError):
     pass
 
@@ -19,6 +27,11 @@ class ResourceAlreadyExists(DatastoreError):
 
 class ResourceConflict(DatastoreError):
     """A compare-and-swap lost against a concurrent writer."""
+
+
+class TooManyConflicts(DatastoreError):
+    """Compare-and-swap writes kept losing against other writers, on every
+    attempt datastore.retry allows."""
 
 
 class WatchStalled(DatastoreError):

@@ -24,7 +24,7 @@ import etcd3.utils
 import etcd3.watch
 import grpc
 
-from datastore.errors import DatastoreUnavailable, WatchStalled
+from datastore.errors import DatastoreUnavailable, RevisionCompacted, WatchStalled
 
 LOG = logging.getLogger(__name__)
 
@@ -259,12 +259,6 @@ class Etcd:
         finally:
             threading.Thread(target=_quietly, args=(client.cancel_watch, watch_id),
                              daemon=True).start()
-
-
-class RevisionCompacted(DatastoreUnavailable):
-    def __init__(self, compacted_revision):
-        super().__init__(f"watch revision compacted (now {compacted_revision})")
-        self.compacted_revision = compacted_revision
 
 
 def _watch_event(event) -> WatchEvent:

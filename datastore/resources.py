@@ -12,11 +12,13 @@ import datetime
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from datastore.errors import (ResourceAlreadyExists, ResourceConflict,
                               ResourceNotFound)
 from datastore.etcd import Etcd
+from datastore.retry import RETRIES, attempts
 
 API_VERSION = "projectcalico.org/v3"
 PREFIX = "/calico/resources/v3/projectcalico.org/"
@@ -31,7 +33,6 @@ PLURALS = {
     "BGPConfiguration": "bgpconfigurations",
 }
 NAMESPACED = {"WorkloadEndpoint"}
-KINDS_BY_PLURAL = {v: k for k, v in PLURALS.items()}
 _META_ORDER = {k: i for i, k in enumerate(
     ["generateName", "uid", "generation", "creationTimestamp", "deletionTimestamp",
      "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
@@ -137,7 +138,8 @@ class Resources:
         res.metadata.setdefault("creationTimestamp", _now())
         rev = self.etcd.create(res.key, res.to_json())
         if rev is None:
-            raise ResourceAlreadyExists(f"{res.kind} {_display(res)} already exists")
+            raise ResourceAlreadyExists(
+                f"{res.kind} {_display(res.name, res.namespace)} already exists")
         res.revision = rev
         return res
 
@@ -150,9 +152,10 @@ class Resources:
         res.metadata.setdefault("creationTimestamp", _now())
         rev = self.etcd.update(res.key, res.to_json(), res.revision)
         if rev is None:
+            what = f"{res.kind} {_display(res.name, res.namespace)}"
             if self.etcd.get(res.key) is None:
-                raise ResourceNotFound(f"{res.kind} {_display(res)} does not exist")
-            raise ResourceConflict(f"{res.kind} {_display(res)} was changed concurrently")
+                raise ResourceNotFound(f"{what} does not exist")
+            raise ResourceConflict(f"{what} was changed concurrently")
         res.revision = rev
         return res
 
@@ -160,27 +163,56 @@ class Resources:
         """True if deleted; False if it did not exist (or changed, with revision)."""
         return self.etcd.delete(resource_key(kind, name, namespace), revision)
 
-    def apply(self, res: Resource, retries: int = 10) -> Resource:
-        """Create, or update keeping the stored uid/creationTimestamp."""
-        for _ in range(retries):
-            current = self.get(res.kind, res.name, res.namespace)
+    def modify(self, kind: str, name: str,
+               mutate: Callable[[Resource], Resource | None],
+               create: Callable[[], Resource] | None = None,
+               namespace: str | None = None, retries: int = RETRIES) -> Resource:
+        """Read-modify-write one resource with compare-and-swap.
+
+        mutate(current) gets the stored resource and returns the Resource to
+        write (current changed in place, or a new one), or None when nothing
+        needs writing: modify then returns current as read.  When there is no
+        such resource, create() gives the one to create; without create,
+        ResourceNotFound.  A write that loses against another writer re-reads
+        and calls mutate (or create) again, as datastore.retry paces it, so
+        both must be safe to call more than once.  TooManyConflicts when
+        every attempt lost.  Returns what was written, with its new revision.
+        """
+        display = _display(name, namespace)
+        for _ in attempts(f"changing {kind} {display}", retries):
+            current = self.get(kind, name, namespace)
+            if current is None:
+                if create is None:
+                    raise ResourceNotFound(f"{kind} {display} does not exist")
+                new = create()
+                try:
+                    return self.create(new)
+                except ResourceAlreadyExists:
+                    continue
+            wanted = mutate(current)
+            if wanted is None:
+                return current
+            wanted.revision = current.revision
             try:
-                if current is None:
-                    return self.create(res)
-                merged = copy.deepcopy(res)
-                for k in ("uid", "creationTimestamp"):
-                    if k in current.metadata:
-                        merged.metadata[k] = current.metadata[k]
-                merged.revision = current.revision
-                return self.update(merged)
-            except (ResourceAlreadyExists, ResourceConflict, ResourceNotFound):
+                return self.update(wanted)
+            except (ResourceConflict, ResourceNotFound):
                 continue
-        raise ResourceConflict(f"{res.kind} {_display(res)}: too many concurrent changes")
+
+    def apply(self, res: Resource) -> Resource:
+        """Create, or update keeping the stored uid/creationTimestamp."""
+        def replace(current: Resource) -> Resource:
+            merged = copy.deepcopy(res)
+            for k in ("uid", "creationTimestamp"):
+                if k in current.metadata:
+                    merged.metadata[k] = current.metadata[k]
+            return merged
+        return self.modify(res.kind, res.name, replace, create=lambda: res,
+                           namespace=res.namespace)
 
 
 def _from_kv(kv) -> Resource:
     return Resource.from_dict(kv.json(), revision=kv.mod_revision)
 
 
-def _display(res: Resource) -> str:
-    return f"{res.namespace}/{res.name}" if res.namespace else res.name
+def _display(name: str, namespace: str | None) -> str:
+    return f"{namespace}/{name}" if namespace else name

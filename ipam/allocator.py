@@ -21,13 +21,13 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from datastore.etcd import Etcd
 from datastore.resources import Resources
+from datastore.retry import attempts
 from ipam import handles
 from ipam.blocks import CONFIRMED, AffinityMismatch, AllocationBlock, OrdinalInUse, block_key, \
     cidr_from_key
 from ipam.errors import (AddressInUse, AddressNotInPool, InvalidRequest, NoPoolsConfigured,
                          PoolNotFound, PoolsExhausted)
 from ipam.pools import Pool, describe, list_pools, node_labels
-from ipam.retry import attempts
 from ipam.store import Affinity, BlockStore, BlockTaken, Conflict
 
 LOG = logging.getLogger(__name__)

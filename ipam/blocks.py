@@ -12,7 +12,7 @@ from netaddr import IPAddress, IPNetwork
 
 IPAM_PREFIX = "/calico/ipam/v2/"
 HOST_PREFIX = IPAM_PREFIX + "host/"
-HANDLE_PREFIX = IPAM_PREFIX + "handle/"
+HANDLES_KEY_PREFIX = IPAM_PREFIX + "handle/"
 CONFIG_KEY = IPAM_PREFIX + "config"
 
 # Block affinity states (model.StatePending/StateConfirmed/StatePendingDeletion).
@@ -70,7 +70,7 @@ def parse_affinity_key(key: str) -> tuple[str, IPNetwork] | None:
 
 
 def handle_key(handle_id: str) -> str:
-    return HANDLE_PREFIX + handle_id
+    return HANDLES_KEY_PREFIX + handle_id
 
 
 # -- values ------------------------------------------------------------------

@@ -22,7 +22,10 @@ ANY_POOL_ID = {4: "CalicoPoolIPv4", 6: "CalicoPoolIPv6"}
 ANY_CIDR = {4: "0.0.0.0/0", 6: "::/0"}
 GATEWAY_OPTION = "com.docker.network.gateway"
 ENDPOINT_NAME_OPTION = "com.docker.network.endpoint.name"  # Docker >= 29
-HANDLE_PREFIX = "libnetwork."
+# The handle ids and attrs["type"] of the addresses this driver allocates
+# (`ipam gc` releases only those).
+HANDLE_ID_PREFIX = "libnetwork."
+ALLOCATION_TYPE = "libnetwork"
 
 SUB_POOL_REFUSED = (
     "Calico IPAM does not support sub pool configuration on 'docker create network'. "
@@ -84,8 +87,8 @@ class IpamDriver:
         if options.get("RequestAddressType") == GATEWAY_OPTION:
             raise InvalidRequest(GATEWAY_REFUSED)
         version, pool = self._network_pool(pool_id)
-        handle_id = HANDLE_PREFIX + secrets.token_hex(16)
-        attrs = {"node": self.node, "type": "libnetwork", "network-pool": pool_id,
+        handle_id = HANDLE_ID_PREFIX + secrets.token_hex(16)
+        attrs = {"node": self.node, "type": ALLOCATION_TYPE, "network-pool": pool_id,
                  "timestamp": _now()}
         if options.get(ENDPOINT_NAME_OPTION):
             attrs["endpoint-name"] = options[ENDPOINT_NAME_OPTION]

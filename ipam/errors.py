@@ -43,7 +43,3 @@ class AddressNotInPool(IpamError):
 
 class PoolsExhausted(IpamError):
     pass
-
-
-class TooManyConflicts(IpamError):
-    """Compare-and-swap writes kept losing against other writers."""

@@ -8,8 +8,8 @@ never misses an allocation.
 from netaddr import IPNetwork
 
 from datastore.etcd import Etcd
+from datastore.retry import attempts
 from ipam.blocks import handle_blocks, handle_key, handle_value
-from ipam.retry import attempts
 
 
 def get(etcd: Etcd, handle_id: str) -> dict[str, int] | None:

@@ -14,10 +14,10 @@ from netaddr import AddrFormatError, IPNetwork
 
 from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
 from datastore.resources import Resource, Resources, valid_name
+from datastore.retry import attempts
 from ipam import selector
 from ipam.blocks import cidr_from_key
 from ipam.errors import InvalidPool, PoolInUse, PoolNotFound
-from ipam.retry import attempts
 from ipam.store import BlockStore
 
 LOG = logging.getLogger(__name__)
@@ -261,18 +261,14 @@ def _enable_encapsulation(resources: Resources, pool: Pool) -> None:
 
 
 def _enable_in_felix(resources: Resources, field_name: str) -> None:
-    for _ in attempts(f"setting {field_name} in FelixConfiguration default"):
-        current = resources.get("FelixConfiguration", "default")
-        try:
-            if current is None:
-                resources.create(Resource(kind="FelixConfiguration", name="default",
-                                          spec={field_name: True}))
-            elif current.spec.get(field_name) is not True:
-                current.spec[field_name] = True
-                resources.update(current)
-            return
-        except (ResourceAlreadyExists, ResourceConflict, ResourceNotFound):
-            continue
+    def enable(config: Resource) -> Resource | None:
+        if config.spec.get(field_name) is True:
+            return None
+        config.spec[field_name] = True
+        return config
+
+    resources.modify("FelixConfiguration", "default", enable, create=lambda: Resource(
+        kind="FelixConfiguration", name="default", spec={field_name: True}))
 
 
 def delete_pool(resources: Resources, name: str, force: bool = False,

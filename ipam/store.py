@@ -13,11 +13,11 @@ from typing import NamedTuple
 from netaddr import IPNetwork
 
 from datastore.etcd import Etcd
+from datastore.retry import attempts
 from ipam.blocks import (CONFIG_KEY, CONFIRMED, IPAM_PREFIX, PENDING, PENDING_DELETION,
                          AllocationBlock, IpamConfig, affinity_key, affinity_prefix,
                          affinity_state, affinity_value, block_key, block_prefix,
                          config_value, parse_affinity_key)
-from ipam.retry import attempts
 
 LOG = logging.getLogger(__name__)
 

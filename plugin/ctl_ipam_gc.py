@@ -16,14 +16,13 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from datastore.resources import Resources
 from ipam.allocator import Ipam
-from ipam.driver import HANDLE_PREFIX
+from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
 from ipam.store import BlockStore
 from plugin import services
 from plugin.ctl_errors import CommandError
 from plugin.ctl_output import add_output_option, as_json, table
 
 DEFAULT_GRACE = 300.0
-ALLOCATION_TYPE = "libnetwork"  # attrs["type"] ipam.driver writes
 
 
 class Leak(NamedTuple):
@@ -79,7 +78,7 @@ def find_leaks(store: BlockStore, resources: Resources, grace: float) -> list[Le
             if index is not None:
                 ip = block.ip(ordinal)
                 handle, attrs = block.allocation(ip)
-                if handle and handle.startswith(HANDLE_PREFIX):
+                if handle and handle.startswith(HANDLE_ID_PREFIX):
                     by_handle.setdefault(handle, []).append((ip, attrs))
     used = _endpoint_addresses(resources)
     leaks = []

@@ -7,7 +7,7 @@ restart of the plugin would not bring it back."""
 import sys
 from contextlib import closing
 
-from agent.errors import DataplaneError as AgentDataplaneError
+from agent.errors import KernelError
 from agent.status import peer_status
 from datastore.errors import DatastoreError
 from datastore.resources import Resources
@@ -66,7 +66,7 @@ def other_nodes(resources: Resources, config) -> dict:
     to each of their blocks (as the node agent programs them)."""
     try:
         return {"peers": peer_status(resources.etcd, config.nodename)}
-    except AgentDataplaneError as exc:
+    except KernelError as exc:
         return {"peers": [], "peersError": str(exc)}
 
 

@@ -7,6 +7,7 @@ import logging
 
 from agent import node
 from agent.main import node_address
+from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
 from driver import forwarding, reaper
 from ipam import pools
@@ -76,7 +77,7 @@ def ensure_default_pools(resources: Resources, config: Config) -> None:
                 node_selector=d.node_selector)
             pools.create_pool(resources, pool)
             LOG.info("created IP pool %s %s", name, cidr)
-        except IpamError as exc:
+        except (IpamError, TooManyConflicts) as exc:
             if any(p.version == ip_version for p in pools.list_pools(resources)):
                 continue  # another host created one at the same moment
             raise StartupError(f"cannot create the default IPv{ip_version} pool: {exc}") from exc

@@ -3,7 +3,7 @@
 import random
 import time
 
-from ipam.errors import TooManyConflicts
+from datastore.errors import TooManyConflicts
 
 RETRIES = 100
 _MAX_BACKOFF = 0.05  # seconds
