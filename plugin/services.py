@@ -4,7 +4,8 @@ from agent.settings import AgentSettings
 from datastore.etcd import Etcd
 from datastore.resources import Resources
 from driver.docker_api import DockerApi
-from driver.network_driver import DriverSettings, NetworkDriver
+from driver.network_driver import NetworkDriver
+from driver.settings import DriverSettings
 from ipam.allocator import Ipam
 from ipam.driver import IpamDriver
 from plugin.config import Config
@@ -28,7 +29,7 @@ def build(config: Config) -> dict:
     etcd = connect(config)
     resources = Resources(etcd)
     settings = DriverSettings(
-        node=config.nodename, ifprefix=config.ifprefix,
+        nodename=config.nodename, ifprefix=config.ifprefix,
         create_profiles=config.create_profiles, label_endpoints=config.label_endpoints,
         label_poll_timeout=config.label_poll_timeout, veth_mtu=config.veth_mtu,
         proc_sys=config.proc_sys)
