@@ -1,4 +1,5 @@
-"""The agent's settings, built by the CLI from the plugin's one Config."""
+"""The agent's settings, built by the CLI from the plugin's one Config, and
+the checks of IP and IP_AUTODETECTION_METHOD that Config runs as it reads them."""
 
 from dataclasses import dataclass
 
@@ -28,14 +29,6 @@ class AgentSettings:
     # deleted, picks up interfaces that came up later).
     resync_interval: float = 30.0
 
-    def __post_init__(self):
-        if self.ip is not None:
-            parse_ip_setting(self.ip)
-        if not self.ip_autodetection_method.startswith(AUTODETECT_METHODS):
-            raise SettingsError(
-                f"IP_AUTODETECTION_METHOD: {self.ip_autodetection_method!r} is not "
-                "first-found, interface=REGEX or can-reach=ADDRESS")
-
 
 def parse_ip_setting(text: str) -> IPNetwork:
     """IP in calico/node's form: an address with its prefix, "10.0.0.11/24"."""
@@ -47,3 +40,12 @@ def parse_ip_setting(text: str) -> IPNetwork:
         raise SettingsError(f"IP: {text!r} is not an IPv4 address with its prefix length, "
                             "e.g. 10.0.0.11/24 (or set IP=autodetect)")
     return net
+
+
+def check_autodetection_method(method: str) -> str:
+    """IP_AUTODETECTION_METHOD: first-found, interface=REGEX or can-reach=ADDRESS."""
+    if not method.startswith(AUTODETECT_METHODS):
+        raise SettingsError(
+            f"IP_AUTODETECTION_METHOD: {method!r} is not "
+            "first-found, interface=REGEX or can-reach=ADDRESS")
+    return method

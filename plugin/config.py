@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import netaddr
 
 from agent.errors import SettingsError
-from agent.settings import AgentSettings
+from agent.settings import check_autodetection_method, parse_ip_setting
 from datastore.resources import valid_name
 
 DEFAULT_PLUGIN_DIR = "/run/docker/plugins"
@@ -122,14 +122,15 @@ def _file(env, name) -> str | None:
 def _node_address(env) -> dict:
     """IP and IP_AUTODETECTION_METHOD, checked as the node agent reads them."""
     ip = (env.get("IP") or "").strip()
-    values = {"ip": None if ip in ("", "autodetect") else ip,
-              "ip_autodetection_method":
-                  (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()}
+    ip = None if ip in ("", "autodetect") else ip
+    method = (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()
     try:
-        AgentSettings(nodename="check", **values)
+        if ip is not None:
+            parse_ip_setting(ip)
+        check_autodetection_method(method)
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
-    return values
+    return {"ip": ip, "ip_autodetection_method": method}
 
 
 def _directory(env, name, default) -> str:
