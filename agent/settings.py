@@ -1,11 +1,12 @@
-"""The agent's settings, built by the CLI from the plugin's one Config, and
-the checks of IP and IP_AUTODETECTION_METHOD that Config runs as it reads them."""
+"""The agent's settings: a part of the plugin's one Config, and the checks
+of IP and IP_AUTODETECTION_METHOD that Config runs when it reads them."""
 
 from dataclasses import dataclass
 
 from netaddr import AddrFormatError, IPNetwork
 
 from agent.errors import SettingsError
+from datastore.settings import EtcdSettings
 
 AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
 
@@ -13,11 +14,7 @@ AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
 @dataclass(frozen=True)
 class AgentSettings:
     nodename: str
-    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
-    etcd_ca_cert_file: str | None = None
-    etcd_cert_file: str | None = None
-    etcd_key_file: str | None = None
-    etcd_timeout: float = 3.0
+    etcd: EtcdSettings = EtcdSettings()
     # "10.0.0.11/24"; None autodetects with ip_autodetection_method.
     ip: str | None = None
     ip_autodetection_method: str = "first-found"

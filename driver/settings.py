@@ -12,3 +12,4 @@ class DriverSettings:
     label_poll_timeout: float = 5.0
     veth_mtu: int | None = None
     proc_sys: str = "/proc/sys"
+    docker_host: str = "unix:///var/run/docker.sock"
