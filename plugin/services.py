@@ -18,7 +18,8 @@ def connect(config: Config) -> Etcd:
 def build(config: Config) -> dict:
     etcd = connect(config)
     resources = Resources(etcd)
+    docker = DockerApi(config.driver.docker_host)
     return {
-        "network": NetworkDriver(config.driver, resources, DockerApi(config.driver.docker_host)),
-        "ipam": IpamDriver(Ipam(etcd, config.nodename), config.nodename, resources),
+        NetworkDriver: NetworkDriver(config.driver, resources, docker),
+        IpamDriver: IpamDriver(Ipam(etcd, config.nodename), config.nodename, resources),
     }

@@ -46,8 +46,8 @@ def make_client(store, docker=None, **settings):
     resources = Resources(store)
     driver_settings = DriverSettings(nodename=NODE, **settings)
     app = create_app(lambda: {
-        "network": NetworkDriver(driver_settings, resources, docker or NoDocker()),
-        "ipam": IpamDriver(Ipam(store, NODE), NODE, resources),
+        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
+        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
     })
     return app.test_client()
 
