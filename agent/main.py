@@ -15,6 +15,7 @@ from agent.watch import RETRY_DELAYS, Syncer
 from datastore.errors import DatastoreUnavailable
 from datastore.etcd import Etcd
 from datastore.resources import Resources
+from datastore.settings import connect
 
 LOG = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    etcd = Etcd(list(settings.etcd_endpoints), ca_cert=settings.etcd_ca_cert_file,
-                cert=settings.etcd_cert_file, key=settings.etcd_key_file,
-                timeout=settings.etcd_timeout)
+    etcd = connect(settings.etcd)
     try:
         address = node_address(settings)
         LOG.info("node %s, address %s", settings.nodename, address)

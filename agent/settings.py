@@ -1,10 +1,12 @@
-"""The agent's settings, built by the CLI from the plugin's one Config."""
+"""The agent's settings: a part of the plugin's one Config, and the checks
+of IP and IP_AUTODETECTION_METHOD that Config runs when it reads them."""
 
 from dataclasses import dataclass
 
 from netaddr import AddrFormatError, IPNetwork
 
 from agent.errors import SettingsError
+from datastore.settings import EtcdSettings
 
 AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
 
@@ -12,11 +14,7 @@ AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
 @dataclass(frozen=True)
 class AgentSettings:
     nodename: str
-    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
-    etcd_ca_cert_file: str | None = None
-    etcd_cert_file: str | None = None
-    etcd_key_file: str | None = None
-    etcd_timeout: float = 3.0
+    etcd: EtcdSettings = EtcdSettings()
     # "10.0.0.11/24"; None autodetects with ip_autodetection_method.
     ip: str | None = None
     ip_autodetection_method: str = "first-found"
@@ -27,14 +25,6 @@ class AgentSettings:
     # Full kernel resync even without etcd changes (repairs routes someone
     # deleted, picks up interfaces that came up later).
     resync_interval: float = 30.0
-
-    def __post_init__(self):
-        if self.ip is not None:
-            parse_ip_setting(self.ip)
-        if not self.ip_autodetection_method.startswith(AUTODETECT_METHODS):
-            raise SettingsError(
-                f"IP_AUTODETECTION_METHOD: {self.ip_autodetection_method!r} is not "
-                "first-found, interface=REGEX or can-reach=ADDRESS")
 
 
 def parse_ip_setting(text: str) -> IPNetwork:
@@ -47,3 +37,12 @@ def parse_ip_setting(text: str) -> IPNetwork:
         raise SettingsError(f"IP: {text!r} is not an IPv4 address with its prefix length, "
                             "e.g. 10.0.0.11/24 (or set IP=autodetect)")
     return net
+
+
+def check_autodetection_method(method: str) -> str:
+    """IP_AUTODETECTION_METHOD: first-found, interface=REGEX or can-reach=ADDRESS."""
+    if not method.startswith(AUTODETECT_METHODS):
+        raise SettingsError(
+            f"IP_AUTODETECTION_METHOD: {method!r} is not "
+            "first-found, interface=REGEX or can-reach=ADDRESS")
+    return method

@@ -10,7 +10,6 @@ DeleteEndpoint undo it.  Every step is safe to replay.
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import netaddr
 
@@ -23,6 +22,7 @@ from driver.errors import DriverError, NotCalicoIpam, UnknownEndpoint, Unsupport
 from driver.networks import Network, Networks
 from driver.reaper import LinkReaper
 from driver.sandboxes import Sandboxes
+from driver.settings import DriverSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -38,23 +38,12 @@ NAME_LEARN_SECONDS = 30.0
 _CACHE_LIMIT = 4096
 
 
-@dataclass(frozen=True)
-class DriverSettings:
-    node: str
-    ifprefix: str = "cali"
-    create_profiles: bool = True
-    label_endpoints: bool = False
-    label_poll_timeout: float = 5.0
-    veth_mtu: int | None = None
-    proc_sys: str = "/proc/sys"
-
-
 class NetworkDriver:
     def __init__(self, settings: DriverSettings, resources: Resources, docker: DockerApi):
         self.settings = settings
         self.resources = resources
         self.networks = Networks(resources.etcd)
-        self.sandboxes = Sandboxes(resources.etcd, settings.node)
+        self.sandboxes = Sandboxes(resources.etcd, settings.nodename)
         self.docker = docker
         self.reaper = LinkReaper()
         # Per-process caches that spare etcd round trips on the Join path.
@@ -107,7 +96,7 @@ class NetworkDriver:
                 raise NotCalicoIpam("Non-Calico IPAM driver is used for IPv6. Use "
                                     "--ipam-driver calico-ipam with --driver calico.")
         network = Network(
-            id=network_id, node=self.settings.node,
+            id=network_id, node=self.settings.nodename,
             ipv6=bool(options.get(OPT_IPV6)) or bool(ipv6_data),
             ipv4_pools=[d["Pool"] for d in ipv4_data],
             ipv6_pools=[d["Pool"] for d in ipv6_data],
@@ -155,7 +144,7 @@ class NetworkDriver:
         if network is None:
             LOG.warning("network %s was not created through this plugin's datastore; "
                         "recording it now", network_id[:12])
-            network = Network(id=network_id, node=self.settings.node,
+            network = Network(id=network_id, node=self.settings.nodename,
                               ipv6=bool(interface["AddressIPv6"]))
             self.networks.add(network)
         if network.name is None:
@@ -180,7 +169,7 @@ class NetworkDriver:
             self._ensure_profile(profile)
             profiles = [profile]
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
-        wep = ep.workload_endpoint(self.settings.node, endpoint_id, network_id,
+        wep = ep.workload_endpoint(self.settings.nodename, endpoint_id, network_id,
                                    ip_networks, mac, profiles)
         try:
             wep = self.resources.create(wep)
@@ -233,8 +222,8 @@ class NetworkDriver:
     def _wep(self, endpoint_id, cached=False) -> Resource | None:
         if cached and endpoint_id in self._weps:
             return self._weps[endpoint_id]
-        return self.resources.get("WorkloadEndpoint", ep.wep_name(self.settings.node, endpoint_id),
-                                  ep.NAMESPACE)
+        return self.resources.get("WorkloadEndpoint",
+                                  ep.wep_name(self.settings.nodename, endpoint_id), ep.NAMESPACE)
 
     def delete_endpoint(self, network_id, endpoint_id):
         wep = self._wep(endpoint_id)

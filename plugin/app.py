@@ -1,4 +1,5 @@
-"""The HTTP face of the plugin: Flask app factory, route table, error answers.
+"""The HTTP face of the plugin: Flask app factory and error answers (the
+route table, which method answers each call, is plugin/routes.py).
 
 Every call is `POST /<Subsystem>.<Method>` with a JSON body (Docker sends no
 Content-Type).  A handler validates the body against its schema, calls one
@@ -18,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from datastore.errors import DatastoreError
 from driver.errors import DriverError
 from ipam.errors import IpamError
-from plugin import schemas
+from plugin.routes import ROUTES
 from plugin.schemas import BadRequest
 
 LOG = logging.getLogger("calico_libnetwork.requests")
@@ -26,32 +27,6 @@ MAX_BODY = 1024 * 1024
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 USER_ERRORS = (DriverError, IpamError, DatastoreError)
 
-# call -> (schema, name of the service, method); Plugin.Activate is special.
-ROUTES = {
-    "NetworkDriver.GetCapabilities": (schemas.NO_ARGS, "network", "get_capabilities"),
-    "NetworkDriver.CreateNetwork": (schemas.CREATE_NETWORK, "network", "create_network"),
-    "NetworkDriver.DeleteNetwork": (schemas.NETWORK, "network", "delete_network"),
-    "NetworkDriver.AllocateNetwork": (schemas.ALLOCATE_NETWORK, "network", "allocate_network"),
-    "NetworkDriver.FreeNetwork": (schemas.NETWORK, "network", "free_network"),
-    "NetworkDriver.CreateEndpoint": (schemas.CREATE_ENDPOINT, "network", "create_endpoint"),
-    "NetworkDriver.EndpointOperInfo": (schemas.ENDPOINT, "network", "endpoint_oper_info"),
-    "NetworkDriver.DeleteEndpoint": (schemas.ENDPOINT, "network", "delete_endpoint"),
-    "NetworkDriver.Join": (schemas.JOIN, "network", "join"),
-    "NetworkDriver.Leave": (schemas.ENDPOINT, "network", "leave"),
-    "NetworkDriver.DiscoverNew": (schemas.DISCOVERY, "network", "discover_new"),
-    "NetworkDriver.DiscoverDelete": (schemas.DISCOVERY, "network", "discover_delete"),
-    "NetworkDriver.ProgramExternalConnectivity":
-        (schemas.ENDPOINT_WITH_OPTIONS, "network", "program_external_connectivity"),
-    "NetworkDriver.RevokeExternalConnectivity":
-        (schemas.ENDPOINT, "network", "revoke_external_connectivity"),
-    "IpamDriver.GetCapabilities": (schemas.NO_ARGS, "ipam", "get_capabilities"),
-    "IpamDriver.GetDefaultAddressSpaces":
-        (schemas.NO_ARGS, "ipam", "get_default_address_spaces"),
-    "IpamDriver.RequestPool": (schemas.REQUEST_POOL, "ipam", "request_pool"),
-    "IpamDriver.ReleasePool": (schemas.RELEASE_POOL, "ipam", "release_pool"),
-    "IpamDriver.RequestAddress": (schemas.REQUEST_ADDRESS, "ipam", "request_address"),
-    "IpamDriver.ReleaseAddress": (schemas.RELEASE_ADDRESS, "ipam", "release_address"),
-}
 # The ids worth putting in the one log line per request.
 _LOGGED_FIELDS = ("NetworkID", "EndpointID", "PoolID", "Pool", "Address", "V6")
 
@@ -65,16 +40,16 @@ class Services:
         self._lock = threading.Lock()
         self._built = None
 
-    def get(self, name):
+    def get(self, service: type):
         if self._built is None:
             with self._lock:
                 if self._built is None:
                     self._built = self._factory()
-        return self._built[name]
+        return self._built[service]
 
 
 def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
-    """services_factory() -> {"network": NetworkDriver, "ipam": IpamDriver}."""
+    """services_factory() -> {NetworkDriver: a NetworkDriver, IpamDriver: an IpamDriver}."""
     app = flask.Flask("calico_libnetwork")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     services = Services(services_factory)
@@ -90,12 +65,11 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
         if route is None:
             return _error(404, f"unknown plugin call /{call}; this plugin implements "
                                + ", ".join(sorted(ROUTES)))
-        schema, service, method = route
         start = time.monotonic()
         fields = {}
         try:
-            fields = schema(_parse_body(), None)
-            result = getattr(services.get(service), method)(**_snake(fields))
+            fields = route.schema(_parse_body())
+            result = route.call(services.get(route.service), fields)
             status, body = 200, result if result is not None else {}
         except BadRequest as exc:
             status, body = 400, {"Err": f"{call}: bad request: {exc}"}
@@ -125,16 +99,6 @@ def _parse_body():
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON ({exc})") from None
-
-
-def _snake(fields: dict) -> dict:
-    """NetworkID -> network_id, IPv4Data -> ipv4_data, SandboxKey -> sandbox_key."""
-    out = {}
-    for name, value in fields.items():
-        snake = name.replace("ID", "Id").replace("IPv", "Ipv")
-        snake = "".join("_" + c.lower() if c.isupper() else c for c in snake).lstrip("_")
-        out[snake] = value
-    return out
 
 
 def _log(call, fields, status, body, start):

@@ -10,7 +10,7 @@ from agent.main import run_agent
 from datastore.errors import DatastoreError
 from ipam.errors import IpamError
 from plugin import (ctl_apply, ctl_delete, ctl_get, ctl_ipam_gc, ctl_ipam_show, ctl_pool,
-                    ctl_status, server, services, startup)
+                    ctl_status, server, startup)
 from plugin.agent_process import AgentProcess
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 from plugin.ctl_errors import CommandError
@@ -47,7 +47,7 @@ def cmd_run(args, config: Config) -> int:
 
 
 def cmd_agent(args, config: Config) -> int:
-    run_agent(services.agent_settings(config))
+    run_agent(config.agent)
     return 0
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import netaddr
 
 from agent.errors import SettingsError
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, check_autodetection_method, parse_ip_setting
 from datastore.resources import valid_name
+from datastore.settings import EtcdSettings
+from driver.settings import DriverSettings
 
 DEFAULT_PLUGIN_DIR = "/run/docker/plugins"
 _IFPREFIX_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,9}$")
@@ -56,42 +58,49 @@ class DefaultPools:
 
 @dataclass(frozen=True)
 class Config:
-    etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
-    etcd_ca_cert_file: str | None = None
-    etcd_cert_file: str | None = None
-    etcd_key_file: str | None = None
-    etcd_timeout: float = 3.0
-    nodename: str = ""
-    ifprefix: str = "cali"
-    create_profiles: bool = True
-    label_endpoints: bool = False
-    label_poll_timeout: float = 5.0
-    veth_mtu: int | None = None
-    docker_host: str = "unix:///var/run/docker.sock"
-    proc_sys: str = "/proc/sys"
-    ip: str | None = None  # "10.0.0.11/24"; None: autodetect
-    ip_autodetection_method: str = "first-found"
+    """Everything the plugin runs with.  Each part goes whole to its user:
+    `driver` to the NetworkDriver, `agent` to the node agent, `etcd` to
+    datastore.settings.connect.  The node name is read once, here, and the
+    parts carry that same value (and the agent that same etcd)."""
+
+    nodename: str
+    etcd: EtcdSettings
+    driver: DriverSettings
+    agent: AgentSettings
     debug: bool = False
     default_pools: DefaultPools = DefaultPools()
+
+    def __post_init__(self):
+        if (self.driver.nodename != self.nodename or self.agent.nodename != self.nodename
+                or self.agent.etcd != self.etcd):
+            raise ValueError("Config: driver and agent must carry its nodename and etcd")
 
     @classmethod
     def from_env(cls, env=None) -> "Config":
         env = os.environ if env is None else env
-        return cls(
-            etcd_endpoints=_endpoints(env),
-            etcd_ca_cert_file=_file(env, "ETCD_CA_CERT_FILE"),
-            etcd_cert_file=_file(env, "ETCD_CERT_FILE"),
-            etcd_key_file=_file(env, "ETCD_KEY_FILE"),
-            etcd_timeout=_number(env, "ETCD_TIMEOUT", 3.0, 0.1, 60.0),
-            nodename=_nodename(env),
+        etcd = EtcdSettings(
+            endpoints=_endpoints(env),
+            ca_cert_file=_file(env, "ETCD_CA_CERT_FILE"),
+            cert_file=_file(env, "ETCD_CERT_FILE"),
+            key_file=_file(env, "ETCD_KEY_FILE"),
+            timeout=_number(env, "ETCD_TIMEOUT", 3.0, 0.1, 60.0),
+        )
+        nodename = _nodename(env)
+        driver = DriverSettings(
+            nodename=nodename,
             ifprefix=_ifprefix(env),
             create_profiles=_bool(env, "CALICO_LIBNETWORK_CREATE_PROFILES", True),
             label_endpoints=_bool(env, "CALICO_LIBNETWORK_LABEL_ENDPOINTS", False),
             label_poll_timeout=_duration(env, "CALICO_LIBNETWORK_LABEL_POLL_TIMEOUT", 5.0),
             veth_mtu=_mtu(env),
-            docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+            docker_host=env.get("DOCKER_HOST") or DriverSettings.docker_host,
             proc_sys=_directory(env, "CALICO_LIBNETWORK_PROC_SYS", "/proc/sys"),
-            **_node_address(env),
+        )
+        return cls(
+            nodename=nodename,
+            etcd=etcd,
+            driver=driver,
+            agent=AgentSettings(nodename=nodename, etcd=etcd, **_node_address(env)),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),
         )
@@ -100,7 +109,7 @@ class Config:
 def _endpoints(env) -> tuple[str, ...]:
     raw = env.get("ETCD_ENDPOINTS", "").strip()
     if not raw:
-        return Config.etcd_endpoints
+        return EtcdSettings.endpoints
     eps = tuple(e.strip() for e in raw.split(",") if e.strip())
     for ep in eps:
         if not re.match(r"^https?://[^/\s:]+(:\d{1,5})?/?$", ep):
@@ -122,14 +131,15 @@ def _file(env, name) -> str | None:
 def _node_address(env) -> dict:
     """IP and IP_AUTODETECTION_METHOD, checked as the node agent reads them."""
     ip = (env.get("IP") or "").strip()
-    values = {"ip": None if ip in ("", "autodetect") else ip,
-              "ip_autodetection_method":
-                  (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()}
+    ip = None if ip in ("", "autodetect") else ip
+    method = (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()
     try:
-        AgentSettings(nodename="check", **values)
+        if ip is not None:
+            parse_ip_setting(ip)
+        check_autodetection_method(method)
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
-    return values
+    return {"ip": ip, "ip_autodetection_method": method}
 
 
 def _directory(env, name, default) -> str:

@@ -35,7 +35,7 @@ def register(commands) -> None:
 
 def run(args, config) -> int:
     report = {"node": {"name": config.nodename},
-              "etcd": {"endpoints": list(config.etcd_endpoints), "reachable": False}}
+              "etcd": {"endpoints": list(config.etcd.endpoints), "reachable": False}}
     with closing(services.connect(config)) as etcd:
         try:
             etcd.revision()

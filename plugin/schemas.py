@@ -1,8 +1,9 @@
 """Request validation for every plugin call, kept apart from the handlers.
 
-A schema maps each field Docker sends to a checker.  Checkers raise
-BadRequest naming the field; unknown fields are ignored (newer Docker
-versions add some), missing optional fields get a default.
+A schema maps each field Docker sends to a checker (and, for a call's body,
+to the handler parameter that receives it).  Checkers raise BadRequest
+naming the field; unknown fields are ignored (newer Docker versions add
+some), missing optional fields get a default.
 """
 
 import re
@@ -126,26 +127,48 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-NO_ARGS = obj()
+class Request:
+    """A call's body: for each field Docker sends, the handler parameter it
+    is passed as, its checker and its default (... marks a required field).
+
+    Calling it checks a body and returns the fields by Docker's names;
+    `params` maps each of those names to the handler's parameter.
+    """
+
+    def __init__(self, **fields):
+        self.params = {name: param for name, (param, _, _) in fields.items()}
+        self._check = obj(**{name: (checker, default)
+                             for name, (_, checker, default) in fields.items()})
+
+    def __call__(self, body) -> dict:
+        return self._check(body, None)
+
 
 _ipam_data = obj(AddressSpace=(string, ""), Pool=(cidr, ""), Gateway=(cidr, ""),
                  AuxAddresses=(string_map, dict))
 _interface = obj(Address=(cidr, ""), AddressIPv6=(cidr, ""), MacAddress=(mac, ""))
-_endpoint = dict(NetworkID=(docker_id, ...), EndpointID=(docker_id, ...))
+_network = {"NetworkID": ("network_id", docker_id, ...)}
+_endpoint = {**_network, "EndpointID": ("endpoint_id", docker_id, ...)}
+_options = {"Options": ("options", any_map, dict)}
+_ipam_datas = {"IPv4Data": ("ipv4_data", list_of(_ipam_data), list),
+               "IPv6Data": ("ipv6_data", list_of(_ipam_data), list)}
 
-CREATE_NETWORK = obj(NetworkID=(docker_id, ...), Options=(any_map, dict),
-                     IPv4Data=(list_of(_ipam_data), list), IPv6Data=(list_of(_ipam_data), list))
-NETWORK = obj(NetworkID=(docker_id, ...))
-ALLOCATE_NETWORK = obj(NetworkID=(docker_id, ...), Options=(any_map, dict),
-                       IPv4Data=(list_of(_ipam_data), list), IPv6Data=(list_of(_ipam_data), list))
-CREATE_ENDPOINT = obj(**_endpoint, Interface=(_interface, dict), Options=(any_map, dict))
-ENDPOINT = obj(**_endpoint)
-JOIN = obj(**_endpoint, SandboxKey=(string, ""), Options=(any_map, dict))
-ENDPOINT_WITH_OPTIONS = obj(**_endpoint, Options=(any_map, dict))
-DISCOVERY = obj(DiscoveryType=(lambda v, f: v, 0), DiscoveryData=(any_map, dict))
+NO_ARGS = Request()
 
-REQUEST_POOL = obj(AddressSpace=(string, ""), Pool=(cidr, ""), SubPool=(cidr, ""),
-                   Options=(string_map, dict), V6=(boolean, False))
-RELEASE_POOL = obj(PoolID=(string, ...))
-REQUEST_ADDRESS = obj(PoolID=(string, ...), Address=(ip, ""), Options=(string_map, dict))
-RELEASE_ADDRESS = obj(PoolID=(string, ...), Address=(ip, ...))
+CREATE_NETWORK = Request(**_network, **_options, **_ipam_datas)
+NETWORK = Request(**_network)
+ALLOCATE_NETWORK = Request(**_network, **_options, **_ipam_datas)
+CREATE_ENDPOINT = Request(**_endpoint, Interface=("interface", _interface, dict), **_options)
+ENDPOINT = Request(**_endpoint)
+JOIN = Request(**_endpoint, SandboxKey=("sandbox_key", string, ""), **_options)
+ENDPOINT_WITH_OPTIONS = Request(**_endpoint, **_options)
+DISCOVERY = Request(DiscoveryType=("discovery_type", lambda v, f: v, 0),
+                    DiscoveryData=("discovery_data", any_map, dict))
+
+REQUEST_POOL = Request(AddressSpace=("address_space", string, ""), Pool=("pool", cidr, ""),
+                       SubPool=("sub_pool", cidr, ""), Options=("options", string_map, dict),
+                       V6=("v6", boolean, False))
+RELEASE_POOL = Request(PoolID=("pool_id", string, ...))
+REQUEST_ADDRESS = Request(PoolID=("pool_id", string, ...), Address=("address", ip, ""),
+                          Options=("options", string_map, dict))
+RELEASE_ADDRESS = Request(PoolID=("pool_id", string, ...), Address=("address", ip, ...))

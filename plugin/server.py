@@ -80,5 +80,5 @@ class PluginServer(BaseApplication):
 def serve(config: Config, paths) -> None:
     """Serve on `paths` (claimed first with claim_sockets) until SIGTERM."""
     LOG.info("serving %s for node %s, etcd %s", ", ".join(paths),
-             config.nodename, ",".join(config.etcd_endpoints))
+             config.nodename, ",".join(config.etcd.endpoints))
     PluginServer(config, paths).run()

@@ -48,7 +48,7 @@ def prepare_host(config: Config) -> None:
 def register_node(config: Config) -> None:
     """Write this host's Node; a name or address another live node uses
     stops the start (agent.errors.NodeConflict says how to fix it)."""
-    settings = services.agent_settings(config)
+    settings = config.agent
     etcd = services.connect(config)
     try:
         node.register(Resources(etcd), settings.nodename, node_address(settings),

@@ -11,7 +11,6 @@ from agent.errors import AutodetectError, NodeConflict
 from agent.liveness import Heartbeat, live_nodes
 from agent.node import ensure_cluster_information, register
 from plugin.config import Config, ConfigError
-from plugin.services import agent_settings
 from datastore.etcd import Etcd
 from datastore.resources import Resource, Resources
 from tests.dataplane.test_dataplane import run_in
@@ -103,11 +102,10 @@ def test_agent_settings_from_the_plugin_config():
     config = Config.from_env({"NODENAME": "h1", "IP": "autodetect",
                               "ETCD_ENDPOINTS": "http://10.0.0.1:2379,http://10.0.0.2:2379",
                               "IP_AUTODETECTION_METHOD": "interface=eth.*"})
-    s = agent_settings(config)
+    s = config.agent
     assert (s.nodename, s.ip, s.ip_autodetection_method) == ("h1", None, "interface=eth.*")
-    assert s.etcd_endpoints == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
-    assert agent_settings(Config.from_env({"HOSTNAME": "h2", "IP": "10.0.0.2/24"})).ip \
-        == "10.0.0.2/24"
+    assert s.etcd.endpoints == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
+    assert Config.from_env({"HOSTNAME": "h2", "IP": "10.0.0.2/24"}).agent.ip == "10.0.0.2/24"
     for bad in ({"IP": "10.0.0.2"}, {"IP_AUTODETECTION_METHOD": "magic"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             Config.from_env({"NODENAME": "h1", **bad})

@@ -9,7 +9,8 @@ import pytest
 
 from datastore.etcd import Etcd
 from datastore.resources import Resources
-from driver.network_driver import DriverSettings, NetworkDriver
+from driver.network_driver import NetworkDriver
+from driver.settings import DriverSettings
 from ipam.allocator import Ipam
 from ipam.driver import IpamDriver
 from plugin.app import MAX_BODY, create_app
@@ -43,10 +44,10 @@ def store(etcd_clean):
 
 def make_client(store, docker=None, **settings):
     resources = Resources(store)
-    driver_settings = DriverSettings(node=NODE, **settings)
+    driver_settings = DriverSettings(nodename=NODE, **settings)
     app = create_app(lambda: {
-        "network": NetworkDriver(driver_settings, resources, docker or NoDocker()),
-        "ipam": IpamDriver(Ipam(store, NODE), NODE, resources),
+        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
+        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
     })
     return app.test_client()
 
