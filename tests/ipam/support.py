@@ -3,9 +3,9 @@
 from dataclasses import replace
 
 from datastore.resources import Resources
-from ipam import handles
-from ipam.blocks import CONFIRMED
+from ipam.blocks import CONFIG_KEY, CONFIRMED, config_value, handle_blocks, handle_key
 from ipam.pools import get_pool, list_pools
+from ipam.retry import attempts
 from ipam.store import BlockStore
 
 
@@ -33,7 +33,7 @@ def assert_consistent(etcd, exact_handles=True, in_pools=True):
         errors += block.invariant_errors(key, pools)
         for handle_id, num in block.handle_counts().items():
             counted.setdefault(handle_id, {})[str(block.cidr)] = num
-    stored = handles.handles(etcd)
+    stored = stored_handles(etcd)
     if exact_handles:
         if stored != counted:
             errors.append(f"handles {stored} != block contents {counted}")
@@ -49,9 +49,31 @@ def assert_consistent(etcd, exact_handles=True, in_pools=True):
     assert not errors, "\n".join(errors)
 
 
+def stored_handles(etcd) -> dict[str, dict[str, int]]:
+    """Every handle's block counts."""
+    kvs, _ = etcd.get_prefix(handle_key(""))
+    return {kv.key[len(handle_key("")):]: handle_blocks(kv.value) for kv in kvs}
+
+
 def affine_blocks(etcd, node) -> dict:
     """Block CIDR -> affinity state, for the blocks affine to node."""
     return {a.cidr: a.state for a in BlockStore(etcd).affinities(node)}
+
+
+def set_ipam_config(etcd, strict_affinity: bool) -> None:
+    """Write the IPAM config (calicoctl ipam configure --strictaffinity)."""
+    for _ in attempts("writing the IPAM config"):
+        kv = etcd.get(CONFIG_KEY)
+        value = config_value(strict_affinity)
+        if kv is None:
+            if etcd.create(CONFIG_KEY, value) is not None:
+                return
+        elif etcd.update(CONFIG_KEY, value, kv.mod_revision) is not None:
+            return
+
+
+def enabled_pools(resources, version: int) -> list:
+    return [p for p in list_pools(resources, version) if not p.disabled]
 
 
 def set_disabled(resources, name, disabled=True):
