@@ -47,7 +47,8 @@ def run(args, config) -> int:
             report.update(other_nodes(resources, config))
         except DatastoreError as exc:
             report["etcd"]["error"] = str(exc)
-    report["sockets"] = [_probe(path) for path in socket_paths(args.plugin_dir, args.socket or SOCKETS)]
+    report["sockets"] = [_probe(path)
+                         for path in socket_paths(args.plugin_dir, args.socket or SOCKETS)]
     report["problems"] = _problems(report)
     report["warnings"] = [f"workload endpoint {e['name']} has no interface {e['interface']} "
                           "on this host" for e in report.get("workloadEndpoints", [])

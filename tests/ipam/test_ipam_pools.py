@@ -122,7 +122,8 @@ def test_lookups(resources, make_pool):
     make_pool("a", "10.0.0.0/16")
     assert find_pool_by_cidr(resources, "10.0.7.7/16").name == "a"  # masked first
     assert find_pool_by_cidr(resources, "10.0.0.0/17") is None
-    with pytest.raises(PoolNotFound, match=r"no Calico IP pool named 'b'; pools: a \(10.0.0.0/16\)"):
+    with pytest.raises(PoolNotFound,
+                       match=r"no Calico IP pool named 'b'; pools: a \(10.0.0.0/16\)"):
         get_pool(resources, "b")
 
 
