@@ -5,7 +5,7 @@ compacted) means: wait a little, take a new snapshot, watch again."""
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from agent.model import SNAPSHOT_PREFIXES, WATCH_PREFIX, ClusterState
 from datastore.errors import DatastoreError

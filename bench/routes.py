@@ -125,7 +125,8 @@ def inner(args):
                 delays.append(time.monotonic() - claimed)
         delays.sort()
         p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
-        print(f"claim -> route, {len(delays)} claims: p50 {statistics.median(delays) * 1000:.0f} ms,"
+        print(f"claim -> route, {len(delays)} claims: "
+              f"p50 {statistics.median(delays) * 1000:.0f} ms,"
               f" p99 {p99 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms (target p99 < 1 s)")
     finally:
         agent.terminate()

@@ -14,7 +14,8 @@ import queue
 import threading
 import time
 import types
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import etcd3

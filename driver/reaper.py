@@ -40,12 +40,6 @@ class LinkReaper:
                 dataplane.remove_veth(ifname)
             except dataplane.DataplaneError as exc:
                 LOG.warning("could not delete %s: %s", ifname, exc)
-            finally:
-                self._queue.task_done()
-
-    def drain(self) -> None:
-        """Wait until every queued deletion is done (tests, shutdown)."""
-        self._queue.join()
 
 
 def sweep(resources: Resources, node: str) -> list[str]:

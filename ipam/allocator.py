@@ -426,19 +426,6 @@ class Ipam:
             groups.setdefault(cidr, []).append(ip)
         return groups
 
-    # -- affinities -------------------------------------------------------
-
-    def release_host_affinities(self, node: str | None = None,
-                                require_empty: bool = False) -> list[IPNetwork]:
-        """Give up a node's blocks (default: this node's); returns the blocks
-        kept because they were in use (only with require_empty)."""
-        return self.store.release_affinities(node=node or self.node,
-                                             require_empty=require_empty)
-
-    def release_pool_affinities(self, pool: Pool, require_empty: bool = False) -> list[IPNetwork]:
-        """Give up every node's blocks in a pool (as for a pool delete)."""
-        return self.store.release_affinities(within=pool.cidr, require_empty=require_empty)
-
     # -- read-only views ------------------------------------------------
 
     def allocation(self, ip) -> tuple[str | None, dict] | None:
@@ -461,10 +448,6 @@ class Ipam:
         if orphans:
             result.append(PoolUsage(None, orphans))
         return result
-
-    def affinities(self, node: str | None = None) -> list[Affinity]:
-        """Block affinities of one node (default: every node)."""
-        return self.store.affinities(node)
 
 
 def _in_use_message(ip, block: AllocationBlock) -> str:

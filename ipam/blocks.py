@@ -110,12 +110,6 @@ class IpamConfig(NamedTuple):
                    bool(value.get("auto_allocate_blocks")))
 
 
-def config_value(strict_affinity: bool) -> dict:
-    # Never written with auto_allocate_blocks false: that would stop every
-    # host, including calico/node, from claiming blocks.
-    return {"strict_affinity": strict_affinity, "auto_allocate_blocks": True}
-
-
 # -- the allocation block ----------------------------------------------------
 
 class AffinityMismatch(Exception):
@@ -223,15 +217,6 @@ class AllocationBlock:
         attribute = self.attributes[index]
         return attribute["handle_id"], dict(attribute["secondary"] or {})
 
-    def handle_counts(self) -> dict[str, int]:
-        counts = {}
-        for index in self.allocations:
-            if index is not None:
-                handle = self.attributes[index]["handle_id"]
-                if handle is not None:
-                    counts[handle] = counts.get(handle, 0) + 1
-        return counts
-
     # -- changes --------------------------------------------------------
 
     def auto_assign(self, num: int, handle_id: str | None, attrs: dict | None,
@@ -311,36 +296,3 @@ class AllocationBlock:
         renumber = {old: new for new, old in enumerate(used)}
         self.attributes = [self.attributes[i] for i in used]
         self.allocations = [None if i is None else renumber[i] for i in self.allocations]
-
-    # -- consistency ------------------------------------------------------
-
-    def invariant_errors(self, key: str | None = None, pools=()) -> list[str]:
-        """What is wrong with this block (calico-datastore.md §3.1); [] if sound.
-
-        pools: objects with .cidr and .block_size; when given, the block must
-        lie in one of them and have its block size.
-        """
-        errors = []
-        if len(self.allocations) != self.size:
-            errors.append(f"{len(self.allocations)} allocations for {self.size} addresses")
-        free = [o for o, index in enumerate(self.allocations) if index is None]
-        if len(set(self.unallocated)) != len(self.unallocated):
-            errors.append("unallocated has duplicates")
-        if set(self.unallocated) != set(free):
-            errors.append("unallocated differs from the free allocations")
-        used = {index for index in self.allocations if index is not None}
-        if any(not isinstance(i, int) or not 0 <= i < len(self.attributes) for i in used):
-            errors.append("an allocation points past the attributes")
-        if used != set(range(len(self.attributes))):
-            errors.append("an attribute is not referenced by any allocation")
-        if key is not None and key != block_key(self.cidr):
-            errors.append(f"cidr {self.cidr} does not match key {key}")
-        if self.cidr != self.cidr.cidr:
-            errors.append(f"cidr {self.cidr} is not masked")
-        if pools:
-            pool = next((p for p in pools if self.cidr in p.cidr), None)
-            if pool is None:
-                errors.append(f"block {self.cidr} is in no pool")
-            elif self.cidr.prefixlen != pool.block_size:
-                errors.append(f"block {self.cidr} is not a /{pool.block_size} of {pool.cidr}")
-        return [f"block {self.cidr}: {e}" for e in errors]

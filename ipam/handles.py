@@ -18,12 +18,6 @@ def get(etcd: Etcd, handle_id: str) -> dict[str, int] | None:
     return None if kv is None else handle_blocks(kv.value)
 
 
-def handles(etcd: Etcd) -> dict[str, dict[str, int]]:
-    """Every handle's block counts."""
-    kvs, _ = etcd.get_prefix(handle_key(""))
-    return {kv.key[len(handle_key("")):]: handle_blocks(kv.value) for kv in kvs}
-
-
 def increment(etcd: Etcd, handle_id: str, cidr: IPNetwork, num: int) -> None:
     key, block = handle_key(handle_id), str(cidr)
     for _ in attempts(f"counting up handle {handle_id}"):

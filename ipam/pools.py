@@ -174,10 +174,6 @@ def list_pools(resources: Resources, version: int | None = None) -> list[Pool]:
     return pools
 
 
-def enabled_pools(resources: Resources, version: int) -> list[Pool]:
-    return [p for p in list_pools(resources, version) if not p.disabled]
-
-
 def get_pool(resources: Resources, name: str) -> Pool:
     res = resources.get("IPPool", name) if valid_name(name) else None
     if res is None:

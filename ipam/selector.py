@@ -5,7 +5,7 @@ SelectorError rather than guessed at.
 """
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 Labels = dict[str, str]
 Predicate = Callable[[Labels], bool]

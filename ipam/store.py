@@ -17,7 +17,7 @@ from datastore.retry import attempts
 from ipam.blocks import (CONFIG_KEY, CONFIRMED, IPAM_PREFIX, PENDING, PENDING_DELETION,
                          AllocationBlock, IpamConfig, affinity_key, affinity_prefix,
                          affinity_state, affinity_value, block_key, block_prefix,
-                         config_value, parse_affinity_key)
+                         parse_affinity_key)
 
 LOG = logging.getLogger(__name__)
 
@@ -219,13 +219,3 @@ class BlockStore:
     def config(self) -> IpamConfig:
         kv = self.etcd.get(CONFIG_KEY)
         return IpamConfig.from_json(None if kv is None else kv.value)
-
-    def set_config(self, strict_affinity: bool) -> None:
-        for _ in attempts("writing the IPAM config"):
-            kv = self.etcd.get(CONFIG_KEY)
-            value = config_value(strict_affinity)
-            if kv is None:
-                if self.etcd.create(CONFIG_KEY, value) is not None:
-                    return
-            elif self.etcd.update(CONFIG_KEY, value, kv.mod_revision) is not None:
-                return

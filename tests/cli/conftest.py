@@ -1,4 +1,4 @@
-"""Fixtures for the operating commands: `plugin.cli.main` run in-process
+"""Fixtures for the operating commands: `plugin.cli.main.main` run in-process
 against the session's real etcd, with the environment a user would set."""
 
 import io
@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import pytest
 
-from plugin.cli import main
+from plugin.cli.main import main
 
 NODE = "test-node"
 

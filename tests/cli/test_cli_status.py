@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datastore.resources import Resource
-from plugin import ctl_probe
+from plugin.cli import probe
 from plugin.server import socket_paths
 from tests.cli.conftest import NODE
 from tests.lab.common import wait_until
@@ -22,7 +22,7 @@ SERVE = ("import sys; from plugin import server; from plugin.config import Confi
 
 def _answers(path):
     try:
-        return bool(ctl_probe.activate(path, timeout=0.5))
+        return bool(probe.activate(path, timeout=0.5))
     except (OSError, ValueError):
         return False
 

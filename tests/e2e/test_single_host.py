@@ -45,7 +45,8 @@ def run(host, name, network, *extra):
 
 
 def ping(host, container, target, count=2, v6=False):
-    cmd = ["exec", container, "ping"] + (["-6"] if v6 else []) + ["-c", str(count), "-W", "2", target]
+    cmd = (["exec", container, "ping"] + (["-6"] if v6 else [])
+           + ["-c", str(count), "-W", "2", target])
     return host.docker(*cmd)
 
 
@@ -150,7 +151,8 @@ def test_ipv6(clean):
     endpoint = endpoint_id(host, "v6-b", "net6")
     nets = wep(host, endpoint)["spec"]["ipNetworks"]
     assert nets[1] == f"{ip6_b}/128"
-    assert f"{ip6_b} dev {host_ifname(endpoint)}" in in_host(host, ["ip", "-6", "route", "show", ip6_b])
+    assert f"{ip6_b} dev {host_ifname(endpoint)}" in in_host(
+        host, ["ip", "-6", "route", "show", ip6_b])
 
 
 # -- refusals (Calico's plugin tests 1-8) --------------------------------------

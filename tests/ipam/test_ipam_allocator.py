@@ -11,7 +11,8 @@ from ipam.blocks import (CONFIRMED, PENDING, AllocationBlock, affinity_key, affi
                          block_key)
 from ipam.errors import InvalidRequest, NoPoolsConfigured, PoolNotFound, PoolsExhausted
 from ipam.store import BlockStore, BlockTaken
-from tests.ipam.support import affine_blocks, allocations, assert_consistent, set_disabled
+from tests.ipam.support import (affine_blocks, allocations, assert_consistent, set_disabled,
+                                set_ipam_config)
 
 
 def block_of(ip, size):
@@ -119,7 +120,7 @@ def test_borrows_only_when_every_pool_is_exhausted(etcd_client, make_pool, node_
 
 def test_strict_affinity_forbids_borrowing(etcd_client, make_pool, node_ipam):
     make_pool("tiny", "10.0.0.0/28", block_size=30)
-    BlockStore(etcd_client).set_config(strict_affinity=True)
+    set_ipam_config(etcd_client, strict_affinity=True)
     node_ipam("host1").auto_assign(4, "a", None)
     host2 = node_ipam("host2")
     ips = [host2.auto_assign(4, f"b{i}", None) for i in range(12)]

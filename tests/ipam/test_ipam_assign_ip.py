@@ -7,7 +7,7 @@ from datastore.resources import Resources
 from ipam.errors import AddressInUse, AddressNotInPool, InvalidRequest
 from ipam.pools import get_pool
 from ipam.store import BlockStore
-from tests.ipam.support import affine_blocks, assert_consistent, set_disabled
+from tests.ipam.support import affine_blocks, assert_consistent, set_disabled, set_ipam_config
 
 
 def test_an_address_in_a_new_block_claims_the_block(etcd_client, make_pool, node_ipam):
@@ -56,7 +56,7 @@ def test_an_address_in_another_nodes_block_is_borrowed(etcd_client, make_pool, n
 def test_strict_affinity_refuses_another_nodes_block(etcd_client, make_pool, node_ipam):
     make_pool("a", "10.0.0.0/24", block_size=28)
     theirs = node_ipam("host2").auto_assign(4, "h2", None)
-    BlockStore(etcd_client).set_config(strict_affinity=True)
+    set_ipam_config(etcd_client, strict_affinity=True)
     with pytest.raises(InvalidRequest, match="of node host2 and strict affinity is on"):
         node_ipam("host1").assign_ip(theirs + 1, "h1", None)
     assert get_pool(Resources(etcd_client), "a")

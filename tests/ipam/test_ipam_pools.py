@@ -11,10 +11,10 @@ from datastore.resources import Resource, resource_key
 from ipam import selector
 from ipam.blocks import affinity_key
 from ipam.errors import InvalidPool, PoolInUse, PoolNotFound
-from ipam.pools import (build_pool, create_pool, delete_pool, enabled_pools,
-                        find_pool_by_cidr, get_pool, list_pools, node_labels, update_pool)
+from ipam.pools import (build_pool, create_pool, delete_pool, find_pool_by_cidr, get_pool,
+                        list_pools, node_labels, update_pool)
 from ipam.store import BlockStore
-from tests.ipam.support import allocations, assert_consistent
+from tests.ipam.support import allocations, assert_consistent, enabled_pools
 
 # calico-datastore.md §2.1, byte for byte: as libcalico-go v3.17 stores a pool ...
 CALICOCTL_POOL = (
@@ -122,7 +122,8 @@ def test_lookups(resources, make_pool):
     make_pool("a", "10.0.0.0/16")
     assert find_pool_by_cidr(resources, "10.0.7.7/16").name == "a"  # masked first
     assert find_pool_by_cidr(resources, "10.0.0.0/17") is None
-    with pytest.raises(PoolNotFound, match=r"no Calico IP pool named 'b'; pools: a \(10.0.0.0/16\)"):
+    with pytest.raises(PoolNotFound,
+                       match=r"no Calico IP pool named 'b'; pools: a \(10.0.0.0/16\)"):
         get_pool(resources, "b")
 
 

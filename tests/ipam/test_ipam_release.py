@@ -30,8 +30,9 @@ def test_an_empty_block_without_affinity_is_deleted(etcd_client, make_pool, node
     ipam = node_ipam("host1")
     ips = [ipam.auto_assign(4, f"h{i}", None) for i in range(2)]
     cidr = IPNetwork(f"{ips[0]}/28").cidr
-    assert ipam.release_host_affinities(require_empty=True) == [cidr]  # in use: kept
-    assert ipam.release_host_affinities() == []  # now it belongs to no host
+    store = ipam.store
+    assert store.release_affinities(node="host1", require_empty=True) == [cidr]  # in use: kept
+    assert store.release_affinities(node="host1") == []  # now it belongs to no host
     block, _ = BlockStore(etcd_client).get_block(cidr)
     assert block.affinity is None and block.in_use == 2
     assert affine_blocks(etcd_client, "host1") == {}
@@ -46,7 +47,7 @@ def test_releasing_an_empty_affine_block(etcd_client, make_pool, node_ipam):
     pool = make_pool("a", "10.0.0.0/24", block_size=28)
     ipam = node_ipam("host1")
     ipam.release_ips([ipam.auto_assign(4, "h", None)])
-    assert ipam.release_pool_affinities(pool, require_empty=True) == []
+    assert ipam.store.release_affinities(within=pool.cidr, require_empty=True) == []
     assert BlockStore(etcd_client).blocks() == [] and affine_blocks(etcd_client, "host1") == {}
     assert ipam.auto_assign(4, "again", None) in pool.cidr  # claims afresh
 
@@ -88,7 +89,7 @@ def test_usage_and_affinity_views(make_pool, node_ipam):
     assert usage["a"].in_use == 4 and usage["b"].blocks == []
     assert sorted((b.host, b.in_use, b.size) for b in usage["a"].blocks) == \
         [("host1", 3, 16), ("host2", 1, 16)]
-    assert sorted(a.node for a in ipam.affinities()) == ["host1", "host2"]
+    assert sorted(a.node for a in ipam.store.affinities()) == ["host1", "host2"]
 
 
 def test_after_its_own_release_a_node_allocates_without_rereading_the_block(

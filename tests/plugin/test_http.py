@@ -212,11 +212,14 @@ def test_create_endpoint_writes_workload_endpoint_and_profile(store):
                                           "destination": {}}
     assert prof["spec"]["egress"][0]["action"] == "Allow"
     # Replay: same answer, same record.
-    assert call(client, "NetworkDriver.CreateEndpoint", endpoint_body(AddressIPv6="fd00::5/128"))[0] == 200
+    assert call(client, "NetworkDriver.CreateEndpoint",
+                endpoint_body(AddressIPv6="fd00::5/128"))[0] == 200
     assert json.loads(store.get(WEP_KEY).value)["spec"] == wep["spec"]
     # Delete twice; the profile goes with the last network of that name.
-    assert call(client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NET, "EndpointID": EP}) == (200, {})
-    assert call(client, "NetworkDriver.DeleteEndpoint", {"NetworkID": NET, "EndpointID": EP}) == (200, {})
+    assert call(client, "NetworkDriver.DeleteEndpoint",
+                {"NetworkID": NET, "EndpointID": EP}) == (200, {})
+    assert call(client, "NetworkDriver.DeleteEndpoint",
+                {"NetworkID": NET, "EndpointID": EP}) == (200, {})
     assert store.get(WEP_KEY) is None
     call(client, "NetworkDriver.DeleteNetwork", {"NetworkID": NET})
     assert all_keys(store) == set()
@@ -267,10 +270,12 @@ def test_leave_and_delete_of_unknown_endpoint_succeed(client, store):
 def test_no_op_calls_answer_json(client):
     ids = {"NetworkID": NET, "EndpointID": EP}
     assert call(client, "NetworkDriver.EndpointOperInfo", ids) == (200, {"Value": {}})
-    assert call(client, "NetworkDriver.ProgramExternalConnectivity", dict(ids, Options={})) == (200, {})
+    assert call(client, "NetworkDriver.ProgramExternalConnectivity",
+                dict(ids, Options={})) == (200, {})
     assert call(client, "NetworkDriver.RevokeExternalConnectivity", ids) == (200, {})
     assert call(client, "NetworkDriver.DiscoverNew",
-                {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.0.0.1", "Self": True}}) == (200, {})
+                {"DiscoveryType": 1,
+                 "DiscoveryData": {"Address": "10.0.0.1", "Self": True}}) == (200, {})
     assert call(client, "NetworkDriver.DiscoverDelete", {"DiscoveryType": 1}) == (200, {})
     assert call(client, "NetworkDriver.FreeNetwork", {"NetworkID": NET}) == (200, {})
 

@@ -15,9 +15,9 @@ from datastore.resources import Resource, Resources, valid_name
 from ipam import pools
 from ipam.errors import InvalidPool, PoolInUse
 from ipam.pools import Pool
-from plugin.ctl_errors import CommandError
-from plugin.ctl_kinds import namespaced, plural
-from plugin.ctl_output import Outcome
+from plugin.cli.errors import CommandError
+from plugin.cli.kinds import namespaced, plural
+from plugin.cli.output import Outcome
 
 _IDENTITY = ("uid", "creationTimestamp")
 _STRING, _BOOLEAN, _NUMBER = (str, "a string"), (bool, "true or false"), (int, "a number")

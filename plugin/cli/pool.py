@@ -9,10 +9,10 @@ from netaddr import AddrFormatError, IPNetwork
 from datastore.resources import Resources
 from ipam import pools
 from plugin import services
-from plugin.ctl_get import show
-from plugin.ctl_output import Outcome, add_output_option, outcomes
-from plugin.ctl_resources import ResourceManager
-from plugin.ctl_v1 import cidr_to_name
+from plugin.cli.get import show
+from plugin.cli.manifests_v1 import cidr_to_name
+from plugin.cli.output import Outcome, add_output_option, outcomes
+from plugin.cli.resource_manager import ResourceManager
 
 
 def register(commands) -> None:

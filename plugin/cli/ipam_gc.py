@@ -19,8 +19,8 @@ from ipam.allocator import Ipam
 from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
 from ipam.store import BlockStore
 from plugin import services
-from plugin.ctl_errors import CommandError
-from plugin.ctl_output import add_output_option, as_json, table
+from plugin.cli.errors import CommandError
+from plugin.cli.output import add_output_option, as_json, table
 
 DEFAULT_GRACE = 300.0
 

@@ -6,7 +6,7 @@ from contextlib import closing
 
 from ipam.allocator import Ipam, PoolUsage
 from plugin import services
-from plugin.ctl_output import add_output_option, as_json, table
+from plugin.cli.output import add_output_option, as_json, table
 
 NO_POOL = "(no pool)"  # blocks left behind by a force-deleted pool
 NO_NODE = "(none)"

@@ -7,9 +7,9 @@ import sys
 import yaml
 
 from datastore.resources import API_VERSION, PLURALS, Resource, valid_name
-from plugin import ctl_v1
-from plugin.ctl_errors import CommandError
-from plugin.ctl_kinds import DEFAULT_NAMESPACE, namespaced
+from plugin.cli import manifests_v1
+from plugin.cli.errors import CommandError
+from plugin.cli.kinds import DEFAULT_NAMESPACE, namespaced
 
 
 def load(path: str, namespace: str | None = None) -> list[Resource]:
@@ -61,8 +61,8 @@ def _what(doc: dict) -> str:
 
 
 def _resource(doc: dict, namespace: str | None, where: str) -> Resource:
-    if doc.get("apiVersion") == ctl_v1.V1_API_VERSION:
-        doc = ctl_v1.convert(doc, where)
+    if doc.get("apiVersion") == manifests_v1.V1_API_VERSION:
+        doc = manifests_v1.convert(doc, where)
     elif doc.get("apiVersion") != API_VERSION:
         raise CommandError(f"{where}: apiVersion {doc.get('apiVersion')!r} is not supported; "
                            f"use {API_VERSION} (or calicoctl v1's v1 for ipPool and profile)")

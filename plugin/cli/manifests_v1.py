@@ -10,7 +10,7 @@ import re
 from netaddr import AddrFormatError, IPNetwork
 
 from datastore.resources import API_VERSION
-from plugin.ctl_errors import CommandError
+from plugin.cli.errors import CommandError
 
 V1_API_VERSION = "v1"
 

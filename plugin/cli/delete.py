@@ -5,11 +5,11 @@ from contextlib import closing
 
 from datastore.resources import Resources
 from plugin import services
-from plugin.ctl_errors import CommandError
-from plugin.ctl_kinds import DEFAULT_NAMESPACE, kind_of, namespaced
-from plugin.ctl_manifests import load
-from plugin.ctl_output import add_output_option, outcomes_of
-from plugin.ctl_resources import ResourceManager
+from plugin.cli.errors import CommandError
+from plugin.cli.kinds import DEFAULT_NAMESPACE, kind_of, namespaced
+from plugin.cli.manifests import load
+from plugin.cli.output import add_output_option, outcomes_of
+from plugin.cli.resource_manager import ResourceManager
 
 
 def register(commands) -> None:

@@ -4,7 +4,7 @@ plugin's workload endpoints live in."""
 
 from datastore.resources import NAMESPACED, PLURALS
 from driver.endpoints import NAMESPACE
-from plugin.ctl_errors import CommandError
+from plugin.cli.errors import CommandError
 
 # Where `get workloadendpoints` looks without -n, and where a WorkloadEndpoint
 # in a manifest without metadata.namespace goes: this plugin's namespace, not

@@ -5,10 +5,10 @@ from contextlib import closing
 
 from datastore.resources import Resources
 from plugin import services
-from plugin.ctl_kinds import DEFAULT_NAMESPACE
-from plugin.ctl_manifests import load
-from plugin.ctl_output import add_output_option, outcomes_of
-from plugin.ctl_resources import ResourceManager
+from plugin.cli.kinds import DEFAULT_NAMESPACE
+from plugin.cli.manifests import load
+from plugin.cli.output import add_output_option, outcomes_of
+from plugin.cli.resource_manager import ResourceManager
 
 _HELP = {"apply": "create or update the resources in a file (as calicoctl apply)",
          "create": "create the resources in a file; refused if one exists (as calicoctl "

@@ -1,6 +1,6 @@
 """calicoctl's table columns for each kind, plain and wide (`-o wide`)."""
 
-from typing import Callable
+from collections.abc import Callable
 
 from datastore.resources import Resource
 

@@ -9,11 +9,11 @@ from agent.errors import AgentError
 from agent.main import run_agent
 from datastore.errors import DatastoreError
 from ipam.errors import IpamError
-from plugin import (ctl_apply, ctl_delete, ctl_get, ctl_ipam_gc, ctl_ipam_show, ctl_pool,
-                    ctl_status, server, startup)
+from plugin import server, startup
 from plugin.agent_process import AgentProcess
+from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
+from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
-from plugin.ctl_errors import CommandError
 
 # Expected failures: a message for the user, exit 1, no traceback.
 USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, server.AlreadyServed,
@@ -69,15 +69,15 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     agent = sub.add_parser("agent", help="run only the node agent (run starts it itself)")
     agent.set_defaults(func=cmd_agent)
-    ctl_pool.register(sub)
-    ctl_apply.register(sub)
-    ctl_get.register(sub)
-    ctl_delete.register(sub)
-    ctl_status.register(sub)
+    pool.register(sub)
+    apply.register(sub)
+    get.register(sub)
+    delete.register(sub)
+    status.register(sub)
     ipam = sub.add_parser("ipam", help="show and clean up IP address allocations")
     ipam_commands = ipam.add_subparsers(dest="ipam_command", metavar="COMMAND", required=True)
-    ctl_ipam_show.register(ipam_commands)
-    ctl_ipam_gc.register(ipam_commands)
+    ipam_show.register(ipam_commands)
+    ipam_gc.register(ipam_commands)
     return p
 
 

@@ -12,9 +12,10 @@ from agent.status import peer_status
 from datastore.errors import DatastoreError
 from datastore.resources import Resources
 from driver import dataplane
-from plugin import ctl_probe, services
+from plugin import services
+from plugin.cli import probe
+from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
-from plugin.ctl_output import add_output_option, as_json, table
 from plugin.server import SOCKETS, socket_paths
 
 PROBE_TIMEOUT = 2.0
@@ -46,7 +47,8 @@ def run(args, config) -> int:
             report.update(other_nodes(resources, config))
         except DatastoreError as exc:
             report["etcd"]["error"] = str(exc)
-    report["sockets"] = [_probe(path) for path in socket_paths(args.plugin_dir, args.socket or SOCKETS)]
+    report["sockets"] = [_probe(path)
+                         for path in socket_paths(args.plugin_dir, args.socket or SOCKETS)]
     report["problems"] = _problems(report)
     report["warnings"] = [f"workload endpoint {e['name']} has no interface {e['interface']} "
                           "on this host" for e in report.get("workloadEndpoints", [])
@@ -99,7 +101,7 @@ def _link_present(ifname) -> bool:
 def _probe(path: str) -> dict:
     try:
         return {"path": path, "state": "answering",
-                "implements": ctl_probe.activate(path, PROBE_TIMEOUT)}
+                "implements": probe.activate(path, PROBE_TIMEOUT)}
     except FileNotFoundError:
         return {"path": path, "state": "missing"}
     except (OSError, ValueError) as exc:
