@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 
 from netaddr import AddrFormatError, IPNetwork
 
+from datastore import selector
 from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
 from datastore.resources import Resource, Resources, valid_name
 from datastore.retry import attempts
-from ipam import selector
 from ipam.blocks import cidr_from_key
 from ipam.errors import InvalidPool, PoolInUse, PoolNotFound
 from ipam.store import BlockStore

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from datastore import selector
 from datastore.errors import ResourceConflict
 from datastore.resources import Resource, resource_key
-from ipam import selector
 from ipam.blocks import affinity_key
 from ipam.errors import InvalidPool, PoolInUse, PoolNotFound
 from ipam.pools import (build_pool, create_pool, delete_pool, enabled_pools,
