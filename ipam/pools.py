@@ -5,7 +5,6 @@ semantics), plus nodeSelector evaluation against a Node's labels.
 """
 
 import copy
-import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -30,8 +29,6 @@ LINK_LOCAL = {4: IPNetwork("169.254.0.0/16"), 6: IPNetwork("fe80::/10")}
 SPEC_FIELDS = ("cidr", "vxlanMode", "ipipMode", "natOutgoing", "disabled",
                "blockSize", "nodeSelector")
 
-_compiled_selector = functools.lru_cache(maxsize=256)(selector.parse)
-
 
 @dataclass(frozen=True)
 class Pool:
@@ -55,7 +52,7 @@ class Pool:
         return self.node_selector.strip() in ("", "all()")
 
     def selects(self, labels: dict) -> bool:
-        return _compiled_selector(self.node_selector)(labels)
+        return selector.parse(self.node_selector).evaluate(labels)
 
     def __str__(self):
         return f"{self.name} ({self.cidr}{', disabled' if self.disabled else ''})"
