@@ -7,9 +7,11 @@ cases that ipam/ had before."""
 import base64
 import copy
 import hashlib
+import json
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -324,6 +326,24 @@ def test_calico_tokenizer(text, tokens):
         got = tokenize(text)
         assert got[-1][0] == selector.EOF
         assert [(kind, value) for kind, value, _ in got[:-1]] == tokens
+
+
+# -- answers of libcalico-go's parser itself on generated selectors (see "about")
+
+CORPUS = json.loads((Path(__file__).parent / "calico_selectors.json").read_text())
+
+
+@pytest.mark.parametrize("text, canonical, unique_id, evaluations", CORPUS["accepted"])
+def test_as_calico_answers_accepted(text, canonical, unique_id, evaluations):
+    sel = parse(text)
+    assert (sel.canonical, sel.unique_id) == (canonical, unique_id)
+    assert [sel.evaluate(labels) for labels, _ in evaluations] == [r for _, r in evaluations]
+
+
+@pytest.mark.parametrize("text", CORPUS["refused"])
+def test_as_calico_answers_refused(text):
+    with pytest.raises(SelectorError, match="^cannot parse selector "):
+        parse(text)
 
 
 def test_unique_id_is_calicos_make_unique_id():
