@@ -7,7 +7,7 @@ parser/ast.go, parser/stringset.go) and lib/hash/unique_id.go:
 * the same tokens: whitespace is only space and tab; strings are "..." or '...'
   with no escapes; label keys are [a-zA-Z0-9_./-]{1,512}; after a label the
   operator words contains, starts with, ends with, not in, in (the space inside
-  the two-word forms is optional; every word must end at a word boundary);
+  the two-word forms is optional; the operator must end at a word boundary);
 * the same grammar, with || binding weaker than && and && weaker than prefix !
   (runs of ! collapse: an even number cancels out); an empty selector is all();
 * the same canonical form, character for character, and the same UniqueID
@@ -18,24 +18,23 @@ parser/ast.go, parser/stringset.go) and lib/hash/unique_id.go:
     >>> s.canonical, s.evaluate({"role": "db", "net1": ""})
     ('(role == "db" && has(net1))', True)
 
-Selectors are compiled once to closures and cached by parse(); evaluate() does
-no parsing and allocates nothing.
+Selectors are compiled once to closures and cached by parse(); evaluate() only
+looks labels up.
 """
 
 import base64
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 __all__ = ["Selector", "SelectorError", "parse"]
 
 MAX_LABEL_LENGTH = 512  # tokenizer.MaxLabelLength
-# Calico has no limit; Python's recursion has one.  Deeper nesting of
-# parentheses is refused instead of failing with a RecursionError.
+# Calico has no limit; Python's recursion has one.  Parentheses nested deeper
+# are refused (SelectorError) rather than risking a RecursionError.
 MAX_NESTING = 100
 
 Labels = Mapping[str, str]
-Predicate = Callable[[Labels], bool]
 
 
 class SelectorError(ValueError):
@@ -55,14 +54,15 @@ HAS, ALL, GLOBAL, EOF = "has", "all()", "global()", "end"
 _WHITESPACE = " \t"
 _IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
 _PUNCTUATION = {"(": LPAREN, ")": RPAREN, "{": LBRACE, "}": RBRACE, ",": COMMA}
-# After a label, tried in this order (tokenizer.go); each word may be
-# followed by spaces, and the last must end at a word boundary.
+# After a label, tried in this order (tokenizer.go); see _cut_words.
 _OPERATOR_WORDS = ((CONTAINS, ("contains",)), (STARTS_WITH, ("starts", "with")),
                    (ENDS_WITH, ("ends", "with")), (NOT_IN, ("not", "in")), (IN, ("in",)))
 _FUNCTIONS = (("all(", ALL), ("global(", GLOBAL))
 
 
-class _TokenError(Exception):
+class _Failure(Exception):
+    """What is wrong, and at which offset of the text."""
+
     def __init__(self, why, pos):
         super().__init__(why)
         self.why, self.pos = why, pos
@@ -73,7 +73,7 @@ def tokenize(text: str) -> list[tuple[str, str, int]]:
     Raises SelectorError.  (Exposed for the tests' port of tokenizer_test.go.)"""
     try:
         return _tokenize(text)
-    except _TokenError as exc:
+    except _Failure as exc:
         raise _error(text, exc.why, exc.pos) from None
 
 
@@ -91,13 +91,13 @@ def _tokenize(text):
         elif c == '"' or c == "'":
             close = text.find(c, pos + 1)
             if close == -1:
-                raise _TokenError("unterminated string", start)
+                raise _Failure("unterminated string", start)
             tokens.append((STRING, text[pos + 1:close], start))
             pos = close + 1
         elif c in "=&|":
             double = c + c
             if not text.startswith(double, pos):
-                raise _TokenError(f"expected {double}", start)
+                raise _Failure(f"expected {double}", start)
             tokens.append(({"=": EQ, "&": AND, "|": OR}[c], "", start))
             pos += 2
         elif c == "!":
@@ -115,14 +115,14 @@ def _tokenize(text):
                     pos = after
                     break
             else:
-                raise _TokenError(f"expected an operator after label {tokens[-1][1]!r} "
+                raise _Failure(f"expected an operator after label {tokens[-1][1]!r} "
                                   "(==, !=, in, not in, contains, starts with, ends with)", start)
         elif text.startswith("has(", pos):
             pos = _skip_whitespace(text, pos + 4)
             key, pos = _cut_identifier(text, pos)
             pos = _skip_whitespace(text, pos)
             if not text.startswith(")", pos):
-                raise _TokenError("no closing ')' after has(", pos)
+                raise _Failure("no closing ')' after has(", pos)
             tokens.append((HAS, key, start))
             pos += 1
         else:
@@ -130,7 +130,7 @@ def _tokenize(text):
                 if text.startswith(opening, pos):
                     pos = _skip_whitespace(text, pos + len(opening))
                     if not text.startswith(")", pos):
-                        raise _TokenError(f"no closing ')' after {opening}", pos)
+                        raise _Failure(f"no closing ')' after {opening}", pos)
                     tokens.append((kind, "", start))
                     pos += 1
                     break
@@ -151,9 +151,9 @@ def _cut_identifier(text, pos):
         end += 1
     if end == pos:
         found = repr(text[pos]) if pos < len(text) else "the end"
-        raise _TokenError(f"expected a label key ([a-zA-Z0-9_./-]) but found {found}", pos)
+        raise _Failure(f"expected a label key ([a-zA-Z0-9_./-]) but found {found}", pos)
     if end - pos > MAX_LABEL_LENGTH:
-        raise _TokenError(f"label key longer than {MAX_LABEL_LENGTH} characters", pos)
+        raise _Failure(f"label key longer than {MAX_LABEL_LENGTH} characters", pos)
     return text[pos:end], end
 
 
@@ -361,7 +361,7 @@ class _Parser:
 
     def fail(self, why, token=None):
         token = token or self.tokens[self.pos]
-        raise _TokenError(why, token[2])
+        raise _Failure(why, token[2])
 
     def next(self):
         token = self.tokens[self.pos]
@@ -553,7 +553,7 @@ def parse(text: str) -> Selector:
         raise SelectorError(f"cannot parse selector {text!r}: not a string")
     try:
         return Selector(text, _parse_tree(text))
-    except _TokenError as exc:
+    except _Failure as exc:
         raise _error(text, exc.why, exc.pos) from None
     except RecursionError:  # only when called from deep in the stack
         raise SelectorError(f"cannot parse selector {text!r}: nested too deeply") from None
