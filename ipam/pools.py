@@ -5,17 +5,16 @@ semantics), plus nodeSelector evaluation against a Node's labels.
 """
 
 import copy
-import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
 
 from netaddr import AddrFormatError, IPNetwork
 
+from datastore import selector
 from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
 from datastore.resources import Resource, Resources, valid_name
 from datastore.retry import attempts
-from ipam import selector
 from ipam.blocks import cidr_from_key
 from ipam.errors import InvalidPool, PoolInUse, PoolNotFound
 from ipam.store import BlockStore
@@ -29,8 +28,6 @@ LINK_LOCAL = {4: IPNetwork("169.254.0.0/16"), 6: IPNetwork("fe80::/10")}
 # IPPoolSpec fields in Go struct order: the JSON order calicoctl writes.
 SPEC_FIELDS = ("cidr", "vxlanMode", "ipipMode", "natOutgoing", "disabled",
                "blockSize", "nodeSelector")
-
-_compiled_selector = functools.lru_cache(maxsize=256)(selector.parse)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class Pool:
         return self.node_selector.strip() in ("", "all()")
 
     def selects(self, labels: dict) -> bool:
-        return _compiled_selector(self.node_selector)(labels)
+        return selector.parse(self.node_selector).evaluate(labels)
 
     def __str__(self):
         return f"{self.name} ({self.cidr}{', disabled' if self.disabled else ''})"
