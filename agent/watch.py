@@ -6,6 +6,7 @@ compacted) means: wait a little, take a new snapshot, watch again."""
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from agent.model import SNAPSHOT_PREFIXES, WATCH_PREFIX, ClusterState
 from datastore.errors import DatastoreError
@@ -20,7 +21,19 @@ RETRY_DELAYS = (0.2, 5.0)  # first and longest wait before re-snapshotting
 OnBatch = Callable[[ClusterState, bool, bool], None]
 
 
-def load_state(etcd: Etcd) -> tuple[ClusterState, int]:
+class View(Protocol):
+    """Another consumer of the same snapshot and watch (the policy engine)."""
+
+    prefixes: tuple[str, ...]  # what its snapshot reads
+
+    def reset(self) -> None: ...  # a new snapshot follows
+
+    def apply(self, key: str, value: bytes | None) -> bool: ...  # False: not its key
+
+    def batch_done(self, changed: bool, snapshot: bool) -> None: ...
+
+
+def load_state(etcd: Etcd, views=()) -> tuple[ClusterState, int]:
     """The state now, and a revision from which a watch misses nothing.
 
     Each prefix is read at its own revision; watching from the oldest of
@@ -33,13 +46,20 @@ def load_state(etcd: Etcd) -> tuple[ClusterState, int]:
         revisions.append(revision)
         for kv in kvs:
             state.apply(kv.key, kv.value)
+    for view in views:
+        view.reset()
+        for prefix in view.prefixes:
+            kvs, revision = etcd.get_prefix(prefix)
+            revisions.append(revision)
+            for kv in kvs:
+                view.apply(kv.key, kv.value)
     return state, min(revisions)
 
 
 class Syncer:
     def __init__(self, etcd: Etcd, on_batch: OnBatch, idle_timeout: float,
-                 stop: threading.Event):
-        self.etcd, self.on_batch = etcd, on_batch
+                 stop: threading.Event, views: tuple[View, ...] = ()):
+        self.etcd, self.on_batch, self.views = etcd, on_batch, views
         self.idle_timeout, self.stop = idle_timeout, stop
         self.snapshots = 0  # how many snapshots were taken (for tests and logs)
         self._delay = RETRY_DELAYS[0]
@@ -57,15 +77,30 @@ class Syncer:
             self._delay = min(self._delay * 2, RETRY_DELAYS[1])
 
     def _sync_once(self) -> None:
-        state, revision = load_state(self.etcd)
+        state, revision = load_state(self.etcd, self.views)
         self.snapshots += 1
         self._delay = RETRY_DELAYS[0]
         LOG.info("snapshot at revision %d: %d nodes, %d pools, %d affinities, %d blocks",
                  revision, len(state.nodes), len(state.pools), len(state.affinities),
                  len(state.blocks))
         self.on_batch(state, True, True)
+        self._views_done(True, True)
         for batch in self.etcd.watch_prefix(WATCH_PREFIX, revision + 1, self.idle_timeout):
             if self.stop.is_set():
                 return
-            changed = [state.apply(event.key, event.value) for event in batch]
-            self.on_batch(state, any(changed), False)
+            routing, seen = False, {view: False for view in self.views}
+            for event in batch:
+                if state.apply(event.key, event.value):
+                    routing = True
+                    continue
+                for view in self.views:
+                    if view.apply(event.key, event.value):
+                        seen[view] = True
+                        break
+            self.on_batch(state, routing, False)
+            for view, changed in seen.items():
+                view.batch_done(changed, False)
+
+    def _views_done(self, changed: bool, snapshot: bool) -> None:
+        for view in self.views:
+            view.batch_done(changed, snapshot)

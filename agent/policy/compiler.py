@@ -1,0 +1,169 @@
+"""From policy state to nftables chains, in Felix's shape (calico-policy.md
+§4-§6): per local endpoint an ingress chain (tw-<if>) and an egress chain
+(fw-<if>) that jump to one chain per policy (pi-/po-) and per profile
+(pri-/pro-).  A policy or profile chain marks what it allows (accept bit)
+or passes (pass bit) and returns; the endpoint chain returns on the accept
+bit, ends the tier with a drop unless the pass bit is set, and drops when no
+profile allowed.  Returning, not accepting, lets a same-host packet meet
+both the sender's egress and the receiver's ingress chain.
+
+Selector matches become named sets of addresses (s4_<id>, s6_<id>), whose
+members the engine keeps up to date without touching the rules.
+"""
+
+from dataclasses import dataclass, field
+
+from agent.policy.state import Endpoint, PolicyState
+from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
+from datastore.selector import Selector
+
+ACCEPT_MARK = 0x10000
+PASS_MARK = 0x20000
+CLEAR_MARKS = f"meta mark set meta mark & {0xFFFFFFFF & ~(ACCEPT_MARK | PASS_MARK):#010x}"
+ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == {ACCEPT_MARK:#x}"
+NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
+LOG_PREFIX = "calico-packet: "
+VXLAN_PORT = 4789
+DIRECTIONS = ("Ingress", "Egress")
+_FAMILY = {4: ("ipv4", "ip", "icmp"), 6: ("ipv6", "ip6", "icmpv6")}
+_ACTIONS = {
+    "Allow": f"meta mark set meta mark | {ACCEPT_MARK:#x} return",
+    "Pass": f"meta mark set meta mark | {PASS_MARK:#x} return",
+    "Deny": "drop",
+    "Log": f'log prefix "{LOG_PREFIX}" level notice',
+}
+
+
+@dataclass
+class Chains:
+    """The regular chains one state compiles to, and what they need."""
+
+    rules: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chain -> rules
+    ingress: dict[str, str] = field(default_factory=dict)  # interface -> its ingress chain
+    egress: dict[str, str] = field(default_factory=dict)
+    selectors: set[Selector] = field(default_factory=set)  # each needs s4_/s6_ sets
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(r) for r in self.rules.values())
+
+
+def set_name(selector: Selector, family: int) -> str:
+    return f"s{family}_{selector.unique_id[2:].replace('-', '_')[:40]}"
+
+
+def compile_chains(state: PolicyState, node: str) -> Chains:
+    chains = Chains()
+    selection = _Selection(state)
+    for endpoint in state.local_endpoints(node):
+        labels = state.labels_of(endpoint)
+        for direction in DIRECTIONS:
+            policies = selection.policies(labels, direction)
+            name = ("tw-" if direction == "Ingress" else "fw-") + endpoint.interface
+            chains.rules[name] = tuple(_endpoint_chain(chains, state, endpoint, direction,
+                                                       policies))
+            (chains.ingress if direction == "Ingress" else chains.egress)[
+                endpoint.interface] = name
+    return chains
+
+
+class _Selection:
+    """Which policies select a label set, per direction, in Felix's order;
+    endpoints of one network share a label set, so each is worked out once."""
+
+    def __init__(self, state: PolicyState):
+        self._sorted = sorted(state.policies.values(), key=lambda p: p.sort_key)
+        self._memo = {}
+
+    def policies(self, labels: dict, direction: str) -> list[GlobalNetworkPolicy]:
+        key = (frozenset(labels.items()), direction)
+        if key not in self._memo:
+            self._memo[key] = [p for p in self._sorted
+                               if direction in p.types and p.selector.evaluate(labels)]
+        return self._memo[key]
+
+
+def _endpoint_chain(chains: Chains, state: PolicyState, endpoint: Endpoint, direction: str,
+                    policies: list[GlobalNetworkPolicy]):
+    inbound = direction == "Ingress"
+    yield CLEAR_MARKS
+    if not inbound:  # no VXLAN from workloads (Felix's default)
+        yield f"udp dport {VXLAN_PORT} drop"
+    for policy in policies:
+        chain = ("pi-" if inbound else "po-") + policy.name
+        _add_rule_chain(chains, chain, policy.ingress if inbound else policy.egress)
+        yield f"{NOT_PASSED} jump {chain}"
+        yield f"{ACCEPTED} return"
+    if policies:
+        yield f"{NOT_PASSED} drop"  # end of tier
+    for name in endpoint.profiles:
+        profile = state.profiles.get(name)
+        if not isinstance(profile, Profile):
+            yield "drop"  # a missing or invalid profile denies (§4.3)
+            return
+        chain = ("pri-" if inbound else "pro-") + name
+        _add_rule_chain(chains, chain, profile.ingress if inbound else profile.egress)
+        yield f"jump {chain}"
+        yield f"{ACCEPTED} return"
+    yield "drop"
+
+
+def _add_rule_chain(chains: Chains, name: str, rules) -> None:
+    if name not in chains.rules:
+        chains.rules[name] = tuple(line for rule in rules for line in render_rule(chains, rule))
+
+
+def render_rule(chains: Chains, rule: Rule):
+    """nft rules for one Calico rule: one per IP family it applies to."""
+    for family in rule.families():
+        nfproto, ip, icmp = _FAMILY[family]
+        parts = [f"meta nfproto {nfproto}"]
+        if rule.protocol is not None:
+            parts.append(f"meta l4proto {rule.protocol}")
+        if rule.not_protocol is not None:
+            parts.append(f"meta l4proto != {rule.not_protocol}")
+        if rule.icmp is not None:
+            parts.append(_icmp(icmp, rule.icmp, negate=False))
+        if rule.not_icmp is not None:
+            parts.append(_icmp(icmp, rule.not_icmp, negate=True))
+        for side, entity in (("saddr", rule.source), ("daddr", rule.destination)):
+            parts.extend(_entity(chains, entity, family, ip, side))
+        parts.append(_ACTIONS[rule.action])
+        yield " ".join(parts)
+
+
+def _entity(chains: Chains, entity: EntityRule, family: int, ip: str, side: str):
+    nets = [str(n) for n in entity.nets if n.version == family]
+    not_nets = [str(n) for n in entity.not_nets if n.version == family]
+    if nets:
+        yield f"{ip} {side} {_anonymous(nets)}"
+    if not_nets:
+        yield f"{ip} {side} != {_anonymous(not_nets)}"
+    if entity.selector is not None:
+        chains.selectors.add(entity.selector)
+        yield f"{ip} {side} @{set_name(entity.selector, family)}"
+    if entity.not_selector is not None:
+        chains.selectors.add(entity.not_selector)
+        yield f"{ip} {side} != @{set_name(entity.not_selector, family)}"
+    port = "sport" if side == "saddr" else "dport"
+    if entity.ports:
+        yield f"th {port} {_anonymous(_port_list(entity.ports))}"
+    if entity.not_ports:
+        yield f"th {port} != {_anonymous(_port_list(entity.not_ports))}"
+
+
+def _port_list(ports) -> list[str]:
+    return [str(p.first) if p.first == p.last else f"{p.first}-{p.last}" for p in ports]
+
+
+def _icmp(icmp: str, match, negate: bool) -> str:
+    op = "!= " if negate else ""
+    if match.code is None:
+        return f"{icmp} type {op}{match.type}"
+    if negate:  # not (type T and code C), the API's meaning (§6.1 caveat)
+        return f"{icmp} type . {icmp} code != {{ {match.type} . {match.code} }}"
+    return f"{icmp} type {match.type} {icmp} code {match.code}"
+
+
+def _anonymous(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"

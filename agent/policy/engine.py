@@ -1,0 +1,139 @@
+"""Isolation between networks without Felix: the agent's policy engine.
+
+It is fed etcd keys by the agent's watch (workload endpoints of every host,
+Profiles, GlobalNetworkPolicies) and keeps our nftables table in step:
+a remote endpoint coming or going changes set elements only; a local
+endpoint, profile or policy change recompiles the chains, and the renderer
+sends only what differs.  Stopping removes the table, so a stopped agent
+leaves the host as it found it.
+"""
+
+import datetime
+import json
+import logging
+import os
+import time
+
+from agent.errors import KernelError
+from agent.policy.compiler import compile_chains, set_name
+from agent.policy.membership import Membership
+from agent.policy.nft import Nftables, Ruleset
+from agent.policy.state import PREFIXES, PolicyState
+
+LOG = logging.getLogger(__name__)
+
+SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
+
+
+class PolicyEngine:
+    prefixes = PREFIXES
+
+    def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0):
+        self.nodename = nodename
+        self.status_path = status_path
+        self.resync_interval = resync_interval
+        self.nft = Nftables()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: a new snapshot follows."""
+        self.state = PolicyState()
+        self.membership = Membership()
+        self._chains = None  # compiled chains; None: recompile
+        self._endpoints_changed: set[str] = set()
+        self._relabel = False
+        self._full = True
+        self._last_full = 0.0
+
+    def apply(self, key: str, value: bytes | None) -> bool:
+        before = self.state.endpoints.get(key)
+        what = self.state.apply(key, value)
+        if what is None:
+            return False
+        if what == "endpoint":
+            self._endpoints_changed.add(key)
+            after = self.state.endpoints.get(key)
+            if self._local(before) or self._local(after):
+                self._chains = None
+        else:
+            self._chains = None
+            self._relabel = self._relabel or what == "profile"
+        return True
+
+    def batch_done(self, changed: bool, snapshot: bool) -> None:
+        if snapshot:
+            self._full = True
+        if not (changed or self._full
+                or time.monotonic() - self._last_full > self.resync_interval):
+            return
+        try:
+            self.sync()
+        except KernelError as exc:
+            LOG.error("policy not programmed: %s (retrying with a full rewrite)", exc)
+            self._full = True
+
+    def sync(self) -> None:
+        started = time.monotonic()
+        if not self._full and time.monotonic() - self._last_full > self.resync_interval:
+            # Someone may have deleted our table (nft flush ruleset): repair it.
+            self._full = not self.nft.present()
+            self._last_full = started
+        if self._chains is None:
+            self._chains = compile_chains(self.state, self.nodename)
+            self.membership.set_selectors(self.state, self._chains.selectors)
+        changed = self._endpoints_changed
+        if self._relabel:
+            changed |= set(self.membership.relabelled(self.state))
+        for key in changed:
+            self.membership.update(self.state, key)
+        self._endpoints_changed, self._relabel = set(), False
+        if self._full:
+            self.nft.programmed = None
+        self.nft.apply(self.desired())
+        if self._full:
+            self._last_full = started
+        self._full = False
+        self._write_status(started)
+
+    def desired(self) -> Ruleset:
+        chains = self._chains
+        sets = {}
+        for selector in chains.selectors:
+            members = self.membership.members(selector)
+            for family, kind in SET_TYPES.items():
+                sets[set_name(selector, family)] = (kind, frozenset(
+                    a for a in members if (":" in a) == (family == 6)))
+        return Ruleset(sets, {**chains.rules, **Ruleset.dispatch(chains.ingress, chains.egress)})
+
+    def stop(self) -> None:
+        """Remove our table and status: the host as it was without us."""
+        try:
+            self.nft.remove()
+        except KernelError as exc:
+            LOG.error("could not remove the policy table: %s", exc)
+        try:
+            os.unlink(self.status_path)
+        except FileNotFoundError:
+            pass
+        LOG.info("policy table removed")
+
+    def _local(self, endpoint) -> bool:
+        return endpoint is not None and endpoint.node == self.nodename
+
+    def _write_status(self, started: float) -> None:
+        chains = self._chains
+        status = {
+            "enabled": True,
+            "endpoints": len(chains.ingress),
+            "rules": chains.rule_count,
+            "sets": len(chains.selectors) * len(SET_TYPES),
+            "clusterEndpoints": len(self.state.endpoints),
+            "programmed": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "milliseconds": round((time.monotonic() - started) * 1000, 1),
+        }
+        os.makedirs(os.path.dirname(self.status_path), mode=0o755, exist_ok=True)
+        tmp = self.status_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, self.status_path)

@@ -1,0 +1,143 @@
+"""Our nftables table: written whole in one transaction the first time (and
+after any failure), then changed by the difference only: set elements added
+and removed, changed chains flushed and refilled, all in one `nft -f`
+transaction, so the kernel never holds a half-written ruleset.
+
+The base chains see every forwarded packet and every packet a workload
+sends to its host.  A drop in them is final; an accept only ends our table,
+so dockerd's FORWARD rules still run for what we allow (and accept it in
+CALICO-LIBNETWORK-FWD).  Host-to-workload traffic is not filtered (Felix's
+OUTPUT exemption), and replies pass through conntrack.
+"""
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from agent.errors import KernelError
+
+LOG = logging.getLogger(__name__)
+
+TABLE = "calico-libnetwork"
+FAMILY = "inet"
+NFT = "nft"
+_ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
+
+
+@dataclass
+class Ruleset:
+    """Everything in our table but its fixed base chains."""
+
+    sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)  # name -> (type, members)
+    chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
+
+    @staticmethod
+    def dispatch(ingress: dict[str, str], egress: dict[str, str]) -> dict[str, tuple[str, ...]]:
+        """The chains that send a packet to its endpoint's chain by interface;
+        any other cali interface (not ours, or not programmed yet) drops."""
+        return {"from-wl": _dispatch("iifname", egress), "to-wl": _dispatch("oifname", ingress)}
+
+
+def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
+    rules = ["ct state established,related accept", "ct state invalid drop"]
+    if chains:
+        vmap = ", ".join(f'"{iface}" : goto {chain}' for iface, chain in sorted(chains.items()))
+        rules.append(f"{match} vmap {{ {vmap} }}")
+    rules.append("drop")
+    return tuple(rules)
+
+
+BASE_CHAINS = {
+    "forward": ("type filter hook forward priority filter; policy accept;",
+                ('iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl')),
+    "input": ("type filter hook input priority filter; policy accept;",
+              (f'iifname "cali*" icmpv6 type {_ND_TYPES} accept',
+               'iifname "cali*" jump from-wl')),
+}
+
+
+class Nftables:
+    def __init__(self):
+        self.programmed: Ruleset | None = None  # None: write the whole table next
+
+    def available(self) -> bool:
+        return shutil.which(NFT) is not None
+
+    def apply(self, desired: Ruleset) -> None:
+        script = full_script(desired) if self.programmed is None \
+            else diff_script(self.programmed, desired)
+        if script:
+            try:
+                run(script)
+            except KernelError:
+                self.programmed = None
+                raise
+        self.programmed = desired
+
+    def present(self) -> bool:
+        return subprocess.run([NFT, "list", "chain", FAMILY, TABLE, "forward"],
+                              capture_output=True).returncode == 0
+
+    def remove(self) -> None:
+        """Delete our table (and with it every rule and set); safe to repeat."""
+        self.programmed = None
+        run(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+
+
+def full_script(desired: Ruleset) -> str:
+    t = f"{FAMILY} {TABLE}"
+    lines = [f"add table {t}", f"delete table {t}", f"add table {t}"]
+    for name, (kind, members) in sorted(desired.sets.items()):
+        lines.append(f"add set {t} {name} {{ type {kind}; }}")
+        lines.extend(_elements("add", t, name, members))
+    chains = sorted(desired.chains)
+    lines.extend(f"add chain {t} {name}" for name in chains)
+    for name in chains:
+        lines.extend(f"add rule {t} {name} {rule}" for rule in desired.chains[name])
+    for name, (hook, rules) in BASE_CHAINS.items():
+        lines.append(f"add chain {t} {name} {{ {hook} }}")
+        lines.extend(f"add rule {t} {name} {rule}" for rule in rules)
+    return "\n".join(lines) + "\n"
+
+
+def diff_script(old: Ruleset, new: Ruleset) -> str:
+    t = f"{FAMILY} {TABLE}"
+    lines = []
+    for name, (kind, members) in sorted(new.sets.items()):
+        before = old.sets.get(name)
+        if before is None:
+            lines.append(f"add set {t} {name} {{ type {kind}; }}")
+            lines.extend(_elements("add", t, name, members))
+        else:
+            lines.extend(_elements("add", t, name, members - before[1]))
+            lines.extend(_elements("delete", t, name, before[1] - members))
+    added = sorted(set(new.chains) - set(old.chains))
+    removed = sorted(set(old.chains) - set(new.chains))
+    changed = sorted(n for n in new.chains if n in old.chains and new.chains[n] != old.chains[n])
+    lines.extend(f"add chain {t} {name}" for name in added)
+    for name in changed + removed:
+        lines.append(f"flush chain {t} {name}")
+    for name in changed + added:
+        lines.extend(f"add rule {t} {name} {rule}" for rule in new.chains[name])
+    lines.extend(f"delete chain {t} {name}" for name in removed)
+    lines.extend(f"delete set {t} {name}" for name in sorted(set(old.sets) - set(new.sets)))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _elements(verb: str, table: str, name: str, members) -> list[str]:
+    members = sorted(members)
+    # Bounded statements: nft parses one huge line slowly.
+    return [f"{verb} element {table} {name} {{ {', '.join(members[i:i + 1000])} }}"
+            for i in range(0, len(members), 1000)]
+
+
+def run(script: str) -> None:
+    try:
+        result = subprocess.run([NFT, "-f", "-"], input=script, capture_output=True, text=True,
+                                timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelError(f"nft -f failed: {exc}") from exc
+    if result.returncode:
+        first = "\n".join(result.stderr.strip().splitlines()[:6])
+        raise KernelError(f"nft -f failed: {first}")

@@ -1,0 +1,118 @@
+"""What the policy engine knows: every workload endpoint in the cluster, and
+the Profiles and GlobalNetworkPolicies, kept from etcd keys.  Pure
+bookkeeping, like agent/model.py: a key is applied with its whole new value
+(None when deleted), so replayed events end in the right state.
+
+Invalid objects count as absent, as in Felix (calico-policy.md §1.9), except
+a listed Profile that does not parse: it denies (§4.3, "missing profile").
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+
+from datastore.policy import (GlobalNetworkPolicy, PolicyError, Profile, policy_from_resource,
+                              profile_from_resource)
+from datastore.resources import PREFIX, Resource
+
+LOG = logging.getLogger(__name__)
+
+WEP_PREFIX = PREFIX + "workloadendpoints/"
+PROFILE_PREFIX = PREFIX + "profiles/"
+POLICY_PREFIX = PREFIX + "globalnetworkpolicies/"
+PREFIXES = (WEP_PREFIX, PROFILE_PREFIX, POLICY_PREFIX)
+# Felix drops these from an endpoint's own labels (calico-policy.md §3.6).
+_DROPPED_LABEL_PREFIXES = ("pcns.", "pcsa.")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A workload endpoint as policy sees it."""
+
+    key: str
+    node: str
+    interface: str
+    addresses: tuple[str, ...]  # "10.65.0.3", "fd00::3": ipNetworks without prefix
+    labels: tuple[tuple[str, str], ...]  # its own, sorted
+    profiles: tuple[str, ...]
+
+    @classmethod
+    def from_resource(cls, key: str, res: Resource) -> "Endpoint":
+        spec = res.spec
+        labels = {k: str(v) for k, v in (res.metadata.get("labels") or {}).items()
+                  if not k.startswith(_DROPPED_LABEL_PREFIXES)}
+        return cls(key, spec.get("node") or "", spec.get("interfaceName") or "",
+                   tuple(_address(n) for n in spec.get("ipNetworks") or ()),
+                   tuple(sorted(labels.items())), tuple(spec.get("profiles") or ()))
+
+
+# A listed profile that exists but cannot be enforced: it denies everything.
+INVALID = object()
+
+
+class PolicyState:
+    def __init__(self):
+        self.endpoints: dict[str, Endpoint] = {}
+        self.profiles: dict[str, Profile | object] = {}  # name -> Profile or INVALID
+        self.policies: dict[str, GlobalNetworkPolicy] = {}  # stored name -> policy
+
+    def apply(self, key: str, value: bytes | None) -> str | None:
+        """Record one key; returns what changed ("endpoint", "profile",
+        "policy") or None when the key is not one policy reads."""
+        if key.startswith(WEP_PREFIX):
+            if value is None:
+                self.endpoints.pop(key, None)
+            else:
+                endpoint = _parse(key, value, Endpoint.from_resource)
+                if endpoint is None:
+                    self.endpoints.pop(key, None)
+                else:
+                    self.endpoints[key] = endpoint
+            return "endpoint"
+        if key.startswith(PROFILE_PREFIX):
+            name = key[len(PROFILE_PREFIX):]
+            if value is None:
+                self.profiles.pop(name, None)
+            else:
+                profile = _parse(key, value, lambda _, res: profile_from_resource(res))
+                self.profiles[name] = INVALID if profile is None else profile
+            return "profile"
+        if key.startswith(POLICY_PREFIX):
+            name = key[len(POLICY_PREFIX):]
+            policy = None if value is None else \
+                _parse(key, value, lambda _, res: policy_from_resource(res))
+            if policy is None:
+                self.policies.pop(name, None)
+            else:
+                self.policies[name] = policy
+            return "policy"
+        return None
+
+    def labels_of(self, endpoint: Endpoint) -> dict[str, str]:
+        """Own labels, then each profile's labelsToApply in order; the first
+        to set a key wins (calico-policy.md §3.6)."""
+        labels = dict(endpoint.labels)
+        for name in endpoint.profiles:
+            profile = self.profiles.get(name)
+            if isinstance(profile, Profile):
+                for k, v in profile.labels_to_apply.items():
+                    labels.setdefault(k, v)
+        return labels
+
+    def local_endpoints(self, node: str) -> list[Endpoint]:
+        return sorted((e for e in self.endpoints.values() if e.node == node and e.interface),
+                      key=lambda e: e.interface)
+
+
+def _parse(key, value, build):
+    try:
+        return build(key, Resource.from_dict(json.loads(value)))
+    except PolicyError as exc:
+        LOG.warning("not enforcing %s: %s", key, exc)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        LOG.warning("ignoring unreadable %s: %s", key, exc)
+    return None
+
+
+def _address(network: str) -> str:
+    return str(network).split("/")[0]
