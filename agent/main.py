@@ -9,6 +9,7 @@ from netaddr import IPNetwork
 
 from agent import autodetect, node
 from agent.liveness import Heartbeat
+from agent.policy.engine import PolicyEngine, remove_policy
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings, parse_ip_setting
 from agent.watch import RETRY_DELAYS, Syncer
@@ -42,12 +43,21 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
         heartbeat = Heartbeat(etcd, settings.nodename, str(address),
                               settings.heartbeat_interval).start()
         reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval)
-        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop)
+        policy = PolicyEngine(settings.nodename, settings.policy_status_path,
+                              settings.resync_interval) if settings.policy else None
+        if policy is None:
+            remove_policy()  # left by an earlier run with policy on
+        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop,
+                        views=(policy,) if policy else ())
         # A daemon thread: a watch may hang for its idle timeout, and stopping
         # must not wait for it.
-        threading.Thread(target=syncer.run, name="syncer", daemon=True).start()
+        thread = threading.Thread(target=syncer.run, name="syncer", daemon=True)
+        thread.start()
         stop.wait()
         heartbeat.stop()
+        if policy is not None:
+            thread.join(1.0)  # let a sync in progress finish its nft write
+            policy.stop()
         LOG.info("node agent stopped; routes are left in place")
     finally:
         etcd.close()

@@ -25,6 +25,14 @@ class AgentSettings:
     # Full kernel resync even without etcd changes (repairs routes someone
     # deleted, picks up interfaces that came up later).
     resync_interval: float = 30.0
+    # Enforce Profiles and GlobalNetworkPolicies (off: Felix does it).
+    policy: bool = True
+    # Where the agent leaves files for `calico-libnetwork status`.
+    run_dir: str = "/run/calico-libnetwork"
+
+    @property
+    def policy_status_path(self) -> str:
+        return f"{self.run_dir}/policy-{self.nodename}.json"
 
 
 def parse_ip_setting(text: str) -> IPNetwork:

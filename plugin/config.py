@@ -100,7 +100,10 @@ class Config:
             nodename=nodename,
             etcd=etcd,
             driver=driver,
-            agent=AgentSettings(nodename=nodename, etcd=etcd, **_node_address(env)),
+            agent=AgentSettings(
+                nodename=nodename, etcd=etcd, **_node_address(env),
+                policy=_bool(env, "CALICO_LIBNETWORK_POLICY", True),
+                run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),
         )

@@ -11,6 +11,7 @@ Selector matches become named sets of addresses (s4_<id>, s6_<id>), whose
 members the engine keeps up to date without touching the rules.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 
 from agent.policy.state import Endpoint, PolicyState
@@ -25,7 +26,9 @@ NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
 LOG_PREFIX = "calico-packet: "
 VXLAN_PORT = 4789
 DIRECTIONS = ("Ingress", "Egress")
+_MAX_NAME = 255
 _FAMILY = {4: ("ipv4", "ip", "icmp"), 6: ("ipv6", "ip6", "icmpv6")}
+_VERSION = {"ip": 4, "ip6": 6}
 _ACTIONS = {
     "Allow": f"meta mark set meta mark | {ACCEPT_MARK:#x} return",
     "Pass": f"meta mark set meta mark | {PASS_MARK:#x} return",
@@ -46,6 +49,14 @@ class Chains:
     @property
     def rule_count(self) -> int:
         return sum(len(r) for r in self.rules.values())
+
+
+def chain_name(prefix: str, name: str) -> str:
+    """prefix + name, or a hash of the name where that passes nftables'
+    limit of 255 characters (Calico names may be 253 long)."""
+    if len(prefix) + len(name) <= _MAX_NAME:
+        return prefix + name
+    return prefix + hashlib.sha256(name.encode()).hexdigest()
 
 
 def set_name(selector: Selector, family: int) -> str:
@@ -79,7 +90,7 @@ class _Selection:
         key = (frozenset(labels.items()), direction)
         if key not in self._memo:
             self._memo[key] = [p for p in self._sorted
-                               if direction in p.types and p.selector.evaluate(labels)]
+                               if p.governs(direction) and p.selector.evaluate(labels)]
         return self._memo[key]
 
 
@@ -90,8 +101,8 @@ def _endpoint_chain(chains: Chains, state: PolicyState, endpoint: Endpoint, dire
     if not inbound:  # no VXLAN from workloads (Felix's default)
         yield f"udp dport {VXLAN_PORT} drop"
     for policy in policies:
-        chain = ("pi-" if inbound else "po-") + policy.name
-        _add_rule_chain(chains, chain, policy.ingress if inbound else policy.egress)
+        chain = chain_name("pi-" if inbound else "po-", policy.name)
+        _add_rule_chain(chains, chain, policy.rules(direction))
         yield f"{NOT_PASSED} jump {chain}"
         yield f"{ACCEPTED} return"
     if policies:
@@ -101,8 +112,8 @@ def _endpoint_chain(chains: Chains, state: PolicyState, endpoint: Endpoint, dire
         if not isinstance(profile, Profile):
             yield "drop"  # a missing or invalid profile denies (§4.3)
             return
-        chain = ("pri-" if inbound else "pro-") + name
-        _add_rule_chain(chains, chain, profile.ingress if inbound else profile.egress)
+        chain = chain_name("pri-" if inbound else "pro-", name)
+        _add_rule_chain(chains, chain, profile.rules(direction))
         yield f"jump {chain}"
         yield f"{ACCEPTED} return"
     yield "drop"
@@ -113,9 +124,12 @@ def _add_rule_chain(chains: Chains, name: str, rules) -> None:
         chains.rules[name] = tuple(line for rule in rules for line in render_rule(chains, rule))
 
 
-def render_rule(chains: Chains, rule: Rule):
+def render_rule(chains: Chains, calico_rule: Rule):
     """nft rules for one Calico rule: one per IP family it applies to."""
-    for family in rule.families():
+    for family in (4, 6):
+        rule = calico_rule.for_family(family)  # with the nets of that family only
+        if rule is None:
+            continue
         nfproto, ip, icmp = _FAMILY[family]
         parts = [f"meta nfproto {nfproto}"]
         if rule.protocol is not None:
@@ -127,24 +141,22 @@ def render_rule(chains: Chains, rule: Rule):
         if rule.not_icmp is not None:
             parts.append(_icmp(icmp, rule.not_icmp, negate=True))
         for side, entity in (("saddr", rule.source), ("daddr", rule.destination)):
-            parts.extend(_entity(chains, entity, family, ip, side))
+            parts.extend(_entity(chains, entity, ip, side))
         parts.append(_ACTIONS[rule.action])
         yield " ".join(parts)
 
 
-def _entity(chains: Chains, entity: EntityRule, family: int, ip: str, side: str):
-    nets = [str(n) for n in entity.nets if n.version == family]
-    not_nets = [str(n) for n in entity.not_nets if n.version == family]
-    if nets:
-        yield f"{ip} {side} {_anonymous(nets)}"
-    if not_nets:
-        yield f"{ip} {side} != {_anonymous(not_nets)}"
+def _entity(chains: Chains, entity: EntityRule, ip: str, side: str):
+    if entity.nets:
+        yield f"{ip} {side} {_anonymous([str(n) for n in entity.nets])}"
+    if entity.not_nets:
+        yield f"{ip} {side} != {_anonymous([str(n) for n in entity.not_nets])}"
     if entity.selector is not None:
         chains.selectors.add(entity.selector)
-        yield f"{ip} {side} @{set_name(entity.selector, family)}"
+        yield f"{ip} {side} @{set_name(entity.selector, _VERSION[ip])}"
     if entity.not_selector is not None:
         chains.selectors.add(entity.not_selector)
-        yield f"{ip} {side} != @{set_name(entity.not_selector, family)}"
+        yield f"{ip} {side} != @{set_name(entity.not_selector, _VERSION[ip])}"
     port = "sport" if side == "saddr" else "dport"
     if entity.ports:
         yield f"th {port} {_anonymous(_port_list(entity.ports))}"

@@ -107,15 +107,7 @@ class PolicyEngine:
 
     def stop(self) -> None:
         """Remove our table and status: the host as it was without us."""
-        try:
-            self.nft.remove()
-        except KernelError as exc:
-            LOG.error("could not remove the policy table: %s", exc)
-        try:
-            os.unlink(self.status_path)
-        except FileNotFoundError:
-            pass
-        LOG.info("policy table removed")
+        remove_policy(self.status_path)
 
     def _local(self, endpoint) -> bool:
         return endpoint is not None and endpoint.node == self.nodename
@@ -137,3 +129,19 @@ class PolicyEngine:
         with open(tmp, "w") as f:
             json.dump(status, f)
         os.replace(tmp, self.status_path)
+
+
+def remove_policy(status_path: str | None = None) -> None:
+    """Delete our table and status file if present; never raises."""
+    nft = Nftables()
+    if nft.available():
+        try:
+            nft.remove()
+            LOG.info("policy table removed")
+        except KernelError as exc:
+            LOG.error("could not remove the policy table: %s", exc)
+    if status_path:
+        try:
+            os.unlink(status_path)
+        except FileNotFoundError:
+            pass
