@@ -28,6 +28,7 @@ PLURALS = {
     "Node": "nodes",
     "WorkloadEndpoint": "workloadendpoints",
     "Profile": "profiles",
+    "GlobalNetworkPolicy": "globalnetworkpolicies",
     "ClusterInformation": "clusterinformations",
     "FelixConfiguration": "felixconfigurations",
     "BGPConfiguration": "bgpconfigurations",

@@ -16,6 +16,7 @@ _SHORT = {
     "Node": ("no", "nos"),
     "WorkloadEndpoint": ("wep", "weps"),
     "Profile": ("pro", "pros"),
+    "GlobalNetworkPolicy": ("gnp", "gnps"),
     "ClusterInformation": ("clusterinfo", "clusterinfos"),
     "FelixConfiguration": ("felixconfig", "felixconfigs"),
     "BGPConfiguration": ("bgpconfig", "bgpconfigs"),
