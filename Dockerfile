@@ -13,12 +13,13 @@
 #   * what scripts/build-plugin.sh prepares (no network needed at build time):
 #       wheels/  `pip wheel` of this project and its pinned dependencies, made
 #                for the base's Python (3.11) on the build host
-#       debs/    iptables and the Debian packages it needs (`apt-get download`
-#                on a Debian 12 build host); only those the base lacks are
-#                installed. The plugin calls iptables to accept cali traffic
-#                in FORWARD (dockerd's policy there is DROP).
+#       debs/    iptables, nftables and the Debian packages they need
+#                (`apt-get download` on a Debian 12 build host); only those the
+#                base lacks are installed. The plugin calls iptables to accept
+#                cali traffic in FORWARD (dockerd's policy there is DROP), and
+#                the node agent enforces policy with nft.
 #   * or the repository root (.dockerignore keeps it small): wheels are then
-#     built here from PyPI, and iptables comes from the base's apt mirror.
+#     built here from PyPI, and iptables and nftables come from the base's apt mirror.
 #
 # iproute2 is not installed: the plugin uses netlink through pyroute2.
 
@@ -48,13 +49,13 @@ COPY --from=build /debs /tmp/debs
 RUN set -eu; \
     if ls /tmp/debs/*.deb >/dev/null 2>&1; then \
         dpkg -i /tmp/debs/*.deb >/dev/null; \
-    elif ! command -v iptables >/dev/null; then \
+    elif ! command -v iptables >/dev/null || ! command -v nft >/dev/null; then \
         apt-get update -qq; \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables nftables >/dev/null; \
         rm -rf /var/lib/apt/lists/*; \
     fi; \
     rm -rf /tmp/debs /var/cache/debconf/*-old /var/lib/dpkg/*-old; \
-    command -v iptables >/dev/null; \
+    command -v iptables >/dev/null; command -v nft >/dev/null; \
     mkdir -p /run/docker/plugins
 COPY --from=build /opt/calico-libnetwork /opt/calico-libnetwork
 # A managed plugin runs with PATH=/usr/local/sbin:/usr/local/bin:... and the

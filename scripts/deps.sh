@@ -7,7 +7,7 @@
 _calico_deps() (  # a subshell: when sourced, set -e, cd and variables stay in here
     set -euo pipefail
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
-    packages=(docker.io etcd-server etcd-client busybox-static iptables iproute2 python3-venv debootstrap)
+    packages=(docker.io etcd-server etcd-client busybox-static iptables nftables iproute2 python3-venv debootstrap)
     missing=()
     for pkg in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \

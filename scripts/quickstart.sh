@@ -56,7 +56,7 @@ fi
 say "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq docker.io etcd-server etcd-client iptables iproute2 python3-venv >/dev/null
+apt-get install -y -qq docker.io etcd-server etcd-client iptables nftables iproute2 python3-venv >/dev/null
 
 say "installing calico-libnetwork into $PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
