@@ -249,3 +249,15 @@ def test_workload_endpoints_and_namespaces(cli, resources):
     assert one.json()["metadata"]["namespace"] == "other"
     assert cli("delete", "wep", "host1-libnetwork-libnetwork-ep1", "-n", "other").code == 0
     assert resources.list("WorkloadEndpoint", "other") == []
+
+
+def test_port_ranges_are_not_base_60_numbers(cli, resources):
+    # YAML 1.1 reads an unquoted 22:59 as 22*60+59; calicoctl reads a range.
+    manifest = ("apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: ssh}\n"
+                "spec:\n  ingress:\n  - action: Allow\n    protocol: TCP\n"
+                "    destination: {ports: [22:59, 80, '100:200']}\n")
+    assert cli("apply", "-f", "-", stdin=manifest).code == 0
+    ports = resources.get("Profile", "ssh").spec["ingress"][0]["destination"]["ports"]
+    assert ports == ["22:59", 80, "100:200"]
+    shown = cli("get", "profile", "ssh", "-o", "yaml").out
+    assert "- '22:59'" in shown  # quoted, so it reads back the same
