@@ -1,8 +1,10 @@
 """calicoctl's resource manager: get, list, create, apply and delete any kind.
 
 IP pools go through ipam.pools, so they get its validation, defaults,
-overlap refusal, Felix side effect and calicoctl's delete; the other kinds go
-straight to the datastore.  A GlobalNetworkPolicy is found
+overlap refusal, Felix side effect and calicoctl's delete; Profiles and
+GlobalNetworkPolicies through datastore.policy, so that only what the agent
+enforces is stored (checked(), for every object before any is written); the
+other kinds go straight to the datastore.  A GlobalNetworkPolicy is found
 under its stored name, default.<name>.  apply keeps the stored uid and
 creationTimestamp, writes nothing when nothing changed, and with a
 resourceVersion in the manifest only overwrites that revision (as calicoctl
@@ -10,15 +12,17 @@ apply does).
 """
 
 import copy
+import sys
 
 from agent import node
+from datastore import policy
 from datastore.errors import ResourceAlreadyExists
 from datastore.resources import Resource, Resources, valid_name
 from ipam import pools
 from ipam.errors import InvalidPool, PoolInUse
 from ipam.pools import Pool
 from plugin.cli.errors import CommandError
-from plugin.cli.kinds import namespaced, plural, shown_name, stored_name
+from plugin.cli.kinds import namespaced, plural, shown, shown_name, stored_name
 from plugin.cli.output import Outcome
 
 _IDENTITY = ("uid", "creationTimestamp")
@@ -93,6 +97,22 @@ class ResourceManager:
             if not valid_name(stored) or not self.resources.delete(kind, stored, namespace):
                 raise _not_found(kind, name, namespace)
         return Outcome("deleted", kind, shown_name(kind, name), namespace)
+
+
+def checked(objects: list[Resource]) -> list[Resource]:
+    """The objects of a manifest as they are to be written, all checked
+    before the first is: a Profile or GlobalNetworkPolicy this plugin would not
+    enforce is refused with the field it names (a GlobalNetworkPolicy comes
+    back named default.<name>, `types` filled in).  Warnings about legal
+    objects that are probably not meant go to stderr."""
+    try:
+        out = [policy.validate_resource(res) for res in objects]
+    except policy.PolicyError as exc:
+        raise CommandError(str(exc)) from None
+    for res in out:
+        for warning in policy.policy_warnings(shown(res)):
+            print(f"calico-libnetwork: warning: {warning}", file=sys.stderr)
+    return out
 
 
 def _pool(res: Resource) -> Pool:
