@@ -103,12 +103,16 @@ def checked(objects: list[Resource]) -> list[Resource]:
     """The objects of a manifest as they are to be written, all checked
     before the first is: a Profile or GlobalNetworkPolicy this plugin would not
     enforce is refused with the field it names (a GlobalNetworkPolicy comes
-    back named default.<name>, `types` filled in).  Warnings about legal
-    objects that are probably not meant go to stderr."""
+    back named default.<name>, `types` filled in), and so is an IP pool that
+    fails the checks needing no datastore.  Warnings about legal objects that
+    are probably not meant go to stderr."""
     try:
         out = [policy.validate_resource(res) for res in objects]
     except policy.PolicyError as exc:
         raise CommandError(str(exc)) from None
+    for res in out:
+        if res.kind == "IPPool":
+            pools.validate(_pool(res))
     for res in out:
         for warning in policy.policy_warnings(shown(res)):
             print(f"calico-libnetwork: warning: {warning}", file=sys.stderr)

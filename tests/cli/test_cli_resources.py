@@ -174,6 +174,16 @@ def test_manifest_errors(cli, resources, manifest, message):
     assert resources.list("IPPool") == [] and resources.list("Profile") == []
 
 
+def test_every_object_checked_before_any_is_written(cli, resources):
+    bad_pool = V3_MANIFEST.split("---")[0].replace("pool-a", "pool-z").replace(
+        "natOutgoing: true", "blockSize: 33")
+    result = cli("apply", "-f", "-", stdin=V3_MANIFEST + "---" + bad_pool)
+    assert result.code == 1
+    no_traceback(result)
+    assert "blockSize 33 is out of range" in result.err and result.out == ""
+    assert resources.list("IPPool") == [] and resources.list("Profile") == []
+
+
 def test_missing_file(cli, tmp_path):
     result = cli("apply", "-f", tmp_path / "nope.yaml")
     assert result.code == 1
