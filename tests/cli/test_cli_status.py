@@ -164,3 +164,10 @@ def test_policy_off(cli, tmp_path, monkeypatch):
                                     "enforces policy)")
     assert cli("status", "--plugin-dir", tmp_path, "-o", "json").json()["policy"] == {
         "enabled": False}
+
+
+def test_policy_status_unreadable(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    (tmp_path / f"policy-{NODE}.json").write_text("{half")
+    line = _policy_line(cli("status", "--plugin-dir", tmp_path))
+    assert line.startswith(f"Policy: unknown (cannot read {tmp_path}/policy-{NODE}.json: ")
