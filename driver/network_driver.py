@@ -35,6 +35,10 @@ OPT_IPV6 = OPT_PREFIX + "enable_ipv6"
 OPT_IPV4 = OPT_PREFIX + "enable_ipv4"
 OPT_GENERIC = OPT_PREFIX + "generic"
 NAME_LEARN_SECONDS = 30.0
+IPV6_ONLY_REFUSED = (
+    "Calico networks need IPv4: this plugin routes only IPv4 between hosts, so the "
+    "containers of an IPv6-only network (--ipv4=false) could not reach each other across "
+    "hosts. Create the network without --ipv4=false (add --ipv6 for IPv4 and IPv6).")
 _CACHE_LIMIT = 4096
 
 
@@ -57,7 +61,16 @@ class NetworkDriver:
     def get_capabilities(self):
         # Scope local: dockerd refuses global-scope remote drivers without a
         # cluster store (removed in Docker 23).  Hosts share networks by name.
-        return {"Scope": "local", "ConnectivityScope": "global"}
+        # GwAllocChecker (Docker >= 28; older ones ignore it): see gw_alloc_check.
+        return {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
+
+    def gw_alloc_check(self, options):
+        """Docker >= 28, before any IPAM call of `docker network create`, with
+        CreateNetwork's Options: Calico containers use 169.254.1.1 and fe80::1
+        as gateways, so dockerd must reserve no gateway address in the pool.
+        What CreateNetwork would refuse is refused here, before IPAM is asked."""
+        _check_options(options)
+        return {"SkipIPv4": True, "SkipIPv6": True}
 
     def endpoint_oper_info(self, network_id, endpoint_id):
         return {"Value": {}}
@@ -85,7 +98,7 @@ class NetworkDriver:
     def create_network(self, network_id, options, ipv4_data, ipv6_data):
         _check_options(options)
         if not ipv4_data:
-            raise DriverError("Calico networks need IPv4; do not use --ipv4=false")
+            raise UnsupportedOption(IPV6_ONLY_REFUSED)
         for data in ipv4_data:
             if data["Gateway"] != CALICO_IPAM_GATEWAYS[4]:
                 raise NotCalicoIpam("Non-Calico IPAM driver is used. Use "
@@ -321,13 +334,11 @@ def _remember(cache: dict, key, value):
 
 def _check_options(options):
     """Refuse what Calico cannot honour, naming the flags (Calico's texts)."""
+    if options.get(OPT_IPV4) is False:  # Docker >= 28: --ipv4=false
+        raise UnsupportedOption(IPV6_ONLY_REFUSED)
     refused = []
     for key, value in sorted(options.items()):
-        if key in (OPT_IPV6,):
-            continue
-        if key == OPT_IPV4:
-            if value is False:
-                refused.append("--ipv4=false")
+        if key in (OPT_IPV4, OPT_IPV6):
             continue
         if isinstance(value, bool):
             if value:

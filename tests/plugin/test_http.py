@@ -35,7 +35,7 @@ def create_network_body(**overrides):
 def test_activate_and_capabilities(client):
     assert call(client, "Plugin.Activate") == (200, {"Implements": ["NetworkDriver", "IpamDriver"]})
     assert call(client, "NetworkDriver.GetCapabilities") == (
-        200, {"Scope": "local", "ConnectivityScope": "global"})
+        200, {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True})
     status, body = call(client, "IpamDriver.GetDefaultAddressSpaces")
     assert status == 200
     assert body == {"LocalDefaultAddressSpace": "CalicoLocalAddressSpace",
