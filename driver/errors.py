@@ -15,3 +15,7 @@ class NotCalicoIpam(DriverError):
 
 class UnknownEndpoint(DriverError):
     pass
+
+
+class DockerUnavailable(DriverError):
+    """dockerd did not answer one of the plugin's questions (the message says why)."""

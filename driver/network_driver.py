@@ -18,7 +18,8 @@ from datastore.resources import Resource, Resources
 from driver import dataplane
 from driver import endpoints as ep
 from driver.docker_api import DockerApi
-from driver.errors import DriverError, NotCalicoIpam, UnknownEndpoint, UnsupportedOption
+from driver.errors import (DockerUnavailable, DriverError, NotCalicoIpam, UnknownEndpoint,
+                           UnsupportedOption)
 from driver.networks import Network, Networks
 from driver.reaper import LinkReaper
 from driver.sandboxes import Sandboxes
@@ -124,18 +125,22 @@ class NetworkDriver:
     def _learn_name(self, network_id):
         deadline = time.monotonic() + NAME_LEARN_SECONDS
         delay = 0.05
+        failure = None
         while time.monotonic() < deadline:
-            name = self.docker.network_name(network_id)
-            if name:
-                try:
-                    self.networks.set_name(network_id, name)
-                except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
-                    LOG.warning("could not record the name of network %s", network_id[:12])
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        LOG.warning("dockerd never showed network %s; its profile will be named "
-                    "when an endpoint is created", network_id[:12])
+            try:
+                name = self.docker.network_name(network_id)
+            except DockerUnavailable as exc:
+                failure = exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            try:
+                self.networks.set_name(network_id, name)
+            except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
+                LOG.warning("could not record the name of network %s", network_id[:12])
+            return
+        LOG.warning("dockerd never showed network %s (%s); its profile will be named "
+                    "when an endpoint is created", network_id[:12], failure)
 
     def delete_network(self, network_id):
         network = self.networks.get(network_id)
@@ -161,8 +166,11 @@ class NetworkDriver:
                               ipv6=bool(interface["AddressIPv6"]))
             self.networks.add(network)
         if network.name is None:
-            name = self.docker.network_name(network_id)
-            if name:
+            try:
+                name = self.docker.network_name(network_id)
+            except DockerUnavailable as exc:
+                LOG.warning("%s", exc)
+            else:
                 network = self.networks.set_name(network_id, name) or network
         if network.name is not None:
             _remember(self._named_networks, network_id, network)

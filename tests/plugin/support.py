@@ -4,6 +4,7 @@ over the real domain objects and a real etcd, and dockerd stand-ins."""
 import json
 
 from datastore.resources import Resources
+from driver.errors import DockerUnavailable
 from driver.network_driver import NetworkDriver
 from driver.settings import DriverSettings
 from ipam.allocator import Ipam
@@ -17,7 +18,7 @@ class NoDocker:
     """dockerd is not part of these tests: names stay unknown."""
 
     def network_name(self, network_id):
-        return None
+        raise DockerUnavailable("cannot reach dockerd at unix:///nowhere (not in these tests)")
 
     def endpoint_container_labels(self, network_id, endpoint_id):
         return None
