@@ -19,3 +19,7 @@ class UnknownEndpoint(DriverError):
 
 class DockerUnavailable(DriverError):
     """dockerd did not answer one of the plugin's questions (the message says why)."""
+
+
+class NetworkNameUnknown(DriverError):
+    """An endpoint's network has no known name, and Calico names its profile after it."""

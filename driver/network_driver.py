@@ -10,6 +10,7 @@ DeleteEndpoint undo it.  Every step is safe to replay.
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import netaddr
 
@@ -18,8 +19,8 @@ from datastore.resources import Resource, Resources
 from driver import dataplane
 from driver import endpoints as ep
 from driver.docker_api import DockerApi
-from driver.errors import (DockerUnavailable, DriverError, NotCalicoIpam, UnknownEndpoint,
-                           UnsupportedOption)
+from driver.errors import (DockerUnavailable, DriverError, NetworkNameUnknown, NotCalicoIpam,
+                           UnknownEndpoint, UnsupportedOption)
 from driver.networks import Network, Networks
 from driver.reaper import LinkReaper
 from driver.sandboxes import Sandboxes
@@ -35,7 +36,10 @@ OPT_PREFIX = "com.docker.network."
 OPT_IPV6 = OPT_PREFIX + "enable_ipv6"
 OPT_IPV4 = OPT_PREFIX + "enable_ipv4"
 OPT_GENERIC = OPT_PREFIX + "generic"
+# How long dockerd may take to show a new network (CreateNetwork's learning),
+# and how long CreateEndpoint waits for that learning before asking itself.
 NAME_LEARN_SECONDS = 30.0
+NAME_WAIT_SECONDS = 2.0
 IPV6_ONLY_REFUSED = (
     "Calico networks need IPv4: this plugin routes only IPv4 between hosts, so the "
     "containers of an IPv6-only network (--ipv4=false) could not reach each other across "
@@ -56,6 +60,7 @@ class NetworkDriver:
         self._named_networks = {}  # network id -> Network whose name is known
         self._profiles = set()  # profiles this process created or saw exist
         self._weps = {}  # endpoint id -> WorkloadEndpoint as last written
+        self._learning = {}  # network id -> Event set when its name learning ends
 
     # -- capabilities and no-ops ---------------------------------------
 
@@ -118,29 +123,39 @@ class NetworkDriver:
         self.networks.add(network)
         # dockerd stores the network (and so knows its name) only after this
         # call returns: learn the name in the background.
-        threading.Thread(target=self._learn_name, args=(network_id,), daemon=True,
+        learned = threading.Event()
+        with _CACHE_LOCK:
+            self._learning[network_id] = learned
+        threading.Thread(target=self._learn_name, args=(network_id, learned), daemon=True,
                          name=f"learn-name-{network_id[:12]}").start()
         return {}
 
-    def _learn_name(self, network_id):
+    def _learn_name(self, network_id, learned):
+        """Ask dockerd for the network's name until it shows the network, and
+        record the name in etcd; `learned` is set when this ends."""
         deadline = time.monotonic() + NAME_LEARN_SECONDS
         delay = 0.05
         failure = None
-        while time.monotonic() < deadline:
-            try:
-                name = self.docker.network_name(network_id)
-            except DockerUnavailable as exc:
-                failure = exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            try:
-                self.networks.set_name(network_id, name)
-            except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
-                LOG.warning("could not record the name of network %s", network_id[:12])
-            return
-        LOG.warning("dockerd never showed network %s (%s); its profile will be named "
-                    "when an endpoint is created", network_id[:12], failure)
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    name = self.docker.network_name(network_id)
+                except DockerUnavailable as exc:
+                    failure = exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                try:
+                    self.networks.set_name(network_id, name)
+                except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
+                    LOG.warning("could not record the name of network %s", network_id[:12])
+                return
+            LOG.warning("dockerd never showed network %s (%s); its endpoints are refused "
+                        "until dockerd tells its name", network_id[:12], failure)
+        finally:
+            with _CACHE_LOCK:
+                self._learning.pop(network_id, None)
+            learned.set()
 
     def delete_network(self, network_id):
         network = self.networks.get(network_id)
@@ -154,27 +169,49 @@ class NetworkDriver:
         return {}
 
     def _network(self, network_id, interface) -> Network:
-        """The network's record; a NetworkID we never saw is recorded now
-        (its CreateNetwork went to another etcd, or the record was lost)."""
+        """The network's record, named when profiles are made; a NetworkID we
+        never saw is recorded now (its CreateNetwork went to another etcd, or
+        the record was lost).
+
+        The name normally comes from etcd, where CreateNetwork's learning put
+        it: dockerd restarting its --restart=always containers calls
+        CreateEndpoint before it serves its API, and finds the name there.
+        Raises NetworkNameUnknown, having written nothing, when the name is
+        needed and neither etcd nor dockerd can tell it."""
         if network_id in self._named_networks:
             return self._named_networks[network_id]
         network = self.networks.get(network_id)
-        if network is None:
-            LOG.warning("network %s was not created through this plugin's datastore; "
-                        "recording it now", network_id[:12])
-            network = Network(id=network_id, node=self.settings.nodename,
-                              ipv6=bool(interface["AddressIPv6"]))
-            self.networks.add(network)
-        if network.name is None:
-            try:
-                name = self.docker.network_name(network_id)
-            except DockerUnavailable as exc:
-                LOG.warning("%s", exc)
-            else:
-                network = self.networks.set_name(network_id, name) or network
+        if network is None or network.name is None:
+            name = self._network_name(network_id) if self.settings.create_profiles else None
+            if network is None:
+                LOG.warning("network %s was not created through this plugin's datastore; "
+                            "recording it now", network_id[:12])
+                network = Network(id=network_id, node=self.settings.nodename,
+                                  ipv6=bool(interface["AddressIPv6"]), name=name)
+                self.networks.add(network)
+            elif name is not None:
+                network = self.networks.set_name(network_id, name) or replace(network, name=name)
         if network.name is not None:
             _remember(self._named_networks, network_id, network)
         return network
+
+    def _network_name(self, network_id) -> str:
+        """The name CreateNetwork's learning records, waited for a short
+        while; else dockerd's answer to one question, within its timeout."""
+        learning = self._learning.get(network_id)
+        if learning is not None and learning.wait(NAME_WAIT_SECONDS):
+            network = self.networks.get(network_id)
+            if network is not None and network.name is not None:
+                return network.name
+        try:
+            return self.docker.network_name(network_id)
+        except DockerUnavailable as exc:
+            raise NetworkNameUnknown(
+                f"cannot create an endpoint on network {network_id[:12]}: its name is "
+                "unknown, and Calico names the network's profile, which isolates the network "
+                f"on every host, after it. {exc}. Make DOCKER_HOST reach this host's dockerd "
+                "(a managed plugin needs /var/run/docker.sock mounted), then start the "
+                "container again") from exc
 
     # -- endpoints -----------------------------------------------------
 
@@ -183,10 +220,7 @@ class NetworkDriver:
         network = self._network(network_id, interface)
         profiles = []
         if self.settings.create_profiles:
-            if network.name is None:
-                LOG.warning("name of network %s unknown (dockerd did not answer); "
-                            "using its id as the profile name", network_id[:12])
-            profile = ep.profile_name(network.name or network_id)
+            profile = ep.profile_name(network.name)
             self._ensure_profile(profile)
             profiles = [profile]
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")

@@ -180,7 +180,8 @@ def test_create_endpoint_writes_workload_endpoint_and_profile(store):
     assert all_keys(store) == set()
 
 
-def test_user_mac_is_kept_and_not_returned(client, store):
+def test_user_mac_is_kept_and_not_returned(store):
+    client = make_client(store, docker=NamedDocker())
     call(client, "NetworkDriver.CreateNetwork", create_network_body())
     status, body = call(client, "NetworkDriver.CreateEndpoint",
                         endpoint_body(MacAddress="00:22:33:44:55:66"))
@@ -203,7 +204,8 @@ def test_endpoint_without_address_is_refused(client, store):
     assert store.get(WEP_KEY) is None
 
 
-def test_endpoint_on_a_network_never_seen_still_works(client, store):
+def test_endpoint_on_a_network_never_seen_still_works(store):
+    client = make_client(store, docker=NamedDocker())
     assert call(client, "NetworkDriver.CreateEndpoint", endpoint_body())[0] == 200
     assert store.get(WEP_KEY) is not None
     assert store.get(f"/calico/libnetwork/v1/networks/{NET}") is not None
