@@ -36,6 +36,7 @@ OPT_PREFIX = "com.docker.network."
 OPT_IPV6 = OPT_PREFIX + "enable_ipv6"
 OPT_IPV4 = OPT_PREFIX + "enable_ipv4"
 OPT_GENERIC = OPT_PREFIX + "generic"
+OPT_IFNAME = OPT_PREFIX + "endpoint.ifname"  # Docker >= 28
 # How long dockerd may take to show a new network (CreateNetwork's learning),
 # and how long CreateEndpoint waits for that learning before asking itself.
 NAME_LEARN_SECONDS = 30.0
@@ -216,8 +217,16 @@ class NetworkDriver:
     # -- endpoints -----------------------------------------------------
 
     def create_endpoint(self, network_id, endpoint_id, interface, options):
+        # Options need nothing from Calico: dockerd applies endpoint.sysctls
+        # (Docker >= 27) to the interface itself once it moved it, and never
+        # applies endpoint.ifname (Docker >= 28) for a remote driver; the MAC
+        # is Interface.MacAddress (endpoint.macaddress is the same, base64).
         ip_networks = _endpoint_addresses(interface)
         network = self._network(network_id, interface)
+        if options.get(OPT_IFNAME):
+            LOG.info("endpoint %s asks for interface name %r, which dockerd does not apply "
+                     "for remote drivers; it names the interface %s<n>", endpoint_id[:12],
+                     options[OPT_IFNAME], self.settings.ifprefix)
         profiles = []
         if self.settings.create_profiles:
             profile = ep.profile_name(network.name)
