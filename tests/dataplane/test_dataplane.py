@@ -2,10 +2,11 @@
 
 Nothing here touches the namespace pytest runs in: each test makes a "host"
 namespace (with a lab interface, address and default route, as a Docker host
-has) and runs the dataplane functions in a child forked into it, so netlink
-and /proc/sys both act on that namespace. Docker's part of Join (move the
-temp end into the container, rename it cali0, set the MAC, address and
-routes) is emulated with `ip`.
+has; or without a default route, as on an air-gapped site) and runs the
+dataplane functions in a child forked into it, so netlink and /proc/sys both
+act on that namespace. Docker's part of Join (move the temp end into the
+container, rename it cali0, set the MAC, address and routes) is emulated
+with `ip`.
 """
 
 import itertools
@@ -62,6 +63,11 @@ def read_sysctl(key):
         return f.read().strip()
 
 
+def write_sysctl(key, value):
+    with open(f'/proc/sys/{key}', 'w') as f:
+        f.write(value)
+
+
 def names(endpoint_id):
     return f'cali{endpoint_id[:11]}', f'temp{endpoint_id[:11]}'
 
@@ -88,30 +94,54 @@ def make_netns():
 
 
 @pytest.fixture
-def host(make_netns):
-    """A Docker host: proxy ARP answers for 169.254.1.1 only if the host
-    routes it through an interface other than the asking one."""
-    ns = make_netns('host')
-    # No dummy driver in this kernel: a veth pair stands in for the uplink.
-    ip(ns, 'link', 'add', 'lab0', 'type', 'veth', 'peer', 'name', 'lab1')
-    ip(ns, 'link', 'set', 'lab1', 'up')
-    ip(ns, 'link', 'set', 'lab0', 'up')
-    ip(ns, 'addr', 'add', f'{LAB_V4}/24', 'dev', 'lab0')
-    ip(ns, 'addr', 'add', f'{LAB_V6}/64', 'dev', 'lab0', 'nodad')
-    ip(ns, 'route', 'add', 'default', 'via', '10.99.0.254', 'dev', 'lab0')
-    ip(ns, '-6', 'route', 'add', 'default', 'via', 'fd00:99::fe', 'dev', 'lab0')
-    return ns
+def make_host(make_netns):
+    """make_host(default_route=True, **sysctls): a Docker host. Without a
+    default route proxy ARP answers nothing (Calico issue #3270). `sysctls`
+    set net.ipv4.conf.all.<name> (a new namespace copies the machine's)."""
+
+    def make(default_route=True, **sysctls):
+        ns = make_netns('host')
+        # No dummy driver in this kernel: a veth pair stands in for the uplink.
+        ip(ns, 'link', 'add', 'lab0', 'type', 'veth', 'peer', 'name', 'lab1')
+        ip(ns, 'link', 'set', 'lab1', 'up')
+        ip(ns, 'link', 'set', 'lab0', 'up')
+        ip(ns, 'addr', 'add', f'{LAB_V4}/24', 'dev', 'lab0')
+        ip(ns, 'addr', 'add', f'{LAB_V6}/64', 'dev', 'lab0', 'nodad')
+        if default_route:
+            ip(ns, 'route', 'add', 'default', 'via', '10.99.0.254', 'dev', 'lab0')
+            ip(ns, '-6', 'route', 'add', 'default', 'via', 'fd00:99::fe', 'dev', 'lab0')
+        for name in ('arp_ignore', 'arp_filter', 'rp_filter'):
+            value = sysctls.pop(name, 0)
+            for scope in ('all', 'default'):
+                run_in(ns, write_sysctl, f'net/ipv4/conf/{scope}/{name}', str(value))
+        assert not sysctls, f'unknown sysctls {sysctls}'
+        return ns
+
+    return make
 
 
 @pytest.fixture
-def join(host, make_netns):
-    """Plugin Join (create_veth + program_host_side) then Docker's part."""
+def host(make_host):
+    """A Docker host with default routes: proxy ARP answers for 169.254.1.1
+    there, as it does on most hosts."""
+    return make_host()
 
-    def do_join(endpoint_id, ipv4, ipv6=None):
-        host_if, temp_if = names(endpoint_id)
-        v6 = [ipv6] if ipv6 else []
-        run_in(host, dataplane.create_veth, host_if, temp_if, mac=CONTAINER_MAC)
-        run_in(host, dataplane.program_host_side, host_if, [ipv4], v6)
+
+@pytest.fixture
+def join_on(make_netns):
+    """join_on(host)(endpoint_id, ipv4, ipv6=None): plugin Join
+    (create_veth + program_host_side) in `host`, then Docker's part."""
+
+    def joiner(host):
+        def do_join(endpoint_id, ipv4, ipv6=None):
+            host_if, temp_if = names(endpoint_id)
+            v6 = [ipv6] if ipv6 else []
+            run_in(host, dataplane.create_veth, host_if, temp_if, mac=CONTAINER_MAC)
+            run_in(host, dataplane.program_host_side, host_if, [ipv4], v6)
+            return host_if, enter_container(host, temp_if, ipv4, ipv6)
+        return do_join
+
+    def enter_container(host, temp_if, ipv4, ipv6=None):
         ctr = make_netns('ctr')
         ip(host, 'link', 'set', temp_if, 'netns', ctr)
         ip(ctr, 'link', 'set', temp_if, 'name', 'cali0')
@@ -122,9 +152,15 @@ def join(host, make_netns):
         if ipv6:
             ip(ctr, 'addr', 'add', f'{ipv6}/128', 'dev', 'cali0', 'nodad')
             ip(ctr, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'cali0')
-        return host_if, ctr
+        return ctr
 
-    return do_join
+    joiner.enter_container = enter_container
+    return joiner
+
+
+@pytest.fixture
+def join(host, join_on):
+    return join_on(host)
 
 
 # -------------------------------------------------------------------- tests
