@@ -12,7 +12,9 @@ with `ip`.
 import itertools
 import json
 import os
+import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -66,6 +68,44 @@ def read_sysctl(key):
 def write_sysctl(key, value):
     with open(f'/proc/sys/{key}', 'w') as f:
         f.write(value)
+
+
+def ipv4_addrs(ns, ifname):
+    return [(a['local'], a['prefixlen'], a['scope'])
+            for x in ip_json(ns, '-4', 'addr', 'show', 'dev', ifname) for a in x['addr_info']]
+
+
+LISTENER = """
+import socket, sys
+address = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ':' in address else socket.AF_INET)
+s.settimeout(10)
+s.bind((address, 7777))
+s.listen()
+print('listening', flush=True)
+conn, peer = s.accept()
+print(peer[0], flush=True)
+"""
+
+
+def _connect(address):
+    with socket.create_connection((address, 7777), timeout=5):
+        pass
+
+
+def peer_seen(ctr, address, client_ns):
+    """The source address of a TCP connection from client_ns to address,
+    as a listener in the container `ctr` sees it."""
+    listener = subprocess.Popen(
+        ['ip', 'netns', 'exec', ctr, sys.executable, '-c', LISTENER, address],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == 'listening'
+        run_in(client_ns, _connect, address)
+        return listener.communicate(timeout=10)[0].strip()
+    finally:
+        listener.kill()
+        listener.wait()
 
 
 def names(endpoint_id):
@@ -182,6 +222,8 @@ def test_join_programs_host_side_and_traffic_flows(host, join):
     ):
         assert run_in(host, read_sysctl, key) == '1', key
     assert run_in(host, read_sysctl, f'net/ipv4/neigh/{host_if}/proxy_delay') == '0'
+    assert run_in(host, read_sysctl, f'net/ipv4/conf/{host_if}/arp_ignore') == '0'
+    assert ipv4_addrs(host, host_if) == [('169.254.1.1', 32, 'host')]
 
     [r4] = routes(host, '-4', host_if)
     assert (r4['dst'], r4['scope']) == ('10.65.0.2', 'link')
@@ -212,6 +254,14 @@ def test_ipv4_only_leaves_ipv6_alone(host):
     assert [r['dst'] for r in routes(host, '-4', 'cali4only')] == ['10.65.0.4']
 
 
+def test_ipv6_only_leaves_ipv4_alone(host):
+    run_in(host, dataplane.create_veth, 'cali6only', 'temp6only')
+    run_in(host, dataplane.program_host_side, 'cali6only', [], ['fd00:65::6'])
+
+    assert ipv4_addrs(host, 'cali6only') == []
+    assert routes(host, '-4', 'cali6only') == []
+
+
 def test_every_function_is_replayable(host):
     before = links(host)
     for _ in range(2):
@@ -225,6 +275,8 @@ def test_every_function_is_replayable(host):
         run_in(host, dataplane.program_host_side, 'caliR', ['10.65.0.7'], ['fd00:65::7'])
     assert [r['dst'] for r in routes(host, '-4', 'caliR')] == ['10.65.0.7']
     assert sum(r['dst'] == 'fd00:65::7' for r in routes(host, '-6', 'caliR')) == 1
+
+    assert ipv4_addrs(host, 'caliR') == [('169.254.1.1', 32, 'host')]
 
     for _ in range(2):
         run_in(host, dataplane.remove_routes, ['10.65.0.7'], ['fd00:65::7'])
@@ -277,6 +329,72 @@ def test_remove_routes_for_one_interface_spares_a_reused_address(host):
 
     run_in(host, dataplane.remove_routes, ['10.65.0.9'], [], 'caliNew')
     assert routes(host, '-4', 'caliNew') == []
+
+
+# ------------------------------------------------ hosts without a default route
+
+
+@pytest.mark.parametrize('sysctls', [
+    {},
+    # arp_ignore=1 (load balancers, kube-proxy in IPVS mode) answers only for
+    # addresses of the asking interface; strict reverse-path filtering.
+    {'arp_ignore': 1, 'arp_filter': 1, 'rp_filter': 1},
+], ids=['defaults', 'arp_ignore-1-strict'])
+def test_host_without_default_route(make_host, join_on, sysctls):
+    host = make_host(default_route=False, **sysctls)
+    join = join_on(host)
+    host_if, ctr1 = join('4444444444444444', '10.65.0.41', 'fd00:65::41')
+    _, ctr2 = join('5555555555555555', '10.65.0.42', 'fd00:65::42')
+
+    # The container reaches its gateway, the host and the other container...
+    assert ping(ctr1, '169.254.1.1')
+    assert ping(ctr1, LAB_V4) and ping(ctr1, LAB_V6)
+    assert ping(ctr1, '10.65.0.42') and ping(ctr2, '10.65.0.41')
+    assert ping(ctr1, 'fd00:65::42') and ping(ctr2, 'fd00:65::41')
+    # ...having learnt the host end's MAC for 169.254.1.1, as proxy ARP gave.
+    [gw] = [n for n in ip_json(ctr1, 'neigh', 'show', 'dev', 'cali0')
+            if n['dst'] == '169.254.1.1']
+    assert gw['lladdr'] == ip_json(host, 'link', 'show', host_if)[0]['address']
+
+    # The host reaches its containers from its usual address, never from
+    # 169.254.1.1 (scope host): what health checks and logs show.
+    assert ping(host, '10.65.0.41') and ping(host, 'fd00:65::41')
+    assert ip_json(host, 'route', 'get', '10.65.0.41')[0]['prefsrc'] == LAB_V4
+    assert peer_seen(ctr1, '10.65.0.41', host) == LAB_V4
+    assert peer_seen(ctr1, 'fd00:65::41', host) == LAB_V6
+    # No route of the host's changed: only our /32s and /128s were added.
+    assert [r['dst'] for r in routes(host, '-4')] == ['10.65.0.41', '10.65.0.42', '10.99.0.0/24']
+
+
+def test_arp_ignore_2_keeps_proxy_arp(make_host, join_on):
+    """arp_ignore=2 refuses an ARP for 169.254.1.1/32 from a container
+    outside that subnet even on the interface holding it: no address then,
+    and proxy ARP answers through the default route as before."""
+    host = make_host(arp_ignore=2)
+    host_if, ctr = join_on(host)('6666666666666666', '10.65.0.61')
+
+    assert ipv4_addrs(host, host_if) == []
+    assert run_in(host, dataplane.arp_answers_local_gateway) is False
+    assert ping(ctr, LAB_V4) and ping(host, '10.65.0.61')
+
+
+def test_add_ipv4_gateway_to_an_endpoint_joined_before(make_host, join_on):
+    """A host end programmed without the address (by an older version) gets
+    it at start-up, and its container then works without a default route."""
+    host = make_host(default_route=False)
+    host_if, temp_if = names('7777777777777777')
+    run_in(host, dataplane.create_veth, host_if, temp_if)
+    ip(host, 'route', 'add', '10.65.0.71/32', 'dev', host_if, 'scope', 'link')
+    run_in(host, write_sysctl, f'net/ipv4/conf/{host_if}/proxy_arp', '1')
+    ctr = join_on.enter_container(host, temp_if, '10.65.0.71')
+    assert not ping(ctr, LAB_V4)
+
+    for _ in range(2):
+        assert run_in(host, dataplane.add_ipv4_gateway, host_if) is True
+    assert ipv4_addrs(host, host_if) == [('169.254.1.1', 32, 'host')]
+    assert [r['dst'] for r in routes(host, '-4', host_if)] == ['10.65.0.71']
+    assert ping(ctr, LAB_V4) and ping(host, '10.65.0.71')
+    assert run_in(host, dataplane.add_ipv4_gateway, 'caliGone') is False
 
 
 def _fail_to_bring_up_temp_end(host_if, temp_if):
