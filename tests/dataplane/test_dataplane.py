@@ -15,11 +15,13 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from driver import dataplane
 from driver.dataplane import DataplaneError
+from plugin import startup
 from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
@@ -378,21 +380,32 @@ def test_arp_ignore_2_keeps_proxy_arp(make_host, join_on):
     assert ping(ctr, LAB_V4) and ping(host, '10.65.0.61')
 
 
-def test_add_ipv4_gateway_to_an_endpoint_joined_before(make_host, join_on):
-    """A host end programmed without the address (by an older version) gets
-    it at start-up, and its container then works without a default route."""
+def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
+    """Host ends programmed without the address (by an older version) get it
+    when `calico-libnetwork run` starts, and their containers then work
+    without a default route; only this node's IPv4 endpoints are touched."""
     host = make_host(default_route=False)
-    host_if, temp_if = names('7777777777777777')
-    run_in(host, dataplane.create_veth, host_if, temp_if)
-    ip(host, 'route', 'add', '10.65.0.71/32', 'dev', host_if, 'scope', 'link')
-    run_in(host, write_sysctl, f'net/ipv4/conf/{host_if}/proxy_arp', '1')
-    ctr = join_on.enter_container(host, temp_if, '10.65.0.71')
+    for name in ('caliOld4', 'caliOld6', 'caliOther'):
+        run_in(host, dataplane.create_veth, name, name.replace('cali', 'temp'))
+        run_in(host, write_sysctl, f'net/ipv4/conf/{name}/proxy_arp', '1')
+    ip(host, 'route', 'add', '10.65.0.71/32', 'dev', 'caliOld4', 'scope', 'link')
+    ctr = join_on.enter_container(host, 'tempOld4', '10.65.0.71')
     assert not ping(ctr, LAB_V4)
 
+    def wep(ifname, network, node='here'):
+        return SimpleNamespace(name=ifname, spec={
+            'node': node, 'interfaceName': ifname, 'ipNetworks': [network]})
+    resources = SimpleNamespace(list=lambda kind, namespace: [
+        wep('caliOld4', '10.65.0.71/32'), wep('caliOld6', 'fd00:65::72/128'),
+        wep('caliOther', '10.65.0.73/32', node='elsewhere'),
+        wep('caliGone', '10.65.0.74/32')])
+    config = SimpleNamespace(nodename='here', driver=SimpleNamespace(proc_sys='/proc/sys'))
     for _ in range(2):
-        assert run_in(host, dataplane.add_ipv4_gateway, host_if) is True
-    assert ipv4_addrs(host, host_if) == [('169.254.1.1', 32, 'host')]
-    assert [r['dst'] for r in routes(host, '-4', host_if)] == ['10.65.0.71']
+        run_in(host, startup.add_ipv4_gateways, resources, config)
+
+    assert ipv4_addrs(host, 'caliOld4') == [('169.254.1.1', 32, 'host')]
+    assert ipv4_addrs(host, 'caliOld6') == ipv4_addrs(host, 'caliOther') == []
+    assert [r['dst'] for r in routes(host, '-4', 'caliOld4')] == ['10.65.0.71']
     assert ping(ctr, LAB_V4) and ping(host, '10.65.0.71')
     assert run_in(host, dataplane.add_ipv4_gateway, 'caliGone') is False
 
