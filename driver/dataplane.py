@@ -1,12 +1,26 @@
 """Host side of a Calico workload's networking, programmed through netlink.
 
-Calico's routed model: each container gets a veth pair. The host end
-(``cali<id>``) has no IPv4 address; the host answers the container's ARP for
-the fake gateway 169.254.1.1 by proxy ARP and reaches the container through a
-``/32 dev cali<id> scope link`` route. For IPv6 the host end carries
-``fe80::1`` (the container's gateway) and a ``/128`` route. Docker moves the
-other end (``temp<id>``) into the container, renames it and gives it its
-address and the routes the driver returned from Join.
+Calico's routed model: each container gets a veth pair. The host reaches
+the container through a ``/32 dev cali<id> scope link`` route, and the
+container reaches everything through its gateway 169.254.1.1, which the host
+end (``cali<id>``) carries as ``169.254.1.1/32 scope host``. For IPv6 the
+host end carries ``fe80::1`` (the container's gateway) and a ``/128`` route.
+Docker moves the other end (``temp<id>``) into the container, renames it and
+gives it its address and the routes the driver returned from Join.
+
+Why an address, where Calico relies on proxy ARP alone: Linux answers ARP
+by proxy only for a target it routes through another interface, in practice
+through the default route, so on a host without one (air-gapped sites,
+Calico issue #3270) containers reached nothing. An ARP for a local address
+needs no route. ``scope host`` keeps the kernel from choosing 169.254.1.1 as
+the source of the host's own packets: the host still talks to its containers
+from its usual address. On each veth rather than once on a device of ours,
+because with net.ipv4.conf.all.arp_ignore=1 (load balancers, IPVS) Linux
+answers only for addresses of the interface the ARP came in on. With
+arp_ignore 2 or more it refuses even that, so the host end then gets no
+address and proxy ARP, kept on every host end, answers as it always did.
+Never delete the address on its own: when a link loses its last IPv4
+address the kernel flushes every route through it.
 
 Every function opens its own ``IPRoute`` because the plugin serves requests
 from several threads and pyroute2's sync sockets are per thread. Every
@@ -23,12 +37,15 @@ import re
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import rt_scope
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from driver.errors import DriverError
 
 __all__ = [
     'DataplaneError',
+    'add_ipv4_gateway',
+    'arp_answers_local_gateway',
     'create_veth',
     'program_host_side',
     'remove_veth',
@@ -37,6 +54,7 @@ __all__ = [
     'links',
 ]
 
+IPV4_GATEWAY = '169.254.1.1'
 IPV6_GATEWAY = 'fe80::1'
 MAIN_TABLE = 254
 
@@ -130,7 +148,8 @@ def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None,
                       proc_sys='/proc/sys'):
     """Make ``host_ifname`` the routed gateway for the given container IPs.
 
-    Brings the link up, sets forwarding/proxy ARP (and proxy NDP plus the
+    Brings the link up, sets forwarding/proxy ARP and the ``169.254.1.1``
+    gateway address when there are IPv4 addresses (proxy NDP and the
     ``fe80::1`` gateway address when there are IPv6 addresses), and replaces
     the ``/32`` and ``/128`` host routes. ``host_ifname`` must exist.
     ``index``: the link's index as create_veth just returned it (the link
@@ -158,6 +177,8 @@ def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None,
         _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/proxy_arp')
         # The default proxy_delay holds ARP replies back up to 0.8 s.
         _sysctl(proc_sys, f'net/ipv4/neigh/{host_ifname}/proxy_delay', '0')
+        if v4:
+            _add_ipv4_gateway(ipr, index, host_ifname, proc_sys)
         if v6:
             _sysctl(proc_sys, 'net/ipv6/conf/all/forwarding')
             _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/forwarding')
@@ -180,6 +201,25 @@ def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None,
                 ipr.route, f'add route {addr}/128 dev {host_ifname}', 'replace',
                 dst=f'{addr}/128', oif=index, table=MAIN_TABLE,
             )
+
+
+def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
+    """Give an existing host end the ``169.254.1.1`` gateway address (one
+    joined before the plugin did so at Join). A missing link is left alone.
+    Returns False when the host's arp_ignore leaves ARP to proxy ARP."""
+    _check_ifname(host_ifname)
+    with IPRoute() as ipr:
+        link = _get_link(ipr, host_ifname, f'look up {host_ifname}')
+        if link is None:
+            return False
+        return _add_ipv4_gateway(ipr, link['index'], host_ifname, proc_sys)
+
+
+def arp_answers_local_gateway(proc_sys='/proc/sys'):
+    """True when this host answers an ARP for an address of the interface
+    it arrives on: net.ipv4.conf.all.arp_ignore is 0 or 1 (the per-interface
+    value counts too, but ours is set to 0)."""
+    return _read_sysctl(proc_sys, 'net/ipv4/conf/all/arp_ignore') in ('0', '1')
 
 
 def remove_veth(host_ifname):
@@ -327,6 +367,27 @@ def _delete_link(ipr, ifname, action, quiet=False):
     except NetlinkError as e:
         if e.code != errno.ENODEV and not quiet:
             raise _error(action, e) from e
+
+
+def _add_ipv4_gateway(ipr, index, ifname, proc_sys):
+    # The kernel uses the larger of "all" and the interface's own arp_ignore;
+    # a new interface copies "default", which we do not want for ours.
+    _sysctl(proc_sys, f'net/ipv4/conf/{ifname}/arp_ignore', '0')
+    if not arp_answers_local_gateway(proc_sys):
+        return False
+    _netlink(
+        ipr.addr, f'add {IPV4_GATEWAY} to {ifname}', 'replace',
+        index=index, address=IPV4_GATEWAY, prefixlen=32, scope=rt_scope['host'],
+    )
+    return True
+
+
+def _read_sysctl(root, key):
+    try:
+        with open(f'{root}/{key}') as f:
+            return f.read().strip()
+    except OSError as e:
+        raise DataplaneError(f'could not read {key.replace("/", ".")}: {e.strerror}') from e
 
 
 def _sysctl(root, key, value='1'):

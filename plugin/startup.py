@@ -1,15 +1,18 @@
 """What `calico-libnetwork run` makes sure of before serving, as calico/node
 does at its start: etcd answers, ClusterInformation says the datastore is
 ready, default IP pools exist unless NO_DEFAULT_POOLS is set, this host's
-Node is registered, and the host forwards workload traffic."""
+Node is registered, the host forwards workload traffic, and the host ends
+of its endpoints answer for the containers' gateway."""
 
+import ipaddress
 import logging
 
 from agent import node
 from agent.main import node_address
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
-from driver import forwarding, reaper
+from driver import dataplane, forwarding, reaper
+from driver import endpoints as ep
 from ipam import pools
 from ipam.errors import IpamError
 from plugin import services
@@ -38,11 +41,49 @@ def prepare_host(config: Config) -> None:
         forwarding.ensure_forwarding()
     except forwarding.ForwardingError as exc:
         raise StartupError(f"cannot let containers' traffic through FORWARD: {exc}") from exc
+    _check_arp_ignore(config.driver.proc_sys)
     etcd = services.connect(config)
     try:
-        reaper.sweep(Resources(etcd), config.nodename)
+        resources = Resources(etcd)
+        reaper.sweep(resources, config.nodename)
+        add_ipv4_gateways(resources, config)
     finally:
         etcd.close()
+
+
+def add_ipv4_gateways(resources: Resources, config: Config) -> None:
+    """Give the host end of every IPv4 endpoint of this node 169.254.1.1, as
+    Join now does: endpoints joined by an older version then work on a host
+    without a default route too, without restarting their containers."""
+    for wep in resources.list("WorkloadEndpoint", ep.NAMESPACE):
+        spec = wep.spec
+        if spec.get("node") != config.nodename or not _has_ipv4(spec):
+            continue
+        try:
+            dataplane.add_ipv4_gateway(spec.get("interfaceName", ""), config.driver.proc_sys)
+        except dataplane.DataplaneError as exc:
+            LOG.warning("endpoint %s: %s", wep.name, exc)
+
+
+def _has_ipv4(spec) -> bool:
+    try:
+        return any(ipaddress.ip_network(n, strict=False).version == 4
+                   for n in spec.get("ipNetworks", []))
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_arp_ignore(proc_sys: str) -> None:
+    try:
+        answers = dataplane.arp_answers_local_gateway(proc_sys)
+    except dataplane.DataplaneError as exc:
+        LOG.warning("%s", exc)
+        return
+    if not answers:
+        LOG.warning("net.ipv4.conf.all.arp_ignore is 2 or more: the host answers its "
+                    "containers' ARP for 169.254.1.1 by proxy ARP only, which needs a "
+                    "route to it (a default route); without one, containers reach nothing "
+                    "until arp_ignore is 0 or 1")
 
 
 def register_node(config: Config) -> None:

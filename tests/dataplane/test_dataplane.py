@@ -2,21 +2,26 @@
 
 Nothing here touches the namespace pytest runs in: each test makes a "host"
 namespace (with a lab interface, address and default route, as a Docker host
-has) and runs the dataplane functions in a child forked into it, so netlink
-and /proc/sys both act on that namespace. Docker's part of Join (move the
-temp end into the container, rename it cali0, set the MAC, address and
-routes) is emulated with `ip`.
+has; or without a default route, as on an air-gapped site) and runs the
+dataplane functions in a child forked into it, so netlink and /proc/sys both
+act on that namespace. Docker's part of Join (move the temp end into the
+container, rename it cali0, set the MAC, address and routes) is emulated
+with `ip`.
 """
 
 import itertools
 import json
 import os
+import socket
 import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 
 from driver import dataplane
 from driver.dataplane import DataplaneError
+from plugin import startup
 from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
@@ -62,6 +67,49 @@ def read_sysctl(key):
         return f.read().strip()
 
 
+def write_sysctl(key, value):
+    with open(f'/proc/sys/{key}', 'w') as f:
+        f.write(value)
+
+
+def ipv4_addrs(ns, ifname):
+    return [(a['local'], a['prefixlen'], a['scope'])
+            for x in ip_json(ns, '-4', 'addr', 'show', 'dev', ifname) for a in x['addr_info']]
+
+
+LISTENER = """
+import socket, sys
+address = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ':' in address else socket.AF_INET)
+s.settimeout(10)
+s.bind((address, 7777))
+s.listen()
+print('listening', flush=True)
+conn, peer = s.accept()
+print(peer[0], flush=True)
+"""
+
+
+def _connect(address):
+    with socket.create_connection((address, 7777), timeout=5):
+        pass
+
+
+def peer_seen(ctr, address, client_ns):
+    """The source address of a TCP connection from client_ns to address,
+    as a listener in the container `ctr` sees it."""
+    listener = subprocess.Popen(
+        ['ip', 'netns', 'exec', ctr, sys.executable, '-c', LISTENER, address],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == 'listening'
+        run_in(client_ns, _connect, address)
+        return listener.communicate(timeout=10)[0].strip()
+    finally:
+        listener.kill()
+        listener.wait()
+
+
 def names(endpoint_id):
     return f'cali{endpoint_id[:11]}', f'temp{endpoint_id[:11]}'
 
@@ -88,30 +136,54 @@ def make_netns():
 
 
 @pytest.fixture
-def host(make_netns):
-    """A Docker host: proxy ARP answers for 169.254.1.1 only if the host
-    routes it through an interface other than the asking one."""
-    ns = make_netns('host')
-    # No dummy driver in this kernel: a veth pair stands in for the uplink.
-    ip(ns, 'link', 'add', 'lab0', 'type', 'veth', 'peer', 'name', 'lab1')
-    ip(ns, 'link', 'set', 'lab1', 'up')
-    ip(ns, 'link', 'set', 'lab0', 'up')
-    ip(ns, 'addr', 'add', f'{LAB_V4}/24', 'dev', 'lab0')
-    ip(ns, 'addr', 'add', f'{LAB_V6}/64', 'dev', 'lab0', 'nodad')
-    ip(ns, 'route', 'add', 'default', 'via', '10.99.0.254', 'dev', 'lab0')
-    ip(ns, '-6', 'route', 'add', 'default', 'via', 'fd00:99::fe', 'dev', 'lab0')
-    return ns
+def make_host(make_netns):
+    """make_host(default_route=True, **sysctls): a Docker host. Without a
+    default route proxy ARP answers nothing (Calico issue #3270). `sysctls`
+    set net.ipv4.conf.all.<name> (a new namespace copies the machine's)."""
+
+    def make(default_route=True, **sysctls):
+        ns = make_netns('host')
+        # No dummy driver in this kernel: a veth pair stands in for the uplink.
+        ip(ns, 'link', 'add', 'lab0', 'type', 'veth', 'peer', 'name', 'lab1')
+        ip(ns, 'link', 'set', 'lab1', 'up')
+        ip(ns, 'link', 'set', 'lab0', 'up')
+        ip(ns, 'addr', 'add', f'{LAB_V4}/24', 'dev', 'lab0')
+        ip(ns, 'addr', 'add', f'{LAB_V6}/64', 'dev', 'lab0', 'nodad')
+        if default_route:
+            ip(ns, 'route', 'add', 'default', 'via', '10.99.0.254', 'dev', 'lab0')
+            ip(ns, '-6', 'route', 'add', 'default', 'via', 'fd00:99::fe', 'dev', 'lab0')
+        for name in ('arp_ignore', 'arp_filter', 'rp_filter'):
+            value = sysctls.pop(name, 0)
+            for scope in ('all', 'default'):
+                run_in(ns, write_sysctl, f'net/ipv4/conf/{scope}/{name}', str(value))
+        assert not sysctls, f'unknown sysctls {sysctls}'
+        return ns
+
+    return make
 
 
 @pytest.fixture
-def join(host, make_netns):
-    """Plugin Join (create_veth + program_host_side) then Docker's part."""
+def host(make_host):
+    """A Docker host with default routes: proxy ARP answers for 169.254.1.1
+    there, as it does on most hosts."""
+    return make_host()
 
-    def do_join(endpoint_id, ipv4, ipv6=None):
-        host_if, temp_if = names(endpoint_id)
-        v6 = [ipv6] if ipv6 else []
-        run_in(host, dataplane.create_veth, host_if, temp_if, mac=CONTAINER_MAC)
-        run_in(host, dataplane.program_host_side, host_if, [ipv4], v6)
+
+@pytest.fixture
+def join_on(make_netns):
+    """join_on(host)(endpoint_id, ipv4, ipv6=None): plugin Join
+    (create_veth + program_host_side) in `host`, then Docker's part."""
+
+    def joiner(host):
+        def do_join(endpoint_id, ipv4, ipv6=None):
+            host_if, temp_if = names(endpoint_id)
+            v6 = [ipv6] if ipv6 else []
+            run_in(host, dataplane.create_veth, host_if, temp_if, mac=CONTAINER_MAC)
+            run_in(host, dataplane.program_host_side, host_if, [ipv4], v6)
+            return host_if, enter_container(host, temp_if, ipv4, ipv6)
+        return do_join
+
+    def enter_container(host, temp_if, ipv4, ipv6=None):
         ctr = make_netns('ctr')
         ip(host, 'link', 'set', temp_if, 'netns', ctr)
         ip(ctr, 'link', 'set', temp_if, 'name', 'cali0')
@@ -122,9 +194,15 @@ def join(host, make_netns):
         if ipv6:
             ip(ctr, 'addr', 'add', f'{ipv6}/128', 'dev', 'cali0', 'nodad')
             ip(ctr, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'cali0')
-        return host_if, ctr
+        return ctr
 
-    return do_join
+    joiner.enter_container = enter_container
+    return joiner
+
+
+@pytest.fixture
+def join(host, join_on):
+    return join_on(host)
 
 
 # -------------------------------------------------------------------- tests
@@ -146,6 +224,8 @@ def test_join_programs_host_side_and_traffic_flows(host, join):
     ):
         assert run_in(host, read_sysctl, key) == '1', key
     assert run_in(host, read_sysctl, f'net/ipv4/neigh/{host_if}/proxy_delay') == '0'
+    assert run_in(host, read_sysctl, f'net/ipv4/conf/{host_if}/arp_ignore') == '0'
+    assert ipv4_addrs(host, host_if) == [('169.254.1.1', 32, 'host')]
 
     [r4] = routes(host, '-4', host_if)
     assert (r4['dst'], r4['scope']) == ('10.65.0.2', 'link')
@@ -176,6 +256,14 @@ def test_ipv4_only_leaves_ipv6_alone(host):
     assert [r['dst'] for r in routes(host, '-4', 'cali4only')] == ['10.65.0.4']
 
 
+def test_ipv6_only_leaves_ipv4_alone(host):
+    run_in(host, dataplane.create_veth, 'cali6only', 'temp6only')
+    run_in(host, dataplane.program_host_side, 'cali6only', [], ['fd00:65::6'])
+
+    assert ipv4_addrs(host, 'cali6only') == []
+    assert routes(host, '-4', 'cali6only') == []
+
+
 def test_every_function_is_replayable(host):
     before = links(host)
     for _ in range(2):
@@ -189,6 +277,8 @@ def test_every_function_is_replayable(host):
         run_in(host, dataplane.program_host_side, 'caliR', ['10.65.0.7'], ['fd00:65::7'])
     assert [r['dst'] for r in routes(host, '-4', 'caliR')] == ['10.65.0.7']
     assert sum(r['dst'] == 'fd00:65::7' for r in routes(host, '-6', 'caliR')) == 1
+
+    assert ipv4_addrs(host, 'caliR') == [('169.254.1.1', 32, 'host')]
 
     for _ in range(2):
         run_in(host, dataplane.remove_routes, ['10.65.0.7'], ['fd00:65::7'])
@@ -241,6 +331,83 @@ def test_remove_routes_for_one_interface_spares_a_reused_address(host):
 
     run_in(host, dataplane.remove_routes, ['10.65.0.9'], [], 'caliNew')
     assert routes(host, '-4', 'caliNew') == []
+
+
+# ------------------------------------------------ hosts without a default route
+
+
+@pytest.mark.parametrize('sysctls', [
+    {},
+    # arp_ignore=1 (load balancers, kube-proxy in IPVS mode) answers only for
+    # addresses of the asking interface; strict reverse-path filtering.
+    {'arp_ignore': 1, 'arp_filter': 1, 'rp_filter': 1},
+], ids=['defaults', 'arp_ignore-1-strict'])
+def test_host_without_default_route(make_host, join_on, sysctls):
+    host = make_host(default_route=False, **sysctls)
+    join = join_on(host)
+    host_if, ctr1 = join('4444444444444444', '10.65.0.41', 'fd00:65::41')
+    _, ctr2 = join('5555555555555555', '10.65.0.42', 'fd00:65::42')
+
+    # The container reaches its gateway, the host and the other container...
+    assert ping(ctr1, '169.254.1.1')
+    assert ping(ctr1, LAB_V4) and ping(ctr1, LAB_V6)
+    assert ping(ctr1, '10.65.0.42') and ping(ctr2, '10.65.0.41')
+    assert ping(ctr1, 'fd00:65::42') and ping(ctr2, 'fd00:65::41')
+    # ...having learnt the host end's MAC for 169.254.1.1, as proxy ARP gave.
+    [gw] = [n for n in ip_json(ctr1, 'neigh', 'show', 'dev', 'cali0')
+            if n['dst'] == '169.254.1.1']
+    assert gw['lladdr'] == ip_json(host, 'link', 'show', host_if)[0]['address']
+
+    # The host reaches its containers from its usual address, never from
+    # 169.254.1.1 (scope host): what health checks and logs show.
+    assert ping(host, '10.65.0.41') and ping(host, 'fd00:65::41')
+    assert ip_json(host, 'route', 'get', '10.65.0.41')[0]['prefsrc'] == LAB_V4
+    assert peer_seen(ctr1, '10.65.0.41', host) == LAB_V4
+    assert peer_seen(ctr1, 'fd00:65::41', host) == LAB_V6
+    # No route of the host's changed: only our /32s and /128s were added.
+    assert [r['dst'] for r in routes(host, '-4')] == ['10.65.0.41', '10.65.0.42', '10.99.0.0/24']
+
+
+def test_arp_ignore_2_keeps_proxy_arp(make_host, join_on):
+    """arp_ignore=2 refuses an ARP for 169.254.1.1/32 from a container
+    outside that subnet even on the interface holding it: no address then,
+    and proxy ARP answers through the default route as before."""
+    host = make_host(arp_ignore=2)
+    host_if, ctr = join_on(host)('6666666666666666', '10.65.0.61')
+
+    assert ipv4_addrs(host, host_if) == []
+    assert run_in(host, dataplane.arp_answers_local_gateway) is False
+    assert ping(ctr, LAB_V4) and ping(host, '10.65.0.61')
+
+
+def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
+    """Host ends programmed without the address (by an older version) get it
+    when `calico-libnetwork run` starts, and their containers then work
+    without a default route; only this node's IPv4 endpoints are touched."""
+    host = make_host(default_route=False)
+    for name in ('caliOld4', 'caliOld6', 'caliOther'):
+        run_in(host, dataplane.create_veth, name, name.replace('cali', 'temp'))
+        run_in(host, write_sysctl, f'net/ipv4/conf/{name}/proxy_arp', '1')
+    ip(host, 'route', 'add', '10.65.0.71/32', 'dev', 'caliOld4', 'scope', 'link')
+    ctr = join_on.enter_container(host, 'tempOld4', '10.65.0.71')
+    assert not ping(ctr, LAB_V4)
+
+    def wep(ifname, network, node='here'):
+        return SimpleNamespace(name=ifname, spec={
+            'node': node, 'interfaceName': ifname, 'ipNetworks': [network]})
+    resources = SimpleNamespace(list=lambda kind, namespace: [
+        wep('caliOld4', '10.65.0.71/32'), wep('caliOld6', 'fd00:65::72/128'),
+        wep('caliOther', '10.65.0.73/32', node='elsewhere'),
+        wep('caliGone', '10.65.0.74/32')])
+    config = SimpleNamespace(nodename='here', driver=SimpleNamespace(proc_sys='/proc/sys'))
+    for _ in range(2):
+        run_in(host, startup.add_ipv4_gateways, resources, config)
+
+    assert ipv4_addrs(host, 'caliOld4') == [('169.254.1.1', 32, 'host')]
+    assert ipv4_addrs(host, 'caliOld6') == ipv4_addrs(host, 'caliOther') == []
+    assert [r['dst'] for r in routes(host, '-4', 'caliOld4')] == ['10.65.0.71']
+    assert ping(ctr, LAB_V4) and ping(host, '10.65.0.71')
+    assert run_in(host, dataplane.add_ipv4_gateway, 'caliGone') is False
 
 
 def _fail_to_bring_up_temp_end(host_if, temp_if):

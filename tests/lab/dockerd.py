@@ -29,10 +29,11 @@ class DockerHost:
     addresses: lab0 10.<index>.0.1/24 and docker0 172.31.<index>.1/24.
 
     The namespace is made here (in `lab` if given, else in a Lab of its own);
-    start() starts dockerd, close() removes everything.
+    start() starts dockerd, close() removes everything. `default_route=False`
+    makes a host without a default route (an air-gapped site).
     """
 
-    def __init__(self, name, index, lab=None):
+    def __init__(self, name, index, lab=None, default_route=True):
         if not 1 <= index <= 254:
             raise ValueError(f"index {index} not in 1..254")
         self.name = name
@@ -52,12 +53,11 @@ class DockerHost:
         self.plugin_dir.mkdir(parents=True)  # fails if the name is taken
         try:
             self.netns = self.lab.netns(name)
-            # The plugin answers containers' ARP for 169.254.1.1 by proxy ARP,
-            # which Linux only does with a route to that address through
-            # another interface: a default route into a sink gives one, and
-            # sinks stray traffic instead of letting it leave the lab.
+            # Most Docker hosts have a default route; this one goes into a
+            # sink, so stray traffic never leaves the lab.
             self.lab.sink(self.netns, "lab0", f"{self.lab_address}/24")
-            self.lab.route(self.netns, "default", via=f"10.{index}.0.254", dev="lab0")
+            if default_route:
+                self.lab.route(self.netns, "default", via=f"10.{index}.0.254", dev="lab0")
         except BaseException:
             self.close()
             raise
