@@ -28,7 +28,7 @@ from driver.settings import DriverSettings
 
 LOG = logging.getLogger(__name__)
 
-IPV4_GATEWAY = "169.254.1.1"
+IPV4_GATEWAY = dataplane.IPV4_GATEWAY  # on every host-side veth
 IPV6_GATEWAY = dataplane.IPV6_GATEWAY  # on every host-side veth
 CALICO_IPAM_GATEWAYS = {4: "0.0.0.0/0", 6: "::/0"}
 CALICO_ADDRESS_SPACES = ("CalicoLocalAddressSpace", "CalicoGlobalAddressSpace")
