@@ -28,7 +28,9 @@ the profiles.
 3. Datapath: two workloads on cali veths (one network), ping and TCP
    request/response (one connection; and connect + request + close) with
    filtering off, on (the profile), and on with the cluster of 1 around
-   them, modes alternating over --rounds rounds.  Target on/off < 1.05.
+   them, and with a table holding only a conntrack rule (conntrack's share
+   of the cost), modes alternating over --rounds rounds.  Target on/off
+   < 1.05.
 4. Large cluster: --remote endpoints of --nodes other nodes, --big-networks
    profiles, the policies and ~10 local endpoints in a real etcd; a fresh
    process takes a full sync through the real snapshot path
@@ -83,6 +85,11 @@ APPS, ROLES = 25, 4
 TXN_OPS = 100  # etcd allows 128 operations per transaction by default
 TABLE = f"{nft.FAMILY} {nft.TABLE}"
 ECHO_PORT = 7777
+CT_TABLE = "inet calico-bench-ct"
+CT_ONLY = f"""add table {CT_TABLE}
+add chain {CT_TABLE} forward {{ type filter hook forward priority filter; policy accept; }}
+add rule {CT_TABLE} forward ct state established,related accept
+"""
 POLL = 0.005
 
 # name: (full run, --quick)
@@ -613,10 +620,12 @@ def bench_datapath(args, lab, status_dir):
     big = cluster(LOCAL, args.endpoints, args.networks, args.policies) + records[1:]
     server = subprocess.Popen(_in_netns([sys.executable, __file__, "--echo-server",
                                          str(ECHO_PORT)], workloads["b"]))
-    modes = ("off", "on", "on+cluster")
+    modes = ("off", "ct only", "on", "on+cluster")
     selecting = sum(1 for p in range(args.policies) if p % APPS == 0)
     print(f"3. datapath a -> b (one network, host namespace between them); modes: off, "
-          f"on (profile only), on+cluster (+{args.endpoints} endpoints, {args.policies} "
+          f"ct only (a forward chain with just the conntrack rule, to tell conntrack's cost "
+          f"from ours), on (profile only), on+cluster (+{args.endpoints} endpoints, "
+          f"{args.policies} "
           f"policies, {selecting} selecting a and b); {args.rounds} rounds, modes "
           "alternating")
 
@@ -654,19 +663,21 @@ def bench_datapath(args, lab, status_dir):
             inside.submit(load, engines["on+cluster"], big).result()
 
             def switch(mode):
-                if mode == "off":
-                    nft.Nftables().remove()
-                else:
+                nft.Nftables().remove()
+                nft.run(f"add table {CT_TABLE}\ndelete table {CT_TABLE}\n")
+                if mode == "ct only":
+                    nft.run(CT_ONLY)
+                elif mode != "off":
                     engines[mode].batch_done(False, True)  # a full rewrite of the table
 
             inside.submit(switch, "off").result()
             tcp(1, 0)  # the server is up
-            for mode in modes[1:]:  # filtering works both ways
+            for mode in modes[2:]:  # filtering works both ways
                 inside.submit(switch, mode).result()
                 tcp(1, 0)
                 ping()
             for r in range(args.rounds):
-                for mode in modes[r % 3:] + modes[:r % 3]:
+                for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
                     inside.submit(switch, mode).result()
                     time.sleep(0.3)  # the old table's deferred freeing
                     results[mode]["ping"].append(ping())
