@@ -93,11 +93,11 @@ class ClusterState:
         elif key.startswith(NODE_PREFIX):
             name = key[len(NODE_PREFIX):]
             _set(self.nodes, name, None if value is None else
-                 Node.from_resource(Resource.from_dict(json.loads(value))))
+                 Node.from_resource(Resource.from_json(value)))
         elif key.startswith(POOL_PREFIX):
             name = key[len(POOL_PREFIX):]
             _set(self.pools, name, None if value is None else
-                 Pool.from_resource(Resource.from_dict(json.loads(value))))
+                 Pool.from_resource(Resource.from_json(value)))
         else:
             return False
         return True

@@ -159,9 +159,11 @@ class Etcd:
         end = etcd3.utils.prefix_range_end(prefix.encode())
         kvs, start, revision = [], prefix.encode(), None
         while True:
+            # No sort order: etcd returns a range in key order anyway, and
+            # with one etcd 3.4 reads and sorts the whole rest of the range
+            # for every page (30,000 keys: 2.7 s instead of 0.4 s).
             resp = self._call(lambda c: c.get_range_response(
-                start, end, sort_order="ascend", sort_target="key",
-                limit=_PAGE, revision=revision, keys_only=keys_only))
+                start, end, limit=_PAGE, revision=revision, keys_only=keys_only))
             revision = revision or resp.header.revision
             kvs.extend(KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs)
             if not resp.more:

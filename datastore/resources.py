@@ -94,13 +94,23 @@ class Resource:
 
     @classmethod
     def from_dict(cls, obj: dict, revision=None) -> "Resource":
-        meta = copy.deepcopy(obj.get("metadata") or {})
+        """A Resource of its own: obj is copied, so the caller may keep it."""
+        return cls._adopt(copy.deepcopy(obj), revision)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, revision=None) -> "Resource":
+        """A Resource from stored JSON (no copy: nothing else holds it)."""
+        return cls._adopt(json.loads(raw), revision)
+
+    @classmethod
+    def _adopt(cls, obj: dict, revision) -> "Resource":
+        meta = obj.get("metadata") or {}
         name = meta.pop("name", None)
         namespace = meta.pop("namespace", None)
         meta.pop("resourceVersion", None)
         return cls(kind=obj["kind"], name=name, namespace=namespace,
-                   spec=copy.deepcopy(obj.get("spec") or {}), metadata=meta,
-                   status=copy.deepcopy(obj.get("status")), revision=revision)
+                   spec=obj.get("spec") or {}, metadata=meta,
+                   status=obj.get("status"), revision=revision)
 
 
 def resource_key(kind: str, name: str, namespace: str | None = None) -> str:
@@ -212,7 +222,7 @@ class Resources:
 
 
 def _from_kv(kv) -> Resource:
-    return Resource.from_dict(kv.json(), revision=kv.mod_revision)
+    return Resource.from_json(kv.value, revision=kv.mod_revision)
 
 
 def _display(name: str, namespace: str | None) -> str:

@@ -54,6 +54,11 @@ class Membership:
 
     def update(self, state: PolicyState, key: str) -> None:
         """Endpoint `key` changed, or is gone when not in state.endpoints."""
+        endpoint = state.endpoints.get(key)
+        seen = self._seen.get(key)
+        if endpoint is not None and seen is not None and seen[2] == endpoint.addresses \
+                and seen[0] == frozenset(state.labels_of(endpoint).items()):
+            return  # evaluated as it is (by set_selectors' scan): nothing moves
         _, before, addresses = self._seen.pop(key, (None, frozenset(), ()))
         for selector in before:
             counts = self._counts[selector]
@@ -61,7 +66,6 @@ class Membership:
             for address in addresses:
                 if counts[address] <= 0:
                     del counts[address]
-        endpoint = state.endpoints.get(key)
         if endpoint is None:
             return
         labels = state.labels_of(endpoint)

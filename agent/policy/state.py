@@ -7,7 +7,6 @@ Invalid objects count as absent, as in Felix (calico-policy.md §1.9), except
 a listed Profile that does not parse: it denies (§4.3, "missing profile").
 """
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -106,7 +105,7 @@ class PolicyState:
 
 def _parse(key, value, build):
     try:
-        return build(key, Resource.from_dict(json.loads(value)))
+        return build(key, Resource.from_json(value))
     except PolicyError as exc:
         LOG.warning("not enforcing %s: %s", key, exc)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
