@@ -1,7 +1,8 @@
 """Three Docker hosts in network namespaces, each with dockerd, the plugin
 and the node agent, sharing one etcd (on host 1): Calico's Docker docs
 scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
-outage and NAT outgoing.
+outage and NAT outgoing; isolation between networks (ICMP, TCP, UDP, on one
+host and across hosts).
 
     h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
     h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
@@ -19,6 +20,7 @@ import types
 import pytest
 from netaddr import IPAddress, IPNetwork
 
+from tests.e2e import reach
 from tests.e2e.calico_host import IPV4_POOL, container_ip, docker, start_plugin
 from tests.lab import EtcdServer, LabProcess
 from tests.lab.common import ip, run_dir, wait_until
@@ -28,6 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 ETCD_HOST = "10.0.12.1"
 OUTSIDE = "10.0.99.1"
+HOST_ADDRESSES = {"h1": "10.0.12.1", "h2": "10.0.12.2", "h3": "10.0.13.3"}
 AGENT_ADDRESSES = {"h1": {"IP_AUTODETECTION_METHOD": "interface=eth1"},
                    "h2": {"IP_AUTODETECTION_METHOD": f"can-reach={ETCD_HOST}"},
                    "h3": {"IP": "10.0.13.3/24"}}
@@ -236,3 +239,49 @@ def test_nat_outgoing_shows_the_host_address(cluster):
         assert log.read_text().split() == ["10.0.12.1"]
     finally:
         listener.kill()
+
+
+# -- isolation between networks ------------------------------------------------
+#
+# Each network's Profile lets in only its own members (ingress from has(<net>)),
+# so containers of different networks do not reach each other, on one host or
+# across hosts; hosts reach their own containers.  Probes run from the
+# containers' network namespaces (tests/e2e/reach.py), all at once.
+
+PORT, OTHER_PORT = 7001, 7002  # every probe workload serves TCP and UDP on both
+WORKLOADS = {"A": ("h1", "net1"), "B": ("h1", "net2"), "C": ("h1", "net1"),
+             "D": ("h2", "net2"), "E": ("h2", "net1"),
+             "F": ("h3", "net1"), "G": ("h3", "net2")}
+
+
+@pytest.fixture(scope="module")
+def wl(cluster):
+    """The docs scenario's workloads A-F (made here if no earlier test did)
+    and G on net2 on h3, each serving TCP and UDP on PORT and OTHER_PORT."""
+    return {k: reach.workload(cluster.hosts[h], f"workload-{k}", net, (PORT, OTHER_PORT))
+            for k, (h, net) in WORKLOADS.items()}
+
+
+def assert_reach(cases):
+    wrong = reach.mismatches(cases, PORT)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_same_network_reaches_other_networks_do_not(cluster, wl):
+    w = wl
+    same = [(w["A"], w["C"]),  # one host
+            (w["A"], w["E"]), (w["B"], w["D"]),  # h1 <-> h2, routed on their segment
+            (w["A"], w["F"]), (w["D"], w["G"])]  # h1 <-> h3 and h2 <-> h3, VXLAN
+    other = [(w["A"], w["B"]),  # one host
+             (w["A"], w["D"]), (w["E"], w["B"]),  # h1 <-> h2
+             (w["A"], w["G"]), (w["F"], w["D"])]  # VXLAN
+    assert_reach(reach.both_ways(same, True) + reach.both_ways(other, False))
+
+
+def test_hosts_reach_their_containers_and_containers_their_host(cluster, wl):
+    cases = []
+    for node in wl.values():
+        host = reach.host_node(node.host, HOST_ADDRESSES[node.host.name])
+        cases += [(host, node, "icmp", True), (host, node, "tcp", True),
+                  (node, host, "icmp", True)]
+    assert_reach(cases)
