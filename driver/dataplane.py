@@ -25,6 +25,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
+from driver.errors import DriverError
+
 __all__ = [
     'DataplaneError',
     'create_veth',
@@ -44,7 +46,7 @@ _IFNAME = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
 _MAC = re.compile(r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$')
 
 
-class DataplaneError(Exception):
+class DataplaneError(DriverError):
     """A host networking step failed; the message is meant for the user."""
 
 

@@ -309,10 +309,14 @@ class NetworkDriver:
         return {}
 
 
+_CACHE_LOCK = threading.Lock()  # gunicorn's threads share the caches
+
+
 def _remember(cache: dict, key, value):
-    if len(cache) >= _CACHE_LIMIT:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
+    with _CACHE_LOCK:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
 
 
 def _check_options(options):

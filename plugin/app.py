@@ -14,7 +14,7 @@ import threading
 import time
 
 import flask
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from datastore.errors import DatastoreError
 from driver.errors import DriverError
@@ -24,6 +24,9 @@ from plugin.schemas import BadRequest
 
 LOG = logging.getLogger("calico_libnetwork.requests")
 MAX_BODY = 1024 * 1024
+# An oversize body is read to its end (up to this much) before the 413
+# answer, so the client gets the answer instead of a reset connection.
+DRAIN_LIMIT = 64 * 1024 * 1024
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 USER_ERRORS = (DriverError, IpamError, DatastoreError)
 
@@ -51,7 +54,6 @@ class Services:
 def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
     """services_factory() -> {NetworkDriver: a NetworkDriver, IpamDriver: an IpamDriver}."""
     app = flask.Flask("calico_libnetwork")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     services = Services(services_factory)
     app.extensions["calico_services"] = services
 
@@ -92,13 +94,30 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
 
 
 def _parse_body():
-    raw = flask.request.get_data(cache=False)
+    raw = _read_body()
     if not raw.strip():
         return None
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON (nested too deeply)") from None
+
+
+def _read_body() -> bytes:
+    stream = flask.request.stream
+    raw = stream.read(MAX_BODY + 1)
+    if len(raw) <= MAX_BODY:
+        return raw
+    drained = len(raw)
+    while drained < DRAIN_LIMIT:
+        chunk = stream.read(1024 * 1024)
+        if not chunk:
+            break
+        drained += len(chunk)
+    raise RequestEntityTooLarge(f"the request body is larger than {MAX_BODY} bytes; "
+                                "Docker never sends one that large")
 
 
 def _log(call, fields, status, body, start):

@@ -66,6 +66,9 @@ class PluginServer(BaseApplication):
             "accesslog": None,
             "loglevel": "debug" if config.debug else "info",
             "proc_name": "calico-libnetwork",
+            # No control socket: gunicorn would put it in ~/.gunicorn/, one
+            # path shared by every instance on the host.
+            "control_socket_disable": True,
         }
         super().__init__()
 

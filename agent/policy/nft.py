@@ -29,7 +29,8 @@ _ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy
 class Ruleset:
     """Everything in our table but its fixed base chains."""
 
-    sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)  # name -> (type, members)
+    # set name -> (nft type, members)
+    sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
 
     @staticmethod

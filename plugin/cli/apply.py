@@ -8,7 +8,7 @@ from plugin import services
 from plugin.cli.kinds import DEFAULT_NAMESPACE
 from plugin.cli.manifests import load
 from plugin.cli.output import add_output_option, outcomes_of
-from plugin.cli.resource_manager import ResourceManager
+from plugin.cli.resource_manager import ResourceManager, checked
 
 _HELP = {"apply": "create or update the resources in a file (as calicoctl apply)",
          "create": "create the resources in a file; refused if one exists (as calicoctl "
@@ -28,7 +28,8 @@ def register(commands) -> None:
 
 
 def run(args, config) -> int:
-    objects = load(args.filename, args.namespace)  # all parsed before anything is written
+    # All parsed and checked before anything is written.
+    objects = checked(load(args.filename, args.namespace))
     with closing(services.connect(config)) as etcd:
         manager = ResourceManager(Resources(etcd))
         act = manager.apply if args.command == "apply" else manager.create

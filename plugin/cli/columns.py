@@ -38,6 +38,8 @@ COLUMNS = {
               ("IPV6", _spec("bgp", "ipv6Address"))]),
     "WorkloadEndpoint": (_WEP, [NAME, *_WEP, ("PROFILES", _spec("profiles")), ("NATS", _nats)]),
     "Profile": ([NAME], [NAME, ("LABELS", lambda res: res.metadata.get("labels"))]),
+    "GlobalNetworkPolicy": ([NAME], [NAME, ("ORDER", _spec("order")),
+                                     ("SELECTOR", _spec("selector"))]),
 }
 
 

@@ -6,7 +6,7 @@ from datastore.resources import API_VERSION, Resource, Resources
 from plugin import services
 from plugin.cli.columns import table_of
 from plugin.cli.errors import CommandError
-from plugin.cli.kinds import DEFAULT_NAMESPACE, kind_of, namespaced
+from plugin.cli.kinds import DEFAULT_NAMESPACE, kind_of, namespaced, shown
 from plugin.cli.output import add_output_option, structured, table
 from plugin.cli.resource_manager import ResourceManager
 
@@ -14,8 +14,9 @@ from plugin.cli.resource_manager import ResourceManager
 def register(commands) -> None:
     p = commands.add_parser("get", help="show resources (as calicoctl get)")
     p.add_argument("kind", metavar="KIND",
-                   help="ippools, nodes, workloadendpoints, profiles, clusterinformations, "
-                        "felixconfigurations, bgpconfigurations (or calicoctl's aliases)")
+                   help="ippools, nodes, workloadendpoints, profiles, globalnetworkpolicies, "
+                        "clusterinformations, felixconfigurations, bgpconfigurations (or "
+                        "calicoctl's aliases)")
     p.add_argument("name", nargs="?", metavar="NAME", help="one resource (default: all)")
     add_output_option(p, "wide", "yaml", "json")
     where = p.add_mutually_exclusive_group()
@@ -47,6 +48,7 @@ def run(args, config) -> int:
 
 def show(kind: str, objects: list[Resource], output: str | None, single: bool = False,
          with_namespace: bool = False) -> None:
+    objects = [shown(res) for res in objects]
     if output in ("yaml", "json"):
         items = [res.to_dict(with_revision=True) for res in objects]
         structured(items[0] if single else {"kind": f"{kind}List", "apiVersion": API_VERSION,

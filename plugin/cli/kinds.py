@@ -1,8 +1,12 @@
 """Resource kinds as the commands name them: calicoctl's kind names, plurals
-and short aliases (`ippool`, `ipp`, `wep`, ...), and the namespace this
-plugin's workload endpoints live in."""
+and short aliases (`ippool`, `ipp`, `wep`, ...), the namespace this plugin's
+workload endpoints live in, and names as stored and shown (a
+GlobalNetworkPolicy `db` is stored as `default.db`, as calicoctl stores it)."""
 
-from datastore.resources import NAMESPACED, PLURALS
+import dataclasses
+
+from datastore.policy import GLOBAL_NETWORK_POLICY, display_name, storage_name
+from datastore.resources import NAMESPACED, PLURALS, Resource
 from driver.endpoints import NAMESPACE
 from plugin.cli.errors import CommandError
 
@@ -40,3 +44,20 @@ def plural(kind: str) -> str:
 
 def namespaced(kind: str) -> bool:
     return kind in NAMESPACED
+
+
+def stored_name(kind: str, name: str) -> str:
+    """The name an object is kept under in etcd, e.g. GlobalNetworkPolicy db
+    -> default.db (a name given as default.db stays so)."""
+    return storage_name(name) if kind == GLOBAL_NETWORK_POLICY else name
+
+
+def shown_name(kind: str, name: str) -> str:
+    """The name calicoctl shows for a stored one, e.g. default.db -> db."""
+    return display_name(name) if kind == GLOBAL_NETWORK_POLICY else name
+
+
+def shown(res: Resource) -> Resource:
+    """res as calicoctl shows it (and as a manifest names it)."""
+    name = shown_name(res.kind, res.name)
+    return res if name == res.name else dataclasses.replace(res, name=name)

@@ -2,6 +2,7 @@
 a multi-document stream, a `kind: List` (or calicoctl's `<Kind>List`) with
 items, or calicoctl v1 objects; read into v3 Resources with basic checks."""
 
+import re
 import sys
 
 import yaml
@@ -12,12 +13,35 @@ from plugin.cli.errors import CommandError
 from plugin.cli.kinds import DEFAULT_NAMESPACE, namespaced
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers: `ports: [22:59]` is the
+    port range "22:59", as calicoctl's YAML reader (and YAML 1.2) reads it,
+    not the integer 1379."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+# PyYAML's own patterns, less their sexagesimal alternatives.
+_Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
+      [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+_Loader.add_implicit_resolver(_INT, re.compile(r"""^(?:
+      [-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
+
+
 def load(path: str, namespace: str | None = None) -> list[Resource]:
     """Every object in the file ('-': stdin); namespace: for namespaced
     objects that name none (default: the plugin's)."""
     where = "stdin" if path == "-" else path
     try:
-        docs = list(yaml.safe_load_all(_read(path)))
+        docs = list(yaml.load_all(_read(path), Loader=_Loader))
     except yaml.YAMLError as exc:
         raise CommandError(f"cannot parse {where} as YAML: {exc}") from None
     objects = [_resource(doc, namespace, f"{where}: {_what(doc)}")

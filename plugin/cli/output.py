@@ -7,6 +7,7 @@ from typing import NamedTuple
 import yaml
 
 from datastore.resources import Resource
+from plugin.cli.kinds import shown_name
 
 _GAP = "   "  # calicoctl's tabwriter padding
 
@@ -20,7 +21,7 @@ class Outcome(NamedTuple):
 
     @classmethod
     def of(cls, result: str, res: Resource) -> "Outcome":
-        return cls(result, res.kind, res.name, res.namespace)
+        return cls(result, res.kind, shown_name(res.kind, res.name), res.namespace)
 
 
 def add_output_option(parser, *formats: str) -> None:

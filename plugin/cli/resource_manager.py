@@ -1,22 +1,28 @@
 """calicoctl's resource manager: get, list, create, apply and delete any kind.
 
 IP pools go through ipam.pools, so they get its validation, defaults,
-overlap refusal, Felix side effect and calicoctl's delete; the other kinds go
-straight to the datastore.  apply keeps the stored uid and creationTimestamp,
-writes nothing when nothing changed, and with a resourceVersion in the
-manifest only overwrites that revision (as calicoctl apply does).
+overlap refusal, Felix side effect and calicoctl's delete; Profiles and
+GlobalNetworkPolicies through datastore.policy, so that only what the agent
+enforces is stored (checked(), for every object before any is written); the
+other kinds go straight to the datastore.  A GlobalNetworkPolicy is found
+under its stored name, default.<name>.  apply keeps the stored uid and
+creationTimestamp, writes nothing when nothing changed, and with a
+resourceVersion in the manifest only overwrites that revision (as calicoctl
+apply does).
 """
 
 import copy
+import sys
 
 from agent import node
+from datastore import policy
 from datastore.errors import ResourceAlreadyExists
 from datastore.resources import Resource, Resources, valid_name
 from ipam import pools
 from ipam.errors import InvalidPool, PoolInUse
 from ipam.pools import Pool
 from plugin.cli.errors import CommandError
-from plugin.cli.kinds import namespaced, plural
+from plugin.cli.kinds import namespaced, plural, shown, shown_name, stored_name
 from plugin.cli.output import Outcome
 
 _IDENTITY = ("uid", "creationTimestamp")
@@ -33,7 +39,8 @@ class ResourceManager:
     def get(self, kind: str, name: str, namespace: str | None = None) -> Resource:
         if kind == "IPPool":  # with libcalico-go's read-side defaults, as calicoctl shows
             return pools.get_pool(self.resources, name).to_resource()
-        res = self.resources.get(kind, name, namespace) if valid_name(name) else None
+        stored = stored_name(kind, name)
+        res = self.resources.get(kind, stored, namespace) if valid_name(stored) else None
         if res is None:
             raise _not_found(kind, name, namespace)
         return res
@@ -49,8 +56,10 @@ class ResourceManager:
                               pools.create_pool(self.resources, _pool(res)).to_resource())
         try:
             return Outcome.of("created", self.resources.create(res))
-        except ResourceAlreadyExists as exc:
-            raise CommandError(f"{exc}; use `calico-libnetwork apply` to change it") from None
+        except ResourceAlreadyExists:
+            raise CommandError(
+                f"{res.kind} {_display(shown_name(res.kind, res.name), res.namespace)} already "
+                "exists; use `calico-libnetwork apply` to change it") from None
 
     def apply(self, res: Resource) -> Outcome:
         current = self.resources.get(res.kind, res.name, res.namespace)
@@ -64,9 +73,9 @@ class ResourceManager:
             return Outcome.of("unchanged", current)
         if res.revision is not None and res.revision != current.revision:
             raise CommandError(
-                f"{res.kind} {_display(res.name, res.namespace)} has changed since "
-                f"resourceVersion {res.revision} (now {current.revision}); get it again, "
-                "or remove resourceVersion to overwrite it")
+                f"{res.kind} {_display(shown_name(res.kind, res.name), res.namespace)} has "
+                f"changed since resourceVersion {res.revision} (now {current.revision}); "
+                "get it again, or remove resourceVersion to overwrite it")
         wanted.revision = current.revision
         if res.kind == "IPPool":  # validated, cidr/blockSize kept, Felix told
             pool = pools.update_pool(self.resources, Pool.from_resource(wanted))
@@ -83,9 +92,31 @@ class ResourceManager:
         elif kind == "Node":
             if not valid_name(name) or not node.remove_node(self.resources, name):
                 raise _not_found(kind, name, namespace)
-        elif not valid_name(name) or not self.resources.delete(kind, name, namespace):
-            raise _not_found(kind, name, namespace)
-        return Outcome("deleted", kind, name, namespace)
+        else:
+            stored = stored_name(kind, name)
+            if not valid_name(stored) or not self.resources.delete(kind, stored, namespace):
+                raise _not_found(kind, name, namespace)
+        return Outcome("deleted", kind, shown_name(kind, name), namespace)
+
+
+def checked(objects: list[Resource]) -> list[Resource]:
+    """The objects of a manifest as they are to be written, all checked
+    before the first is: a Profile or GlobalNetworkPolicy this plugin would not
+    enforce is refused with the field it names (a GlobalNetworkPolicy comes
+    back named default.<name>, `types` filled in), and so is an IP pool that
+    fails the checks needing no datastore.  Warnings about legal objects that
+    are probably not meant go to stderr."""
+    try:
+        out = [policy.validate_resource(res) for res in objects]
+    except policy.PolicyError as exc:
+        raise CommandError(str(exc)) from None
+    for res in out:
+        if res.kind == "IPPool":
+            pools.validate(_pool(res))
+    for res in out:
+        for warning in policy.policy_warnings(shown(res)):
+            print(f"calico-libnetwork: warning: {warning}", file=sys.stderr)
+    return out
 
 
 def _pool(res: Resource) -> Pool:

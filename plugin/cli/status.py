@@ -2,8 +2,10 @@
 `calicoctl node status`, and a health check: exit 1 when etcd cannot be
 reached or a plugin socket does not answer Plugin.Activate as dockerd would.
 A workload endpoint whose cali interface is missing is only a warning: a
-restart of the plugin would not bring it back."""
+restart of the plugin would not bring it back.  Policy enforcement is shown
+from the file the node agent writes each time it programs the host."""
 
+import json
 import sys
 from contextlib import closing
 
@@ -36,7 +38,8 @@ def register(commands) -> None:
 
 def run(args, config) -> int:
     report = {"node": {"name": config.nodename},
-              "etcd": {"endpoints": list(config.etcd.endpoints), "reachable": False}}
+              "etcd": {"endpoints": list(config.etcd.endpoints), "reachable": False},
+              "policy": policy_status(config.agent)}
     with closing(services.connect(config)) as etcd:
         try:
             etcd.revision()
@@ -70,6 +73,43 @@ def other_nodes(resources: Resources, config) -> dict:
         return {"peers": peer_status(resources.etcd, config.nodename)}
     except KernelError as exc:
         return {"peers": [], "peersError": str(exc)}
+
+
+def policy_status(agent) -> dict:
+    """What the node agent last programmed (its status file: enabled,
+    endpoints, rules, sets, clusterEndpoints, programmed, milliseconds);
+    {"enabled": False} when it does not enforce policy, "programmed": None
+    before it has."""
+    if not agent.policy:
+        return {"enabled": False}
+    path = agent.policy_status_path
+    try:
+        with open(path, encoding="utf-8") as f:
+            status = json.load(f)
+    except FileNotFoundError:
+        return {"enabled": True, "programmed": None}
+    except (OSError, ValueError) as exc:
+        return {"enabled": True, "programmed": None,
+                "error": f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"}
+    if not isinstance(status, dict):
+        return {"enabled": True, "programmed": None, "error": f"{path} is not a policy status"}
+    return status
+
+
+def _policy_line(policy: dict) -> str:
+    if not policy.get("enabled"):
+        return "off (CALICO_LIBNETWORK_POLICY=false; Felix enforces policy)"
+    if "error" in policy:
+        return f"unknown ({policy['error']})"
+    if not policy.get("programmed"):
+        return "not programmed yet (is the node agent running?)"
+    return (f"enforced on {_count(policy.get('endpoints'), 'endpoint')} "
+            f"({_count(policy.get('rules'), 'rule')}, {_count(policy.get('sets'), 'set')}), "
+            f"last programmed {policy['programmed']} ({policy.get('milliseconds')} ms)")
+
+
+def _count(n, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _node_addresses(resources: Resources, nodename: str) -> dict:
@@ -132,7 +172,8 @@ def _print(report: dict) -> None:
         address = "unknown (etcd unreachable)"
     state = "reachable" if etcd["reachable"] else "UNREACHABLE"
     table(None, [["Node:", node["name"]], ["Node address:", address],
-                 ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"]])
+                 ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"],
+                 ["Policy:", _policy_line(report["policy"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],
           [[s["path"], s["state"], s.get("implements") or s.get("error")]

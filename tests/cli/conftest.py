@@ -22,11 +22,13 @@ class Result(NamedTuple):
 
 
 @pytest.fixture
-def cli(etcd_clean, monkeypatch, capsys):
+def cli(etcd_clean, monkeypatch, capsys, tmp_path):
     """cli(*argv, stdin=None) -> Result(exit code, stdout, stderr)."""
     monkeypatch.setenv("ETCD_ENDPOINTS", etcd_clean.endpoints)
     monkeypatch.setenv("NODENAME", NODE)
     monkeypatch.setenv("ETCD_TIMEOUT", "1")  # an etcd outage shows quickly
+    # No node agent's policy status file unless a test writes one.
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path / "run"))
 
     def run(*argv, stdin=None):
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin or ""))

@@ -174,6 +174,16 @@ def test_manifest_errors(cli, resources, manifest, message):
     assert resources.list("IPPool") == [] and resources.list("Profile") == []
 
 
+def test_every_object_checked_before_any_is_written(cli, resources):
+    bad_pool = V3_MANIFEST.split("---")[0].replace("pool-a", "pool-z").replace(
+        "natOutgoing: true", "blockSize: 33")
+    result = cli("apply", "-f", "-", stdin=V3_MANIFEST + "---" + bad_pool)
+    assert result.code == 1
+    no_traceback(result)
+    assert "blockSize 33 is out of range" in result.err and result.out == ""
+    assert resources.list("IPPool") == [] and resources.list("Profile") == []
+
+
 def test_missing_file(cli, tmp_path):
     result = cli("apply", "-f", tmp_path / "nope.yaml")
     assert result.code == 1
@@ -249,3 +259,15 @@ def test_workload_endpoints_and_namespaces(cli, resources):
     assert one.json()["metadata"]["namespace"] == "other"
     assert cli("delete", "wep", "host1-libnetwork-libnetwork-ep1", "-n", "other").code == 0
     assert resources.list("WorkloadEndpoint", "other") == []
+
+
+def test_port_ranges_are_not_base_60_numbers(cli, resources):
+    # YAML 1.1 reads an unquoted 22:59 as 22*60+59; calicoctl reads a range.
+    manifest = ("apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: ssh}\n"
+                "spec:\n  ingress:\n  - action: Allow\n    protocol: TCP\n"
+                "    destination: {ports: [22:59, 80, '100:200']}\n")
+    assert cli("apply", "-f", "-", stdin=manifest).code == 0
+    ports = resources.get("Profile", "ssh").spec["ingress"][0]["destination"]["ports"]
+    assert ports == ["22:59", 80, "100:200"]
+    shown = cli("get", "profile", "ssh", "-o", "yaml").out
+    assert "- '22:59'" in shown  # quoted, so it reads back the same

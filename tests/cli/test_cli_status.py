@@ -1,6 +1,8 @@
 """`status`: exit 0 only when etcd answers and the plugin sockets answer
-Plugin.Activate; the real plugin server (gunicorn) serves them here."""
+Plugin.Activate; the real plugin server (gunicorn) serves them here.  The
+policy line reads the node agent's status file, written here by the test."""
 
+import json
 import os
 import socket
 import subprocess
@@ -124,3 +126,48 @@ def test_etcd_down(cli, etcd_clean, plugin_dir):
     assert "Traceback" not in result.err
     assert report["etcd"]["reachable"] is False and not report["healthy"]
     assert [s["state"] for s in report["sockets"]] == ["answering", "answering"]
+
+
+POLICY_STATUS = {"enabled": True, "endpoints": 3, "rules": 42, "sets": 6, "clusterEndpoints": 7,
+                 "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5}
+
+
+def _policy_line(result):
+    (line,) = [line for line in result.out.splitlines() if line.startswith("Policy:")]
+    return " ".join(line.split())
+
+
+def test_policy_enforced(cli, plugin_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "agent-run"
+    run_dir.mkdir()
+    (run_dir / f"policy-{NODE}.json").write_text(json.dumps(POLICY_STATUS))
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(run_dir))  # as the agent's
+    result = cli("status", "--plugin-dir", plugin_dir)
+    assert result.code == 0, result.err
+    assert _policy_line(result) == ("Policy: enforced on 3 endpoints (42 rules, 6 sets), last "
+                                    "programmed 2026-11-29T17:01:02+00:00 (12.5 ms)")
+    report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
+    assert report["policy"] == POLICY_STATUS and report["healthy"]
+
+
+def test_policy_not_programmed_yet(cli, tmp_path):
+    result = cli("status", "--plugin-dir", tmp_path)  # no sockets either: unhealthy
+    assert _policy_line(result) == "Policy: not programmed yet (is the node agent running?)"
+    report = cli("status", "--plugin-dir", tmp_path, "-o", "json").json()
+    assert report["policy"] == {"enabled": True, "programmed": None}
+
+
+def test_policy_off(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CALICO_LIBNETWORK_POLICY", "false")
+    result = cli("status", "--plugin-dir", tmp_path)
+    assert _policy_line(result) == ("Policy: off (CALICO_LIBNETWORK_POLICY=false; Felix "
+                                    "enforces policy)")
+    assert cli("status", "--plugin-dir", tmp_path, "-o", "json").json()["policy"] == {
+        "enabled": False}
+
+
+def test_policy_status_unreadable(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    (tmp_path / f"policy-{NODE}.json").write_text("{half")
+    line = _policy_line(cli("status", "--plugin-dir", tmp_path))
+    assert line.startswith(f"Policy: unknown (cannot read {tmp_path}/policy-{NODE}.json: ")

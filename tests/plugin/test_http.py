@@ -104,6 +104,8 @@ def test_get_is_refused_with_json(client):
 @pytest.mark.parametrize("raw, message", [
     (b"{not json", "malformed JSON"),
     (b"\xff\xfe", "malformed JSON"),
+    (b"[" * 5000 + b"]" * 5000, "malformed JSON (nested too deeply)"),
+    (b'{"a":' * 5000 + b"1" + b"}" * 5000, "malformed JSON (nested too deeply)"),
     (b"[1, 2]", "must be a JSON object"),
     (b"", "NetworkID is required"),
     (json.dumps({"NetworkID": 7}).encode(), "NetworkID must be a Docker id"),
@@ -121,7 +123,9 @@ def test_bad_requests_get_400_and_write_nothing(client, store, raw, message):
 
 def test_oversize_body_is_refused(client, store):
     status, body = call(client, "NetworkDriver.CreateNetwork", raw=b" " * (MAX_BODY + 1))
-    assert status == 413 and "Err" in body
+    assert status == 413 and "larger than" in body["Err"]
+    status, body = call(client, "NetworkDriver.CreateNetwork", raw=b"x" * (8 * MAX_BODY))
+    assert status == 413 and "larger than" in body["Err"]
     assert all_keys(store) == set()
 
 

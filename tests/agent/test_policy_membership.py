@@ -1,0 +1,290 @@
+"""Selector membership kept one endpoint at a time (agent/policy/membership.py),
+and the PolicyEngine that turns it and the compiled chains into nft scripts,
+with no kernel: agent.policy.nft.run records the scripts instead of running
+them, and the engine's clock is a test clock."""
+
+import datetime
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from agent.errors import KernelError
+from agent.policy import engine as engine_module
+from agent.policy import nft
+from agent.policy.compiler import set_name
+from agent.policy.engine import PolicyEngine
+from agent.policy.membership import Membership
+from agent.policy.nft import FAMILY, TABLE, Nftables, full_script
+from datastore.selector import parse
+from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
+                                        state_of, wep)
+
+DB, NET1, TIER_A, TIER_B = (parse(s) for s in ("role == 'db'", "has(net1)", "tier == 'a'",
+                                               "tier == 'b'"))
+T = f"{FAMILY} {TABLE}"
+
+
+def tracking(*selectors, records=()):
+    state = state_of(*records)
+    membership = Membership()
+    membership.set_selectors(state, set(selectors))
+    return state, membership
+
+
+def change(state, membership, *records):
+    for key, value in records:
+        state.apply(key, value)
+        membership.update(state, key)
+
+
+def members(membership, *selectors):
+    return [membership.members(s) for s in selectors]
+
+
+# ---------------------------------------------------------------------------
+# Membership
+
+NETWORKS = (profile("net1"), profile("net2"),
+            wep("a", "10.0.0.1", "fd00::1", labels={"role": "db"}),
+            wep("b", "10.0.0.2", profiles=("net2",), labels={"role": "db"}),
+            wep("r", "10.0.0.3", node=OTHER_NODE))
+
+
+def test_set_selectors_adds_and_removes_selectors():
+    state, membership = tracking(DB, records=NETWORKS)
+    assert membership.selectors == {DB}
+    assert members(membership, DB, NET1) == [{"10.0.0.1", "fd00::1", "10.0.0.2"}, set()]
+    membership.set_selectors(state, {DB, NET1})
+    assert members(membership, DB, NET1) == [{"10.0.0.1", "fd00::1", "10.0.0.2"},
+                                             {"10.0.0.1", "fd00::1", "10.0.0.3"}]
+    membership.set_selectors(state, {NET1})
+    assert membership.selectors == {NET1}
+    assert members(membership, DB) == [set()]
+    # The dropped selector is forgotten everywhere: changes and re-adding work.
+    change(state, membership, wep("a", "10.0.0.1", "fd00::1"), gone(wep("r", node=OTHER_NODE)))
+    assert members(membership, NET1) == [{"10.0.0.1", "fd00::1"}]
+    membership.set_selectors(state, {DB, NET1})
+    assert members(membership, DB, NET1) == [{"10.0.0.2"}, {"10.0.0.1", "fd00::1"}]
+
+
+def test_update_follows_an_endpoint_through_its_life():
+    state, membership = tracking(DB, NET1, records=NETWORKS[:2])
+    steps = [  # (the endpoint's new record, members of DB and NET1 after it)
+        (wep("x", "10.0.0.9", labels={"role": "db"}), [{"10.0.0.9"}, {"10.0.0.9"}]),
+        (wep("x", "10.0.0.9", labels={"role": "web"}), [set(), {"10.0.0.9"}]),  # relabelled
+        (wep("x", "10.0.0.9", labels={"role": "db"}, profiles=("net2",)),  # other network
+         [{"10.0.0.9"}, set()]),
+        (wep("x", "10.0.0.8", "fd00::8", labels={"role": "db"}),  # new addresses
+         [{"10.0.0.8", "fd00::8"}, {"10.0.0.8", "fd00::8"}]),
+        (gone(wep("x")), [set(), set()]),
+    ]
+    for record, after in steps:
+        change(state, membership, record)
+        assert members(membership, DB, NET1) == after, record
+
+
+@pytest.mark.parametrize("last_leaves", [
+    gone(wep("y")), wep("y", "10.0.0.5", profiles=("net2",)), wep("y", "10.0.0.6")],
+    ids=["deleted", "relabelled", "readdressed"])
+def test_an_address_two_endpoints_share_stays_until_both_are_gone(last_leaves):
+    state, membership = tracking(NET1, records=NETWORKS[:2])
+    change(state, membership, wep("x", "10.0.0.5"), wep("y", "10.0.0.5", node=OTHER_NODE))
+    assert members(membership, NET1) == [{"10.0.0.5"}]
+    change(state, membership, gone(wep("x")))
+    assert members(membership, NET1) == [{"10.0.0.5"}]
+    change(state, membership, (wep("y", node=OTHER_NODE)[0], last_leaves[1]))
+    assert "10.0.0.5" not in membership.members(NET1)
+
+
+def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
+    state, membership = tracking(TIER_A, TIER_B, records=(
+        profile("p", labels={"tier": "a"}), profile("q", labels={"tier": "a"}),
+        wep("x", "10.0.0.1", profiles=("p",)),
+        wep("own", "10.0.0.2", profiles=("p",), labels={"tier": "a"}),  # own labels win
+        wep("later", "10.0.0.3", profiles=("q", "p")),  # q comes first
+        wep("other", "10.0.0.4", profiles=("q",))))
+    assert membership.relabelled(state) == []
+    state.apply(*profile("p", labels={"tier": "b"}))
+    assert membership.relabelled(state) == [wep("x")[0]]
+    for key in membership.relabelled(state):
+        membership.update(state, key)
+    assert membership.relabelled(state) == []
+    assert members(membership, TIER_A, TIER_B) == [{"10.0.0.2", "10.0.0.3", "10.0.0.4"},
+                                                   {"10.0.0.1"}]
+    state.apply(*gone(profile("q")))
+    assert sorted(membership.relabelled(state)) == sorted([wep("later")[0], wep("other")[0]])
+
+
+# ---------------------------------------------------------------------------
+# PolicyEngine without a kernel
+
+@pytest.fixture
+def scripts(monkeypatch):
+    """Every script the engine sends to nft, in order."""
+    sent = []
+    monkeypatch.setattr(nft, "run", sent.append)
+    return sent
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The engine's time.monotonic(): clock.now, moved by hand."""
+    now = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(engine_module, "time", SimpleNamespace(monotonic=lambda: now.now))
+    return now
+
+
+@pytest.fixture
+def engine(scripts, clock, tmp_path):
+    return PolicyEngine(NODE, str(tmp_path / "run" / "policy.json"), resync_interval=30)
+
+
+def feed(engine, *records, snapshot=False):
+    """One watch batch."""
+    changed = [engine.apply(key, value) for key, value in records]
+    engine.batch_done(any(changed), snapshot)
+
+
+def fresh(*records, status_path):
+    """The ruleset an engine started on these records programs."""
+    engine = PolicyEngine(NODE, status_path)
+    feed(engine, *records, snapshot=True)
+    return engine.nft.programmed
+
+
+def test_the_first_batch_writes_the_whole_table_then_only_differences(engine, scripts):
+    feed(engine, *NETWORKS, snapshot=True)
+    assert scripts == [full_script(engine.nft.programmed)]
+    assert scripts[0].startswith(f"add table {T}\ndelete table {T}\n")
+    feed(engine, wep("c", "10.0.0.4"))  # a local endpoint: its chains and the dispatch
+    lines = scripts[1].splitlines()
+    assert f"add chain {T} tw-{interface('c')}" in lines
+    assert f"flush chain {T} to-wl" in lines
+    assert f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}" in lines
+    assert not any("table" in line.split()[:2] for line in lines)
+
+
+def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
+    feed(engine, *NETWORKS)
+    chains = dict(engine.nft.programmed.chains)
+    remote = wep("s", "10.0.9.9", "fd00::9", node=OTHER_NODE)
+    feed(engine, remote)
+    feed(engine, gone(remote))
+    assert scripts[1:] == [
+        f"{verb} element {T} {set_name(NET1, 4)} {{ 10.0.9.9 }}\n"
+        f"{verb} element {T} {set_name(NET1, 6)} {{ fd00::9 }}\n" for verb in ("add", "delete")]
+    assert engine.nft.programmed.chains == chains
+
+
+def test_a_batch_that_changes_nothing_sends_nothing(engine, scripts):
+    feed(engine, *NETWORKS)
+    assert engine.apply("/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
+    feed(engine, ("/calico/resources/v3/projectcalico.org/ippools/p", b"{}"))
+    feed(engine, NETWORKS[-1])  # the same record again
+    assert len(scripts) == 1
+
+
+def test_status_file(engine, clock):
+    feed(engine, *NETWORKS)
+    with open(engine.status_path) as f:
+        status = json.load(f)
+    programmed = datetime.datetime.fromisoformat(status.pop("programmed"))
+    assert programmed.tzinfo is not None
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - programmed).total_seconds() < 60
+    assert status == {
+        "enabled": True,
+        "endpoints": 2,  # a and b, on this node
+        # per endpoint: ingress clear, jump, return, drop; egress also the VXLAN drop;
+        # net1's and net2's profile chains: one rule per family and direction
+        "rules": 2 * (4 + 5) + 2 * 2 * 2,
+        "sets": 2 * 2,  # has(net1), has(net2): IPv4 and IPv6 each
+        "clusterEndpoints": 3,
+        "milliseconds": 0.0,  # the test clock stood still
+    }
+
+
+@pytest.mark.parametrize("present, rewritten", [(False, True), (True, False)])
+def test_a_resync_rewrites_the_table_when_it_is_missing(engine, scripts, clock, monkeypatch,
+                                                        present, rewritten):
+    asked = []
+    monkeypatch.setattr(Nftables, "present", lambda self: asked.append(1) or present)
+    feed(engine, *NETWORKS)
+    clock.now += 29
+    engine.batch_done(False, False)
+    assert asked == [] and len(scripts) == 1  # not due yet
+    clock.now += 2
+    engine.batch_done(False, False)
+    assert asked == [1]
+    assert scripts[1:] == ([full_script(engine.nft.programmed)] if rewritten else [])
+    engine.batch_done(False, False)  # checked again only after another interval
+    assert asked == [1]
+
+
+def test_after_a_failed_script_the_next_batch_rewrites_the_table(engine, scripts, monkeypatch):
+    feed(engine, *NETWORKS)
+
+    def fail_once(script):
+        monkeypatch.setattr(nft, "run", scripts.append)
+        raise KernelError("nft -f failed: boom")
+    monkeypatch.setattr(nft, "run", fail_once)
+    feed(engine, wep("c", "10.0.0.4"))  # logged, not raised
+    assert engine.nft.programmed is None
+    engine.batch_done(False, False)
+    assert scripts[1:] == [full_script(engine.nft.programmed)]
+    assert "tw-" + interface("c") in engine.nft.programmed.chains
+
+
+def test_a_snapshot_rewrites_the_table(engine, scripts):
+    feed(engine, *NETWORKS)
+    engine.reset()
+    feed(engine, *NETWORKS[:3], snapshot=True)
+    assert scripts[1] == full_script(engine.nft.programmed)
+    assert wep("b")[0] not in engine.state.endpoints
+
+
+# Batches after which an engine that followed them must program what a
+# fresh engine fed the same records programs.
+BATCHES = [
+    ("start", [profile("net1", labels={"net1": "", "tier": "a"}), profile("net2"),
+               wep("a", "10.0.0.1"), wep("b", "10.0.0.2", profiles=("net2",)),
+               wep("r", "10.0.0.3", node=OTHER_NODE),
+               gnp("tiers", ingress=[{"action": "Allow", "source": {"selector": "tier == 'a'"}},
+                                     {"action": "Allow", "source": {"selector": "tier == 'b'"}}],
+                   egress=[{"action": "Deny", "destination": {"notSelector": "has(net2)"}}])]),
+    ("profile relabels", [profile("net1", labels={"net1": "", "tier": "b"})]),
+    ("remote readdressed", [wep("r", "10.0.0.30", node=OTHER_NODE)]),
+    ("remote relabelled", [wep("r", "10.0.0.30", node=OTHER_NODE, labels={"tier": "a"})]),
+    ("local relabelled", [wep("a", "10.0.0.1", labels={"role": "db"})]),
+    ("new selector", [gnp("db", ingress=[{"action": "Allow",
+                                          "source": {"selector": "role == 'db'"}}])]),
+    ("local and remote gone", [gone(wep("a")), gone(wep("r", node=OTHER_NODE))]),
+    ("policies gone", [gone(gnp("tiers")), gone(gnp("db"))]),
+]
+
+
+def test_an_engine_that_follows_the_changes_programs_what_a_fresh_one_does(engine, tmp_path):
+    done = []
+    for name, batch in BATCHES:
+        feed(engine, *batch)
+        done += batch
+        assert engine.nft.programmed == fresh(*done, status_path=str(tmp_path / "fresh")), name
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Membership.set_selectors records an endpoint's current labels and addresses with the "
+    "selectors it matched before (membership.py:47), so when a new selector arrives in the "
+    "same batch as a profile relabel or an address change, relabelled() no longer sees the "
+    "endpoint and update() subtracts the new addresses: old members stay in the sets"))
+@pytest.mark.parametrize("batch", [
+    [profile("net1", labels={"net1": "", "tier": "b"})],
+    [wep("r", "10.0.0.30", node=OTHER_NODE)],
+], ids=["profile relabels", "remote readdressed"])
+def test_a_change_that_comes_with_a_new_selector_reaches_the_sets(engine, tmp_path, batch):
+    start = BATCHES[0][1]
+    feed(engine, *start)
+    with_selector = [*batch, gnp("db", ingress=[{"action": "Allow",
+                                                 "source": {"selector": "role == 'db'"}}])]
+    feed(engine, *with_selector)
+    assert engine.nft.programmed == fresh(*start, *with_selector,
+                                          status_path=str(tmp_path / "fresh"))
