@@ -2,7 +2,7 @@
 and the node agent, sharing one etcd (on host 1): Calico's Docker docs
 scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
 outage and NAT outgoing; isolation between networks (ICMP, TCP, UDP, on one
-host and across hosts).
+host and across hosts), a Profile and a GlobalNetworkPolicy opening one port.
 
     h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
     h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
@@ -12,16 +12,19 @@ The pool is CrossSubnet VXLAN: h1 <-> h2 is plain routing on their
 segment, anything to or from h3 goes through vxlan.calico.
 """
 
+import copy
 import json
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
+import yaml
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
-from tests.e2e.calico_host import IPV4_POOL, container_ip, docker, start_plugin
+from tests.e2e.calico_host import IPV4_POOL, calicoctl, container_ip, docker, start_plugin
 from tests.lab import EtcdServer, LabProcess
 from tests.lab.common import ip, run_dir, wait_until
 
@@ -249,6 +252,7 @@ def test_nat_outgoing_shows_the_host_address(cluster):
 # containers' network namespaces (tests/e2e/reach.py), all at once.
 
 PORT, OTHER_PORT = 7001, 7002  # every probe workload serves TCP and UDP on both
+ENFORCED_WITHIN = 1.0  # seconds from a change to the datastore to the kernel enforcing it
 WORKLOADS = {"A": ("h1", "net1"), "B": ("h1", "net2"), "C": ("h1", "net1"),
              "D": ("h2", "net2"), "E": ("h2", "net1"),
              "F": ("h3", "net1"), "G": ("h3", "net2")}
@@ -265,6 +269,15 @@ def wl(cluster):
 def assert_reach(cases):
     wrong = reach.mismatches(cases, PORT)
     assert not wrong, "\n".join(wrong)
+
+
+def assert_enforced_in_time(result, what):
+    times, took = result
+    print(f"{what} (the change took {took:.3f} s):")
+    for watch, seconds in times.items():
+        print(f"  {watch} {'never' if seconds is None else f'{seconds:+.3f} s'} after it")
+    late = {w: t for w, t in times.items() if t is None or t > ENFORCED_WITHIN}
+    assert not late, f"{what}: not enforced within {ENFORCED_WITHIN} s: {late}"
 
 
 def test_same_network_reaches_other_networks_do_not(cluster, wl):
@@ -285,3 +298,77 @@ def test_hosts_reach_their_containers_and_containers_their_host(cluster, wl):
         cases += [(host, node, "icmp", True), (host, node, "tcp", True),
                   (node, host, "icmp", True)]
     assert_reach(cases)
+
+
+def net2_into_net1(w, port_open):
+    """What a policy opening TCP PORT from net2 into net1 must change, and
+    what it must leave alone."""
+    return [(w["B"], w["A"], "tcp", port_open), (w["D"], w["A"], "tcp", port_open),
+            (w["G"], w["A"], "tcp", port_open), (w["D"], w["E"], "tcp", port_open),
+            (w["B"], w["F"], "tcp", port_open)] + [
+        (w["B"], w["A"], f"tcp/{OTHER_PORT}", False),  # that port only
+        (w["G"], w["F"], f"tcp/{OTHER_PORT}", False),
+        (w["B"], w["A"], "udp", False), (w["B"], w["A"], "icmp", False),  # TCP only
+        (w["D"], w["E"], "icmp", False),
+        (w["A"], w["B"], "tcp", False), (w["E"], w["D"], "tcp", False),  # into net1 only
+        (w["A"], w["C"], "icmp", True), (w["A"], w["F"], "tcp", True),  # net1 as before
+        (w["B"], w["D"], "tcp", True)]  # net2 as before
+
+
+def timed_watches(w):
+    """One net2 -> net1 connection per host's ingress (h1, h2, h3), and one across hosts."""
+    return [(w["B"], w["A"], PORT), (w["D"], w["E"], PORT), (w["G"], w["F"], PORT),
+            (w["D"], w["A"], PORT)]
+
+
+def test_profile_applied_with_the_cli_opens_one_port(cluster, wl):
+    h1 = cluster.hosts["h1"]
+    original = yaml.safe_load(calicoctl(h1, "get", "profile", "net1", "-o", "yaml").stdout)
+    original["metadata"].pop("resourceVersion", None)
+    opened = copy.deepcopy(original)
+    opened["spec"]["ingress"].append({"action": "Allow", "protocol": "TCP",
+                                      "source": {"selector": "has(net2)"},
+                                      "destination": {"ports": [PORT]}})
+    # The CLI runs in h1's network namespace only: it reads files as we do.
+    files = {}
+    for name, doc in (("net1-opened", opened), ("net1-original", original)):
+        files[name] = str(h1.dir / f"{name}.yaml")
+        Path(files[name]).write_text(yaml.safe_dump(doc))
+    try:
+        result = reach.enforcement_times(
+            lambda: calicoctl(h1, "apply", "-f", files["net1-opened"]),
+            timed_watches(wl), "open")
+        assert_enforced_in_time(result, "Profile net1 + TCP from net2")
+        assert_reach(net2_into_net1(wl, True))
+    finally:
+        result = reach.enforcement_times(
+            lambda: calicoctl(h1, "apply", "-f", files["net1-original"]),
+            timed_watches(wl), "closed")
+    assert_enforced_in_time(result, "Profile net1 as it was")
+    assert_reach(net2_into_net1(wl, False))
+
+
+def test_global_network_policy_opens_one_port(cluster, wl):
+    h1 = cluster.hosts["h1"]
+    # Selected by a policy, an endpoint drops what no policy allows (the end
+    # of the tier): the last rule passes the rest on to the Profiles.
+    policy = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+              "metadata": {"name": "net2-to-net1"},
+              "spec": {"selector": "has(net1)",
+                       "ingress": [{"action": "Allow", "protocol": "TCP",
+                                    "source": {"selector": "has(net2)"},
+                                    "destination": {"ports": [PORT]}},
+                                   {"action": "Pass"}]}}
+    path = h1.dir / "net2-to-net1.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    try:
+        result = reach.enforcement_times(lambda: calicoctl(h1, "apply", "-f", str(path)),
+                                         timed_watches(wl), "open")
+        assert_enforced_in_time(result, "GlobalNetworkPolicy net2-to-net1 applied")
+        assert_reach(net2_into_net1(wl, True))
+    finally:
+        result = reach.enforcement_times(
+            lambda: calicoctl(h1, "delete", "globalnetworkpolicy", "net2-to-net1"),
+            timed_watches(wl), "closed")
+    assert_enforced_in_time(result, "GlobalNetworkPolicy net2-to-net1 deleted")
+    assert_reach(net2_into_net1(wl, False))
