@@ -2,7 +2,8 @@
 and the node agent, sharing one etcd (on host 1): Calico's Docker docs
 scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
 outage and NAT outgoing; isolation between networks (ICMP, TCP, UDP, on one
-host and across hosts), a Profile and a GlobalNetworkPolicy opening one port.
+host and across hosts), a Profile and a GlobalNetworkPolicy opening one port,
+containers started later.
 
     h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
     h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
@@ -372,3 +373,26 @@ def test_global_network_policy_opens_one_port(cluster, wl):
             timed_watches(wl), "closed")
     assert_enforced_in_time(result, "GlobalNetworkPolicy net2-to-net1 deleted")
     assert_reach(net2_into_net1(wl, False))
+
+
+def test_a_container_started_later_is_admitted_by_its_network_only(cluster, wl):
+    w, h2, h3 = wl, cluster.hosts["h2"], cluster.hosts["h3"]
+    late = {}
+    for host, name, network, peer in ((h3, "newcomer-1", "net1", "A"),
+                                      (h2, "newcomer-2", "net2", "B")):
+        before = time.time()
+        docker(host, "run", "-tid", "--net", network, "--name", name, "busybox")
+        ran = time.time()
+        late[name] = node = reach.workload(host, name, network, (PORT,))
+        # From `docker run` returning: its host's rules for it, and its
+        # address in the peer's host's sets.
+        times, _ = reach.enforcement_times(lambda: None, [(w[peer], node, PORT),
+                                                          (node, w[peer], PORT)],
+                                           "open", since=ran)
+        assert_enforced_in_time((times, ran - before),
+                                f"docker run {name} on {network} on {host.name}")
+    n1, n2 = late["newcomer-1"], late["newcomer-2"]
+    assert_reach(reach.both_ways([(n1, w["A"]), (n1, w["F"]), (n1, w["E"]),
+                                  (n2, w["B"]), (n2, w["D"]), (n2, w["G"])], True)
+                 + reach.both_ways([(n1, w["B"]), (n1, w["G"]), (n1, n2),
+                                    (n2, w["A"]), (n2, w["E"])], False))
