@@ -3,7 +3,8 @@ and the node agent, sharing one etcd (on host 1): Calico's Docker docs
 scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
 outage and NAT outgoing; isolation between networks (ICMP, TCP, UDP, on one
 host and across hosts), a Profile and a GlobalNetworkPolicy opening one port,
-containers started later.
+containers started later, Docker's own bridge network beside ours, and the
+policy table going away on SIGTERM.
 
     h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
     h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
@@ -15,6 +16,7 @@ segment, anything to or from h3 goes through vxlan.calico.
 
 import copy
 import json
+import signal
 import sys
 import time
 import types
@@ -201,6 +203,7 @@ def test_agent_and_plugin_restarts_keep_traffic_and_routes(cluster):
     ip_e = container_ip(h2, "workload-E", "net1")
     before = routes(h2, "proto", "80")
     cluster.plugins["h2"].kill()  # the whole process group: plugin and agent
+    assert "table inet calico-libnetwork" in nft_tables(h2)  # kill -9 leaves the policy
     assert pings(h1, "workload-A", ip_e)
     plugin = cluster.start_plugin(h2)
     wait(lambda: "full sync" in plugin.log_tail(), 20, "the restarted agent's first sync")
@@ -279,6 +282,10 @@ def assert_enforced_in_time(result, what):
         print(f"  {watch} {'never' if seconds is None else f'{seconds:+.3f} s'} after it")
     late = {w: t for w, t in times.items() if t is None or t > ENFORCED_WITHIN}
     assert not late, f"{what}: not enforced within {ENFORCED_WITHIN} s: {late}"
+
+
+def nft_tables(host):
+    return host.run_in_netns(["nft", "list", "tables"]).stdout
 
 
 def test_same_network_reaches_other_networks_do_not(cluster, wl):
@@ -396,3 +403,34 @@ def test_a_container_started_later_is_admitted_by_its_network_only(cluster, wl):
                                   (n2, w["B"]), (n2, w["D"]), (n2, w["G"])], True)
                  + reach.both_ways([(n1, w["B"]), (n1, w["G"]), (n1, n2),
                                     (n2, w["A"]), (n2, w["E"])], False))
+
+
+def test_docker_bridge_network_works_beside_ours(cluster):
+    h1 = cluster.hosts["h1"]
+    docker(h1, "network", "create", "plain")
+    try:
+        gateway = docker(h1, "network", "inspect", "-f",
+                         "{{(index .IPAM.Config 0).Gateway}}", "plain")
+        run(h1, "plain-1", "plain")
+        ip_2 = run(h1, "plain-2", "plain")
+        for target in (ip_2, gateway, HOST_ADDRESSES["h1"]):
+            assert pings(h1, "plain-1", target), f"plain-1 does not reach {target}"
+    finally:
+        h1.docker("rm", "-f", "plain-1", "plain-2")
+        h1.docker("network", "rm", "plain")
+
+
+def test_sigterm_removes_the_policy_table(cluster, wl):
+    """Last in this module: it stops h3's plugin, then starts it again."""
+    h3 = cluster.hosts["h3"]
+    assert "table inet calico-libnetwork" in nft_tables(h3)
+    plugin = cluster.plugins["h3"]
+    plugin.stop()  # SIGTERM; the plugin stops its agent
+    assert plugin.popen.returncode != -signal.SIGKILL, "the plugin ignored SIGTERM for 10 s"
+    assert "calico-libnetwork" not in nft_tables(h3), plugin.log_tail()
+    # The host as it was without us: nothing filters its containers.
+    assert_reach([(wl["G"], wl["F"], "icmp", True)])
+    plugin = cluster.start_plugin(h3)
+    wait(lambda: "table inet calico-libnetwork" in nft_tables(h3), 20,
+         "the restarted agent's table")
+    assert_reach([(wl["G"], wl["F"], "icmp", False), (wl["A"], wl["F"], "icmp", True)])
