@@ -1,9 +1,16 @@
-"""The few things the plugin asks dockerd, never on a request's critical path.
+"""The few things the plugin asks dockerd, each within a short timeout.
 
 dockerd blocks on plugins while it starts; a plugin that waits for dockerd
 inside a request deadlocks it (Calico libnetwork-plugin issue #49).  So
-every call here has a short timeout, failures return None, and callers use
-it from background threads or with a cached fallback.
+every call here has a short timeout, a network's name is asked in the
+background after CreateNetwork and kept in etcd, and a request asks dockerd
+only when that record has no name, once, within the timeout.
+
+The API version is negotiated, never pinned: dockerd 29.0-29.2 refuse
+versions below 1.44, and 20.10 knows none above 1.41.  The first question
+asks `/version` (docker-py's version="auto"); later ones reuse its answer.
+When dockerd refuses the version it gave (it was replaced by another
+release), the version is negotiated again, once.
 """
 
 import logging
@@ -11,6 +18,8 @@ import logging
 import docker
 import docker.errors
 import requests.exceptions
+
+from driver.errors import DockerUnavailable
 
 LOG = logging.getLogger(__name__)
 _FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
@@ -20,27 +29,87 @@ class DockerApi:
     def __init__(self, base_url: str, timeout: float = 1.0):
         self.base_url = base_url
         self.timeout = timeout
+        self.api_version = None  # what dockerd offered, once asked
 
-    def _client(self):
-        return docker.APIClient(base_url=self.base_url, timeout=self.timeout, version="1.41")
-
-    def network_name(self, network_id: str) -> str | None:
-        try:
-            with self._client() as api:
-                return api.inspect_network(network_id)["Name"]
-        except _FAILURES as exc:
-            LOG.debug("network %s not inspectable yet: %s", network_id[:12], exc)
-            return None
+    def network_name(self, network_id: str) -> str:
+        """The network's name; DockerUnavailable says why dockerd did not tell it."""
+        return self._ask(f"network {network_id[:12]}",
+                         lambda api: api.inspect_network(network_id)["Name"])
 
     def endpoint_container_labels(self, network_id: str, endpoint_id: str) -> dict | None:
         """Labels of the container that owns endpoint_id, once dockerd shows it."""
+        def labels(api):
+            containers = api.inspect_network(network_id).get("Containers") or {}
+            for container_id, info in containers.items():
+                if info.get("EndpointID") == endpoint_id and not container_id.startswith("ep-"):
+                    config = api.inspect_container(container_id).get("Config") or {}
+                    return config.get("Labels") or {}
+            return None
         try:
-            with self._client() as api:
-                containers = api.inspect_network(network_id).get("Containers") or {}
-                for container_id, info in containers.items():
-                    if info.get("EndpointID") == endpoint_id and not container_id.startswith("ep-"):
-                        config = api.inspect_container(container_id).get("Config") or {}
-                        return config.get("Labels") or {}
-        except _FAILURES as exc:
+            return self._ask(f"endpoint {endpoint_id[:12]}", labels)
+        except DockerUnavailable as exc:
             LOG.debug("endpoint %s not inspectable yet: %s", endpoint_id[:12], exc)
-        return None
+            return None
+
+    def _ask(self, what: str, question):
+        for attempt in range(2):
+            negotiated = self.api_version
+            try:
+                with self._client() as api:
+                    return question(api)
+            except docker.errors.APIError as exc:
+                if _version_refused(exc):
+                    self.api_version = None
+                    if negotiated and attempt == 0:
+                        continue  # dockerd changed under us: ask its version again
+                raise DockerUnavailable(self._failure(what, exc, negotiated)) from exc
+            except _FAILURES as exc:
+                raise DockerUnavailable(self._failure(what, exc, negotiated)) from exc
+        raise DockerUnavailable(f"dockerd at {self.base_url} kept refusing the API version "
+                                "it offered")
+
+    def _client(self) -> docker.APIClient:
+        api = docker.APIClient(base_url=self.base_url, timeout=self.timeout,
+                               version=self.api_version or "auto")
+        self.api_version = api.api_version
+        return api
+
+    def _failure(self, what: str, exc: Exception, version: str | None) -> str:
+        where = f"dockerd at {self.base_url}"
+        if isinstance(exc, docker.errors.APIError):
+            if _version_refused(exc):
+                return f"{where} refused API version {version}: {exc.explanation}"
+            if exc.status_code == 404:
+                return f"{where} does not know {what}"
+            return f"{where} answered HTTP {exc.status_code} about {what}: {exc.explanation}"
+        cause = _transport_cause(exc)
+        if isinstance(cause, requests.exceptions.Timeout):
+            return (f"{where} did not answer within {self.timeout:g}s (while dockerd starts "
+                    "it answers no API call)")
+        if isinstance(cause, requests.exceptions.ConnectionError):
+            return f"cannot reach {where} ({_innermost(cause)})"
+        return f"asking {where} about {what} failed: {exc}"
+
+
+def _version_refused(exc: docker.errors.APIError) -> bool:
+    # dockerd's versionUnsupportedError: HTTP 400 "client version X is too old"/"too new".
+    return exc.status_code == 400 and "client version" in str(exc.explanation or "")
+
+
+def _transport_cause(exc: BaseException) -> BaseException:
+    """The requests error behind exc (docker-py wraps the /version probe's)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.RequestException):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The OS error at the bottom of a requests error, e.g. "No such file or directory"."""
+    found = exc
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, BaseException):
+            found = _innermost(arg)
+    return found

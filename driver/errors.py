@@ -15,3 +15,11 @@ class NotCalicoIpam(DriverError):
 
 class UnknownEndpoint(DriverError):
     pass
+
+
+class DockerUnavailable(DriverError):
+    """dockerd did not answer one of the plugin's questions (the message says why)."""
+
+
+class NetworkNameUnknown(DriverError):
+    """An endpoint's network has no known name, and Calico names its profile after it."""

@@ -10,6 +10,7 @@ DeleteEndpoint undo it.  Every step is safe to replay.
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import netaddr
 
@@ -18,7 +19,8 @@ from datastore.resources import Resource, Resources
 from driver import dataplane
 from driver import endpoints as ep
 from driver.docker_api import DockerApi
-from driver.errors import DriverError, NotCalicoIpam, UnknownEndpoint, UnsupportedOption
+from driver.errors import (DockerUnavailable, DriverError, NetworkNameUnknown, NotCalicoIpam,
+                           UnknownEndpoint, UnsupportedOption)
 from driver.networks import Network, Networks
 from driver.reaper import LinkReaper
 from driver.sandboxes import Sandboxes
@@ -34,7 +36,15 @@ OPT_PREFIX = "com.docker.network."
 OPT_IPV6 = OPT_PREFIX + "enable_ipv6"
 OPT_IPV4 = OPT_PREFIX + "enable_ipv4"
 OPT_GENERIC = OPT_PREFIX + "generic"
+OPT_IFNAME = OPT_PREFIX + "endpoint.ifname"  # Docker >= 28
+# How long dockerd may take to show a new network (CreateNetwork's learning),
+# and how long CreateEndpoint waits for that learning before asking itself.
 NAME_LEARN_SECONDS = 30.0
+NAME_WAIT_SECONDS = 2.0
+IPV6_ONLY_REFUSED = (
+    "Calico networks need IPv4: this plugin routes only IPv4 between hosts, so the "
+    "containers of an IPv6-only network (--ipv4=false) could not reach each other across "
+    "hosts. Create the network without --ipv4=false (add --ipv6 for IPv4 and IPv6).")
 _CACHE_LIMIT = 4096
 
 
@@ -51,13 +61,23 @@ class NetworkDriver:
         self._named_networks = {}  # network id -> Network whose name is known
         self._profiles = set()  # profiles this process created or saw exist
         self._weps = {}  # endpoint id -> WorkloadEndpoint as last written
+        self._learning = {}  # network id -> Event set when its name learning ends
 
     # -- capabilities and no-ops ---------------------------------------
 
     def get_capabilities(self):
         # Scope local: dockerd refuses global-scope remote drivers without a
         # cluster store (removed in Docker 23).  Hosts share networks by name.
-        return {"Scope": "local", "ConnectivityScope": "global"}
+        # GwAllocChecker (Docker >= 28; older ones ignore it): see gw_alloc_check.
+        return {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
+
+    def gw_alloc_check(self, options):
+        """Docker >= 28, before any IPAM call of `docker network create`, with
+        CreateNetwork's Options: Calico containers use 169.254.1.1 and fe80::1
+        as gateways, so dockerd must reserve no gateway address in the pool.
+        What CreateNetwork would refuse is refused here, before IPAM is asked."""
+        _check_options(options)
+        return {"SkipIPv4": True, "SkipIPv6": True}
 
     def endpoint_oper_info(self, network_id, endpoint_id):
         return {"Value": {}}
@@ -85,7 +105,7 @@ class NetworkDriver:
     def create_network(self, network_id, options, ipv4_data, ipv6_data):
         _check_options(options)
         if not ipv4_data:
-            raise DriverError("Calico networks need IPv4; do not use --ipv4=false")
+            raise UnsupportedOption(IPV6_ONLY_REFUSED)
         for data in ipv4_data:
             if data["Gateway"] != CALICO_IPAM_GATEWAYS[4]:
                 raise NotCalicoIpam("Non-Calico IPAM driver is used. Use "
@@ -104,25 +124,39 @@ class NetworkDriver:
         self.networks.add(network)
         # dockerd stores the network (and so knows its name) only after this
         # call returns: learn the name in the background.
-        threading.Thread(target=self._learn_name, args=(network_id,), daemon=True,
+        learned = threading.Event()
+        with _CACHE_LOCK:
+            self._learning[network_id] = learned
+        threading.Thread(target=self._learn_name, args=(network_id, learned), daemon=True,
                          name=f"learn-name-{network_id[:12]}").start()
         return {}
 
-    def _learn_name(self, network_id):
+    def _learn_name(self, network_id, learned):
+        """Ask dockerd for the network's name until it shows the network, and
+        record the name in etcd; `learned` is set when this ends."""
         deadline = time.monotonic() + NAME_LEARN_SECONDS
         delay = 0.05
-        while time.monotonic() < deadline:
-            name = self.docker.network_name(network_id)
-            if name:
+        failure = None
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    name = self.docker.network_name(network_id)
+                except DockerUnavailable as exc:
+                    failure = exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
                 try:
                     self.networks.set_name(network_id, name)
                 except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
                     LOG.warning("could not record the name of network %s", network_id[:12])
                 return
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        LOG.warning("dockerd never showed network %s; its profile will be named "
-                    "when an endpoint is created", network_id[:12])
+            LOG.warning("dockerd never showed network %s (%s); its endpoints are refused "
+                        "until dockerd tells its name", network_id[:12], failure)
+        finally:
+            with _CACHE_LOCK:
+                self._learning.pop(network_id, None)
+            learned.set()
 
     def delete_network(self, network_id):
         network = self.networks.get(network_id)
@@ -136,36 +170,66 @@ class NetworkDriver:
         return {}
 
     def _network(self, network_id, interface) -> Network:
-        """The network's record; a NetworkID we never saw is recorded now
-        (its CreateNetwork went to another etcd, or the record was lost)."""
+        """The network's record, named when profiles are made; a NetworkID we
+        never saw is recorded now (its CreateNetwork went to another etcd, or
+        the record was lost).
+
+        The name normally comes from etcd, where CreateNetwork's learning put
+        it: dockerd restarting its --restart=always containers calls
+        CreateEndpoint before it serves its API, and finds the name there.
+        Raises NetworkNameUnknown, having written nothing, when the name is
+        needed and neither etcd nor dockerd can tell it."""
         if network_id in self._named_networks:
             return self._named_networks[network_id]
         network = self.networks.get(network_id)
-        if network is None:
-            LOG.warning("network %s was not created through this plugin's datastore; "
-                        "recording it now", network_id[:12])
-            network = Network(id=network_id, node=self.settings.nodename,
-                              ipv6=bool(interface["AddressIPv6"]))
-            self.networks.add(network)
-        if network.name is None:
-            name = self.docker.network_name(network_id)
-            if name:
-                network = self.networks.set_name(network_id, name) or network
+        if network is None or network.name is None:
+            name = self._network_name(network_id) if self.settings.create_profiles else None
+            if network is None:
+                LOG.warning("network %s was not created through this plugin's datastore; "
+                            "recording it now", network_id[:12])
+                network = Network(id=network_id, node=self.settings.nodename,
+                                  ipv6=bool(interface["AddressIPv6"]), name=name)
+                self.networks.add(network)
+            elif name is not None:
+                network = self.networks.set_name(network_id, name) or replace(network, name=name)
         if network.name is not None:
             _remember(self._named_networks, network_id, network)
         return network
 
+    def _network_name(self, network_id) -> str:
+        """The name CreateNetwork's learning records, waited for a short
+        while; else dockerd's answer to one question, within its timeout."""
+        learning = self._learning.get(network_id)
+        if learning is not None and learning.wait(NAME_WAIT_SECONDS):
+            network = self.networks.get(network_id)
+            if network is not None and network.name is not None:
+                return network.name
+        try:
+            return self.docker.network_name(network_id)
+        except DockerUnavailable as exc:
+            raise NetworkNameUnknown(
+                f"cannot create an endpoint on network {network_id[:12]}: its name is "
+                "unknown, and Calico names the network's profile, which isolates the network "
+                f"on every host, after it. {exc}. Make DOCKER_HOST reach this host's dockerd "
+                "(a managed plugin needs /var/run/docker.sock mounted), then start the "
+                "container again") from exc
+
     # -- endpoints -----------------------------------------------------
 
     def create_endpoint(self, network_id, endpoint_id, interface, options):
+        # Options need nothing from Calico: dockerd applies endpoint.sysctls
+        # (Docker >= 27) to the interface itself once it moved it, and never
+        # applies endpoint.ifname (Docker >= 28) for a remote driver; the MAC
+        # is Interface.MacAddress (endpoint.macaddress is the same, base64).
         ip_networks = _endpoint_addresses(interface)
         network = self._network(network_id, interface)
+        if options.get(OPT_IFNAME):
+            LOG.info("endpoint %s asks for interface name %r, which dockerd does not apply "
+                     "for remote drivers; it names the interface %s<n>", endpoint_id[:12],
+                     options[OPT_IFNAME], self.settings.ifprefix)
         profiles = []
         if self.settings.create_profiles:
-            if network.name is None:
-                LOG.warning("name of network %s unknown (dockerd did not answer); "
-                            "using its id as the profile name", network_id[:12])
-            profile = ep.profile_name(network.name or network_id)
+            profile = ep.profile_name(network.name)
             self._ensure_profile(profile)
             profiles = [profile]
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
@@ -321,13 +385,11 @@ def _remember(cache: dict, key, value):
 
 def _check_options(options):
     """Refuse what Calico cannot honour, naming the flags (Calico's texts)."""
+    if options.get(OPT_IPV4) is False:  # Docker >= 28: --ipv4=false
+        raise UnsupportedOption(IPV6_ONLY_REFUSED)
     refused = []
     for key, value in sorted(options.items()):
-        if key in (OPT_IPV6,):
-            continue
-        if key == OPT_IPV4:
-            if value is False:
-                refused.append("--ipv4=false")
+        if key in (OPT_IPV4, OPT_IPV6):
             continue
         if isinstance(value, bool):
             if value:

@@ -27,6 +27,7 @@ def _answered_by(service: type, calls: dict) -> dict[str, Route]:
 ROUTES = {
     **_answered_by(NetworkDriver, {
         "NetworkDriver.GetCapabilities": (schemas.NO_ARGS, NetworkDriver.get_capabilities),
+        "NetworkDriver.GwAllocCheck": (schemas.GW_ALLOC_CHECK, NetworkDriver.gw_alloc_check),
         "NetworkDriver.CreateNetwork": (schemas.CREATE_NETWORK, NetworkDriver.create_network),
         "NetworkDriver.DeleteNetwork": (schemas.NETWORK, NetworkDriver.delete_network),
         "NetworkDriver.AllocateNetwork":

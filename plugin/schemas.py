@@ -155,6 +155,7 @@ _ipam_datas = {"IPv4Data": ("ipv4_data", list_of(_ipam_data), list),
 
 NO_ARGS = Request()
 
+GW_ALLOC_CHECK = Request(**_options)  # Docker >= 28: CreateNetwork's Options
 CREATE_NETWORK = Request(**_network, **_options, **_ipam_datas)
 NETWORK = Request(**_network)
 ALLOCATE_NETWORK = Request(**_network, **_options, **_ipam_datas)

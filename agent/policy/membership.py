@@ -41,6 +41,9 @@ class Membership:
         for key, endpoint in state.endpoints.items():
             labels = state.labels_of(endpoint)
             label_key = frozenset(labels.items())
+            seen = self._seen.get(key)
+            if seen is not None and (seen[0], seen[2]) != (label_key, endpoint.addresses):
+                continue  # changed since last evaluated: update() or relabelled() redoes it
             hits = memo.get(label_key)
             if hits is None:
                 hits = memo[label_key] = frozenset(s for s in added if s.evaluate(labels))

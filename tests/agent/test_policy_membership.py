@@ -271,11 +271,6 @@ def test_an_engine_that_follows_the_changes_programs_what_a_fresh_one_does(engin
         assert engine.nft.programmed == fresh(*done, status_path=str(tmp_path / "fresh")), name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Membership.set_selectors records an endpoint's current labels and addresses with the "
-    "selectors it matched before (membership.py:47), so when a new selector arrives in the "
-    "same batch as a profile relabel or an address change, relabelled() no longer sees the "
-    "endpoint and update() subtracts the new addresses: old members stay in the sets"))
 @pytest.mark.parametrize("batch", [
     [profile("net1", labels={"net1": "", "tier": "b"})],
     [wep("r", "10.0.0.30", node=OTHER_NODE)],

@@ -7,65 +7,16 @@ import json
 
 import pytest
 
-from datastore.etcd import Etcd
-from datastore.resources import Resources
-from driver.network_driver import NetworkDriver
-from driver.settings import DriverSettings
-from ipam.allocator import Ipam
-from ipam.driver import IpamDriver
-from plugin.app import MAX_BODY, create_app
+from plugin.app import MAX_BODY
+from tests.plugin.support import NODE, NamedDocker, all_keys, call, make_client
 
-NODE = "test-node"
 NET = "a" * 64
 EP = "b1c2d3e4f5a6" + "0" * 52
-
-
-class NoDocker:
-    """dockerd is not part of these tests: names stay unknown."""
-
-    def network_name(self, network_id):
-        return None
-
-    def endpoint_container_labels(self, network_id, endpoint_id):
-        return None
-
-
-class NamedDocker(NoDocker):
-    def network_name(self, network_id):
-        return "Web_Net"
-
-
-@pytest.fixture
-def store(etcd_clean):
-    etcd = Etcd(etcd_clean.endpoints)
-    yield etcd
-    etcd.close()
-
-
-def make_client(store, docker=None, **settings):
-    resources = Resources(store)
-    driver_settings = DriverSettings(nodename=NODE, **settings)
-    app = create_app(lambda: {
-        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
-        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
-    })
-    return app.test_client()
 
 
 @pytest.fixture
 def client(store):
     return make_client(store)
-
-
-def call(client, path, body=None, raw=None):
-    data = raw if raw is not None else (b"" if body is None else json.dumps(body))
-    resp = client.post("/" + path, data=data)
-    return resp.status_code, json.loads(resp.data)
-
-
-def all_keys(store):
-    kvs, _ = store.get_prefix("/calico/")
-    return {kv.key for kv in kvs}
 
 
 def create_network_body(**overrides):
@@ -84,7 +35,7 @@ def create_network_body(**overrides):
 def test_activate_and_capabilities(client):
     assert call(client, "Plugin.Activate") == (200, {"Implements": ["NetworkDriver", "IpamDriver"]})
     assert call(client, "NetworkDriver.GetCapabilities") == (
-        200, {"Scope": "local", "ConnectivityScope": "global"})
+        200, {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True})
     status, body = call(client, "IpamDriver.GetDefaultAddressSpaces")
     assert status == 200
     assert body == {"LocalDefaultAddressSpace": "CalicoLocalAddressSpace",
@@ -229,7 +180,8 @@ def test_create_endpoint_writes_workload_endpoint_and_profile(store):
     assert all_keys(store) == set()
 
 
-def test_user_mac_is_kept_and_not_returned(client, store):
+def test_user_mac_is_kept_and_not_returned(store):
+    client = make_client(store, docker=NamedDocker())
     call(client, "NetworkDriver.CreateNetwork", create_network_body())
     status, body = call(client, "NetworkDriver.CreateEndpoint",
                         endpoint_body(MacAddress="00:22:33:44:55:66"))
@@ -252,7 +204,8 @@ def test_endpoint_without_address_is_refused(client, store):
     assert store.get(WEP_KEY) is None
 
 
-def test_endpoint_on_a_network_never_seen_still_works(client, store):
+def test_endpoint_on_a_network_never_seen_still_works(store):
+    client = make_client(store, docker=NamedDocker())
     assert call(client, "NetworkDriver.CreateEndpoint", endpoint_body())[0] == 200
     assert store.get(WEP_KEY) is not None
     assert store.get(f"/calico/libnetwork/v1/networks/{NET}") is not None

@@ -1,0 +1,51 @@
+"""The plugin's HTTP face as dockerd sees it, for tests: a Flask test client
+over the real domain objects and a real etcd, and dockerd stand-ins."""
+
+import json
+
+from datastore.resources import Resources
+from driver.errors import DockerUnavailable
+from driver.network_driver import NetworkDriver
+from driver.settings import DriverSettings
+from ipam.allocator import Ipam
+from ipam.driver import IpamDriver
+from plugin.app import create_app
+
+NODE = "test-node"
+
+
+class NoDocker:
+    """dockerd is not part of these tests: names stay unknown."""
+
+    def network_name(self, network_id):
+        raise DockerUnavailable("cannot reach dockerd at unix:///nowhere (not in these tests)")
+
+    def endpoint_container_labels(self, network_id, endpoint_id):
+        return None
+
+
+class NamedDocker(NoDocker):
+    def network_name(self, network_id):
+        return "Web_Net"
+
+
+def make_client(store, docker=None, **settings):
+    resources = Resources(store)
+    driver_settings = DriverSettings(nodename=NODE, **settings)
+    app = create_app(lambda: {
+        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
+        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
+    })
+    return app.test_client()
+
+
+def call(client, path, body=None, raw=None):
+    """POST /path as dockerd does (no Content-Type; an empty body for no args)."""
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body))
+    resp = client.post("/" + path, data=data)
+    return resp.status_code, json.loads(resp.data)
+
+
+def all_keys(store):
+    kvs, _ = store.get_prefix("/calico/")
+    return {kv.key for kv in kvs}
