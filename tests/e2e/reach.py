@@ -109,7 +109,7 @@ def enforcement_times(change, watches, state, timeout=15, since=None):
     time.time() value `since`) to the first connection attempt that saw the
     port `state` ("open" or "closed"), None if none did within `timeout`;
     negative when enforced before change() returned."""
-    deadline = time.time() + timeout + 5
+    deadline = time.time() + timeout
     pollers = [subprocess.Popen(src.argv(sys.executable, "-I", "-S", script(), "until", state,
                                          getattr(dst, "ip", dst), port, deadline),
                                 stdout=subprocess.PIPE, text=True)
@@ -122,12 +122,16 @@ def enforcement_times(change, watches, state, timeout=15, since=None):
         changed = time.time()
         times = []
         for poller in pollers:
-            out, _ = poller.communicate(timeout=timeout + 10)
+            # Through the same buffered file as readline() (communicate()
+            # would miss a line it buffered); it ends by its deadline.
+            out = poller.stdout.read()
+            poller.wait(timeout=10)
             times.append(float(out) - (since or changed) if poller.returncode == 0 else None)
     finally:
         for poller in pollers:
             if poller.poll() is None:
                 poller.kill()
                 poller.wait()
+            poller.stdout.close()
     return ({f"{src} -> {dst} tcp/{port} {state}": t for (src, dst, port), t
              in zip(watches, times)}, changed - started)
