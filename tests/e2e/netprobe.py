@@ -10,8 +10,10 @@ Standard library only.
     netprobe.py udp ADDRESS PORT TIMEOUT    exit 0 if the UDP echo answers
     netprobe.py until open|closed ADDRESS PORT DEADLINE
         Print "polling", then try TCP connections until one sees the port in
-        that state; print the time.time() at which that attempt's SYN went
-        out and exit 0, or exit 1 at DEADLINE (a time.time() value).
+        that state (open: answered, by a connection or a refusal, so no
+        server is needed; closed: no answer, the SYN was dropped); print the
+        time.time() at which that attempt's SYN went out and exit 0, or exit
+        1 at DEADLINE (a time.time() value).
 """
 
 import selectors
@@ -64,13 +66,23 @@ def udp(address, port, timeout):
             return False
 
 
+def answers(address, port, timeout):
+    try:
+        socket.create_connection((address, port), timeout=timeout).close()
+        return True
+    except ConnectionRefusedError:  # a RST: the SYN got through
+        return True
+    except OSError:
+        return False
+
+
 def until(state, address, port, deadline):
     print("polling", flush=True)
     want_open = state == "open"
     timeout = OPEN_TIMEOUT if want_open else CLOSED_TIMEOUT
     while time.time() < deadline:
         sent = time.time()
-        if tcp(address, port, timeout) == want_open:
+        if answers(address, port, timeout) == want_open:
             print(f"{sent:.6f}", flush=True)
             return True
         time.sleep(INTERVAL)

@@ -49,21 +49,29 @@ def host_node(host, address):
     return Node(host.name, host, None, address, netns_path(host.netns))
 
 
-def workload(host, name, network, ports):
-    """Container `name` on `network` (run unless it exists) with netprobe's
-    TCP and UDP servers on `ports`, stopped with the host."""
+def container(host, name, network):
+    """Container `name` on `network`, run unless it exists."""
     if host.docker("inspect", "--type", "container", name).returncode:
         docker(host, "run", "-tid", "--net", network, "--name", name, "busybox")
     pid = docker(host, "inspect", "-f", "{{.State.Pid}}", name)
-    node = Node(name, host, network, container_ip(host, name, network), f"/proc/{pid}/ns/net")
-    log = host.dir / f"netprobe-{name}.log"
+    return Node(name, host, network, container_ip(host, name, network), f"/proc/{pid}/ns/net")
+
+
+def serve(node, ports):
+    """netprobe's TCP and UDP servers on `ports` in `node`, stopped with its host."""
+    log = node.host.dir / f"netprobe-{node.name}.log"
     server = LabProcess(node.argv(sys.executable, "-I", "-S", script(), "serve", *ports), log)
-    host.processes.append(server)
+    node.host.processes.append(server)
     server.start()
     if not wait_until(lambda: "ready" in log.read_text() or not server.running, 10, 0.02) \
             or not server.running:
         raise LabError(f"netprobe server in {node} did not start:\n{server.log_tail()}")
     return node
+
+
+def workload(host, name, network, ports):
+    """container() with serve()."""
+    return serve(container(host, name, network), ports)
 
 
 def probe(src, dst, proto, port=None, timeout=1):
@@ -107,8 +115,9 @@ def enforcement_times(change, watches, state, timeout=15, since=None):
     (a CLI command, an etcd write) and return ({watch: seconds}, the
     seconds change() took): the seconds from change() returning (or from
     time.time() value `since`) to the first connection attempt that saw the
-    port `state` ("open" or "closed"), None if none did within `timeout`;
-    negative when enforced before change() returned."""
+    port `state` ("open": answered, even by a refusal; "closed": no answer),
+    None if none did within `timeout`; negative when enforced before
+    change() returned."""
     deadline = time.time() + timeout
     pollers = [subprocess.Popen(src.argv(sys.executable, "-I", "-S", script(), "until", state,
                                          getattr(dst, "ip", dst), port, deadline),

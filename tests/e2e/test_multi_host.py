@@ -390,14 +390,16 @@ def test_a_container_started_later_is_admitted_by_its_network_only(cluster, wl):
         before = time.time()
         docker(host, "run", "-tid", "--net", network, "--name", name, "busybox")
         ran = time.time()
-        late[name] = node = reach.workload(host, name, network, (PORT,))
+        node = reach.container(host, name, network)
         # From `docker run` returning: its host's rules for it, and its
-        # address in the peer's host's sets.
+        # address in the peer's host's sets (a refusal from the newcomer,
+        # which serves nothing yet, is an answer).
         times, _ = reach.enforcement_times(lambda: None, [(w[peer], node, PORT),
                                                           (node, w[peer], PORT)],
                                            "open", since=ran)
         assert_enforced_in_time((times, ran - before),
                                 f"docker run {name} on {network} on {host.name}")
+        late[name] = reach.serve(node, (PORT,))
     n1, n2 = late["newcomer-1"], late["newcomer-2"]
     assert_reach(reach.both_ways([(n1, w["A"]), (n1, w["F"]), (n1, w["E"]),
                                   (n2, w["B"]), (n2, w["D"]), (n2, w["G"])], True)
