@@ -1,7 +1,10 @@
 """Three Docker hosts in network namespaces, each with dockerd, the plugin
 and the node agent, sharing one etcd (on host 1): Calico's Docker docs
 scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
-outage and NAT outgoing.
+outage and NAT outgoing; isolation between networks (ICMP, TCP, UDP, on one
+host and across hosts), a Profile and a GlobalNetworkPolicy opening one port,
+containers started later, Docker's own bridge network beside ours, and the
+policy table going away on SIGTERM.
 
     h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
     h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
@@ -11,15 +14,20 @@ The pool is CrossSubnet VXLAN: h1 <-> h2 is plain routing on their
 segment, anything to or from h3 goes through vxlan.calico.
 """
 
+import copy
 import json
+import signal
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
+import yaml
 from netaddr import IPAddress, IPNetwork
 
-from tests.e2e.calico_host import IPV4_POOL, container_ip, docker, start_plugin
+from tests.e2e import reach
+from tests.e2e.calico_host import IPV4_POOL, calicoctl, container_ip, docker, start_plugin
 from tests.lab import EtcdServer, LabProcess
 from tests.lab.common import ip, run_dir, wait_until
 
@@ -28,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 ETCD_HOST = "10.0.12.1"
 OUTSIDE = "10.0.99.1"
+HOST_ADDRESSES = {"h1": "10.0.12.1", "h2": "10.0.12.2", "h3": "10.0.13.3"}
 AGENT_ADDRESSES = {"h1": {"IP_AUTODETECTION_METHOD": "interface=eth1"},
                    "h2": {"IP_AUTODETECTION_METHOD": f"can-reach={ETCD_HOST}"},
                    "h3": {"IP": "10.0.13.3/24"}}
@@ -78,7 +87,8 @@ def cluster(docker_host_factory):
     for host in hosts:
         for net in ("net1", "net2"):
             docker(host, "network", "create", *CALICO, net)
-    docker(h2, "network", "create", *CALICO, "--subnet", IPV4_POOL, "net3")
+    for host in (h1, h2):
+        docker(host, "network", "create", *CALICO, "--subnet", IPV4_POOL, "net3")
     yield c
 
 
@@ -87,6 +97,15 @@ def cluster(docker_host_factory):
 def run(host, name, network, *extra):
     docker(host, "run", "-tid", "--net", network, "--name", name, *extra, "busybox")
     return container_ip(host, name, network)
+
+
+def on_network(host, network):
+    """A container on `network` on `host`, made on first use: networks are
+    isolated, so only a container of the target's own network may ping it."""
+    name = f"pinger-{network}"
+    if host.docker("inspect", "--type", "container", name).returncode:
+        run(host, name, network)
+    return name
 
 
 def pings(host, container, target):
@@ -173,7 +192,7 @@ def test_borrowed_address_routes_come_and_go(cluster):
     wait(lambda: has_route(h1, f"{borrowed} via 10.0.12.2 dev eth1 proto 80"), 10,
          "h1's /32 to the address h2 borrowed")
     wait(lambda: has_route(h3, f"{borrowed} via"), 10, "h3's /32 to it")
-    assert pings(h1, "workload-A", borrowed)
+    assert pings(h1, on_network(h1, "net3"), borrowed)
     docker(h2, "rm", "-f", "borrower")
     wait(lambda: not has_route(h1, borrowed + " "), 10, "the /32 to go on h1")
     wait(lambda: not has_route(h3, borrowed + " "), 10, "the /32 to go on h3")
@@ -184,6 +203,7 @@ def test_agent_and_plugin_restarts_keep_traffic_and_routes(cluster):
     ip_e = container_ip(h2, "workload-E", "net1")
     before = routes(h2, "proto", "80")
     cluster.plugins["h2"].kill()  # the whole process group: plugin and agent
+    assert "table inet calico-libnetwork" in nft_tables(h2)  # kill -9 leaves the policy
     assert pings(h1, "workload-A", ip_e)
     plugin = cluster.start_plugin(h2)
     wait(lambda: "full sync" in plugin.log_tail(), 20, "the restarted agent's first sync")
@@ -206,7 +226,7 @@ def test_etcd_outage_keeps_traffic_and_agents_catch_up(cluster):
     run(h2, "late", "net3", "--ip", fresh)
     wait(lambda: has_route(h1, f"{block_of(fresh)} via 10.0.12.2"), 30,
          "h1's route to h2's new block")
-    assert pings(h1, "workload-A", fresh)
+    assert pings(h1, on_network(h1, "net3"), fresh)
 
 
 def test_nat_outgoing_shows_the_host_address(cluster):
@@ -226,3 +246,193 @@ def test_nat_outgoing_shows_the_host_address(cluster):
         assert log.read_text().split() == ["10.0.12.1"]
     finally:
         listener.kill()
+
+
+# -- isolation between networks ------------------------------------------------
+#
+# Each network's Profile lets in only its own members (ingress from has(<net>)),
+# so containers of different networks do not reach each other, on one host or
+# across hosts; hosts reach their own containers.  Probes run from the
+# containers' network namespaces (tests/e2e/reach.py), all at once.
+
+PORT, OTHER_PORT = 7001, 7002  # every probe workload serves TCP and UDP on both
+ENFORCED_WITHIN = 1.0  # seconds from a change to the datastore to the kernel enforcing it
+WORKLOADS = {"A": ("h1", "net1"), "B": ("h1", "net2"), "C": ("h1", "net1"),
+             "D": ("h2", "net2"), "E": ("h2", "net1"),
+             "F": ("h3", "net1"), "G": ("h3", "net2")}
+
+
+@pytest.fixture(scope="module")
+def wl(cluster):
+    """The docs scenario's workloads A-F (made here if no earlier test did)
+    and G on net2 on h3, each serving TCP and UDP on PORT and OTHER_PORT."""
+    return {k: reach.workload(cluster.hosts[h], f"workload-{k}", net, (PORT, OTHER_PORT))
+            for k, (h, net) in WORKLOADS.items()}
+
+
+def assert_reach(cases):
+    wrong = reach.mismatches(cases, PORT)
+    assert not wrong, "\n".join(wrong)
+
+
+def assert_enforced_in_time(result, what):
+    times, took = result
+    print(f"{what} (the change took {took:.3f} s):")
+    for watch, seconds in times.items():
+        print(f"  {watch} {'never' if seconds is None else f'{seconds:+.3f} s'} after it")
+    late = {w: t for w, t in times.items() if t is None or t > ENFORCED_WITHIN}
+    assert not late, f"{what}: not enforced within {ENFORCED_WITHIN} s: {late}"
+
+
+def nft_tables(host):
+    return host.run_in_netns(["nft", "list", "tables"]).stdout
+
+
+def test_same_network_reaches_other_networks_do_not(cluster, wl):
+    w = wl
+    same = [(w["A"], w["C"]),  # one host
+            (w["A"], w["E"]), (w["B"], w["D"]),  # h1 <-> h2, routed on their segment
+            (w["A"], w["F"]), (w["D"], w["G"])]  # h1 <-> h3 and h2 <-> h3, VXLAN
+    other = [(w["A"], w["B"]),  # one host
+             (w["A"], w["D"]), (w["E"], w["B"]),  # h1 <-> h2
+             (w["A"], w["G"]), (w["F"], w["D"])]  # VXLAN
+    assert_reach(reach.both_ways(same, True) + reach.both_ways(other, False))
+
+
+def test_hosts_reach_their_containers_and_containers_their_host(cluster, wl):
+    cases = []
+    for node in wl.values():
+        host = reach.host_node(node.host, HOST_ADDRESSES[node.host.name])
+        cases += [(host, node, "icmp", True), (host, node, "tcp", True),
+                  (node, host, "icmp", True)]
+    assert_reach(cases)
+
+
+def net2_into_net1(w, port_open):
+    """What a policy opening TCP PORT from net2 into net1 must change, and
+    what it must leave alone."""
+    return [(w["B"], w["A"], "tcp", port_open), (w["D"], w["A"], "tcp", port_open),
+            (w["G"], w["A"], "tcp", port_open), (w["D"], w["E"], "tcp", port_open),
+            (w["B"], w["F"], "tcp", port_open)] + [
+        (w["B"], w["A"], f"tcp/{OTHER_PORT}", False),  # that port only
+        (w["G"], w["F"], f"tcp/{OTHER_PORT}", False),
+        (w["B"], w["A"], "udp", False), (w["B"], w["A"], "icmp", False),  # TCP only
+        (w["D"], w["E"], "icmp", False),
+        (w["A"], w["B"], "tcp", False), (w["E"], w["D"], "tcp", False),  # into net1 only
+        (w["A"], w["C"], "icmp", True), (w["A"], w["F"], "tcp", True),  # net1 as before
+        (w["B"], w["D"], "tcp", True)]  # net2 as before
+
+
+def timed_watches(w):
+    """One net2 -> net1 connection per host's ingress (h1, h2, h3), and one across hosts."""
+    return [(w["B"], w["A"], PORT), (w["D"], w["E"], PORT), (w["G"], w["F"], PORT),
+            (w["D"], w["A"], PORT)]
+
+
+def test_profile_applied_with_the_cli_opens_one_port(cluster, wl):
+    h1 = cluster.hosts["h1"]
+    original = yaml.safe_load(calicoctl(h1, "get", "profile", "net1", "-o", "yaml").stdout)
+    original["metadata"].pop("resourceVersion", None)
+    opened = copy.deepcopy(original)
+    opened["spec"]["ingress"].append({"action": "Allow", "protocol": "TCP",
+                                      "source": {"selector": "has(net2)"},
+                                      "destination": {"ports": [PORT]}})
+    # The CLI runs in h1's network namespace only: it reads files as we do.
+    files = {}
+    for name, doc in (("net1-opened", opened), ("net1-original", original)):
+        files[name] = str(h1.dir / f"{name}.yaml")
+        Path(files[name]).write_text(yaml.safe_dump(doc))
+    try:
+        result = reach.enforcement_times(
+            lambda: calicoctl(h1, "apply", "-f", files["net1-opened"]),
+            timed_watches(wl), "open")
+        assert_enforced_in_time(result, "Profile net1 + TCP from net2")
+        assert_reach(net2_into_net1(wl, True))
+    finally:
+        result = reach.enforcement_times(
+            lambda: calicoctl(h1, "apply", "-f", files["net1-original"]),
+            timed_watches(wl), "closed")
+    assert_enforced_in_time(result, "Profile net1 as it was")
+    assert_reach(net2_into_net1(wl, False))
+
+
+def test_global_network_policy_opens_one_port(cluster, wl):
+    h1 = cluster.hosts["h1"]
+    # Selected by a policy, an endpoint drops what no policy allows (the end
+    # of the tier): the last rule passes the rest on to the Profiles.
+    policy = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+              "metadata": {"name": "net2-to-net1"},
+              "spec": {"selector": "has(net1)",
+                       "ingress": [{"action": "Allow", "protocol": "TCP",
+                                    "source": {"selector": "has(net2)"},
+                                    "destination": {"ports": [PORT]}},
+                                   {"action": "Pass"}]}}
+    path = h1.dir / "net2-to-net1.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    try:
+        result = reach.enforcement_times(lambda: calicoctl(h1, "apply", "-f", str(path)),
+                                         timed_watches(wl), "open")
+        assert_enforced_in_time(result, "GlobalNetworkPolicy net2-to-net1 applied")
+        assert_reach(net2_into_net1(wl, True))
+    finally:
+        result = reach.enforcement_times(
+            lambda: calicoctl(h1, "delete", "globalnetworkpolicy", "net2-to-net1"),
+            timed_watches(wl), "closed")
+    assert_enforced_in_time(result, "GlobalNetworkPolicy net2-to-net1 deleted")
+    assert_reach(net2_into_net1(wl, False))
+
+
+def test_a_container_started_later_is_admitted_by_its_network_only(cluster, wl):
+    w, h2, h3 = wl, cluster.hosts["h2"], cluster.hosts["h3"]
+    late = {}
+    for host, name, network, peer in ((h3, "newcomer-1", "net1", "A"),
+                                      (h2, "newcomer-2", "net2", "B")):
+        before = time.time()
+        docker(host, "run", "-tid", "--net", network, "--name", name, "busybox")
+        ran = time.time()
+        node = reach.container(host, name, network)
+        # From `docker run` returning: its host's rules for it, and its
+        # address in the peer's host's sets (a refusal from the newcomer,
+        # which serves nothing yet, is an answer).
+        times, _ = reach.enforcement_times(lambda: None, [(w[peer], node, PORT),
+                                                          (node, w[peer], PORT)],
+                                           "open", since=ran)
+        assert_enforced_in_time((times, ran - before),
+                                f"docker run {name} on {network} on {host.name}")
+        late[name] = reach.serve(node, (PORT,))
+    n1, n2 = late["newcomer-1"], late["newcomer-2"]
+    assert_reach(reach.both_ways([(n1, w["A"]), (n1, w["F"]), (n1, w["E"]),
+                                  (n2, w["B"]), (n2, w["D"]), (n2, w["G"])], True)
+                 + reach.both_ways([(n1, w["B"]), (n1, w["G"]), (n1, n2),
+                                    (n2, w["A"]), (n2, w["E"])], False))
+
+
+def test_docker_bridge_network_works_beside_ours(cluster):
+    h1 = cluster.hosts["h1"]
+    docker(h1, "network", "create", "plain")
+    try:
+        gateway = docker(h1, "network", "inspect", "-f",
+                         "{{(index .IPAM.Config 0).Gateway}}", "plain")
+        run(h1, "plain-1", "plain")
+        ip_2 = run(h1, "plain-2", "plain")
+        for target in (ip_2, gateway, HOST_ADDRESSES["h1"]):
+            assert pings(h1, "plain-1", target), f"plain-1 does not reach {target}"
+    finally:
+        h1.docker("rm", "-f", "plain-1", "plain-2")
+        h1.docker("network", "rm", "plain")
+
+
+def test_sigterm_removes_the_policy_table(cluster, wl):
+    """Last in this module: it stops h3's plugin, then starts it again."""
+    h3 = cluster.hosts["h3"]
+    assert "table inet calico-libnetwork" in nft_tables(h3)
+    plugin = cluster.plugins["h3"]
+    plugin.stop()  # SIGTERM; the plugin stops its agent
+    assert plugin.popen.returncode != -signal.SIGKILL, "the plugin ignored SIGTERM for 10 s"
+    assert "calico-libnetwork" not in nft_tables(h3), plugin.log_tail()
+    # The host as it was without us: nothing filters its containers.
+    assert_reach([(wl["G"], wl["F"], "icmp", True)])
+    plugin = cluster.start_plugin(h3)
+    wait(lambda: "table inet calico-libnetwork" in nft_tables(h3), 20,
+         "the restarted agent's table")
+    assert_reach([(wl["G"], wl["F"], "icmp", False), (wl["A"], wl["F"], "icmp", True)])
