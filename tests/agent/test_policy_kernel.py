@@ -15,6 +15,7 @@ from agent.policy.engine import PolicyEngine, remove_policy
 from datastore.resources import Resource
 from driver.endpoints import network_profile, workload_endpoint
 from tests.lab import Lab
+from tests.lab.common import wait_until
 from pyroute2 import netns as pyroute2_netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
@@ -91,7 +92,14 @@ def tcp_open(workloads, src, dst, port):
     """A TCP connect from src to a listener on dst:port."""
     server = subprocess.Popen(["ip", "netns", "exec", workloads[dst], "busybox", "nc", "-l",
                                "-p", str(port)], stdout=subprocess.DEVNULL)
+
+    def listening():
+        return f":{port} " in subprocess.run(
+            ["ip", "netns", "exec", workloads[dst], "ss", "-Hltn"], capture_output=True,
+            text=True).stdout
+
     try:
+        assert wait_until(listening, 5, 0.02), "the listener did not start"
         return subprocess.run(
             ["ip", "netns", "exec", workloads[src], "busybox", "sh", "-c",
              f"echo hi | busybox nc -w 1 {WORKLOADS[dst][1]} {port}"],

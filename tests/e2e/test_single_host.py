@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from tests.e2e import reach
 from tests.e2e.calico_host import (IPV4_POOL, IPV6_POOL, PROFILE_PREFIX, WEP_PREFIX,
                                    calicoctl, container_ip, docker, docker_fails,
                                    endpoint_id, in_host, keys, remove_all, start_plugin,
@@ -241,6 +242,77 @@ def test_ifprefix_mtu_and_labels(clean):
                  10, "endpoint labels")
         labels = wep(host, endpoint)["metadata"]["labels"]
         assert labels["baz"] == "quux" and "not" not in labels
+    finally:
+        remove_all(host)
+        host.plugin.stop()
+        host.plugin = start_plugin(host)
+
+
+# -- policy ----------------------------------------------------------------
+
+DATABASE_POLICY = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: database
+spec:
+  order: 0
+  selector: role == 'database'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source:
+      selector: role == 'frontend'
+    destination:
+      ports: [3306]
+"""
+
+
+def test_container_labels_select_policy(clean):
+    """Calico's "Docker labels and Calico policy" tutorial: container labels
+    become endpoint labels, and a GlobalNetworkPolicy on them admits the
+    frontend to the database on TCP 3306 and nothing else."""
+    host = clean
+    host.plugin.stop()
+    host.plugin = start_plugin(host, CALICO_LIBNETWORK_LABEL_ENDPOINTS="true")
+    policy = host.dir / "database-policy.yaml"
+    policy.write_text(DATABASE_POLICY)
+    try:
+        docker(host, "network", "create", *CALICO, "shop")
+        for name, role in (("frontend-a", "frontend"), ("database-a", "database")):
+            run(host, name, "shop", "--label", f"org.projectcalico.label.role={role}")
+        run(host, "other", "shop")
+        database = endpoint_id(host, "database-a", "shop")
+        wait_for(lambda: wep(host, database)["metadata"]["labels"].get("role") == "database",
+                 10, "the database's endpoint label")
+        calicoctl(host, "apply", "-f", str(policy))
+        db = reach.workload(host, "database-a", "shop", [3306])
+        frontend, other = (reach.container(host, n, "shop") for n in ("frontend-a", "other"))
+        wait_for(lambda: reach.probe(frontend, db, "tcp", 3306), 5, "frontend to reach 3306")
+        assert reach.mismatches([(frontend, db, "tcp", True), (other, db, "tcp", False),
+                                 (frontend, db, "icmp", False), (other, frontend, "icmp", True)],
+                                3306) == []
+    finally:
+        calicoctl(host, "delete", "globalnetworkpolicy", "database", check=False)
+        remove_all(host)
+        host.plugin.stop()
+        host.plugin = start_plugin(host)
+
+
+def test_policy_off_leaves_networks_flat_and_no_table(clean):
+    host = clean
+    host.plugin.stop()
+    host.plugin = start_plugin(host, CALICO_LIBNETWORK_POLICY="false")
+    try:
+        wait_for(lambda: "calico-libnetwork" not in in_host(host, ["nft", "list", "tables"]),
+                 20, "the policy table to go")
+        docker(host, "network", "create", *CALICO, "flat1")
+        docker(host, "network", "create", *CALICO, "flat2")
+        run(host, "flat-a", "flat1")
+        run(host, "flat-b", "flat2")
+        assert ping(host, "flat-a", container_ip(host, "flat-b", "flat2")).returncode == 0
+        status = calicoctl(host, "status", check=False, CALICO_LIBNETWORK_POLICY="false").stdout
+        assert "Policy" in status and "off" in status
     finally:
         remove_all(host)
         host.plugin.stop()
