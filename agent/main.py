@@ -9,6 +9,7 @@ from netaddr import IPNetwork
 
 from agent import autodetect, node
 from agent.liveness import Heartbeat
+from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, remove_policy
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings, parse_ip_setting
@@ -47,14 +48,17 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
                               settings.resync_interval) if settings.policy else None
         if policy is None:
             remove_policy()  # left by an earlier run with policy on
-        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop,
-                        views=(policy,) if policy else ())
+        names = NameService(settings.names_status_path).start() if settings.names else None
+        views = tuple(v for v in (policy, names and names.index) if v)
+        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop, views=views)
         # A daemon thread: a watch may hang for its idle timeout, and stopping
         # must not wait for it.
         thread = threading.Thread(target=syncer.run, name="syncer", daemon=True)
         thread.start()
         stop.wait()
         heartbeat.stop()
+        if names is not None:
+            names.stop()
         if policy is not None:
             thread.join(1.0)  # let a sync in progress finish its nft write
             policy.stop()

@@ -40,7 +40,8 @@ class FakeDockerd:
     def __init__(self, versions=DOCKER_29_0):
         self.api_version, self.min_version = versions
         self.networks = {}  # id -> name
-        self.containers = {}  # id -> {"Labels": {...}}
+        self.containers = {}  # id -> Config ({"Labels": {...}})
+        self.inspect = {}  # id -> more of `docker inspect` (Name, NetworkSettings)
         self.endpoints = {}  # network id -> {container id: endpoint id}
         self.hang = False
         self.requests = []  # (method, path) in arrival order
@@ -111,7 +112,8 @@ class FakeDockerd:
         if parts[0] == "containers" and len(parts) == 3 and parts[2] == "json":
             if parts[1] not in self.containers:
                 return _send(handler, 404, {"message": f"No such container: {parts[1]}"})
-            return _send(handler, 200, {"Id": parts[1], "Config": self.containers[parts[1]]})
+            return _send(handler, 200, {"Id": parts[1], "Config": self.containers[parts[1]],
+                                        **self.inspect.get(parts[1], {})})
         return _send(handler, 404, {"message": "page not found"})
 
 
