@@ -48,7 +48,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
                               settings.resync_interval) if settings.policy else None
         if policy is None:
             remove_policy()  # left by an earlier run with policy on
-        names = NameService(settings.names_status_path).start() if settings.names else None
+        names = _start_names(settings) if settings.names else None
         views = tuple(v for v in (policy, names and names.index) if v)
         syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop, views=views)
         # A daemon thread: a watch may hang for its idle timeout, and stopping
@@ -65,6 +65,16 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
         LOG.info("node agent stopped; routes are left in place")
     finally:
         etcd.close()
+
+
+def _start_names(settings: AgentSettings) -> NameService | None:
+    """The name service, or None when it cannot start: routes and policy
+    must not stop for names."""
+    try:
+        return NameService(settings.names_status_path).start()
+    except Exception:  # noqa: BLE001
+        LOG.exception("names across hosts are off: the name service did not start")
+        return None
 
 
 def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,

@@ -37,7 +37,7 @@ FORWARD_TIMEOUT = 3.5  # seconds for all of a question's upstreams together
 TCP_IDLE_TIMEOUT = 10.0  # a client connection with no question for this long is closed
 MAX_IN_FLIGHT = 1024  # forwards at once, as Docker's embedded resolver caps them
 TTL = 0  # names change within seconds on any host: nothing may cache them
-_MAX_UDP = 65535
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python 3.11 lacks the name
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _socket(kind: int, address: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_IP, socket.IP_FREEBIND, 1)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         sock.bind((address, port))
     except OSError:
         sock.close()
