@@ -37,6 +37,10 @@ class DockerApi:
         return self._ask(f"network {network_id[:12]}",
                          lambda api: api.inspect_network(network_id)["Name"])
 
+    def server_version(self) -> str:
+        """dockerd's release, e.g. "20.10.24" (for `status`, never a request)."""
+        return self._ask("its version", lambda api: api.version()["Version"])
+
     def endpoint_container(self, network_id: str, endpoint_id: str) -> "EndpointContainer | None":
         """What one inspect of the container that owns endpoint_id tells
         (labels, the network's name, the endpoint's DNS names), once dockerd

@@ -43,6 +43,7 @@ class FakeDockerd:
         self.containers = {}  # id -> Config ({"Labels": {...}})
         self.inspect = {}  # id -> more of `docker inspect` (Name, NetworkSettings)
         self.endpoints = {}  # network id -> {container id: endpoint id}
+        self.release = "fake"  # what /version calls Version
         self.hang = False
         self.requests = []  # (method, path) in arrival order
         self._dir = tempfile.mkdtemp(prefix="fake-dockerd-")
@@ -88,7 +89,7 @@ class FakeDockerd:
         if path == "/version":
             return _send(handler, 200, {"ApiVersion": self.api_version,
                                         "MinAPIVersion": self.min_version,
-                                        "Version": "fake", "Os": "linux"})
+                                        "Version": self.release, "Os": "linux"})
         match = _VERSIONED.match(path)
         if match:
             version, path = match.groups()
@@ -100,6 +101,9 @@ class FakeDockerd:
                 return _send(handler, 400, {"message": (
                     f"client version {version} is too new. Maximum supported API version "
                     f"is {self.api_version}")})
+        if path == "/version":  # versioned: docker-py's version()
+            return _send(handler, 200, {"ApiVersion": self.api_version, "Os": "linux",
+                                        "Version": self.release})
         parts = path.strip("/").split("/")
         if parts[0] == "networks" and len(parts) == 2:
             network_id = parts[1]
