@@ -15,12 +15,12 @@ import ctypes.util
 import logging
 
 from agent.errors import KernelError
+from agent.names.upstreams import GATEWAY
 
 LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork-dns"
 FAMILY = "ip"
-GATEWAY = "169.254.1.1"  # on every host-side cali veth: the responder's address
 
 
 class Nft:

@@ -3,7 +3,8 @@ watch), the responder and its listeners, and the interception table.
 
 Listeners, all on 169.254.1.1 (every container's gateway, an address of
 each host-side cali veth):
-- port 53, forwarding to the host's nameservers: the server to name in
+- port 53, forwarding to the servers daemon.json `dns` lists after
+  169.254.1.1, else to the host's nameservers: the server to name first in
   daemon.json `dns` on dockerd 28 and later, which asks the host's own
   nameservers from the host's namespace, where we cannot see the question;
 - one port per IPv4, non-loopback nameserver of the host, forwarding to
@@ -18,17 +19,18 @@ import os
 from agent.errors import KernelError
 from agent.names import upstreams
 from agent.names.index import NameIndex
-from agent.names.intercept import GATEWAY, Interception
+from agent.names.intercept import Interception
 from agent.names.responder import DNS_PORT, Listener, Responder
+from agent.names.upstreams import GATEWAY
 
 LOG = logging.getLogger(__name__)
 
 
 class NameService:
     def __init__(self, status_path: str | None = None, resolv_conf: str = upstreams.RESOLV_CONF,
-                 upstream_port: int = DNS_PORT):
+                 daemon_json: str = upstreams.DAEMON_JSON, upstream_port: int = DNS_PORT):
         self.status_path = status_path
-        self.resolv_conf = resolv_conf
+        self.resolv_conf, self.daemon_json = resolv_conf, daemon_json
         self.upstream_port = upstream_port  # tests use another port than 53
         self.index = NameIndex()
         self.responder = None
@@ -38,7 +40,8 @@ class NameService:
     def start(self) -> "NameService":
         servers = upstreams.nameservers(self.resolv_conf)
         listeners = []
-        direct = tuple((s, self.upstream_port) for s in servers[:upstreams.MAX_SERVERS])
+        direct = tuple((s, self.upstream_port)
+                       for s in upstreams.behind_gateway(self.daemon_json, self.resolv_conf))
         try:
             listeners.append(Listener(GATEWAY, DNS_PORT, direct).bind())
         except OSError as exc:

@@ -11,11 +11,12 @@ only daemon.json `dns` servers from the container: names then need
 import json
 import re
 
+from agent.names import upstreams
 from driver.docker_api import DockerApi
 from driver.errors import DockerUnavailable
 
 DAEMON_JSON = "/etc/docker/daemon.json"
-GATEWAY = "169.254.1.1"
+GATEWAY = upstreams.GATEWAY
 HOST_NETNS_FROM = 28  # the first dockerd that asks the host's nameservers from the host
 
 

@@ -241,3 +241,14 @@ def test_interception_script():
             in text)
     assert ('iifname "cali*" ip daddr 10.0.0.53 tcp dport 53 dnat to 169.254.1.1:40001'
             in text)
+
+
+def test_behind_the_gateway(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.53\n")
+    daemon = tmp_path / "daemon.json"
+    assert upstreams.behind_gateway(str(daemon), str(conf)) == ["127.0.0.53"]  # no file
+    daemon.write_text('{"dns": ["169.254.1.1", "10.0.0.53", "10.0.1.53"]}')
+    assert upstreams.behind_gateway(str(daemon), str(conf)) == ["10.0.0.53", "10.0.1.53"]
+    daemon.write_text('{"dns": ["169.254.1.1"]}')
+    assert upstreams.behind_gateway(str(daemon), str(conf)) == ["127.0.0.53"]
