@@ -1,51 +1,21 @@
-"""Names across hosts (issue 11): two Docker hosts in network namespaces,
-each with dockerd, the plugin and its node agent, one etcd, and a DNS server
-of the test's own standing for the hosts' nameserver.
-
-    h1 eth1 10.0.21.1/24 ---------- h2 eth1 10.0.21.2/24
-    h1 dns0 10.53.1.1/24 --+    +-- h2 dns0 10.53.2.1/24
-                           upstream (10.53.1.2, 10.53.2.2; NAMESERVER on lo)
-
-dockerd reads the machine's /etc/resolv.conf; its first nameserver (an
-address outside the lab) is given to the upstream namespace and routed to
-it from both hosts, so that the containers' external questions reach the
-test's server and nothing leaves the lab.  dockerd 20.10 asks it from inside
-the container: the agent's interception table sends those questions to its
-responder.
+"""Names across hosts (issue 11), in the lab of tests/e2e/names_lab.py: two
+Docker hosts with the plugin and one etcd, and the test's own DNS server as
+the hosts' nameserver.  dockerd 20.10 asks it from inside the container: the
+agent's interception table sends those questions to its responder.
 """
 
-import ipaddress
 import os
 import signal
 import subprocess
-import sys
 import time
-import types
 
 import pytest
 
-from tests.e2e.calico_host import REPO, calicoctl, docker, start_plugin
-from tests.lab import EtcdServer, LabProcess
-from tests.lab.common import run_dir, wait_until
+from tests.e2e.calico_host import calicoctl, docker
+from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab
+from tests.lab.common import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
-
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
-LINK = {"h1": "10.0.21.1", "h2": "10.0.21.2"}
-EXTERNAL = ("external.example", "10.99.0.7")
-
-
-def machine_nameserver():
-    try:
-        with open("/etc/resolv.conf") as f:
-            servers = [line.split()[1] for line in f if line.startswith("nameserver")]
-    except OSError:
-        servers = []
-    for server in servers:
-        address = ipaddress.ip_address(server)
-        if address.version == 4 and not address.is_loopback:
-            return server
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -54,30 +24,8 @@ def hosts(docker_host_factory):
     if nameserver is None:
         pytest.skip("/etc/resolv.conf has no IPv4 non-loopback nameserver for dockerd to "
                     "ask from the containers")
-    lab = docker_host_factory.lab
-    h1, h2 = docker_host_factory(etcd=False), docker_host_factory(etcd=False)
-    lab.veth(h1.netns, "eth1", h2.netns, "eth1", f"{LINK['h1']}/24", f"{LINK['h2']}/24")
-    upstream = lab.netns("upstream")
-    for n, host in ((1, h1), (2, h2)):
-        lab.veth(host.netns, "dns0", upstream, f"h{n}", f"10.53.{n}.1/24", f"10.53.{n}.2/24")
-        lab.route(host.netns, f"{nameserver}/32", via=f"10.53.{n}.2")
-    lab.addr(upstream, "lo", f"{nameserver}/32")
-    subprocess.run(["ip", "-n", upstream, "link", "set", "lo", "up"], check=True)
-    server = LabProcess([sys.executable, "-m", "tests.e2e.dns_upstream", nameserver, "53",
-                         "=".join(EXTERNAL)], run_dir() / "dns-upstream.log",
-                        {**os.environ, "PYTHONPATH": REPO}, upstream).start()
-    etcd = EtcdServer(host=LINK["h1"], netns=h1.netns).start()
-    h1.etcd = etcd  # h1 is closed last, so etcd outlives every host's containers
-    h2.etcd = types.SimpleNamespace(endpoints=etcd.endpoints, close=lambda: None)
-    plugins = {}
-    try:
-        for host in (h1, h2):
-            plugins[host.name] = start_plugin(host, IP=f"{LINK[host.name]}/24")
-            for net in ("net1", "net2"):
-                docker(host, "network", "create", *CALICO, net)
-        yield types.SimpleNamespace(h1=h1, h2=h2, plugins=plugins, nameserver=nameserver)
-    finally:
-        server.stop()
+    with names_lab(docker_host_factory, nameserver) as lab:
+        yield lab
 
 
 def run(host, name, net="net1", *options):
