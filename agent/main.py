@@ -9,6 +9,7 @@ from netaddr import IPNetwork
 
 from agent import autodetect, node
 from agent.liveness import Heartbeat
+from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, remove_policy
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings, parse_ip_setting
@@ -47,20 +48,33 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
                               settings.resync_interval) if settings.policy else None
         if policy is None:
             remove_policy()  # left by an earlier run with policy on
-        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop,
-                        views=(policy,) if policy else ())
+        names = _start_names(settings) if settings.names else None
+        views = tuple(v for v in (policy, names and names.index) if v)
+        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop, views=views)
         # A daemon thread: a watch may hang for its idle timeout, and stopping
         # must not wait for it.
         thread = threading.Thread(target=syncer.run, name="syncer", daemon=True)
         thread.start()
         stop.wait()
         heartbeat.stop()
+        if names is not None:
+            names.stop()
         if policy is not None:
             thread.join(1.0)  # let a sync in progress finish its nft write
             policy.stop()
         LOG.info("node agent stopped; routes are left in place")
     finally:
         etcd.close()
+
+
+def _start_names(settings: AgentSettings) -> NameService | None:
+    """The name service, or None when it cannot start: routes and policy
+    must not stop for names."""
+    try:
+        return NameService(settings.names_status_path).start()
+    except Exception:  # noqa: BLE001
+        LOG.exception("names across hosts are off: the name service did not start")
+        return None
 
 
 def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,

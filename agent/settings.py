@@ -27,12 +27,18 @@ class AgentSettings:
     resync_interval: float = 30.0
     # Enforce Profiles and GlobalNetworkPolicies (off: Felix does it).
     policy: bool = True
+    # Answer the names of every host's containers (agent/names).
+    names: bool = True
     # Where the agent leaves files for `calico-libnetwork status`.
     run_dir: str = "/run/calico-libnetwork"
 
     @property
     def policy_status_path(self) -> str:
         return f"{self.run_dir}/policy-{self.nodename}.json"
+
+    @property
+    def names_status_path(self) -> str:
+        return f"{self.run_dir}/names-{self.nodename}.json"
 
 
 def parse_ip_setting(text: str) -> IPNetwork:

@@ -22,7 +22,8 @@ OnBatch = Callable[[ClusterState, bool, bool], None]
 
 
 class View(Protocol):
-    """Another consumer of the same snapshot and watch (the policy engine)."""
+    """Another consumer of the same snapshot and watch (the policy engine,
+    the name index); each view is given every key."""
 
     prefixes: tuple[str, ...]  # what its snapshot reads
 
@@ -93,10 +94,9 @@ class Syncer:
                 if state.apply(event.key, event.value):
                     routing = True
                     continue
-                for view in self.views:
+                for view in self.views:  # several views may read one key
                     if view.apply(event.key, event.value):
                         seen[view] = True
-                        break
             self.on_batch(state, routing, False)
             for view, changed in seen.items():
                 view.batch_done(changed, False)

@@ -14,6 +14,7 @@ release), the version is negotiated again, once.
 """
 
 import logging
+from dataclasses import dataclass
 
 import docker
 import docker.errors
@@ -36,17 +37,23 @@ class DockerApi:
         return self._ask(f"network {network_id[:12]}",
                          lambda api: api.inspect_network(network_id)["Name"])
 
-    def endpoint_container_labels(self, network_id: str, endpoint_id: str) -> dict | None:
-        """Labels of the container that owns endpoint_id, once dockerd shows it."""
-        def labels(api):
-            containers = api.inspect_network(network_id).get("Containers") or {}
-            for container_id, info in containers.items():
+    def server_version(self) -> str:
+        """dockerd's release, e.g. "20.10.24" (for `status`, never a request)."""
+        return self._ask("its version", lambda api: api.version()["Version"])
+
+    def endpoint_container(self, network_id: str, endpoint_id: str) -> "EndpointContainer | None":
+        """What one inspect of the container that owns endpoint_id tells
+        (labels, the network's name, the endpoint's DNS names), once dockerd
+        shows it; None until then or when dockerd does not answer."""
+        def inspect(api):
+            network = api.inspect_network(network_id)
+            for container_id, info in (network.get("Containers") or {}).items():
                 if info.get("EndpointID") == endpoint_id and not container_id.startswith("ep-"):
-                    config = api.inspect_container(container_id).get("Config") or {}
-                    return config.get("Labels") or {}
+                    return EndpointContainer.from_inspect(
+                        api.inspect_container(container_id), network_id, network.get("Name"))
             return None
         try:
-            return self._ask(f"endpoint {endpoint_id[:12]}", labels)
+            return self._ask(f"endpoint {endpoint_id[:12]}", inspect)
         except DockerUnavailable as exc:
             LOG.debug("endpoint %s not inspectable yet: %s", endpoint_id[:12], exc)
             return None
@@ -89,6 +96,32 @@ class DockerApi:
         if isinstance(cause, requests.exceptions.ConnectionError):
             return f"cannot reach {where} ({_innermost(cause)})"
         return f"asking {where} about {what} failed: {exc}"
+
+
+@dataclass(frozen=True)
+class EndpointContainer:
+    """The container behind an endpoint, as `docker inspect` shows it."""
+
+    labels: dict
+    network: str | None  # the network's name
+    # The names Docker's embedded DNS answers for it on that network: the
+    # container name, its aliases (--network-alias, Compose's service name),
+    # the short container id and, from Docker 25, DNSNames (which adds the
+    # hostname when it differs).
+    dns_names: tuple[str, ...]
+
+    @classmethod
+    def from_inspect(cls, container: dict, network_id: str, network_name: str | None):
+        config = container.get("Config") or {}
+        networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+        name, settings = network_name, {}
+        for key, value in networks.items():
+            if (value or {}).get("NetworkID") == network_id or key == network_name:
+                name, settings = key, value or {}
+                break
+        names = [(container.get("Name") or "").lstrip("/"), *(settings.get("Aliases") or ()),
+                 *(settings.get("DNSNames") or ()), (container.get("Id") or "")[:12]]
+        return cls(config.get("Labels") or {}, name, tuple(dict.fromkeys(n for n in names if n)))
 
 
 def _version_refused(exc: docker.errors.APIError) -> bool:

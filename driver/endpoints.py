@@ -2,14 +2,18 @@
 endpoints and networks (calico-datastore.md §2.3, §2.4, §7)."""
 
 import hashlib
+import json
 import re
 
+from datastore import annotations
 from datastore.resources import Resource, valid_name
 
 ORCHESTRATOR = "libnetwork"
 NAMESPACE = "libnetwork"
 NETWORK_ID_ANNOTATION = "libnetwork.projectcalico.org/network-id"
 SANDBOX_ANNOTATION = "libnetwork.projectcalico.org/sandbox"
+NETWORK_NAME_ANNOTATION = annotations.NETWORK_NAME
+DNS_NAMES_ANNOTATION = annotations.DNS_NAMES
 HOST_IF_PREFIX = "cali"
 TEMP_IF_PREFIX = "temp"
 LABEL_PREFIX = "org.projectcalico.label."
@@ -35,7 +39,11 @@ def wep_name(node: str, endpoint_id: str) -> str:
     return "-".join(s.replace("-", "--") for s in segments)
 
 
-def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles) -> Resource:
+def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
+                      network_name=None) -> Resource:
+    notes = {NETWORK_ID_ANNOTATION: network_id}
+    if network_name:
+        notes[NETWORK_NAME_ANNOTATION] = network_name
     return Resource(
         kind="WorkloadEndpoint",
         name=wep_name(node, endpoint_id),
@@ -43,7 +51,7 @@ def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles)
         metadata={
             "labels": {"projectcalico.org/namespace": NAMESPACE,
                        "projectcalico.org/orchestrator": ORCHESTRATOR},
-            "annotations": {NETWORK_ID_ANNOTATION: network_id},
+            "annotations": notes,
         },
         spec={
             "orchestrator": ORCHESTRATOR,
@@ -62,6 +70,28 @@ def container_labels(labels: dict) -> dict:
     """Docker container labels org.projectcalico.label.X=v -> endpoint label X=v."""
     return {k[len(LABEL_PREFIX):]: v for k, v in labels.items()
             if k.startswith(LABEL_PREFIX) and len(k) > len(LABEL_PREFIX)}
+
+
+def dns_names(names) -> list[str]:
+    """Docker's names as DNS names: lowercased (DNS is case-insensitive),
+    without a trailing dot, in order, without repeats; a name no question
+    can carry (an empty label, a label over 63 or a name over 253 bytes) is
+    left out.  Docker's '_' is kept: its embedded DNS answers it too."""
+    out = []
+    for name in names:
+        name = name.strip().rstrip(".").lower()
+        if name and len(name) <= 253 and all(0 < len(p) <= 63 for p in name.split(".")) \
+                and name not in out:
+            out.append(name)
+    return out
+
+
+def names_annotations(network_name: str | None, names) -> dict:
+    """The annotations that carry an endpoint's network name and DNS names."""
+    written = {DNS_NAMES_ANNOTATION: json.dumps(dns_names(names), separators=(",", ":"))}
+    if network_name:
+        written[NETWORK_NAME_ANNOTATION] = network_name
+    return written
 
 
 def profile_name(network_name: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import netaddr
 
-from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
+from datastore.errors import DatastoreError, ResourceAlreadyExists, ResourceNotFound
 from datastore.resources import Resource, Resources
 from driver import dataplane
 from driver import endpoints as ep
@@ -234,15 +234,16 @@ class NetworkDriver:
             profiles = [profile]
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
         wep = ep.workload_endpoint(self.settings.nodename, endpoint_id, network_id,
-                                   ip_networks, mac, profiles)
+                                   ip_networks, mac, profiles, network.name)
         try:
             wep = self.resources.create(wep)
         except ResourceAlreadyExists:  # a replayed CreateEndpoint
             wep = self.resources.apply(wep)
         _remember(self._weps, endpoint_id, wep)
-        if self.settings.label_endpoints:
-            threading.Thread(target=self._label_endpoint, args=(network_id, endpoint_id),
-                             daemon=True, name=f"label-{endpoint_id[:12]}").start()
+        # Its DNS names (and labels) are learned from dockerd in the background:
+        # dockerd shows the container only after this call returns.
+        threading.Thread(target=self._learn_endpoint, args=(network_id, endpoint_id),
+                         daemon=True, name=f"learn-ep-{endpoint_id[:12]}").start()
         # Give Docker the MAC only when it has none: returning a field Docker
         # already set is an error ("driver modified interface MAC address").
         if interface["MacAddress"]:
@@ -258,30 +259,45 @@ class NetworkDriver:
             pass
         self._profiles.add(name)
 
-    def _label_endpoint(self, network_id, endpoint_id):
+    def _learn_endpoint(self, network_id, endpoint_id):
+        """Ask dockerd, until it shows the endpoint's container, for its DNS
+        names and network name (and its labels when labelling), and record
+        them on the WorkloadEndpoint, where every host's agent reads them."""
         deadline = time.monotonic() + self.settings.label_poll_timeout
+        delay = 0.05
         while time.monotonic() < deadline:
-            labels = self.docker.endpoint_container_labels(network_id, endpoint_id)
-            if labels is not None:
-                self._apply_labels(endpoint_id, ep.container_labels(labels))
+            container = self.docker.endpoint_container(network_id, endpoint_id)
+            if container is not None:
+                self._record_container(endpoint_id, container)
                 return
-            time.sleep(0.1)
-        LOG.error("gave up labelling endpoint %s: dockerd did not show its container "
-                  "within %.1fs", endpoint_id[:12], self.settings.label_poll_timeout)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        LOG.warning("endpoint %s has no DNS names (nor container labels): dockerd did not "
+                    "show its container within %.1fs", endpoint_id[:12],
+                    self.settings.label_poll_timeout)
 
-    def _apply_labels(self, endpoint_id, labels):
-        if not labels:
-            return
-        for _ in range(10):
-            wep = self._wep(endpoint_id)
-            if wep is None:
-                return
+    def _record_container(self, endpoint_id, container):
+        labels = ep.container_labels(container.labels) if self.settings.label_endpoints else {}
+        annotations = ep.names_annotations(container.network, container.dns_names)
+
+        def mutate(wep: Resource) -> Resource | None:
+            if (all(wep.labels.get(k) == v for k, v in labels.items())
+                    and all(wep.annotations.get(k) == v for k, v in annotations.items())):
+                return None
             wep.labels.update(labels)
-            try:
-                _remember(self._weps, endpoint_id, self.resources.update(wep))
-                return
-            except (ResourceConflict, ResourceNotFound):
-                continue
+            wep.annotations.update(annotations)
+            return wep
+        try:
+            wep = self.resources.modify("WorkloadEndpoint",
+                                        ep.wep_name(self.settings.nodename, endpoint_id),
+                                        mutate, namespace=ep.NAMESPACE)
+        except ResourceNotFound:
+            return  # removed meanwhile
+        except DatastoreError as exc:
+            LOG.error("could not record the DNS names of endpoint %s: %s", endpoint_id[:12],
+                      exc)
+            return
+        _remember(self._weps, endpoint_id, wep)
 
     def _wep(self, endpoint_id, cached=False) -> Resource | None:
         if cached and endpoint_id in self._weps:

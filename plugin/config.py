@@ -103,6 +103,7 @@ class Config:
             agent=AgentSettings(
                 nodename=nodename, etcd=etcd, **_node_address(env),
                 policy=_bool(env, "CALICO_LIBNETWORK_POLICY", True),
+                names=_bool(env, "CALICO_LIBNETWORK_DNS", True),
                 run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),

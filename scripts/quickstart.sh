@@ -103,6 +103,43 @@ else
 fi
 wait_for 30 "the plugin sockets" sockets_up
 
+# Names across hosts (README, "Names across hosts"): dockerd 28 and later ask
+# the host's nameservers from the host's namespace, where the node agent
+# cannot see the question; only daemon.json `dns` servers are asked from the
+# container. So there 169.254.1.1 (the agent, on every container's gateway)
+# goes first, merged with what daemon.json has (else the host's non-loopback
+# nameservers, which dockerd then asks when 169.254.1.1 does not answer).
+docker_major=$(dockerd --version | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p')
+if [ "${docker_major:-0}" -ge 28 ]; then
+    mkdir -p /etc/docker
+    if python3 - /etc/docker/daemon.json /etc/resolv.conf <<'PY'
+import ipaddress, json, os, sys
+path, resolv = sys.argv[1:]
+config = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+dns = [str(s) for s in config.get("dns") or []]
+if not dns:
+    for line in open(resolv):
+        f = line.split()
+        if len(f) > 1 and f[0] == "nameserver" and not ipaddress.ip_address(
+                f[1].split("%")[0]).is_loopback:
+            dns.append(f[1])
+if dns[:1] == ["169.254.1.1"]:
+    sys.exit(1)  # already there: nothing changed
+config["dns"] = ["169.254.1.1"] + [s for s in dns if s != "169.254.1.1"]
+with open(path + ".tmp", "w") as f:
+    json.dump(config, f, indent=2)
+os.replace(path + ".tmp", path)
+PY
+    then
+        say "dockerd $docker_major: /etc/docker/daemon.json dns now starts with 169.254.1.1 (names across hosts)"
+        if docker info >/dev/null 2>&1; then
+            if have_systemd; then systemctl restart docker; else stop_bg dockerd; fi
+            docker info >/dev/null 2>&1 && [ ! -f "$RUN/dockerd.pid" ] && ! have_systemd \
+                && say "restart dockerd to apply it (it was not started by this script)"
+        fi
+    fi
+fi
+
 if ! docker info >/dev/null 2>&1; then
     if have_systemd; then
         systemctl enable --now docker

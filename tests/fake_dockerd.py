@@ -40,8 +40,10 @@ class FakeDockerd:
     def __init__(self, versions=DOCKER_29_0):
         self.api_version, self.min_version = versions
         self.networks = {}  # id -> name
-        self.containers = {}  # id -> {"Labels": {...}}
+        self.containers = {}  # id -> Config ({"Labels": {...}})
+        self.inspect = {}  # id -> more of `docker inspect` (Name, NetworkSettings)
         self.endpoints = {}  # network id -> {container id: endpoint id}
+        self.release = "fake"  # what /version calls Version
         self.hang = False
         self.requests = []  # (method, path) in arrival order
         self._dir = tempfile.mkdtemp(prefix="fake-dockerd-")
@@ -87,7 +89,7 @@ class FakeDockerd:
         if path == "/version":
             return _send(handler, 200, {"ApiVersion": self.api_version,
                                         "MinAPIVersion": self.min_version,
-                                        "Version": "fake", "Os": "linux"})
+                                        "Version": self.release, "Os": "linux"})
         match = _VERSIONED.match(path)
         if match:
             version, path = match.groups()
@@ -99,6 +101,9 @@ class FakeDockerd:
                 return _send(handler, 400, {"message": (
                     f"client version {version} is too new. Maximum supported API version "
                     f"is {self.api_version}")})
+        if path == "/version":  # versioned: docker-py's version()
+            return _send(handler, 200, {"ApiVersion": self.api_version, "Os": "linux",
+                                        "Version": self.release})
         parts = path.strip("/").split("/")
         if parts[0] == "networks" and len(parts) == 2:
             network_id = parts[1]
@@ -111,7 +116,8 @@ class FakeDockerd:
         if parts[0] == "containers" and len(parts) == 3 and parts[2] == "json":
             if parts[1] not in self.containers:
                 return _send(handler, 404, {"message": f"No such container: {parts[1]}"})
-            return _send(handler, 200, {"Id": parts[1], "Config": self.containers[parts[1]]})
+            return _send(handler, 200, {"Id": parts[1], "Config": self.containers[parts[1]],
+                                        **self.inspect.get(parts[1], {})})
         return _send(handler, 404, {"message": "page not found"})
 
 

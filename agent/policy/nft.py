@@ -54,6 +54,10 @@ BASE_CHAINS = {
                 ('iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl')),
     "input": ("type filter hook input priority filter; policy accept;",
               (f'iifname "cali*" icmpv6 type {_ND_TYPES} accept',
+               # DNS to the agent's responder, asked directly or redirected
+               # there (agent/names): names resolve whatever the egress rules.
+               'iifname "cali*" ip daddr 169.254.1.1 meta l4proto { tcp, udp } '
+               'ct original proto-dst 53 accept',
                'iifname "cali*" jump from-wl')),
 }
 

@@ -1,7 +1,9 @@
 """calicoctl's table columns for each kind, plain and wide (`-o wide`)."""
 
+import json
 from collections.abc import Callable
 
+from datastore.annotations import DNS_NAMES
 from datastore.resources import Resource
 
 
@@ -17,6 +19,15 @@ def _spec(*path, default=None) -> Callable[[Resource], object]:
 def _nats(res: Resource) -> list[str]:
     return [f"{n.get('internalIP')}->{n.get('externalIP')}"
             for n in res.spec.get("ipNATs") or []]
+
+
+def _dns_names(res: Resource) -> list[str]:
+    """The names the node agents answer for the endpoint (agent/names)."""
+    try:
+        names = json.loads((res.metadata.get("annotations") or {}).get(DNS_NAMES) or "[]")
+    except ValueError:
+        return []
+    return names if isinstance(names, list) else []
 
 
 NAME = ("NAME", lambda res: res.name)
@@ -36,7 +47,8 @@ COLUMNS = {
     "Node": ([NAME],
              [NAME, ("ASN", _spec("bgp", "asNumber")), ("IPV4", _spec("bgp", "ipv4Address")),
               ("IPV6", _spec("bgp", "ipv6Address"))]),
-    "WorkloadEndpoint": (_WEP, [NAME, *_WEP, ("PROFILES", _spec("profiles")), ("NATS", _nats)]),
+    "WorkloadEndpoint": (_WEP, [NAME, *_WEP, ("PROFILES", _spec("profiles")), ("NATS", _nats),
+                                 ("DNSNAMES", _dns_names)]),
     "Profile": ([NAME], [NAME, ("LABELS", lambda res: res.metadata.get("labels"))]),
     "GlobalNetworkPolicy": ([NAME], [NAME, ("ORDER", _spec("order")),
                                      ("SELECTOR", _spec("selector"))]),

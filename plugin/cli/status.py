@@ -15,7 +15,7 @@ from datastore.errors import DatastoreError
 from datastore.resources import Resources
 from driver import dataplane
 from plugin import services
-from plugin.cli import probe
+from plugin.cli import names_check, probe
 from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
 from plugin.server import SOCKETS, socket_paths
@@ -39,7 +39,8 @@ def register(commands) -> None:
 def run(args, config) -> int:
     report = {"node": {"name": config.nodename},
               "etcd": {"endpoints": list(config.etcd.endpoints), "reachable": False},
-              "policy": policy_status(config.agent)}
+              "policy": policy_status(config.agent),
+              "names": names_check.names_status(config.agent, config.driver.docker_host)}
     with closing(services.connect(config)) as etcd:
         try:
             etcd.revision()
@@ -56,6 +57,8 @@ def run(args, config) -> int:
     report["warnings"] = [f"workload endpoint {e['name']} has no interface {e['interface']} "
                           "on this host" for e in report.get("workloadEndpoints", [])
                           if not e["interfacePresent"]]
+    if report["names"].get("advice"):
+        report["warnings"].append(f"names across hosts: {report['names']['advice']}")
     report["healthy"] = not report["problems"]
     if args.output == "json":
         as_json(report)
@@ -173,7 +176,8 @@ def _print(report: dict) -> None:
     state = "reachable" if etcd["reachable"] else "UNREACHABLE"
     table(None, [["Node:", node["name"]], ["Node address:", address],
                  ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"],
-                 ["Policy:", _policy_line(report["policy"])]])
+                 ["Policy:", _policy_line(report["policy"])],
+                 ["Names:", names_check.line(report["names"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],
           [[s["path"], s["state"], s.get("implements") or s.get("error")]

@@ -66,12 +66,29 @@ def test_dockerd_upgraded_under_the_plugin_is_negotiated_again(dockerd):
     assert dockerd.versions_asked() == 2
 
 
-def test_endpoint_labels(dockerd):
+def test_endpoint_container(dockerd):
     dockerd.endpoints[NET] = {CONTAINER: EP}
     dockerd.containers[CONTAINER] = {"Labels": {"org.projectcalico.label.app": "web"}}
+    dockerd.inspect[CONTAINER] = {"Name": "/workload-A", "NetworkSettings": {"Networks": {
+        "other": {"NetworkID": "1" * 64, "Aliases": ["elsewhere"]},
+        "net1": {"NetworkID": NET, "Aliases": ["web", CONTAINER[:12]],
+                 "DNSNames": ["workload-A", "web", CONTAINER[:12], "host-a"]}}}}
     api = DockerApi(dockerd.url)
-    assert api.endpoint_container_labels(NET, EP) == {"org.projectcalico.label.app": "web"}
-    assert api.endpoint_container_labels(NET, "7b" * 32) is None  # not shown yet
+    found = api.endpoint_container(NET, EP)
+    assert found.labels == {"org.projectcalico.label.app": "web"}
+    assert found.network == "net1"
+    assert found.dns_names == ("workload-A", "web", CONTAINER[:12], "host-a")
+    assert api.endpoint_container(NET, "7b" * 32) is None  # not shown yet
+
+
+def test_endpoint_container_of_docker_20_10(dockerd):
+    """No DNSNames before Docker 25; Aliases may be null."""
+    dockerd.endpoints[NET] = {CONTAINER: EP}
+    dockerd.containers[CONTAINER] = {"Labels": None}
+    dockerd.inspect[CONTAINER] = {"Name": "/db", "NetworkSettings": {"Networks": {
+        "net1": {"NetworkID": NET, "Aliases": None}}}}
+    found = DockerApi(dockerd.url).endpoint_container(NET, EP)
+    assert (found.labels, found.network, found.dns_names) == ({}, "net1", ("db", CONTAINER[:12]))
 
 
 def test_unknown_network_says_so(dockerd):
@@ -101,4 +118,4 @@ def test_a_dockerd_that_never_answers_costs_one_timeout(dockerd, negotiated):
     assert time.monotonic() - start < 1.0
     assert str(failure.value) == (f"dockerd at {dockerd.url} did not answer within 0.3s "
                                   "(while dockerd starts it answers no API call)")
-    assert api.endpoint_container_labels(NET, EP) is None
+    assert api.endpoint_container(NET, EP) is None

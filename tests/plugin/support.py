@@ -20,7 +20,7 @@ class NoDocker:
     def network_name(self, network_id):
         raise DockerUnavailable("cannot reach dockerd at unix:///nowhere (not in these tests)")
 
-    def endpoint_container_labels(self, network_id, endpoint_id):
+    def endpoint_container(self, network_id, endpoint_id):
         return None
 
 

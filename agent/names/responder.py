@@ -1,0 +1,285 @@
+"""The DNS responder: A and AAAA answers for the names of the querier's own
+network, everything else forwarded to the upstream the container was asking.
+
+It answers from the querier's address: the endpoint holding it gives the
+network, and only names of that network resolve (`<name>` and
+`<name>.<network>`, as Docker's embedded DNS answers its own host's
+containers). Any other question, or one from an address that is no
+endpoint, goes unchanged to the listener's upstreams and the reply comes
+back unchanged, so external names resolve exactly as without us. Nothing
+hangs: a forward is bounded by FORWARD_TIMEOUT (under the 4 s Docker's
+embedded resolver waits for an upstream), and an upstream that fails or
+stays silent gets the client a SERVFAIL, on which Docker tries its next
+server, as it would have on the upstream's own silence.
+
+UDP and TCP, on sockets the caller binds (Listener); one asyncio loop in a
+daemon thread serves them all.
+"""
+
+import asyncio
+import logging
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+
+from agent.names.index import NameTable
+
+LOG = logging.getLogger(__name__)
+
+DNS_PORT = 53
+FORWARD_TIMEOUT = 3.5  # seconds for all of a question's upstreams together
+TCP_IDLE_TIMEOUT = 10.0  # a client connection with no question for this long is closed
+MAX_IN_FLIGHT = 1024  # forwards at once, as Docker's embedded resolver caps them
+TTL = 0  # names change within seconds on any host: nothing may cache them
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python 3.11 lacks the name
+
+
+@dataclass
+class Listener:
+    """One address:port served over UDP and TCP, forwarding to `upstreams`
+    ((address, port) pairs tried in order)."""
+
+    address: str
+    port: int
+    upstreams: tuple[tuple[str, int], ...]
+    udp: socket.socket | None = None
+    tcp: socket.socket | None = None
+
+    def bind(self) -> "Listener":
+        """Bind both sockets (port 0: the same free port for both).  The
+        address need not exist yet (IP_FREEBIND): 169.254.1.1 is on the host
+        only while some cali veth is."""
+        for _ in range(20):
+            udp = _socket(socket.SOCK_DGRAM, self.address, self.port)
+            port = udp.getsockname()[1]
+            try:
+                tcp = _socket(socket.SOCK_STREAM, self.address, port)
+            except OSError:
+                udp.close()
+                if self.port:
+                    raise
+                continue  # that port is taken for TCP: another free one
+            tcp.listen(128)
+            self.udp, self.tcp, self.port = udp, tcp, port
+            return self
+        raise OSError(f"no port free for UDP and TCP on {self.address}")
+
+    def close(self) -> None:
+        for sock in (self.udp, self.tcp):
+            if sock is not None:
+                sock.close()
+
+
+def _socket(kind: int, address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def local_answer(table: NameTable, source: str, query: bytes) -> bytes | None:
+    """The reply to `query` from `source` when it asks A or AAAA of a name
+    of the querier's network; None when it must be forwarded."""
+    network = table.network_of(source)
+    if network is None:
+        return None
+    try:
+        record = DNSRecord.parse(query)
+    except (DNSError, ValueError, IndexError, struct.error):
+        return None
+    if (record.header.qr or record.header.opcode != 0 or len(record.questions) != 1
+            or record.q.qtype not in (QTYPE.A, QTYPE.AAAA)):
+        return None
+    found = table.lookup(network, str(record.q.qname))
+    if found is None:
+        return None
+    v4, v6 = found
+    reply = record.reply()  # same id and question; aa, ra
+    if record.q.qtype == QTYPE.A:
+        rdatas = [A(a) for a in v4]
+    else:
+        rdatas = [AAAA(a) for a in v6]
+    random.shuffle(rdatas)  # as Docker does
+    for rdata in rdatas:  # none: an empty NOERROR, the name exists
+        reply.add_answer(RR(record.q.qname, record.q.qtype, rdata=rdata, ttl=TTL))
+    return reply.pack()
+
+
+def servfail(query: bytes) -> bytes | None:
+    try:
+        record = DNSRecord.parse(query)
+    except (DNSError, ValueError, IndexError, struct.error):
+        return None
+    reply = record.reply(aa=0)
+    reply.header.rcode = RCODE.SERVFAIL
+    return reply.pack()
+
+
+class Responder:
+    """Serves Listeners with answers from table() (read at each question)."""
+
+    def __init__(self, table: Callable[[], NameTable], forward_timeout: float = FORWARD_TIMEOUT):
+        self.table = table
+        self.forward_timeout = forward_timeout
+        self.listeners: list[Listener] = []
+        self.loop = asyncio.new_event_loop()
+        self._thread = None
+        self._in_flight = 0
+        self._servers = []
+
+    def start(self, listeners: list[Listener]) -> "Responder":
+        self.listeners = listeners
+        self._thread = threading.Thread(target=self.loop.run_forever, name="dns-responder",
+                                        daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(listeners), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        for listener in self.listeners:
+            listener.close()
+        self._thread = None
+
+    async def _serve(self, listeners: list[Listener]) -> None:
+        for listener in listeners:
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda lst=listener: _UdpServer(self, lst), sock=listener.udp)
+            server = await asyncio.start_server(
+                lambda r, w, lst=listener: self._tcp_client(lst, r, w), sock=listener.tcp)
+            self._servers += [transport, server]
+
+    async def _close(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers = []
+
+    async def answer(self, listener: Listener, source: str, query: bytes, tcp: bool) -> bytes:
+        """The reply to one question (local, forwarded, or SERVFAIL)."""
+        local = local_answer(self.table(), source, query)
+        if local is not None:
+            return local
+        if self._in_flight >= MAX_IN_FLIGHT:
+            return servfail(query)
+        self._in_flight += 1
+        try:
+            reply = await self._forward(listener.upstreams, query, tcp)
+        finally:
+            self._in_flight -= 1
+        return reply if reply is not None else servfail(query)
+
+    async def _forward(self, upstreams, query: bytes, tcp: bool) -> bytes | None:
+        """The first upstream's reply that is not SERVFAIL or REFUSED (which
+        make Docker try its next server too), within forward_timeout for
+        all of them; None when none gave one."""
+        deadline = time.monotonic() + self.forward_timeout
+        fallback = None
+        for i, upstream in enumerate(upstreams):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            timeout = left / (len(upstreams) - i)  # a silent one leaves time for the rest
+            try:
+                exchange = _tcp_exchange if tcp else _udp_exchange
+                reply = await asyncio.wait_for(exchange(upstream, query), timeout)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                LOG.debug("upstream %s:%d failed: %r", *upstream, exc)
+                continue
+            if len(reply) >= 4 and reply[3] & 0x0F in (RCODE.SERVFAIL, RCODE.REFUSED):
+                fallback = reply
+                continue
+            return reply
+        return fallback
+
+    async def _tcp_client(self, listener, reader, writer) -> None:
+        source = writer.get_extra_info("peername")[0]
+        try:
+            while True:
+                size = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                query = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", size)[0]),
+                                               TCP_IDLE_TIMEOUT)
+                reply = await self.answer(listener, source, query, tcp=True)
+                if reply is None:
+                    break
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+class _UdpServer(asyncio.DatagramProtocol):
+    def __init__(self, responder: Responder, listener: Listener):
+        self.responder, self.listener = responder, listener
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        asyncio.ensure_future(self._reply(data, addr))
+
+    async def _reply(self, data, addr):
+        try:
+            reply = await self.responder.answer(self.listener, addr[0], data, tcp=False)
+        except Exception:  # noqa: BLE001 - one bad question must not stop the server
+            LOG.exception("DNS question from %s failed", addr[0])
+            reply = servfail(data)
+        if reply is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc):
+        LOG.debug("DNS socket error: %s", exc)
+
+
+class _UdpExchange(asyncio.DatagramProtocol):
+    def __init__(self, query_id: bytes):
+        self.query_id = query_id
+        self.reply = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data, addr):
+        if data[:2] == self.query_id and not self.reply.done():
+            self.reply.set_result(data)
+
+    def error_received(self, exc):  # e.g. ICMP port unreachable: fail now, not at the timeout
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+async def _udp_exchange(upstream: tuple[str, int], query: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: _UdpExchange(query[:2]), remote_addr=upstream, family=family)
+    try:
+        transport.sendto(query)
+        return await protocol.reply
+    finally:
+        transport.close()
+
+
+async def _tcp_exchange(upstream: tuple[str, int], query: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(*upstream)
+    try:
+        writer.write(struct.pack("!H", len(query)) + query)
+        await writer.drain()
+        size = struct.unpack("!H", await reader.readexactly(2))[0]
+        return await reader.readexactly(size)
+    finally:
+        writer.close()

@@ -1,0 +1,164 @@
+"""Names across hosts, measured in one run of the lab of tests/e2e/names_lab.py
+(two Docker hosts, the plugin, the test's own upstream nameserver).
+
+    sudo .venv/bin/python bench/names.py [--containers 20] [--lookups 200]
+
+- start-to-resolvable: from `docker run` on h2 to the new container's name
+  answering from a container on h1 (through Docker's embedded DNS, as
+  `ping` asks), p50/p99; target p99 < 2 s;
+- lookup latency from that container through 127.0.0.11: a Calico name (of
+  a container on h2), a forwarded name (answered by the upstream), and the
+  same forwarded name with the plugin's DNS handling off (its agent killed,
+  so the kernel drops the interception table, and not restarted meanwhile):
+  target forwarded <= 1.1x direct.
+
+The lookups run in a probe process inside the h1 container's network
+namespace (python with dnslib, CLOCK_MONOTONIC shared with this process).
+Not a test.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.calico_host import REPO, docker  # noqa: E402
+from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab  # noqa: E402
+from tests.lab.common import run_all, wait_until  # noqa: E402
+from tests.lab.dockerd import DockerHost  # noqa: E402
+from tests.lab.images import import_busybox  # noqa: E402
+from tests.lab.netns import Lab  # noqa: E402
+
+PROBE = r'''
+import json, sys, time
+from dnslib import DNSRecord
+def ask(name):
+    try:
+        reply = DNSRecord.parse(DNSRecord.question(name).send("127.0.0.11", 53, timeout=2))
+        return bool(reply.rr)
+    except Exception:
+        return False
+for line in sys.stdin:
+    verb, name, n = line.split()
+    if verb == "wait":  # until the name resolves (at most n seconds)
+        deadline = time.monotonic() + float(n)
+        while not ask(name) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(json.dumps(time.monotonic()), flush=True)
+    else:  # "time": n lookups, each one's seconds
+        times = []
+        for _ in range(int(n)):
+            start = time.monotonic()
+            ok = ask(name)
+            times.append(time.monotonic() - start if ok else None)
+        print(json.dumps(times), flush=True)
+'''
+
+
+class Factory:
+    """docker_host_factory's make(), outside pytest."""
+
+    def __init__(self):
+        self.lab = Lab()
+        self.hosts = []
+
+    def __call__(self, etcd=False):
+        host = DockerHost(f"h{len(self.hosts) + 1}", len(self.hosts) + 1, self.lab)
+        self.hosts.append(host)
+        host.start()
+        import_busybox(host)
+        return host
+
+    def close(self):
+        run_all(*(h.close for h in reversed(self.hosts)), self.lab.close)
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def probe_in(host, container):
+    pid = docker(host, "inspect", "-f", "{{.State.Pid}}", container)
+    return subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", PROBE],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO})
+
+
+def ask(probe, verb, name, n):
+    probe.stdin.write(f"{verb} {name} {n}\n")
+    probe.stdin.flush()
+    return json.loads(probe.stdout.readline())
+
+
+def lookups(probe, name, n):
+    times = ask(probe, "time", name, n)
+    failed = sum(t is None for t in times)
+    ok = [t * 1000 for t in times if t is not None]
+    return ok, failed
+
+
+def agent_of(plugin):
+    found = subprocess.run(["pgrep", "-P", str(plugin.pid), "-f", "plugin.cli agent"],
+                           capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--containers", type=int, default=20)
+    parser.add_argument("--lookups", type=int, default=200)
+    args = parser.parse_args()
+    nameserver = machine_nameserver()
+    if nameserver is None:
+        raise SystemExit("/etc/resolv.conf has no IPv4 non-loopback nameserver")
+    factory = Factory()
+    try:
+        with names_lab(factory, nameserver) as lab:
+            h1, h2 = lab.h1, lab.h2
+            docker(h1, "run", "-tid", "--net", "net1", "--name", "client", "busybox")
+            probe = probe_in(h1, "client")
+            delays = []
+            for i in range(args.containers):
+                name = f"bench-{i}"
+                started = time.monotonic()
+                docker(h2, "run", "-tid", "--net", "net1", "--name", name, "busybox")
+                delays.append(ask(probe, "wait", name, 10) - started)
+            print(f"start-to-resolvable over {len(delays)} containers (from docker run on h2 "
+                  f"to the name answering on h1): p50 {percentile(delays, 50):.2f} s, "
+                  f"p99 {percentile(delays, 99):.2f} s (target p99 < 2 s)")
+
+            calico, _ = lookups(probe, "bench-0", args.lookups)
+            forwarded, failed = lookups(probe, EXTERNAL[0], args.lookups)
+            # DNS handling off: stop the plugin's supervisor, kill its agent.
+            plugin = lab.plugins["h1"]
+            os.kill(plugin.pid, signal.SIGSTOP)
+            try:
+                os.kill(agent_of(plugin), signal.SIGKILL)
+                wait_until(lambda: "calico-libnetwork-dns" not in h1.run_in_netns(
+                    "nft list tables").stdout, 5, 0.02)
+                direct, direct_failed = lookups(probe, EXTERNAL[0], args.lookups)
+            finally:
+                os.kill(plugin.pid, signal.SIGCONT)
+            probe.stdin.close()
+            probe.wait(5)
+            for label, values in (("Calico name", calico), ("forwarded name", forwarded),
+                                  ("direct (names off)", direct)):
+                print(f"{label:20s} p50 {percentile(values, 50):6.2f} ms  "
+                      f"p99 {percentile(values, 99):6.2f} ms  ({len(values)} lookups)")
+            ratio = statistics.median(forwarded) / statistics.median(direct)
+            print(f"forwarded / direct (medians): {ratio:.2f} (target <= 1.1); failed lookups: "
+                  f"forwarded {failed}, direct {direct_failed}")
+    finally:
+        factory.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""status's Names line: when names cannot work on this dockerd, say what to set."""
+
+import json
+
+from agent.settings import AgentSettings
+from plugin.cli import names_check
+from tests.fake_dockerd import DOCKER_20_10, DOCKER_28, FakeDockerd
+
+
+def test_advice_per_dockerd():
+    assert names_check.advice("20.10.24", []) is None  # asked from the container
+    assert names_check.advice("27.5.1", []) is None
+    assert names_check.advice(None, []) is None  # unknown: nothing to say
+    assert names_check.advice("28.5.2", ["169.254.1.1", "10.0.0.53"]) is None
+    text = names_check.advice("28.5.2", ["10.0.0.53"])
+    assert '"dns": ["169.254.1.1"' in text and "/etc/docker/daemon.json" in text
+
+
+def test_status_reads_the_agents_file_and_asks_dockerd(tmp_path):
+    agent = AgentSettings(nodename="n1", run_dir=str(tmp_path))
+    (tmp_path / "names-n1.json").write_text(json.dumps(
+        {"listening": ["169.254.1.1:53", "169.254.1.1:40001"], "intercepted": ["10.0.0.53"]}))
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"dns": ["10.0.0.53"]}')
+    for versions, release, warned in ((DOCKER_20_10, "20.10.24", False),
+                                      (DOCKER_28, "28.5.2", True)):
+        with FakeDockerd(versions) as dockerd:
+            dockerd.release = release
+            status = names_check.names_status(agent, dockerd.url, str(daemon_json))
+        assert status["dockerd"] == release
+        assert bool(status["advice"]) == warned
+        line = names_check.line(status)
+        assert line.startswith("answering on 169.254.1.1:53, 169.254.1.1:40001; "
+                               "questions to 10.0.0.53 intercepted")
+        assert ("NOT reachable" in line) == warned
+
+
+def test_off_and_not_running(tmp_path):
+    off = AgentSettings(nodename="n1", names=False)
+    assert names_check.line(names_check.names_status(off, "unix:///nowhere")) == \
+        "off (CALICO_LIBNETWORK_DNS=false)"
+    on = AgentSettings(nodename="n1", run_dir=str(tmp_path))
+    status = names_check.names_status(on, f"unix://{tmp_path}/none.sock")
+    assert "dockerdError" in status
+    assert names_check.line(status) == "not answering yet (is the node agent running?)"

@@ -1,0 +1,71 @@
+"""The lab of the names tests and bench: two Docker hosts in network
+namespaces, each with dockerd, the plugin and its node agent, one etcd, and
+a DNS server of the test's own standing for the hosts' nameserver.
+
+    h1 eth1 10.0.21.1/24 ---------- h2 eth1 10.0.21.2/24
+    h1 dns0 10.53.1.1/24 --+    +-- h2 dns0 10.53.2.1/24
+                           upstream (10.53.1.2, 10.53.2.2; NAMESERVER on lo)
+
+dockerd reads the machine's /etc/resolv.conf; its first IPv4 non-loopback
+nameserver (an address outside the lab) is given to the upstream namespace
+and routed to it from both hosts, so that the containers' external questions
+reach the test's server and nothing leaves the lab.
+"""
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+import sys
+import types
+
+from tests.e2e.calico_host import REPO, docker, start_plugin
+from tests.lab import EtcdServer, LabProcess
+from tests.lab.common import run_dir
+
+CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
+LINK = {"h1": "10.0.21.1", "h2": "10.0.21.2"}
+EXTERNAL = ("external.example", "10.99.0.7")  # what the upstream answers
+
+
+def machine_nameserver():
+    try:
+        with open("/etc/resolv.conf") as f:
+            servers = [line.split()[1] for line in f if line.startswith("nameserver")]
+    except OSError:
+        servers = []
+    for server in servers:
+        address = ipaddress.ip_address(server)
+        if address.version == 4 and not address.is_loopback:
+            return server
+    return None
+
+
+@contextlib.contextmanager
+def names_lab(make_host, nameserver):
+    """Two started hosts with etcd, the plugin, net1 and net2, and the
+    upstream: a namespace with h1, h2, plugins, nameserver."""
+    lab = make_host.lab
+    h1, h2 = make_host(etcd=False), make_host(etcd=False)
+    lab.veth(h1.netns, "eth1", h2.netns, "eth1", f"{LINK['h1']}/24", f"{LINK['h2']}/24")
+    upstream = lab.netns("upstream")
+    for n, host in ((1, h1), (2, h2)):
+        lab.veth(host.netns, "dns0", upstream, f"h{n}", f"10.53.{n}.1/24", f"10.53.{n}.2/24")
+        lab.route(host.netns, f"{nameserver}/32", via=f"10.53.{n}.2")
+    lab.addr(upstream, "lo", f"{nameserver}/32")
+    subprocess.run(["ip", "-n", upstream, "link", "set", "lo", "up"], check=True)
+    server = LabProcess([sys.executable, "-m", "tests.e2e.dns_upstream", nameserver, "53",
+                         "=".join(EXTERNAL)], run_dir() / "dns-upstream.log",
+                        {**os.environ, "PYTHONPATH": REPO}, upstream).start()
+    etcd = EtcdServer(host=LINK["h1"], netns=h1.netns).start()
+    h1.etcd = etcd  # h1 is closed last, so etcd outlives every host's containers
+    h2.etcd = types.SimpleNamespace(endpoints=etcd.endpoints, close=lambda: None)
+    plugins = {}
+    try:
+        for host in (h1, h2):
+            plugins[host.name] = start_plugin(host, IP=f"{LINK[host.name]}/24")
+            for net in ("net1", "net2"):
+                docker(host, "network", "create", *CALICO, net)
+        yield types.SimpleNamespace(h1=h1, h2=h2, plugins=plugins, nameserver=nameserver)
+    finally:
+        server.stop()

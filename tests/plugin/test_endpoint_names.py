@@ -1,0 +1,60 @@
+"""An endpoint's DNS names and network name reach its WorkloadEndpoint in the
+background after CreateEndpoint, from one inspect of its container: through
+the HTTP face, a real etcd and a fake dockerd (the plugin's real DockerApi)."""
+
+import json
+import time
+
+import pytest
+
+from driver.docker_api import DockerApi
+from tests.fake_dockerd import DOCKER_20_10, FakeDockerd
+from tests.plugin.support import call, make_client
+from tests.plugin.test_network_names import CREATE_ENDPOINT, CREATE_NETWORK, EP, NET, WEP_KEY
+
+CONTAINER = "c0ffee" + "1" * 58
+
+
+@pytest.fixture
+def dockerd():
+    with FakeDockerd(DOCKER_20_10) as fake:
+        fake.networks[NET] = "net1"
+        yield fake
+
+
+def annotations(store, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        notes = json.loads(store.get(WEP_KEY).value)["metadata"]["annotations"]
+        if "libnetwork.projectcalico.org/dns-names" in notes or time.monotonic() > deadline:
+            return notes
+        time.sleep(0.05)
+
+
+def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd):
+    client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
+                         label_endpoints=True, label_poll_timeout=5.0)
+    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
+    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    time.sleep(0.3)  # dockerd shows the container only later
+    dockerd.containers[CONTAINER] = {"Labels": {"org.projectcalico.label.tier": "db"}}
+    dockerd.inspect[CONTAINER] = {"Name": "/Workload-E", "NetworkSettings": {"Networks": {
+        "net1": {"NetworkID": NET, "Aliases": ["db", CONTAINER[:12]]}}}}
+    dockerd.endpoints[NET] = {CONTAINER: EP}
+    notes = annotations(store)
+    assert json.loads(notes["libnetwork.projectcalico.org/dns-names"]) == \
+        ["workload-e", "db", CONTAINER[:12]]
+    assert notes["libnetwork.projectcalico.org/network-name"] == "net1"
+    assert json.loads(store.get(WEP_KEY).value)["metadata"]["labels"]["tier"] == "db"
+    # Join still works on the endpoint the background write changed.
+    status, _ = call(client, "NetworkDriver.Join", {
+        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "", "Options": {}})
+    assert status in (200, 500)  # the veth needs root; the record must be readable
+
+
+def test_without_dockerd_the_endpoint_still_works(store):
+    client = make_client(store, create_profiles=False, label_poll_timeout=0.3)  # NoDocker
+    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    time.sleep(0.6)
+    notes = json.loads(store.get(WEP_KEY).value)["metadata"]["annotations"]
+    assert "libnetwork.projectcalico.org/dns-names" not in notes
