@@ -22,10 +22,11 @@ _calico_docker_versions() (  # a subshell, like deps.sh
     cache=${LAB_DOCKER_CACHE:-/opt/calico-libnetwork-test}
     [ $# -gt 0 ] || set -- 26
 
+    ready() { echo "docker-versions: docker $major ready in $dest ($(cat "$dest/.complete"))"; }
     for major in "$@"; do
         dest=$cache/docker-$major
         if [ -e "$dest/.complete" ]; then
-            echo "docker-versions: docker $major ready in $dest ($(cat "$dest/.complete"))"
+            ready
             continue
         fi
         case $major in
@@ -35,6 +36,10 @@ _calico_docker_versions() (  # a subshell, like deps.sh
                exit 2 ;;
         esac
         [ "$(id -u)" = 0 ] || { echo "docker-versions: need root to write $cache" >&2; exit 1; }
+        mkdir -p "$cache"
+        exec 9>"$cache/.lock"
+        flock 9  # another run fetching the same engine: wait for it
+        [ ! -e "$dest/.complete" ] || { flock -u 9; ready; continue; }
 
         # apt's own state for that suite: its lists, caches and sources, so
         # the system's apt never sees the newer suite.
@@ -64,12 +69,13 @@ _calico_docker_versions() (  # a subshell, like deps.sh
         esac
         compose=$("$work/root/usr/libexec/docker/cli-plugins/docker-compose" version --short)
         printf '%s; compose %s; from %s\n' "$version" "$compose" \
-            "$(cd "$work" && ls -- *.deb | tr '\n' ' ')" >"$work/root/.complete"
+            "$(cd "$work" && echo *.deb)" >"$work/root/.complete"
         rm -rf "$dest"
         mv "$work/root" "$dest"
         rm -rf "$work"
         trap - EXIT
-        echo "docker-versions: docker $major ready in $dest ($(cat "$dest/.complete"))"
+        flock -u 9
+        ready
     done
 )
 
