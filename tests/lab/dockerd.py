@@ -4,6 +4,10 @@ dockerd runs in the host's namespace and in a private mount namespace in
 which a per-host directory is bind-mounted on /run/docker/plugins, so each
 dockerd finds only its own host's plugin sockets. Its containers, bridge and
 iptables rules all live inside the namespace.
+
+The engine is Debian 12's dockerd 20.10 and its CLI, unless LAB_DOCKER names
+another one (engine_root): scripts/test.sh runs the end-to-end tests on
+each engine of its matrix this way.
 """
 
 import os
