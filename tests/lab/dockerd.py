@@ -54,11 +54,18 @@ else:
     DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
     DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker is v28
     DOCKERD_PATH = os.environ.get("PATH", "")
-# Compose v2 (a CLI plugin): the engine's own, else Debian 13's (Debian 12
-# has only Compose v1) for dockerd 20.10 too.
-COMPOSE = next((str(p) for p in (ENGINE and ENGINE / COMPOSE_PLUGIN,
-                                  ENGINES / "docker-26" / COMPOSE_PLUGIN)
-                if p and p.exists()), None)
+
+
+def _compose():
+    """Compose v2 (a CLI plugin): the engine's own, else Debian 13's (Debian
+    12 has only Compose v1), for dockerd 20.10 too; None if neither is here."""
+    for root in (ENGINE, ENGINES / "docker-26"):
+        if root and (root / COMPOSE_PLUGIN).exists():
+            return str(root / COMPOSE_PLUGIN)
+    return None
+
+
+COMPOSE = _compose()
 
 
 def versions():
