@@ -35,7 +35,8 @@ trap 'rm -f "$log"' EXIT
 summary=()
 run() {  # run ENGINE WHAT [pytest args]: one pytest run, its line in the summary
     local engine=$1 what=$2 code=0 started=$SECONDS; shift 2
-    local name; name="$(engine_version "$engine") (${engine:+LAB_DOCKER=$engine}${engine:-Debian 12})"
+    local name; name=$(engine_version "$engine")
+    if [ -n "$engine" ]; then name+=" (LAB_DOCKER=$engine)"; else name+=" (Debian 12)"; fi
     echo "==== test.sh: $name: $what ===="
     LAB_DOCKER=$engine .venv/bin/python -m pytest -p no:cacheprovider -q "$@" 2>&1 \
         | tee "$log" || code=${PIPESTATUS[0]}
