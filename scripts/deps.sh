@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Install what the plugin and its tests need on Debian 12, as root, and
 # create <repo>/.venv with the project installed (editable, with test extras).
+# Then fetches the newer Docker engines the tests also run on (Compose v2 comes
+# with 26): scripts/docker-versions.sh 26 and those in LAB_DOCKER_MATRIX.
 # Idempotent and quick when nothing changed. Run it, or source it.
 #   CI=true  always refresh the apt package lists and re-run apt-get install.
 
 _calico_deps() (  # a subshell: when sourced, set -e, cd and variables stay in here
     set -euo pipefail
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
-    packages=(docker.io etcd-server etcd-client busybox-static iptables nftables iproute2 python3-venv debootstrap)
+    # debian-archive-keyring: its bookworm update holds Debian 13's keys, which
+    # scripts/docker-versions.sh needs.
+    packages=(docker.io etcd-server etcd-client busybox-static iptables nftables iproute2
+              python3-venv debootstrap debian-archive-keyring)
     missing=()
     for pkg in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \
@@ -42,6 +47,8 @@ _calico_deps() (  # a subshell: when sourced, set -e, cd and variables stay in h
         .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
         touch "$stamp"
     fi
+    # shellcheck disable=SC2086  # a list of engine versions
+    bash scripts/docker-versions.sh $(printf '%s\n' 26 ${LAB_DOCKER_MATRIX:-} | sort -u)
     echo "deps: ready"
 )
 

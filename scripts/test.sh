@@ -1,20 +1,66 @@
 #!/usr/bin/env bash
 # THE command that runs the whole test suite, from any directory:
 #   bash scripts/test.sh [pytest args]
-# Installs what is missing (scripts/deps.sh), lints the tree with ruff (any
+# Installs what is missing (scripts/deps.sh, which also fetches the newer
+# Docker engines: scripts/docker-versions.sh), lints the tree with ruff (any
 # finding fails the run before a test starts), then runs pytest from the repo
-# root. Exit code: pytest's, except "no tests collected" (5) counts as failure.
+# root once per Docker engine of the matrix, with the same args:
+#   1. the lab's default engine, Debian 12's dockerd 20.10 (or LAB_DOCKER's):
+#      every test;
+#   2. each engine of LAB_DOCKER_MATRIX (default "26"; e.g. "26 28", or ""
+#      for none), as LAB_DOCKER=<engine>: the tests marked `matrix`, the
+#      end-to-end modules that run in lab hosts (tests/e2e/conftest.py).
+# A summary line per run ends the output. Exit code: 0 when every run passed,
+# else the first failing run's pytest code; "no tests collected" (5) counts
+# as failure in run 1 and as nothing to do in the others.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export LAB_DOCKER_MATRIX=${LAB_DOCKER_MATRIX-26}
 bash scripts/deps.sh
 if ! .venv/bin/ruff check .; then
     echo "test.sh: ruff check failed (rules: [tool.ruff] in pyproject.toml)" >&2
     exit 1
 fi
-rc=0
-.venv/bin/python -m pytest -p no:cacheprovider -q "$@" || rc=$?
-if [ "$rc" = 5 ]; then
+
+engine_version() {  # engine_version [MAJOR]: what its dockerd says it is
+    local dockerd=/usr/sbin/dockerd
+    [ -z "$1" ] || dockerd=${LAB_DOCKER_CACHE:-/opt/calico-libnetwork-test}/docker-$1/usr/sbin/dockerd
+    case $1 in /*) dockerd=$1/usr/sbin/dockerd ;; esac
+    "$dockerd" --version 2>/dev/null | sed 's/^Docker version \([^,+]*\).*/dockerd \1/' \
+        || echo "dockerd ${1:-?} (not installed)"
+}
+
+log=$(mktemp /tmp/calico-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+summary=()
+run() {  # run ENGINE WHAT [pytest args]: one pytest run, its line in the summary
+    local engine=$1 what=$2 code=0 started=$SECONDS; shift 2
+    local name; name=$(engine_version "$engine")
+    if [ -n "$engine" ]; then name+=" (LAB_DOCKER=$engine)"; else name+=" (Debian 12)"; fi
+    echo "==== test.sh: $name: $what ===="
+    LAB_DOCKER=$engine .venv/bin/python -m pytest -p no:cacheprovider -q "$@" 2>&1 \
+        | tee "$log" || code=${PIPESTATUS[0]}
+    local result; result=$(grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)' "$log" \
+        | tail -1 | sed 's/^=* *//; s/ *=*$//')
+    summary+=("$name, $what: ${result:-no result} (exit $code, $((SECONDS - started)) s)")
+    return "$code"
+}
+
+code=0
+run "${LAB_DOCKER:-}" "every test" "$@" || code=$?
+if [ "$code" = 5 ]; then
     echo "test.sh: no tests were collected" >&2
-    rc=1
+    code=1
 fi
+rc=$code
+for engine in $LAB_DOCKER_MATRIX; do
+    [ "$engine" != "${LAB_DOCKER:-}" ] || continue
+    code=0
+    run "$engine" "tests marked matrix" -m matrix "$@" || code=$?
+    [ "$code" != 5 ] || code=0
+    [ "$rc" != 0 ] || rc=$code
+done
+
+echo "==== test.sh: summary ===="
+printf '%s\n' "${summary[@]}"
 exit "$rc"

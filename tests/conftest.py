@@ -25,6 +25,14 @@ pytest_plugins = ["tests.lab.fixtures"]
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts real daemons such as dockerd")
     config.addinivalue_line("markers", "require_root: skipped unless run as root")
+    config.addinivalue_line("markers", "matrix: runs on every Docker engine of the matrix"
+                            " (tests/e2e/conftest.py, scripts/test.sh)")
+
+
+def pytest_report_header(config):
+    """Which dockerd (LAB_DOCKER) and Compose the lab hosts run."""
+    from tests.lab.dockerd import versions
+    return [f"lab {line}" for line in versions()]
 
 
 def pytest_runtest_setup(item):

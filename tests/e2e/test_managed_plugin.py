@@ -1,6 +1,6 @@
 """The plugin as users install it: a Docker managed plugin (v2).
 
-In a lab Docker host (dockerd 20.10, etcd inside the host at 127.0.0.1:2379):
+In a lab Docker host (dockerd 20.10 or LAB_DOCKER's, etcd inside the host at 127.0.0.1:2379):
 scripts/build-plugin.sh builds the image from a local Python base (there is
 no registry: tests/lab/baseimage.py makes one with debootstrap, once, cached
 under /var/cache/calico-lab/), exports it into a plugin directory and runs

@@ -1,6 +1,7 @@
-"""End to end on one Docker host: a real dockerd (20.10 from Debian), the plugin
-on its real sockets, a real etcd, busybox containers.  The scenario and
-checks of Calico's Docker docs and of Calico's own plugin tests."""
+"""End to end on one Docker host: a real dockerd (Debian 12's 20.10, or the
+engine LAB_DOCKER picks), the plugin on its real sockets, a real etcd,
+busybox containers.  The scenario and checks of Calico's Docker docs and of
+Calico's own plugin tests."""
 
 import json
 import re

@@ -4,6 +4,10 @@ dockerd runs in the host's namespace and in a private mount namespace in
 which a per-host directory is bind-mounted on /run/docker/plugins, so each
 dockerd finds only its own host's plugin sockets. Its containers, bridge and
 iptables rules all live inside the namespace.
+
+The engine is Debian 12's dockerd 20.10 and its CLI, unless LAB_DOCKER names
+another one (engine_root): scripts/test.sh runs the end-to-end tests on
+each engine of its matrix this way.
 """
 
 import os
@@ -19,9 +23,62 @@ from .common import (LabError, LabProcess, in_netns, remove_cgroups, run_all,
 from .etcd import EtcdServer
 from .netns import Lab
 
-DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
-DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker is v28
 PLUGINS = "/run/docker/plugins"  # where dockerd looks for plugin sockets
+ENGINES = Path(os.environ.get("LAB_DOCKER_CACHE", "/opt/calico-libnetwork-test"))
+COMPOSE_PLUGIN = "usr/libexec/docker/cli-plugins/docker-compose"
+
+
+def engine_root(setting):
+    """The folder holding the engine LAB_DOCKER names, or None for Debian
+    12's own (dockerd 20.10 in /usr/sbin, its CLI in /usr/bin). LAB_DOCKER
+    is empty (Debian 12's), an engine major version that
+    scripts/docker-versions.sh fetched (`26` = ENGINES/docker-26) or such a
+    folder (usr/sbin/dockerd, usr/bin/docker and Compose v2 in it)."""
+    if not setting:
+        return None
+    root = ENGINES / f"docker-{setting}" if setting.isdigit() else Path(setting)
+    if not (root / "usr/sbin/dockerd").exists():
+        raise RuntimeError(f"LAB_DOCKER={setting}: no {root}/usr/sbin/dockerd"
+                           f" (bash scripts/docker-versions.sh {setting} fetches it)")
+    return root
+
+
+ENGINE = engine_root(os.environ.get("LAB_DOCKER", ""))
+if ENGINE:
+    DOCKERD = str(ENGINE / "usr/sbin/dockerd")
+    DOCKER_CLI = str(ENGINE / "usr/bin/docker")  # the CLI of the same package
+    # dockerd runs docker-proxy and docker-init from PATH: this engine's first,
+    # then Debian 12's containerd and runc.
+    DOCKERD_PATH = f"{ENGINE}/usr/sbin:{ENGINE}/usr/bin:{os.environ.get('PATH', '')}"
+else:
+    DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client; /usr/local/bin/docker is v28
+    DOCKERD_PATH = os.environ.get("PATH", "")
+
+
+def _compose():
+    """Compose v2 (a CLI plugin): the engine's own, else Debian 13's (Debian
+    12 has only Compose v1), for dockerd 20.10 too; None if neither is here."""
+    for root in (ENGINE, ENGINES / "docker-26"):
+        if root and (root / COMPOSE_PLUGIN).exists():
+            return str(root / COMPOSE_PLUGIN)
+    return None
+
+
+COMPOSE = _compose()
+
+
+def versions():
+    """`dockerd --version` and `docker compose version` of the lab's engine,
+    for the test report's header."""
+    def first_line(argv):
+        try:
+            run = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (run.stdout or run.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "(not installed)"
+    return (f"{DOCKERD}: {first_line([DOCKERD, '--version'])}",
+            f"compose: {COMPOSE}: {first_line([COMPOSE, 'version']) if COMPOSE else '(none)'}")
 
 
 class DockerHost:
@@ -81,7 +138,8 @@ class DockerHost:
         argv = ["unshare", "-m", "--propagation", "private"] + in_netns(
             ["sh", "-c", f'mount --bind "$0" {PLUGINS} && exec "$@"',
              self.plugin_dir, *dockerd], self.netns)
-        self.dockerd = LabProcess([str(a) for a in argv], self.dir / "dockerd.log").start()
+        self.dockerd = LabProcess([str(a) for a in argv], self.dir / "dockerd.log",
+                                  {**os.environ, "PATH": DOCKERD_PATH}).start()
         answered = wait_until(lambda: not self.dockerd.running or self._answers(), timeout, 0.2)
         if not (answered and self.dockerd.running):
             self.dockerd.kill()
@@ -111,16 +169,26 @@ class DockerHost:
                                                timeout=60)
         return self._client
 
-    def docker(self, *args, check=False, timeout=120, input=None):
-        """Run Debian's docker CLI against this dockerd; CompletedProcess (text)."""
+    def docker(self, *args, check=False, timeout=120, input=None, cwd=None):
+        """Run the engine's docker CLI against this dockerd; CompletedProcess
+        (text). `docker compose ...` works too (Compose v2, COMPOSE)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env["DOCKER_CONFIG"] = str(self.dir / "cli")  # no user config or contexts
+        env["DOCKER_CONFIG"] = str(self._cli_config())  # no user config or contexts
         argv = [DOCKER_CLI, "-H", self.docker_host, *map(str, args)]
         result = subprocess.run(argv, capture_output=True, text=True, env=env,
-                                timeout=timeout, input=input)
+                                timeout=timeout, input=input, cwd=cwd)
         if check and result.returncode:
             raise LabError(f"docker {' '.join(argv[3:])}: {result.stderr.strip()}")
         return result
+
+    def _cli_config(self):
+        """The CLI's config folder, with Compose v2 as its plugin."""
+        config = self.dir / "cli"
+        link = config / "cli-plugins" / "docker-compose"
+        if COMPOSE and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(COMPOSE)
+        return config
 
     # --- other things in the host's namespace ---------------------------
 

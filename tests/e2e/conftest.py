@@ -1,0 +1,20 @@
+"""The Docker engine matrix: the end-to-end modules listed here run in lab
+hosts (tests/lab), on whichever dockerd LAB_DOCKER picks, and carry the
+`matrix` marker. scripts/test.sh runs the whole suite on Debian 12's dockerd
+20.10, then `-m matrix` on each newer engine (LAB_DOCKER_MATRIX, default 26).
+test_quickstart.py is not here: it uses the machine's own dockerd."""
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+MATRIX = {"test_single_host.py", "test_multi_host.py", "test_no_default_route.py",
+          "test_compose.py", "test_managed_plugin.py"}
+
+
+def pytest_collection_modifyitems(items):
+    # Called with every collected item, not only this folder's.
+    for item in items:
+        if item.path.parent == HERE and item.path.name in MATRIX:
+            item.add_marker(pytest.mark.matrix)
