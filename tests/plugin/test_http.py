@@ -7,65 +7,13 @@ import json
 
 import pytest
 
-from datastore.etcd import Etcd
-from datastore.resources import Resources
-from driver.network_driver import NetworkDriver
-from driver.settings import DriverSettings
-from ipam.allocator import Ipam
-from ipam.driver import IpamDriver
-from plugin.app import MAX_BODY, create_app
-
-NODE = "test-node"
-NET = "a" * 64
-EP = "b1c2d3e4f5a6" + "0" * 52
-
-
-class NoDocker:
-    """dockerd is not part of these tests: names stay unknown."""
-
-    def network_name(self, network_id):
-        return None
-
-    def endpoint_container_labels(self, network_id, endpoint_id):
-        return None
-
-
-class NamedDocker(NoDocker):
-    def network_name(self, network_id):
-        return "Web_Net"
-
-
-@pytest.fixture
-def store(etcd_clean):
-    etcd = Etcd(etcd_clean.endpoints)
-    yield etcd
-    etcd.close()
-
-
-def make_client(store, docker=None, **settings):
-    resources = Resources(store)
-    driver_settings = DriverSettings(nodename=NODE, **settings)
-    app = create_app(lambda: {
-        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
-        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
-    })
-    return app.test_client()
+from plugin.app import MAX_BODY
+from tests.plugin.support import EP, NET, NODE, NamedDocker, all_keys, call, make_client
 
 
 @pytest.fixture
 def client(store):
     return make_client(store)
-
-
-def call(client, path, body=None, raw=None):
-    data = raw if raw is not None else (b"" if body is None else json.dumps(body))
-    resp = client.post("/" + path, data=data)
-    return resp.status_code, json.loads(resp.data)
-
-
-def all_keys(store):
-    kvs, _ = store.get_prefix("/calico/")
-    return {kv.key for kv in kvs}
 
 
 def create_network_body(**overrides):

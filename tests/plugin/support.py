@@ -1,0 +1,54 @@
+"""Helpers for driving the plugin's HTTP face through Flask's test client
+against the session's real etcd (the `store` fixture is in conftest.py)."""
+
+import json
+
+from datastore.resources import Resources
+from driver.network_driver import NetworkDriver
+from driver.settings import DriverSettings
+from ipam.allocator import Ipam
+from ipam.driver import IpamDriver
+from plugin.app import create_app
+
+NODE = "test-node"
+NET = "a" * 64
+EP = "b1c2d3e4f5a6" + "0" * 52
+
+
+class NoDocker:
+    """dockerd is not part of these tests: names stay unknown."""
+
+    def network_name(self, network_id):
+        return None
+
+    def endpoint_container_labels(self, network_id, endpoint_id):
+        return None
+
+
+class NamedDocker(NoDocker):
+    def network_name(self, network_id):
+        return "Web_Net"
+
+
+def make_client(store, docker=None, **settings):
+    """A Flask test client of the whole app (both drivers) on `store`."""
+    resources = Resources(store)
+    driver_settings = DriverSettings(nodename=NODE, **settings)
+    app = create_app(lambda: {
+        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
+        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
+    })
+    return app.test_client()
+
+
+def call(client, path, body=None, raw=None):
+    """POST /path with `body` as JSON (or the bytes `raw`): (status, answer)."""
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body))
+    resp = client.post("/" + path, data=data)
+    return resp.status_code, json.loads(resp.data)
+
+
+def all_keys(store):
+    """Every key under /calico/ (the plugin writes nowhere else)."""
+    kvs, _ = store.get_prefix("/calico/")
+    return {kv.key for kv in kvs}
