@@ -10,6 +10,7 @@ and for IPAM only a non-200 status counts as an error.
 
 import json
 import logging
+import math
 import threading
 import time
 
@@ -70,7 +71,7 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
         start = time.monotonic()
         fields = {}
         try:
-            fields = route.schema(_parse_body())
+            fields = route.schema(parse_body(_read_body()))
             result = route.call(services.get(route.service), fields)
             status, body = 200, result if result is not None else {}
         except BadRequest as exc:
@@ -93,16 +94,32 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
     return app
 
 
-def _parse_body():
-    raw = _read_body()
+def parse_body(raw: bytes):
+    """The request body as JSON (None when empty), or BadRequest.
+
+    Strict JSON, as Docker (Go) sends it: NaN, Infinity and numbers beyond a
+    float's range are refused here rather than written into etcd records
+    that Go readers cannot parse.
+    """
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON ({exc})") from None
     except RecursionError:
         raise BadRequest("malformed JSON (nested too deeply)") from None
+
+
+def _not_json(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def _read_body() -> bytes:
