@@ -29,6 +29,7 @@ MAX_BODY = 1024 * 1024
 # answer, so the client gets the answer instead of a reset connection.
 DRAIN_LIMIT = 64 * 1024 * 1024
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+MAX_ERR = 4096  # characters of an Err
 USER_ERRORS = (DriverError, IpamError, DatastoreError)
 
 # The ids worth putting in the one log line per request.
@@ -75,15 +76,15 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
             result = route.call(services.get(route.service), fields)
             status, body = 200, result if result is not None else {}
         except BadRequest as exc:
-            status, body = 400, {"Err": f"{call}: bad request: {exc}"}
+            status, body = 400, _err(f"{call}: bad request: {exc}")
         except USER_ERRORS as exc:
-            status, body = 500, {"Err": str(exc)}
+            status, body = 500, _err(str(exc))
         except HTTPException:
             raise  # e.g. 413 from an oversize body: answered by http_error
         except Exception as exc:  # noqa: BLE001 - never a traceback to Docker
             LOG.exception("%s failed unexpectedly", call)
-            status, body = 500, {"Err": f"{call}: internal error ({type(exc).__name__}: "
-                                        f"{exc}); see the calico-libnetwork log"}
+            status, body = 500, _err(f"{call}: internal error ({type(exc).__name__}: "
+                                     f"{exc}); see the calico-libnetwork log")
         _log(call, fields, status, body, start)
         return _answer(body, status)
 
@@ -151,4 +152,13 @@ def _answer(body, status=200):
 
 
 def _error(status, message):
-    return _answer({"Err": message}, status)
+    return _answer(_err(message), status)
+
+
+def _err(message: str) -> dict:
+    """Docker's error answer; a message that quotes a hostile value at length
+    (an option name of a megabyte) is cut, in the answer and in the log."""
+    if len(message) > MAX_ERR:
+        cut = MAX_ERR - 40
+        message = f"{message[:cut]}... ({len(message) - cut} more characters)"
+    return {"Err": message}

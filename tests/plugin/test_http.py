@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from plugin.app import MAX_BODY
+from plugin.app import MAX_BODY, MAX_ERR
 from tests.plugin.support import EP, NET, NODE, NamedDocker, all_keys, call, make_client
 
 
@@ -77,6 +77,18 @@ def test_oversize_body_is_refused(client, store):
     assert status == 413 and "larger than" in body["Err"]
     status, body = call(client, "NetworkDriver.CreateNetwork", raw=b"x" * (8 * MAX_BODY))
     assert status == 413 and "larger than" in body["Err"]
+    assert all_keys(store) == set()
+
+
+@pytest.mark.parametrize("path, body", [
+    ("NetworkDriver.CreateNetwork", create_network_body(Options={"x" * 100_000: True})),
+    ("IpamDriver.RequestPool", {"Options": {"k" * 100_000: 1}}),
+    ("IpamDriver.RequestPool", {"Pool": "\x00" * 4096}),
+])
+def test_an_err_quotes_a_hostile_value_briefly(client, store, path, body):
+    status, answer = call(client, path, body)
+    assert status in (400, 500)
+    assert len(answer["Err"]) <= MAX_ERR and answer["Err"].endswith(" more characters)")
     assert all_keys(store) == set()
 
 
