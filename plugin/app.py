@@ -79,8 +79,9 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
             status, body = 400, _err(f"{call}: bad request: {exc}")
         except USER_ERRORS as exc:
             status, body = 500, _err(str(exc))
-        except HTTPException:
-            raise  # e.g. 413 from an oversize body: answered by http_error
+        except HTTPException as exc:  # e.g. 413 for an oversize body
+            _log(call, fields, exc.code, {"Err": exc.description}, start)
+            raise  # answered by http_error
         except Exception as exc:  # noqa: BLE001 - never a traceback to Docker
             LOG.exception("%s failed unexpectedly", call)
             status, body = 500, _err(f"{call}: internal error ({type(exc).__name__}: "
