@@ -12,6 +12,7 @@ raises ``EtcdTlsError`` at once, naming the file and its variable to check.
 
 import json
 import logging
+import os
 import queue
 import ssl
 import threading
@@ -21,7 +22,13 @@ from collections.abc import Iterator
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-import etcd3
+# gRPC's C core logs a failed TLS handshake to stderr in its own words
+# ("Corruption detected", "Decryption error") ahead of our message, which
+# says what is wrong; GRPC_VERBOSITY=ERROR (or DEBUG) brings them back.
+# Set before grpc is first imported, which is here.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import etcd3  # noqa: E402
 import etcd3.events
 import etcd3.exceptions
 import etcd3.utils
