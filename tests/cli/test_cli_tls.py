@@ -2,10 +2,17 @@
 start-up name what is wrong and the file to check, without a traceback
 (tests/datastore/test_etcd_tls.py has every message)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from plugin import startup
 from tests.cli.conftest import no_traceback
+
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture
@@ -73,3 +80,15 @@ def test_status_with_the_right_files_reaches_etcd(tls_cli, etcd_pki, monkeypatch
     monkeypatch.setenv("ETCD_KEY_FILE", p["client"].key)
     result = tls_cli("status", "-o", "json", "--plugin-dir", tmp_path)
     assert result.json()["etcd"]["reachable"] is True  # unhealthy: no plugin sockets here
+
+
+def test_the_message_is_all_a_command_prints(tls_etcd, etcd_pki):
+    """In a real process: no traceback, and none of gRPC's own log lines."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ETCD", "GRPC", "CALICO", "NODENAME"))}
+    env.update(PYTHONPATH=REPO, NODENAME="tls-test", ETCD_ENDPOINTS=tls_etcd.endpoints,
+               ETCD_CA_CERT_FILE=etcd_pki["ca"].cert)
+    result = subprocess.run([sys.executable, "-m", "plugin.cli", "pool", "list"], env=env,
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    message = CASES["no client certificate"][1].format(url=tls_etcd.endpoints)
+    assert (result.returncode, result.stderr) == (1, f"calico-libnetwork: {message}\n")
