@@ -4,11 +4,9 @@ get JSON Err answers (413, 400) over an intact connection, and the plugin's
 log shows no traceback.  The server is plugin.server alone, without `run`'s
 start-up, which would change this host's FORWARD chain."""
 
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from plugin.app import CONTENT_TYPE, MAX_BODY
+from plugin.cli.probe import _UnixConnection as UnixConnection  # what `status` probes with
 
 REPO = str(Path(__file__).resolve().parents[2])
 SERVE = """
@@ -28,17 +27,6 @@ paths = server.socket_paths(sys.argv[1])
 server.claim_sockets(paths)
 server.serve(Config.from_env(), paths)
 """
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=30):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +60,7 @@ def plugin(etcd, tmp_path_factory):
 
 def post(path, call, body, chunked=False):
     """(status, answer) of one POST; a reset or a broken pipe fails the test."""
-    conn = UnixHTTPConnection(path)
+    conn = UnixConnection(path, timeout=30)
     try:
         headers = {} if chunked else {"Content-Length": str(len(body))}
         if chunked:
