@@ -9,6 +9,11 @@ class DatastoreUnavailable(DatastoreError):
     """etcd could not be reached (or timed out) on any configured endpoint."""
 
 
+class EtcdTlsError(DatastoreUnavailable):
+    """TLS with etcd failed: a certificate, key or CA file to fix (the
+    message names the file and its variable), not an outage to wait out."""
+
+
 class RevisionCompacted(DatastoreUnavailable):
     """A watch asked for a revision that etcd has compacted away."""
 

@@ -5,12 +5,16 @@ libcalico-go etcdv3 backend): ``create`` (key must not exist), ``update``
 (key's mod_revision must match), ``delete`` (optionally revision-checked).
 A lost compare is a ``None``/``False`` result, not an exception: callers
 re-read and retry.  Unreachable etcd raises ``DatastoreUnavailable`` naming
-the endpoints tried, within ``timeout`` seconds per endpoint.
+the endpoints tried, within ``timeout`` seconds per endpoint; a TLS failure
+(a certificate refused or not trusted, a bad CA, certificate or key file)
+raises ``EtcdTlsError`` at once, naming the file and its variable to check.
 """
 
 import json
 import logging
+import os
 import queue
+import ssl
 import threading
 import time
 import types
@@ -18,14 +22,21 @@ from collections.abc import Iterator
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-import etcd3
+# gRPC's C core logs a failed TLS handshake to stderr in its own words
+# ("Corruption detected", "Decryption error") ahead of our message, which
+# says what is wrong; GRPC_VERBOSITY=ERROR (or DEBUG) brings them back.
+# Set before grpc is first imported, which is here.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import etcd3  # noqa: E402
 import etcd3.events
 import etcd3.exceptions
 import etcd3.utils
 import etcd3.watch
 import grpc
 
-from datastore.errors import DatastoreUnavailable, RevisionCompacted, WatchStalled
+from datastore.errors import (DatastoreUnavailable, EtcdTlsError, RevisionCompacted,
+                              WatchStalled)
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +63,25 @@ _GRPC_OPTIONS = [
 # Only "could not connect" is retried: the request was not applied.  A timeout
 # may have been applied, and a CAS caller must re-read instead.
 _RETRYABLE = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.NoServerAvailableError)
+
+
+class TlsFiles(NamedTuple):
+    """The TLS files, each shown with the variable that sets it (plugin/config.py)."""
+    ca: str | None
+    cert: str | None
+    key: str | None
+
+    def show(self, *which) -> str:
+        names = {"ca": "ETCD_CA_CERT_FILE", "cert": "ETCD_CERT_FILE", "key": "ETCD_KEY_FILE"}
+        return ", ".join(f"{names[w]}={getattr(self, w) or '(not set)'}"
+                         for w in which or ("ca", "cert", "key"))
+
+
+# What gRPC's error text says when etcd refused our client certificate (or
+# wanted one): with TLS 1.3 etcd's alert arrives after the handshake and
+# gRPC reports it as data it cannot decrypt.
+_CLIENT_CERT_REFUSED = ("TSI_DATA_CORRUPTED", "BAD_CERTIFICATE", "CERTIFICATE_REQUIRED",
+                        "UNKNOWN_CA", "CERTIFICATE_UNKNOWN")
 
 
 class KV(NamedTuple):
@@ -90,11 +120,10 @@ class Etcd:
             raise ValueError("no etcd endpoints given")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.tls = TlsFiles(ca_cert, cert, key)
         creds = None
         if any(_parse_endpoint(e)[0] for e in self.endpoints):
-            creds = grpc.ssl_channel_credentials(
-                *(_read(p) for p in (ca_cert, key, cert))
-            )
+            creds = _credentials(self.tls)
         self._clients = []
         for url in self.endpoints:
             secure, host, port = _parse_endpoint(url)
@@ -113,7 +142,7 @@ class Etcd:
         retrying refused connections until `timeout` has passed."""
         deadline = time.monotonic() + self.timeout
         while True:
-            errors, retryable = [], True
+            errors, tls_errors, retryable = [], [], True
             n = len(self._clients)
             start = self._current
             for i in range(n):
@@ -121,7 +150,13 @@ class Etcd:
                 try:
                     result = fn(self._clients[idx])
                 except _UNAVAILABLE as exc:
-                    errors.append(f"{self.endpoints[idx]} ({type(exc).__name__})")
+                    tls = self._tls_failure(self.endpoints[idx], exc)
+                    if tls:  # a file to fix: retrying will not help
+                        tls_errors.append(tls)
+                        retryable = False
+                        continue
+                    errors.append(f"{self.endpoints[idx]} ({type(exc).__name__}"
+                                  f"{_plain_http_hint(self.endpoints[idx], exc)})")
                     retryable = retryable and isinstance(exc, _RETRYABLE)
                     continue
                 except grpc.RpcError as exc:  # anything the library doesn't map
@@ -133,10 +168,44 @@ class Etcd:
             if not retryable or time.monotonic() + 0.2 > deadline:
                 break
             time.sleep(0.2)
+        if tls_errors:
+            raise EtcdTlsError("; ".join(
+                tls_errors + ([f"cannot reach etcd at {', '.join(errors)}"] if errors else [])))
         raise DatastoreUnavailable(
             "cannot reach etcd at " + ", ".join(errors)
             + "; check ETCD_ENDPOINTS and that etcd is running"
         )
+
+    def _tls_failure(self, url: str, exc: Exception) -> str | None:
+        """What is wrong, naming the file to check, when `exc` (from an
+        https endpoint) is a failed TLS handshake; else None."""
+        secure, host, _ = _parse_endpoint(url)
+        details = _grpc_details(exc)
+        if not secure or not details:
+            return None
+        if any(s in details for s in _CLIENT_CERT_REFUSED):
+            if self.tls.cert:
+                why = (f"it did not accept our client certificate ({self.tls.show('cert', 'key')});"
+                       " is that certificate signed by a CA in etcd's --trusted-ca-file?")
+            else:
+                why = ("it requires a client certificate and none is configured: set "
+                       "ETCD_CERT_FILE and ETCD_KEY_FILE")
+            return f"etcd at {url} refused the TLS handshake: {why}"
+        if "CERTIFICATE_VERIFY_FAILED" in details:
+            reason = details.split("CERTIFICATE_VERIFY_FAILED", 1)[1].strip(": ")
+            return (f"the TLS handshake with etcd at {url} failed: we do not trust its server "
+                    f"certificate ({reason.removesuffix(': OK')}); is it signed by a CA in "
+                    f"{self.tls.show('ca')}?")
+        if "Hostname Verification" in details or "Peer name" in details:
+            return (f"the TLS handshake with etcd at {url} failed: its server certificate is "
+                    f"not issued for {host}; use a name or address from the certificate's "
+                    "subjectAltName in ETCD_ENDPOINTS")
+        if "Handshake read failed" in details or "WRONG_VERSION_NUMBER" in details:
+            return (f"etcd at {url} closed the connection during the TLS handshake: does it "
+                    "serve https? (ETCD_ENDPOINTS)")
+        if "security handshaker" in details:
+            return f"cannot set up TLS for etcd at {url}: check {self.tls.show()}"
+        return None
 
     def close(self):
         for c in self._clients:
@@ -245,6 +314,9 @@ class Etcd:
             watch_id = client.add_watch_prefix_callback(
                 prefix, events.put, start_revision=start_revision)
         except _UNAVAILABLE as exc:
+            tls = self._tls_failure(self.endpoints[self._current], exc)
+            if tls:
+                raise EtcdTlsError(tls) from exc
             raise DatastoreUnavailable(f"cannot watch etcd: {type(exc).__name__}") from exc
         try:
             while True:
@@ -285,6 +357,57 @@ def _bytes(value) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _credentials(tls: TlsFiles):
+    """gRPC channel credentials, after Python's ssl has read the files: gRPC
+    reports a bad file only as "Failed to create security handshaker" at the
+    first request, and aborts the whole process on a certificate without
+    its key."""
+    if bool(tls.cert) != bool(tls.key):
+        raise EtcdTlsError("ETCD_CERT_FILE and ETCD_KEY_FILE go together: set both (a client "
+                           f"certificate and its key) or neither ({tls.show('cert', 'key')})")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca:
+        try:
+            context.load_verify_locations(cafile=tls.ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise EtcdTlsError(f"cannot use {tls.show('ca')} as the CA for etcd: "
+                               f"{_ssl_reason(exc)} (expected PEM certificates)") from None
+    if tls.cert:
+        try:
+            context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            raise EtcdTlsError(
+                f"cannot use the client certificate ({tls.show('cert', 'key')}): "
+                f"{_ssl_reason(exc)} (expected a PEM certificate and its unencrypted PEM key)"
+            ) from None
+    return grpc.ssl_channel_credentials(*(_read(p) for p in (tls.ca, tls.key, tls.cert)))
+
+
+def _ssl_reason(exc) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason.lower().replace("_", " ") if exc.reason else "not PEM"
+    return exc.strerror or str(exc)
+
+
+def _grpc_details(exc) -> str:
+    """The text of the gRPC error behind an etcd3 exception: python3-etcd3
+    raises its own exception while handling the grpc.RpcError, which so
+    becomes its __context__."""
+    error = exc if isinstance(exc, grpc.RpcError) else (exc.__cause__ or exc.__context__)
+    if not isinstance(error, grpc.RpcError):
+        return ""
+    try:
+        return error.details() or ""
+    except Exception:  # noqa: BLE001 - an RpcError without details
+        return ""
+
+
+def _plain_http_hint(url: str, exc) -> str:
+    if not _parse_endpoint(url)[0] and "Socket closed" in _grpc_details(exc):
+        return ": the connection was closed; if etcd serves https, use https:// in ETCD_ENDPOINTS"
+    return ""
 
 
 def _read(path):

@@ -10,6 +10,7 @@ and for IPAM only a non-200 status counts as an error.
 
 import json
 import logging
+import math
 import threading
 import time
 
@@ -28,6 +29,7 @@ MAX_BODY = 1024 * 1024
 # answer, so the client gets the answer instead of a reset connection.
 DRAIN_LIMIT = 64 * 1024 * 1024
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+MAX_ERR = 4096  # characters of an Err
 USER_ERRORS = (DriverError, IpamError, DatastoreError)
 
 # The ids worth putting in the one log line per request.
@@ -70,19 +72,20 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
         start = time.monotonic()
         fields = {}
         try:
-            fields = route.schema(_parse_body())
+            fields = route.schema(parse_body(_read_body()))
             result = route.call(services.get(route.service), fields)
             status, body = 200, result if result is not None else {}
         except BadRequest as exc:
-            status, body = 400, {"Err": f"{call}: bad request: {exc}"}
+            status, body = 400, _err(f"{call}: bad request: {exc}")
         except USER_ERRORS as exc:
-            status, body = 500, {"Err": str(exc)}
-        except HTTPException:
-            raise  # e.g. 413 from an oversize body: answered by http_error
+            status, body = 500, _err(str(exc))
+        except HTTPException as exc:  # e.g. 413 for an oversize body
+            _log(call, fields, exc.code, {"Err": exc.description}, start)
+            raise  # answered by http_error
         except Exception as exc:  # noqa: BLE001 - never a traceback to Docker
             LOG.exception("%s failed unexpectedly", call)
-            status, body = 500, {"Err": f"{call}: internal error ({type(exc).__name__}: "
-                                        f"{exc}); see the calico-libnetwork log"}
+            status, body = 500, _err(f"{call}: internal error ({type(exc).__name__}: "
+                                     f"{exc}); see the calico-libnetwork log")
         _log(call, fields, status, body, start)
         return _answer(body, status)
 
@@ -93,16 +96,32 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
     return app
 
 
-def _parse_body():
-    raw = _read_body()
+def parse_body(raw: bytes):
+    """The request body as JSON (None when empty), or BadRequest.
+
+    Strict JSON, as Docker (Go) sends it: NaN, Infinity and numbers beyond a
+    float's range are refused here rather than written into etcd records
+    that Go readers cannot parse.
+    """
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON ({exc})") from None
     except RecursionError:
         raise BadRequest("malformed JSON (nested too deeply)") from None
+
+
+def _not_json(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def _read_body() -> bytes:
@@ -134,4 +153,13 @@ def _answer(body, status=200):
 
 
 def _error(status, message):
-    return _answer({"Err": message}, status)
+    return _answer(_err(message), status)
+
+
+def _err(message: str) -> dict:
+    """Docker's error answer; a message that quotes a hostile value at length
+    (an option name of a megabyte) is cut, in the answer and in the log."""
+    if len(message) > MAX_ERR:
+        cut = MAX_ERR - 40
+        message = f"{message[:cut]}... ({len(message) - cut} more characters)"
+    return {"Err": message}

@@ -16,11 +16,11 @@ class BadRequest(Exception):
 
 
 # Docker network/endpoint ids are 64 hex chars; swarm ids are 25 alphanumerics.
-_ID_RE = re.compile(r"^([0-9a-f]{64}|[0-9a-z]{25})$")
+_ID_RE = re.compile(r"[0-9a-f]{64}|[0-9a-z]{25}")
 
 
 def docker_id(value, field):
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise BadRequest(f"{field} must be a Docker id (64 hex characters), got {_show(value)}")
     return value
 
@@ -159,7 +159,9 @@ GW_ALLOC_CHECK = Request(**_options)  # Docker >= 28: CreateNetwork's Options
 CREATE_NETWORK = Request(**_network, **_options, **_ipam_datas)
 NETWORK = Request(**_network)
 ALLOCATE_NETWORK = Request(**_network, **_options, **_ipam_datas)
-CREATE_ENDPOINT = Request(**_endpoint, Interface=("interface", _interface, dict), **_options)
+CREATE_ENDPOINT = Request(**_endpoint, Interface=("interface", _interface,
+                                                  lambda: _interface({}, "Interface")),
+                          **_options)
 ENDPOINT = Request(**_endpoint)
 JOIN = Request(**_endpoint, SandboxKey=("sandbox_key", string, ""), **_options)
 ENDPOINT_WITH_OPTIONS = Request(**_endpoint, **_options)

@@ -17,7 +17,8 @@ from datastore.etcd import Etcd  # noqa: E402
 from datastore.resources import Resources  # noqa: E402
 from ipam.pools import build_pool, create_pool  # noqa: E402
 from tests.lab import EtcdServer  # noqa: E402
-from tests.lab.etcd import ETCD  # noqa: E402
+from tests.lab.etcd import ETCD, EtcdTls  # noqa: E402
+from tests.lab.tls import make_ca, make_cert  # noqa: E402
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -75,3 +76,34 @@ def etcd_clean(etcd):
         etcd.start()
     etcd.wipe()
     return etcd
+
+
+@pytest.fixture(scope="session")
+def etcd_pki(tmp_path_factory):
+    """Certificates (tests/lab/tls.py Pem: .cert, .key paths): "ca" signs the
+    "server" (127.0.0.1) and the "client"; "other_ca" signs "rogue", a client
+    certificate etcd does not trust; "garbage" is a file that is not PEM."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    ca, other_ca = make_ca(d, "ca"), make_ca(d, "other-ca")
+    garbage = d / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    return {
+        "ca": ca, "other_ca": other_ca, "garbage": str(garbage),
+        "server": make_cert(d, "server", ca, san="IP:127.0.0.1", usage="serverAuth,clientAuth"),
+        "client": make_cert(d, "client", ca),
+        "rogue": make_cert(d, "rogue", other_ca),
+    }
+
+
+@pytest.fixture(scope="session")
+def tls_etcd(etcd_pki):
+    """An etcd serving https with etcd_pki's server certificate and requiring
+    client certificates signed by its CA (--client-cert-auth)."""
+    if not shutil.which(ETCD):
+        pytest.skip(f"{ETCD} is not installed (scripts/deps.sh installs it)")
+    p = etcd_pki
+    with EtcdServer(tls=EtcdTls(p["ca"].cert, p["server"].cert, p["server"].key,
+                                p["client"].cert, p["client"].key)) as server:
+        yield server

@@ -4,6 +4,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from typing import NamedTuple
 
 from .common import LabError, LabProcess, free_port, in_netns, shm_dir, wait_until
 
@@ -19,6 +20,16 @@ def _clean_env():
     return env
 
 
+class EtcdTls(NamedTuple):
+    """etcd serving https and requiring client certificates signed by `ca`
+    (paths; tests/lab/tls.py makes them)."""
+    ca: str  # --trusted-ca-file
+    cert: str  # the server's certificate and key
+    key: str
+    client_cert: str  # a client certificate and key for etcdctl
+    client_key: str
+
+
 class EtcdServer:
     """etcd listening on `host`, in the current or in network namespace `netns`.
 
@@ -27,8 +38,10 @@ class EtcdServer:
     start() and close().
     """
 
-    def __init__(self, host="127.0.0.1", client_port=None, peer_port=None, netns=None):
+    def __init__(self, host="127.0.0.1", client_port=None, peer_port=None, netns=None,
+                 tls: EtcdTls | None = None):
         self.host = host
+        self.tls = tls
         self.netns = netns
         self._pick_ports = client_port is None and netns is None
         self.client_port = client_port or (2379 if netns else free_port(host))
@@ -40,7 +53,8 @@ class EtcdServer:
 
     @property
     def endpoints(self):
-        return f"http://{self.host}:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     @property
     def running(self):
@@ -55,7 +69,9 @@ class EtcdServer:
                 "--initial-cluster", f"lab={peer}",
                 # One member: a short election timeout makes it leader sooner.
                 "--heartbeat-interval", "10", "--election-timeout", "100",
-                "--logger", "zap", "--log-outputs", "stderr"]
+                "--logger", "zap", "--log-outputs", "stderr",
+                *(["--cert-file", self.tls.cert, "--key-file", self.tls.key,
+                   "--client-cert-auth", "--trusted-ca-file", self.tls.ca] if self.tls else [])]
 
     def start(self, timeout=15):
         """Start etcd (unless running) and wait until it serves requests."""
@@ -83,7 +99,9 @@ class EtcdServer:
     def ctl(self, *args, check=True, timeout=30):
         """Run `etcdctl --endpoints <this> args...` (in the namespace) and return
         the CompletedProcess (text); raise LabError on failure if `check`."""
-        argv = in_netns([ETCDCTL, "--endpoints", self.endpoints, *args], self.netns)
+        tls = (["--cacert", self.tls.ca, "--cert", self.tls.client_cert,
+                "--key", self.tls.client_key] if self.tls else [])
+        argv = in_netns([ETCDCTL, "--endpoints", self.endpoints, *tls, *args], self.netns)
         result = subprocess.run(argv, capture_output=True, text=True, env=_clean_env(),
                                 timeout=timeout)
         if check and result.returncode:

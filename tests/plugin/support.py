@@ -12,6 +12,8 @@ from ipam.driver import IpamDriver
 from plugin.app import create_app
 
 NODE = "test-node"
+NET = "a" * 64
+EP = "b1c2d3e4f5a6" + "0" * 52
 
 
 class NoDocker:

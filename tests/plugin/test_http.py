@@ -7,11 +7,8 @@ import json
 
 import pytest
 
-from plugin.app import MAX_BODY
-from tests.plugin.support import NODE, NamedDocker, all_keys, call, make_client
-
-NET = "a" * 64
-EP = "b1c2d3e4f5a6" + "0" * 52
+from plugin.app import MAX_BODY, MAX_ERR
+from tests.plugin.support import EP, NET, NODE, NamedDocker, all_keys, call, make_client
 
 
 @pytest.fixture
@@ -57,6 +54,9 @@ def test_get_is_refused_with_json(client):
     (b"\xff\xfe", "malformed JSON"),
     (b"[" * 5000 + b"]" * 5000, "malformed JSON (nested too deeply)"),
     (b'{"a":' * 5000 + b"1" + b"}" * 5000, "malformed JSON (nested too deeply)"),
+    (b'{"NetworkID": NaN}', "malformed JSON (NaN is not JSON)"),
+    (b'{"Options": {"com.docker.network.enable_ipv6": Infinity}}', "Infinity is not JSON"),
+    (b'{"Options": {"x": 1e999}}', "malformed JSON (1e999 is out of range)"),
     (b"[1, 2]", "must be a JSON object"),
     (b"", "NetworkID is required"),
     (json.dumps({"NetworkID": 7}).encode(), "NetworkID must be a Docker id"),
@@ -77,6 +77,18 @@ def test_oversize_body_is_refused(client, store):
     assert status == 413 and "larger than" in body["Err"]
     status, body = call(client, "NetworkDriver.CreateNetwork", raw=b"x" * (8 * MAX_BODY))
     assert status == 413 and "larger than" in body["Err"]
+    assert all_keys(store) == set()
+
+
+@pytest.mark.parametrize("path, body", [
+    ("NetworkDriver.CreateNetwork", create_network_body(Options={"x" * 100_000: True})),
+    ("IpamDriver.RequestPool", {"Options": {"k" * 100_000: 1}}),
+    ("IpamDriver.RequestPool", {"Pool": "\x00" * 4096}),
+])
+def test_an_err_quotes_a_hostile_value_briefly(client, store, path, body):
+    status, answer = call(client, path, body)
+    assert status in (400, 500)
+    assert len(answer["Err"]) <= MAX_ERR and answer["Err"].endswith(" more characters)")
     assert all_keys(store) == set()
 
 
