@@ -604,17 +604,8 @@ def bench_datapath(args, lab, status_dir):
                    check=True)
     workloads, records = {}, [profile(0)]
     for n, (name, ip) in enumerate(WORKLOADS.items()):
-        wl = lab.netns(f"pol-wl-{name}")
         i = 100000 + n  # not one of the cluster's endpoints
-        cali = host_ifname(endpoint_id(LOCAL, i))
-        lab.veth(host, cali, wl, "eth0")
-        for argv in (["addr", "add", "169.254.1.1/32", "dev", cali],
-                     ["route", "add", f"{ip}/32", "dev", cali]):
-            subprocess.run(["ip", "-n", host, *argv], check=True)
-        for argv in (["addr", "add", f"{ip}/32", "dev", "eth0"],
-                     ["route", "add", "169.254.1.1", "dev", "eth0"],
-                     ["route", "add", "default", "via", "169.254.1.1"]):
-            subprocess.run(["ip", "-n", wl, *argv], check=True)
+        wl = lab.workload(host, f"pol-wl-{name}", host_ifname(endpoint_id(LOCAL, i)), ip)
         workloads[name] = wl
         records.append(wep(LOCAL, i, "net0", ip, labels={"app": "app0", "role": "r0"}))
     big = cluster(LOCAL, args.endpoints, args.networks, args.policies) + records[1:]

@@ -11,11 +11,11 @@ from agent import node
 from agent.main import node_address
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
+from datastore.settings import connect
 from driver import dataplane, forwarding, reaper
 from driver import endpoints as ep
 from ipam import pools
 from ipam.errors import IpamError
-from plugin import services
 from plugin.config import Config
 
 LOG = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class StartupError(Exception):
 
 
 def prepare_datastore(config: Config) -> None:
-    etcd = services.connect(config)
+    etcd = connect(config.etcd)
     try:
         resources = Resources(etcd)
         node.ensure_cluster_information(resources)
@@ -42,7 +42,7 @@ def prepare_host(config: Config) -> None:
     except forwarding.ForwardingError as exc:
         raise StartupError(f"cannot let containers' traffic through FORWARD: {exc}") from exc
     _check_arp_ignore(config.driver.proc_sys)
-    etcd = services.connect(config)
+    etcd = connect(config.etcd)
     try:
         resources = Resources(etcd)
         reaper.sweep(resources, config.nodename)
@@ -90,7 +90,7 @@ def register_node(config: Config) -> None:
     """Write this host's Node; a name or address another live node uses
     stops the start (agent.errors.NodeConflict says how to fix it)."""
     settings = config.agent
-    etcd = services.connect(config)
+    etcd = connect(config.etcd)
     try:
         node.register(Resources(etcd), settings.nodename, node_address(settings),
                       settings.heartbeat_interval)

@@ -4,7 +4,7 @@
 from contextlib import closing
 
 from datastore.resources import Resources
-from plugin import services
+from datastore.settings import connect
 from plugin.cli.kinds import DEFAULT_NAMESPACE
 from plugin.cli.manifests import load
 from plugin.cli.output import add_output_option, outcomes_of
@@ -30,7 +30,7 @@ def register(commands) -> None:
 def run(args, config) -> int:
     # All parsed and checked before anything is written.
     objects = checked(load(args.filename, args.namespace))
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         manager = ResourceManager(Resources(etcd))
         act = manager.apply if args.command == "apply" else manager.create
         outcomes_of(act, objects, args.output)

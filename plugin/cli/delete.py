@@ -4,7 +4,7 @@ as calicoctl does: refused while addresses are allocated from them)."""
 from contextlib import closing
 
 from datastore.resources import Resources
-from plugin import services
+from datastore.settings import connect
 from plugin.cli.errors import CommandError
 from plugin.cli.kinds import DEFAULT_NAMESPACE, kind_of, namespaced
 from plugin.cli.manifests import load
@@ -34,7 +34,7 @@ def run(args, config) -> int:
         kind = kind_of(args.kind)
         namespace = (args.namespace or DEFAULT_NAMESPACE) if namespaced(kind) else None
         targets = [(kind, args.name, namespace)]
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         manager = ResourceManager(Resources(etcd))
         outcomes_of(lambda target: manager.delete(*target), targets, args.output)
     return 0

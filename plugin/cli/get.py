@@ -3,7 +3,7 @@
 from contextlib import closing
 
 from datastore.resources import API_VERSION, Resource, Resources
-from plugin import services
+from datastore.settings import connect
 from plugin.cli.columns import table_of
 from plugin.cli.errors import CommandError
 from plugin.cli.kinds import DEFAULT_NAMESPACE, kind_of, namespaced, shown
@@ -35,7 +35,7 @@ def run(args, config) -> int:
     if args.name and args.all_namespaces:
         raise CommandError("a NAME is looked up in one namespace: use -n NAMESPACE instead "
                            "of --all-namespaces")
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         manager = ResourceManager(Resources(etcd))
         if args.name:
             objects = [manager.get(kind, args.name, namespace)]

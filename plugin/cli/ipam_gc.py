@@ -15,10 +15,10 @@ from typing import NamedTuple
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from datastore.resources import Resources
+from datastore.settings import connect
 from ipam.allocator import Ipam
 from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
 from ipam.store import BlockStore
-from plugin import services
 from plugin.cli.errors import CommandError
 from plugin.cli.output import add_output_option, as_json, table
 
@@ -47,7 +47,7 @@ def register(ipam_commands) -> None:
 def run(args, config) -> int:
     if args.grace < 0:
         raise CommandError("--grace must be 0 or more seconds")
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         ipam = Ipam(etcd, config.nodename)
         leaks = find_leaks(ipam.store, Resources(etcd), args.grace)
         if args.apply:

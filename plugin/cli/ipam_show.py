@@ -5,8 +5,8 @@ affine to), like `calicoctl ipam show --show-blocks`."""
 from contextlib import closing
 
 from ipam.allocator import Ipam, PoolUsage
-from plugin import services
 from plugin.cli.output import add_output_option, as_json, table
+from datastore.settings import connect
 
 NO_POOL = "(no pool)"  # blocks left behind by a force-deleted pool
 NO_NODE = "(none)"
@@ -19,7 +19,7 @@ def register(ipam_commands) -> None:
 
 
 def run(args, config) -> int:
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         report = _report(Ipam(etcd, config.nodename).usage())
     if args.output == "json":
         as_json(report)

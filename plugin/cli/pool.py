@@ -7,8 +7,8 @@ from contextlib import closing
 from netaddr import AddrFormatError, IPNetwork
 
 from datastore.resources import Resources
+from datastore.settings import connect
 from ipam import pools
-from plugin import services
 from plugin.cli.get import show
 from plugin.cli.manifests_v1 import cidr_to_name
 from plugin.cli.output import Outcome, add_output_option, outcomes
@@ -67,21 +67,21 @@ def run_create(args, config) -> int:
         ipip_mode=args.ipip_mode, vxlan_mode=args.vxlan_mode,
         nat_outgoing=args.nat_outgoing, disabled=args.disabled,
         block_size=args.block_size, node_selector=args.node_selector)
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         created = pools.create_pool(Resources(etcd), pool)
     outcomes([Outcome.of("created", created.to_resource())], args.output)
     return 0
 
 
 def run_list(args, config) -> int:
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         found = ResourceManager(Resources(etcd)).list("IPPool")
     show("IPPool", found, args.output)
     return 0
 
 
 def run_delete(args, config) -> int:
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         deleted = pools.delete_pool(Resources(etcd), args.name, force=args.force)
     outcomes([Outcome.of("deleted", deleted.to_resource())], args.output)
     return 0

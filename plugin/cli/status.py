@@ -13,8 +13,8 @@ from agent.errors import KernelError
 from agent.status import peer_status
 from datastore.errors import DatastoreError
 from datastore.resources import Resources
+from datastore.settings import connect
 from driver import dataplane
-from plugin import services
 from plugin.cli import names_check, probe
 from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
@@ -41,7 +41,7 @@ def run(args, config) -> int:
               "etcd": {"endpoints": list(config.etcd.endpoints), "reachable": False},
               "policy": policy_status(config.agent),
               "names": names_check.names_status(config.agent, config.driver.docker_host)}
-    with closing(services.connect(config)) as etcd:
+    with closing(connect(config.etcd)) as etcd:
         try:
             etcd.revision()
             report["etcd"]["reachable"] = True

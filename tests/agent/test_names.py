@@ -91,15 +91,28 @@ class FakeUpstream:
 
     def __init__(self, mode="answer"):
         self.mode = mode
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp, self.tcp = self._bind()
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket()
-        self.tcp.bind(("127.0.0.1", self.port))
         self.tcp.listen()
         self.asked = []
         for target in (self._serve_udp, self._serve_tcp):
             threading.Thread(target=target, daemon=True).start()
+
+    @staticmethod
+    def _bind():
+        """UDP and TCP sockets on one free port (a free UDP port may be a
+        taken TCP one: try another)."""
+        for _ in range(50):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket()
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+                return udp, tcp
+            except OSError:
+                udp.close()
+                tcp.close()
+        raise OSError("no port free for both UDP and TCP on 127.0.0.1")
 
     def reply(self, query: bytes) -> bytes | None:
         self.asked.append(query)

@@ -55,16 +55,7 @@ def host(tmp_path):
                        check=True)
         workloads = {}
         for name, (_, address) in WORKLOADS.items():
-            wl = lab.netns(f"policy-{name}")
-            cali = "cali" + endpoint_id(name)[:11]
-            lab.veth(ns, cali, wl, "eth0")
-            for args in (["addr", "add", "169.254.1.1/32", "dev", cali],
-                         ["route", "add", f"{address}/32", "dev", cali]):
-                subprocess.run(["ip", "-n", ns, *args], check=True)
-            for args in (["addr", "add", f"{address}/32", "dev", "eth0"],
-                         ["route", "add", "169.254.1.1", "dev", "eth0"],
-                         ["route", "add", "default", "via", "169.254.1.1"]):
-                subprocess.run(["ip", "-n", wl, *args], check=True)
+            wl = lab.workload(ns, f"policy-{name}", "cali" + endpoint_id(name)[:11], address)
             workloads[name] = wl
         # One thread that joined the host namespace: the engine's nft
         # commands, forked from it, act there.

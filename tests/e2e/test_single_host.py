@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from tests.e2e import reach
 from tests.e2e.calico_host import (IPV4_POOL, IPV6_POOL, PROFILE_PREFIX, WEP_PREFIX,
@@ -251,22 +252,14 @@ def test_ifprefix_mtu_and_labels(clean):
 
 # -- policy ----------------------------------------------------------------
 
-DATABASE_POLICY = """\
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata:
-  name: database
-spec:
-  order: 0
-  selector: role == 'database'
-  ingress:
-  - action: Allow
-    protocol: TCP
-    source:
-      selector: role == 'frontend'
-    destination:
-      ports: [3306]
-"""
+# The GlobalNetworkPolicy of Calico's labels tutorial (corrected to v3 case).
+DATABASE_POLICY = {
+    "apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+    "metadata": {"name": "database"},
+    "spec": {"order": 0, "selector": "role == 'database'",
+             "ingress": [{"action": "Allow", "protocol": "TCP",
+                          "source": {"selector": "role == 'frontend'"},
+                          "destination": {"ports": [3306]}}]}}
 
 
 def test_container_labels_select_policy(clean):
@@ -277,7 +270,7 @@ def test_container_labels_select_policy(clean):
     host.plugin.stop()
     host.plugin = start_plugin(host, CALICO_LIBNETWORK_LABEL_ENDPOINTS="true")
     policy = host.dir / "database-policy.yaml"
-    policy.write_text(DATABASE_POLICY)
+    policy.write_text(yaml.safe_dump(DATABASE_POLICY))
     try:
         docker(host, "network", "create", *CALICO, "shop")
         for name, role in (("frontend-a", "frontend"), ("database-a", "database")):

@@ -45,6 +45,19 @@ class Lab:
                 self.addr(netns, ifname, cidr)
             ip("link", "set", ifname, "up", netns=netns)
 
+    def workload(self, host, name, host_ifname, address):
+        """A namespace wired as Calico wires a container, without Docker:
+        `address`/32 on its eth0, routed through 169.254.1.1 to `host_ifname`
+        in namespace `host` (which carries 169.254.1.1 and a /32 route back)."""
+        netns = self.netns(name)
+        self.veth(host, host_ifname, netns, "eth0")
+        ip("addr", "add", "169.254.1.1/32", "scope", "host", "dev", host_ifname, netns=host)
+        ip("route", "add", f"{address}/32", "dev", host_ifname, netns=host)
+        ip("addr", "add", f"{address}/32", "dev", "eth0", netns=netns)
+        ip("route", "add", "169.254.1.1", "dev", "eth0", netns=netns)
+        ip("route", "add", "default", "via", "169.254.1.1", netns=netns)
+        return netns
+
     def sink(self, netns, ifname, cidr=None):
         """An interface that drops everything routed to it, up. It is an ifb
         device: this kernel has no `dummy` driver, and an ifb drops what it
