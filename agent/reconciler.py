@@ -26,8 +26,9 @@ LOG = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, etcd: Etcd, node: str, address: IPNetwork, resync_interval: float):
-        self.node, self.address = node, address
+    def __init__(self, etcd: Etcd, node: str, address: IPNetwork, resync_interval: float,
+                 address6: IPNetwork | None = None):
+        self.node, self.address, self.address6 = node, address, address6
         self.ipam = Ipam(etcd, node)
         self.resources = Resources(etcd)
         self.resync_interval = resync_interval
@@ -55,7 +56,8 @@ class Reconciler:
             self._connected = kernel.connected_subnets()
         self._dirty = False
         local = Local(self.node, self.address, self._connected,
-                      vxlan=self._sync_vtep(state, full), ipip=self._ipip_ready(state))
+                      vxlan=self._sync_vtep(state, full), ipip=self._ipip_ready(state),
+                      address6=self.address6)
         desired = desired_state(state, local)
         self._log_unroutable(desired.unroutable)
         counts = self._sync_routes(desired.routes, full)
