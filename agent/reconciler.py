@@ -32,7 +32,7 @@ class Reconciler:
         self.ipam = Ipam(etcd, node)
         self.resources = Resources(etcd)
         self.resync_interval = resync_interval
-        self.nat = Nat()
+        self.nat, self.nat6 = Nat(4), Nat(6)
         self.vtep: vxlan.Vtep | None = None
         self._vtep_pools = None
         self._ipip = None  # checked once, when a pool first needs it
@@ -63,10 +63,11 @@ class Reconciler:
         counts = self._sync_routes(desired.routes, full)
         if local.vxlan:
             self._sync_vxlan_peers(desired, full)
-        try:
-            self.nat.sync(list(state.pools.values()), full)
-        except KernelError as exc:
-            self._fail(exc)
+        for nat in (self.nat, self.nat6):
+            try:
+                nat.sync(list(state.pools.values()), full)
+            except KernelError as exc:
+                self._fail(exc)
         if counts or full:
             LOG.info("%s sync: %d routes (%s) in %.0f ms", "full" if full else "incremental",
                      len(desired.routes), counts or "no change",

@@ -1,4 +1,4 @@
-"""IPv6 routes against the real kernel, in throw-away
+"""IPv6 routes and NAT outgoing against the real kernel, in throw-away
 namespaces, beside IPv4: routes via the other nodes' IPv6 addresses, /128s
 for borrowed addresses and blackholes for our blocks appear, are replaced
 and removed; routes of other protocols stay; a second run changes nothing."""
@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from netaddr import IPNetwork
 
+from agent import nat
 from tests.agent.cluster import affinity_record, block_record, node_record, pool_record, state_of
 from tests.agent.test_kernel import reconcile_with
 from tests.lab import Lab
@@ -71,3 +72,17 @@ def test_ipv6_routes_added_replaced_removed_beside_ipv4(host):
     run_in(host, reconcile_with, ME6, third)
     assert routes6(host) == [] and "proto 80" not in ip(host, "route", "show")
 
+
+def test_ipv6_nat_outgoing_chain_follows_the_pools(host):
+    def rules6():
+        return subprocess.run(["ip", "netns", "exec", host, "ip6tables", "-t", "nat", "-S"],
+                              capture_output=True, text=True, check=True).stdout
+
+    run_in(host, reconcile_with, ME6, cluster(nat6=True))
+    rules = rules6()
+    assert f"-A POSTROUTING -j {nat.CHAIN}" in rules
+    assert f"-A {nat.CHAIN} -d {POOL6} -j RETURN" in rules
+    assert f"-A {nat.CHAIN} -s {POOL6} -j MASQUERADE" in rules
+    assert "192.168" not in rules
+    run_in(host, reconcile_with, ME6, cluster(nat6=False))
+    assert f"-A {nat.CHAIN}" not in rules6()
