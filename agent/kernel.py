@@ -137,14 +137,15 @@ def route_diff(desired: dict[IPNetwork, Route], current: dict[IPNetwork, Route])
 
 # -- static ARP and FDB entries on a VXLAN device --------------------------
 
-def read_vxlan_peers(device: str) -> tuple[set[Neighbour], set[FdbEntry]]:
-    """The permanent ARP entries and unicast FDB entries on device."""
+def read_vxlan_peers(device: str, version: int = 4) -> tuple[set[Neighbour], set[FdbEntry]]:
+    """The permanent ARP (IPv6: neighbour) entries and unicast FDB entries
+    on device."""
     with netlink(f"list neighbours of {device}") as ipr:
         index = _index(ipr, device)
         if index is None:
             return set(), set()
         neighbours = {Neighbour(IPAddress(n.get("NDA_DST")), n.get("NDA_LLADDR").lower())
-                      for n in ipr.neigh("dump", ifindex=index, family=_AF_INET)
+                      for n in ipr.neigh("dump", ifindex=index, family=FAMILIES[version])
                       if n["state"] & NUD_PERMANENT and n.get("NDA_LLADDR")}
         fdb = {FdbEntry(f.get("NDA_LLADDR").lower(), IPAddress(f.get("NDA_DST")))
                for f in ipr.fdb("dump", ifindex=index)
@@ -158,9 +159,11 @@ def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[st
         index = _index(ipr, device)
         if index is None:
             return [f"{device} does not exist"]
-        steps = [("del", dict(dst=str(n.ip), lladdr=n.mac), ipr.neigh) for n in neighbours.removed]
+        steps = [("del", dict(dst=str(n.ip), lladdr=n.mac, family=FAMILIES[n.ip.version]),
+                  ipr.neigh) for n in neighbours.removed]
         steps += [("del", dict(lladdr=f.mac, dst=str(f.dst)), ipr.fdb) for f in fdb.removed]
-        steps += [("replace", dict(dst=str(n.ip), lladdr=n.mac, state="permanent"), ipr.neigh)
+        steps += [("replace", dict(dst=str(n.ip), lladdr=n.mac, state="permanent",
+                                   family=FAMILIES[n.ip.version]), ipr.neigh)
                   for n in neighbours.added + neighbours.replaced]
         steps += [("replace", dict(lladdr=f.mac, dst=str(f.dst), state="permanent",
                                    flags=NTF_SELF), ipr.fdb)

@@ -121,10 +121,12 @@ def ensure_cluster_information(resources: Resources) -> None:
 def remove_node(resources: Resources, name: str) -> bool:
     """Forget a node as `calicoctl delete node` does: release its block
     affinities (empty blocks go, used ones lose their affinity so that other
-    hosts stop routing them to it), its VXLAN tunnel address, its liveness
+    hosts stop routing them to it), its VXLAN tunnel addresses, its liveness
     key, then the Node itself.  False if there was no such node."""
     etcd = resources.etcd
     BlockStore(etcd).release_affinities(node=name)
-    Ipam(etcd, name, resources).release_by_handle(vxlan_handle_id(name))
+    ipam = Ipam(etcd, name, resources)
+    for version in (4, 6):
+        ipam.release_by_handle(vxlan_handle_id(name, version))
     etcd.delete(ALIVE_PREFIX + name)
     return resources.delete("Node", name)

@@ -79,6 +79,9 @@ class Desired:
     routes: dict[IPNetwork, Route] = field(default_factory=dict)
     neighbours: set[Neighbour] = field(default_factory=set)
     fdb: set[FdbEntry] = field(default_factory=set)
+    # The same for vxlan-v6.calico: IPv6 VTEPs and the nodes' IPv6 addresses.
+    neighbours6: set[Neighbour] = field(default_factory=set)
+    fdb6: set[FdbEntry] = field(default_factory=set)
     # Why some destinations have no route, for the log (dst -> reason).
     unroutable: dict[IPNetwork, str] = field(default_factory=dict)
 
@@ -114,6 +117,11 @@ def desired_state(state: ClusterState, local: Local) -> Desired:
             if node.name != local.node and node.vtep_ip and node.vtep_mac and node.address:
                 desired.neighbours.add(Neighbour(node.vtep_ip, node.vtep_mac))
                 desired.fdb.add(FdbEntry(node.vtep_mac, node.address.ip))
+    if local.vxlan6:
+        for node in state.nodes.values():
+            if node.name != local.node and node.vtep6_ip and node.vtep6_mac and node.address6:
+                desired.neighbours6.add(Neighbour(node.vtep6_ip, node.vtep6_mac))
+                desired.fdb6.add(FdbEntry(node.vtep6_mac, node.address6.ip))
     return desired
 
 

@@ -1,15 +1,18 @@
-"""IPv6 routes and NAT outgoing against the real kernel, in throw-away
-namespaces, beside IPv4: routes via the other nodes' IPv6 addresses, /128s
-for borrowed addresses and blackholes for our blocks appear, are replaced
-and removed; routes of other protocols stay; a second run changes nothing."""
+"""IPv6 routes, NAT outgoing and vxlan-v6.calico against the real kernel, in
+throw-away namespaces, beside IPv4: routes via the other nodes' IPv6
+addresses, /128s for borrowed addresses and blackholes for our blocks
+appear, are replaced and removed; routes of other protocols stay; a second
+run changes nothing."""
 
 import os
 import subprocess
 
 import pytest
-from netaddr import IPNetwork
+from netaddr import IPAddress, IPNetwork
 
-from agent import nat
+from agent import kernel, nat, vxlan
+from agent.reconciler import Reconciler
+from agent.routes import FdbEntry, Neighbour
 from tests.agent.cluster import affinity_record, block_record, node_record, pool_record, state_of
 from tests.agent.test_kernel import reconcile_with
 from tests.lab import Lab
@@ -86,3 +89,49 @@ def test_ipv6_nat_outgoing_chain_follows_the_pools(host):
     assert "192.168" not in rules
     run_in(host, reconcile_with, ME6, cluster(nat6=False))
     assert f"-A {nat.CHAIN}" not in rules6()
+
+
+def test_vxlan_v6_device_as_felix_makes_it(host):
+    mac = run_in(host, vxlan.ensure_device, IPAddress("fd00:1::1"), None,
+                 IPAddress("fd00:aa::1"), 1430)
+    details = ip(host, "-d", "link", "show", "vxlan-v6.calico")
+    assert "vxlan id 4096" in details and "local fd00:aa::1" in details
+    assert "dstport 4789" in details and "nolearning" in details and "mtu 1430" in details
+    # No duplicate address detection: usable at once (not "tentative").
+    assert "inet6 fd00:1::1/128 scope global nodad" in ip(host, "addr", "show",
+                                                         "vxlan-v6.calico")
+    assert run_in(host, vxlan.ensure_device, IPAddress("fd00:1::1"), mac,
+                  IPAddress("fd00:aa::1"), 1430) == mac
+    # A new local address: rebuilt, MAC kept, old tunnel address gone.
+    ip(host, "addr", "add", "fd00:aa::5/64", "dev", "eth0", "nodad")
+    assert run_in(host, vxlan.ensure_device, IPAddress("fd00:1::2"), mac,
+                  IPAddress("fd00:aa::5"), 1430) == mac
+    assert "local fd00:aa::5" in ip(host, "-d", "link", "show", "vxlan-v6.calico")
+    assert "fd00:1::1/128" not in ip(host, "addr", "show", "vxlan-v6.calico")
+    # IPv4's device is another one, untouched.
+    assert "vxlan.calico" not in ip(host, "link", "show")
+
+
+def test_vxlan_v6_routes_neighbours_and_fdb(host):
+    """The reconciler routes a node's IPv6 block through vxlan-v6.calico (its
+    own VTEP faked as up), with the NDP and FDB entries Felix programs."""
+    run_in(host, vxlan.ensure_device, IPAddress("fd00:1::1"), None, IPAddress("fd00:aa::1"),
+           1430)
+    mac3 = "66:00:00:00:00:03"
+    state = state_of(node_record("h1", str(ME), address6=str(ME6)),
+                     node_record("h3", "10.0.0.3/24", address6="fd00:bb::3/64",
+                                 vtep6_ip="fd00:1::c1", vtep6_mac=mac3),
+                     pool_record("p6", POOL6, vxlan_mode="CrossSubnet"),
+                     affinity_record("h3", "fd00:1::c0/122"))
+
+    def sync():
+        reconciler = Reconciler(None, "h1", ME, resync_interval=30, address6=ME6)
+        reconciler._sync_vtep = lambda state, full, version: version == 6
+        reconciler.sync(state, full=True)
+        return kernel.read_vxlan_peers("vxlan-v6.calico", 6)
+
+    neighbours, fdb = run_in(host, sync)
+    assert neighbours == {Neighbour(IPAddress("fd00:1::c1"), mac3)}
+    assert fdb == {FdbEntry(mac3, IPAddress("fd00:bb::3"))}
+    assert routes6(host) == [
+        "fd00:1::c0/122 via fd00:1::c1 dev vxlan-v6.calico metric 1024 onlink pref medium"]
