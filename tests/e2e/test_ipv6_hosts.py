@@ -1,39 +1,42 @@
-"""IPv6 across hosts: two Docker hosts with IPv6 addresses on their link,
+"""IPv6 across hosts: three Docker hosts with IPv6 addresses on their links,
 each with dockerd, the plugin and its node agent, sharing one etcd (on h1);
 a dual-stack network (`docker network create --ipv6`), containers pinging
-each other over IPv6 across hosts, a borrowed address's /128, NAT outgoing
-for the IPv6 pool, and a node's removal taking its routes away.
+each other over IPv6 across hosts, directly and through vxlan-v6.calico, a
+borrowed address's /128, NAT outgoing for the IPv6 pool, and a node's
+removal taking its routes away.
 
-    h1 eth1 10.0.42.1/24 fd00:42::1/64 --+
-    h2 eth1 10.0.42.2/24 fd00:42::2/64 --+-- br0 (seg) -- router eth1 fd00:42::fe
-                                                  router eth4 fd00:99::fe -- outside fd00:99::1
+    h1 eth1 10.0.42.1 fd00:42::1 --+                 +-- h3 eth1 10.0.43.3 fd00:43::3
+    h2 eth1 10.0.42.2 fd00:42::2 --+-- br0 -- router -+
+                                              router eth4 fd00:99::fe -- outside fd00:99::1
 
-h1 finds its IPv6 address (IP6=autodetect, interface=eth1), h2 is told it
-(IP6=fd00:42::2/64).  The router knows no route to the IPv6 pool, so the
-outside host can answer a container only when its traffic was masqueraded.
+The IPv6 pool is CrossSubnet VXLAN: h1 <-> h2 is plain routing on their
+segment, anything to or from h3 goes through vxlan-v6.calico.  h1 finds its
+IPv6 address (IP6=autodetect, interface=eth1), h2 and h3 are told theirs.
+The router knows no route to the IPv6 pool, so the outside host can answer a
+container only when its traffic was masqueraded.
 """
 
 import json
-import sys
 import types
 
 import pytest
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e.calico_host import (IPV4_POOL, IPV6_POOL, calicoctl, container_ip, docker,
-                                   start_plugin)
-from tests.lab import EtcdServer, LabProcess
-from tests.lab.common import ip, run_dir, wait_until
+                                   source_seen_outside, start_plugin)
+from tests.lab import EtcdServer
+from tests.lab.common import ip, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 ETCD_HOST = "10.0.42.1"
 OUTSIDE6 = "fd00:99::1"
-LINK6 = {"h1": "fd00:42::1", "h2": "fd00:42::2"}
+LINK6 = {"h1": "fd00:42::1", "h2": "fd00:42::2", "h3": "fd00:43::3"}
 AGENT_ADDRESSES = {
     "h1": {"IP": "10.0.42.1/24", "IP6": "autodetect", "IP6_AUTODETECTION_METHOD": "interface=eth1"},
-    "h2": {"IP": "10.0.42.2/24", "IP6": "fd00:42::2/64"}}
+    "h2": {"IP": "10.0.42.2/24", "IP6": "fd00:42::2/64"},
+    "h3": {"IP": "10.0.43.3/24", "IP6": "fd00:43::3/64"}}
 BLOCK6 = 122
 
 
@@ -45,6 +48,7 @@ class Cluster:
 
     def start_plugin(self, host):
         self.plugins[host.name] = start_plugin(host, CALICO_IPV6POOL_NAT_OUTGOING="true",
+                                               CALICO_IPV6POOL_VXLAN="CrossSubnet",
                                                **AGENT_ADDRESSES[host.name])
         return self.plugins[host.name]
 
@@ -56,8 +60,8 @@ def addr6(netns, ifname, cidr):
 @pytest.fixture(scope="module")
 def cluster(docker_host_factory):
     lab = docker_host_factory.lab
-    hosts = [docker_host_factory(etcd=False) for _ in range(2)]
-    h1, h2 = hosts
+    hosts = [docker_host_factory(etcd=False) for _ in range(3)]
+    h1, h2, h3 = hosts
     seg, router, outside = lab.netns("seg6"), lab.netns("router6"), lab.netns("outside6")
     ip("link", "add", "br0", "type", "bridge", netns=seg)
     ip("link", "set", "br0", "up", netns=seg)
@@ -65,19 +69,29 @@ def cluster(docker_host_factory):
         lab.veth(host.netns, "eth1", seg, f"p{n}", f"10.0.42.{n}/24")
         addr6(host.netns, "eth1", f"{LINK6[host.name]}/64")
         ip("link", "set", f"p{n}", "master", "br0", netns=seg)
-        ip("-6", "route", "add", "fd00:99::/64", "via", "fd00:42::fe", netns=host.netns)
-    lab.veth(router, "eth1", seg, "p3")
+        lab.route(host.netns, "10.0.43.0/24", via="10.0.42.254")
+        for dst in ("fd00:43::/64", "fd00:99::/64"):
+            ip("-6", "route", "add", dst, "via", "fd00:42::fe", netns=host.netns)
+    lab.veth(router, "eth1", seg, "p3", "10.0.42.254/24")
     addr6(router, "eth1", "fd00:42::fe/64")
     ip("link", "set", "p3", "master", "br0", netns=seg)
+    lab.veth(router, "eth3", h3.netns, "eth1", "10.0.43.254/24", "10.0.43.3/24")
+    addr6(router, "eth3", "fd00:43::fe/64")
+    addr6(h3.netns, "eth1", f"{LINK6['h3']}/64")
+    lab.route(h3.netns, "10.0.42.0/24", via="10.0.43.254")
+    for dst in ("fd00:42::/64", "fd00:99::/64"):
+        ip("-6", "route", "add", dst, "via", "fd00:43::fe", netns=h3.netns)
     lab.veth(router, "eth4", outside, "eth0")
     addr6(router, "eth4", "fd00:99::fe/64")
     addr6(outside, "eth0", f"{OUTSIDE6}/64")
     ip("-6", "route", "add", "default", "via", "fd00:99::fe", netns=outside)
-    ip("netns", "exec", router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    for sysctl in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+        ip("netns", "exec", router, "sysctl", "-qw", sysctl)
 
     etcd = EtcdServer(host=ETCD_HOST, netns=h1.netns).start()
     h1.etcd = etcd  # h1 is closed last, so etcd outlives every host's containers
-    h2.etcd = types.SimpleNamespace(endpoints=etcd.endpoints, close=lambda: None)
+    for host in (h2, h3):
+        host.etcd = types.SimpleNamespace(endpoints=etcd.endpoints, close=lambda: None)
     c = Cluster(hosts, etcd, outside)
     for host in hosts:
         c.start_plugin(host)
@@ -124,7 +138,8 @@ def wait(predicate, timeout, what):
 # -- tests -------------------------------------------------------------------
 
 def test_nodes_registered_with_their_ipv6_addresses(cluster):
-    for name, address6 in (("h1", "fd00:42::1/64"), ("h2", "fd00:42::2/64")):
+    for name, address6 in (("h1", "fd00:42::1/64"), ("h2", "fd00:42::2/64"),
+                           ("h3", "fd00:43::3/64")):
         assert node(cluster, name)["spec"]["bgp"]["ipv6Address"] == address6
 
 
@@ -143,6 +158,27 @@ def test_dual_stack_containers_ping_each_other_over_ipv6_across_hosts(cluster):
     # IPv4 still goes as before.
     assert h1.docker("exec", "workload-A", "ping", "-c", "2", "-W", "2",
                      container_ip(h2, "workload-E", "net6")).returncode == 0
+
+
+def test_vxlan_v6_to_a_host_on_another_ipv6_subnet(cluster):
+    h1, h2, h3 = (cluster.hosts[n] for n in ("h1", "h2", "h3"))
+    ip6_f = run(h3, "workload-F", "net6")
+    spec = node(cluster, "h3")["spec"]
+    vtep = spec["ipv6VXLANTunnelAddr"]
+    assert IPAddress(vtep) in IPNetwork(IPV6_POOL) and spec["vxlanTunnelMACAddrV6"]
+    assert "ipv6VXLANTunnelAddr" in node(cluster, "h1")["spec"]  # every host has its VTEP
+    details = ip("-d", "link", "show", "vxlan-v6.calico", netns=h3.netns).stdout
+    assert "vxlan id 4096" in details and "local fd00:43::3" in details
+    assert "dstport 4789" in details
+    for host in (h1, h2):
+        wait(lambda: has_route6(host, f"{block6_of(ip6_f)} via {vtep} dev vxlan-v6.calico "
+                                      "proto 80"), 15,
+             f"{host.name}'s route to h3's block through vxlan-v6.calico")
+    assert pings6(h1, "workload-A", ip6_f)
+    assert pings6(h3, "workload-F", container_ip(h2, "workload-E", "net6", "GlobalIPv6Address"))
+    # h1 <-> h2 stays plain routing on their segment.
+    ip6_e = container_ip(h2, "workload-E", "net6", "GlobalIPv6Address")
+    assert has_route6(h1, f"{block6_of(ip6_e)} via fd00:42::2 dev eth1 proto 80")
 
 
 def test_status_lists_the_ipv6_peer_and_its_blocks(cluster):
@@ -170,21 +206,7 @@ def test_borrowed_ipv6_address_gets_a_128_that_goes_with_its_container(cluster):
 
 def test_nat_outgoing_for_the_ipv6_pool_shows_the_host_address(cluster):
     h1 = cluster.hosts["h1"]
-    log = run_dir() / "outside6-listener.log"
-    listener = LabProcess(
-        [sys.executable, "-c",
-         "import socket\n"
-         "s = socket.socket(socket.AF_INET6); s.bind(('::', 9000)); s.listen()\n"
-         "c, peer = s.accept(); print(peer[0], flush=True)"],
-        log, netns=cluster.outside).start()
-    try:
-        wait(lambda: "LISTEN" in ip("netns", "exec", cluster.outside, "ss", "-ltn").stdout,
-             10, "the outside listener")
-        h1.docker("exec", "workload-A", "sh", "-c", f"echo hi | nc -w 2 {OUTSIDE6} 9000")
-        wait(lambda: not listener.running, 10, "a connection from the container")
-        assert log.read_text().split() == [LINK6["h1"]]
-    finally:
-        listener.kill()
+    assert source_seen_outside(h1, "workload-A", cluster.outside, OUTSIDE6) == LINK6["h1"]
 
 
 def test_removing_a_node_removes_its_ipv6_routes(cluster):
