@@ -110,7 +110,8 @@ def source_seen_outside(host, container, outside_netns, target, port=9000):
     """The source address a listener on `target`:`port` in `outside_netns`
     sees when `container` on `host` connects to it (after any NAT)."""
     family = "AF_INET6" if ":" in target else "AF_INET"
-    log = run_dir() / f"outside-listener-{port}.log"
+    log = run_dir() / f"outside-listener-{outside_netns}-{port}.log"
+    log.unlink(missing_ok=True)  # a listener's log is appended to
     listener = LabProcess(
         [sys.executable, "-c",
          "import socket\n"
