@@ -1,6 +1,7 @@
-"""This node's IPv4 address, found as calico/node's IP_AUTODETECTION_METHOD:
+"""This node's IPv4 (IPv6) address, found as calico/node's
+IP_AUTODETECTION_METHOD (IP6_AUTODETECTION_METHOD):
 
-* first-found: the first global IPv4 address, by interface index, on an
+* first-found: the first global address of the version, by interface index, on an
   interface not in calico/node's exclude list (plus br-*, ifb* and docker's
   own bridges); the interface of the default route goes first, so a host
   with a default route picks the address it talks to the world with;
@@ -8,7 +9,8 @@
 * can-reach=ADDRESS: the source address the kernel would use to reach
   ADDRESS (a route lookup: no packet is sent).
 
-The result is the address with its interface's prefix length, "10.0.0.11/24".
+The result is the address with its interface's prefix length, "10.0.0.11/24"
+("fd00::11/64"); link-local IPv6 addresses never count.
 """
 
 import re
@@ -17,7 +19,8 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import AutodetectError
-from agent.kernel import Address, ipv4_addresses, netlink
+from agent.kernel import FAMILIES, Address, addresses, netlink
+from agent.settings import variable
 
 # calico/node's DEFAULT_INTERFACES_TO_EXCLUDE, plus what docker and our lab make.
 EXCLUDED = re.compile(
@@ -26,67 +29,76 @@ EXCLUDED = re.compile(
     r"wg-v6\.cali.*|nodelocaldns.*|podman.*|br-.*|ifb.*)$")
 
 
-def detect(method: str) -> IPNetwork:
+def detect(method: str, version: int = 4) -> IPNetwork:
     if method.startswith("interface="):
-        return _by_interface(method[len("interface="):])
+        return _by_interface(method[len("interface="):], version)
     if method.startswith("can-reach="):
-        return _can_reach(method[len("can-reach="):])
-    return _first_found()
+        return _can_reach(method[len("can-reach="):], version)
+    return _first_found(version)
 
 
-def _first_found() -> IPNetwork:
-    candidates = [a for a in ipv4_addresses() if not EXCLUDED.match(a.ifname)]
+def _first_found(version: int) -> IPNetwork:
+    candidates = [a for a in addresses(version) if not EXCLUDED.match(a.ifname)]
     if not candidates:
+        ip, method = variable("IP", version), variable("IP_AUTODETECTION_METHOD", version)
         raise AutodetectError(
-            "no IPv4 address found on this host's interfaces (first-found skips docker*, "
-            "veth*, cali*, vxlan*, tunl*, br-*, lo, ...); set IP=<address>/<prefix> or "
-            "IP_AUTODETECTION_METHOD=interface=<name> or can-reach=<address>")
-    default_index = _default_route_index()
+            f"no IPv{version} address found on this host's interfaces (first-found skips "
+            "docker*, veth*, cali*, vxlan*, tunl*, br-*, lo, ...); set "
+            f"{ip}=<address>/<prefix> or {method}=interface=<name> or can-reach=<address>"
+            + (" (or IP6=none)" if version == 6 else ""))
+    default_index = _default_route_index(version)
     preferred = [a for a in candidates if a.index == default_index]
     return (preferred or candidates)[0].network
 
 
-def _by_interface(pattern: str) -> IPNetwork:
+def _by_interface(pattern: str, version: int) -> IPNetwork:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise AutodetectError(f"IP_AUTODETECTION_METHOD: interface={pattern!r} is not a "
-                              f"valid regular expression: {exc}") from None
-    for address in ipv4_addresses():
+        raise AutodetectError(f"{variable('IP_AUTODETECTION_METHOD', version)}: "
+                              f"interface={pattern!r} is not a valid regular expression: "
+                              f"{exc}") from None
+    found = addresses(version)
+    for address in found:
         if regex.fullmatch(address.ifname):
             return address.network
-    names = sorted({a.ifname for a in ipv4_addresses()})
-    raise AutodetectError(f"no interface matching {pattern!r} has an IPv4 address "
+    names = sorted({a.ifname for a in found})
+    raise AutodetectError(f"no interface matching {pattern!r} has an IPv{version} address "
                           f"(interfaces with one: {', '.join(names) or 'none'})")
 
 
-def _can_reach(target: str) -> IPNetwork:
+def _can_reach(target: str, version: int) -> IPNetwork:
+    ip = variable("IP", version)
     try:
         dst = IPAddress(target)
     except (AddrFormatError, ValueError):
-        raise AutodetectError(f"IP_AUTODETECTION_METHOD: can-reach={target!r} is not an "
-                              "IPv4 address") from None
+        dst = None
+    if dst is None or dst.version != version:
+        raise AutodetectError(f"{variable('IP_AUTODETECTION_METHOD', version)}: "
+                              f"can-reach={target!r} is not an IPv{version} address") from None
     with netlink(f"look up the route to {dst}") as ipr:
         try:
-            found = ipr.route("get", dst=str(dst))
+            found = ipr.route("get", dst=str(dst), family=FAMILIES[version])
         except NetlinkError as exc:
             raise AutodetectError(f"this host has no route to {dst} ({exc}); "
-                                  "set IP=<address>/<prefix>") from None
+                                  f"set {ip}=<address>/<prefix>") from None
     source = found[0].get("RTA_PREFSRC") if found else None
-    address = _holding(source)
+    address = _holding(source, version)
     if address is None:
         raise AutodetectError(f"the route to {dst} has no source address on this host; "
-                              "set IP=<address>/<prefix>")
+                              f"set {ip}=<address>/<prefix>")
     return address.network
 
 
-def _holding(ip) -> Address | None:
-    return next((a for a in ipv4_addresses() if str(a.network.ip) == ip), None)
+def _holding(ip, version: int) -> Address | None:
+    if not ip:
+        return None
+    return next((a for a in addresses(version) if a.network.ip == IPAddress(ip)), None)
 
 
-def _default_route_index() -> int | None:
+def _default_route_index(version: int) -> int | None:
     with netlink("look up the default route") as ipr:
-        for route in ipr.route("dump", family=2, table=254, dst_len=0):
+        for route in ipr.route("dump", family=FAMILIES[version], table=254, dst_len=0):
             if route.get("RTA_OIF"):
                 return route.get("RTA_OIF")
     return None

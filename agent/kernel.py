@@ -28,7 +28,8 @@ MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
 NTF_SELF = 2
 NUD_PERMANENT = 0x80
-_AF_INET = 2
+_AF_INET, _AF_INET6 = 2, 10
+FAMILIES = {4: _AF_INET, 6: _AF_INET6}
 _RT_TYPES = {1: UNICAST, 6: BLACKHOLE}
 _GONE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
 
@@ -61,19 +62,21 @@ def netlink(action: str):
 # -- routes ---------------------------------------------------------------
 
 def read_routes() -> dict[IPNetwork, Route]:
-    """Our routes in the main table (IPv4), as Route values."""
+    """Our routes in the main table (IPv4 and IPv6), as Route values."""
     with netlink("list routes") as ipr:
         names = _link_names(ipr)
         found = {}
-        for msg in ipr.route("dump", family=_AF_INET, table=MAIN_TABLE, proto=ROUTE_PROTOCOL):
-            kind = _RT_TYPES.get(msg["type"])
-            if kind is None:
-                continue
-            dst = IPNetwork(f"{msg.get('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}")
-            gateway = msg.get("RTA_GATEWAY")
-            found[dst] = Route(dst, kind, IPAddress(gateway) if gateway else None,
-                               names.get(msg.get("RTA_OIF")) if kind == UNICAST else None,
-                               bool(msg["flags"] & RTNH_F_ONLINK))
+        for family, anywhere in ((_AF_INET, "0.0.0.0"), (_AF_INET6, "::")):
+            for msg in ipr.route("dump", family=family, table=MAIN_TABLE,
+                                 proto=ROUTE_PROTOCOL):
+                kind = _RT_TYPES.get(msg["type"])
+                if kind is None:
+                    continue
+                dst = IPNetwork(f"{msg.get('RTA_DST') or anywhere}/{msg['dst_len']}")
+                gateway = msg.get("RTA_GATEWAY")
+                found[dst] = Route(dst, kind, IPAddress(gateway) if gateway else None,
+                                   names.get(msg.get("RTA_OIF")) if kind == UNICAST else None,
+                                   bool(msg["flags"] & RTNH_F_ONLINK))
         return found
 
 
@@ -91,7 +94,7 @@ def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
         for route in changes.removed:
             try:
                 ipr.route("del", dst=str(route.dst), table=MAIN_TABLE, proto=ROUTE_PROTOCOL,
-                          type=route.type)
+                          type=route.type, family=FAMILIES[route.dst.version])
             except NetlinkError as exc:
                 if exc.code not in _GONE:
                     failed.append(f"delete {route}: {exc}")
@@ -112,7 +115,7 @@ def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
 
 def _route_args(ipr, route: Route) -> dict:
     args = {"dst": str(route.dst), "table": MAIN_TABLE, "proto": ROUTE_PROTOCOL,
-            "type": route.type}
+            "type": route.type, "family": FAMILIES[route.dst.version]}
     if route.gateway is not None:
         args["gateway"] = str(route.gateway)
     if route.dev is not None:
@@ -134,14 +137,15 @@ def route_diff(desired: dict[IPNetwork, Route], current: dict[IPNetwork, Route])
 
 # -- static ARP and FDB entries on a VXLAN device --------------------------
 
-def read_vxlan_peers(device: str) -> tuple[set[Neighbour], set[FdbEntry]]:
-    """The permanent ARP entries and unicast FDB entries on device."""
+def read_vxlan_peers(device: str, version: int = 4) -> tuple[set[Neighbour], set[FdbEntry]]:
+    """The permanent ARP (IPv6: neighbour) entries and unicast FDB entries
+    on device."""
     with netlink(f"list neighbours of {device}") as ipr:
         index = _index(ipr, device)
         if index is None:
             return set(), set()
         neighbours = {Neighbour(IPAddress(n.get("NDA_DST")), n.get("NDA_LLADDR").lower())
-                      for n in ipr.neigh("dump", ifindex=index, family=_AF_INET)
+                      for n in ipr.neigh("dump", ifindex=index, family=FAMILIES[version])
                       if n["state"] & NUD_PERMANENT and n.get("NDA_LLADDR")}
         fdb = {FdbEntry(f.get("NDA_LLADDR").lower(), IPAddress(f.get("NDA_DST")))
                for f in ipr.fdb("dump", ifindex=index)
@@ -155,9 +159,11 @@ def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[st
         index = _index(ipr, device)
         if index is None:
             return [f"{device} does not exist"]
-        steps = [("del", dict(dst=str(n.ip), lladdr=n.mac), ipr.neigh) for n in neighbours.removed]
+        steps = [("del", dict(dst=str(n.ip), lladdr=n.mac, family=FAMILIES[n.ip.version]),
+                  ipr.neigh) for n in neighbours.removed]
         steps += [("del", dict(lladdr=f.mac, dst=str(f.dst)), ipr.fdb) for f in fdb.removed]
-        steps += [("replace", dict(dst=str(n.ip), lladdr=n.mac, state="permanent"), ipr.neigh)
+        steps += [("replace", dict(dst=str(n.ip), lladdr=n.mac, state="permanent",
+                                   family=FAMILIES[n.ip.version]), ipr.neigh)
                   for n in neighbours.added + neighbours.replaced]
         steps += [("replace", dict(lladdr=f.mac, dst=str(f.dst), state="permanent",
                                    flags=NTF_SELF), ipr.fdb)
@@ -179,23 +185,26 @@ class Address(NamedTuple):
     network: IPNetwork  # the address with its prefix length
 
 
-def ipv4_addresses() -> list[Address]:
-    """Global IPv4 addresses of this namespace's interfaces, by link index."""
+def addresses(version: int = 4) -> list[Address]:
+    """Global (not link-local) addresses of one IP version on this
+    namespace's interfaces, by link index."""
     with netlink("list addresses") as ipr:
         names = _link_names(ipr)
         found = [Address(names.get(a["index"], ""), a["index"],
                          IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"))
-                 for a in ipr.get_addr(family=_AF_INET) if a["scope"] == 0]
+                 for a in ipr.get_addr(family=FAMILIES[version]) if a["scope"] == 0]
         return sorted(found, key=lambda a: a.index)
 
 
 def connected_subnets() -> tuple[IPNetwork, ...]:
-    return tuple(sorted({a.network.cidr for a in ipv4_addresses()}))
+    """The subnets of this host's global IPv4 and IPv6 addresses."""
+    return tuple(sorted({a.network.cidr for v in (4, 6) for a in addresses(v)},
+                        key=lambda n: (n.version, n)))
 
 
 def mtu_of_address(ip: IPAddress) -> int | None:
     """The MTU of the interface that holds ip."""
-    for address in ipv4_addresses():
+    for address in addresses(ip.version):
         if address.network.ip == ip:
             with netlink(f"read the MTU of {address.ifname}") as ipr:
                 return ipr.link("get", index=address.index)[0].get("IFLA_MTU")

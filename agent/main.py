@@ -28,6 +28,15 @@ def node_address(settings: AgentSettings) -> IPNetwork:
     return autodetect.detect(settings.ip_autodetection_method)
 
 
+def node_address6(settings: AgentSettings) -> IPNetwork | None:
+    """IP6: None for none (calico/node's default), else the address."""
+    if settings.ip6 == "none":
+        return None
+    if settings.ip6 == "autodetect":
+        return autodetect.detect(settings.ip6_autodetection_method, 6)
+    return parse_ip_setting(settings.ip6, 6)
+
+
 def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> None:
     """Block until stop is set (by SIGTERM/SIGINT when run in the main
     thread).  Raises AgentError (e.g. NodeConflict) when it cannot start."""
@@ -37,13 +46,15 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
             signal.signal(signum, lambda *_: stop.set())
     etcd = connect(settings.etcd)
     try:
-        address = node_address(settings)
-        LOG.info("node %s, address %s", settings.nodename, address)
-        if not _register(etcd, settings, address, stop):
+        address, address6 = node_address(settings), node_address6(settings)
+        LOG.info("node %s, address %s, IPv6 address %s", settings.nodename, address,
+                 address6 or "none (IP6=none)")
+        if not _register(etcd, settings, address, address6, stop):
             return
         heartbeat = Heartbeat(etcd, settings.nodename, str(address),
                               settings.heartbeat_interval).start()
-        reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval)
+        reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval,
+                                address6)
         policy = PolicyEngine(settings.nodename, settings.policy_status_path,
                               settings.resync_interval) if settings.policy else None
         if policy is None:
@@ -78,14 +89,15 @@ def _start_names(settings: AgentSettings) -> NameService | None:
 
 
 def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,
-              stop: threading.Event) -> bool:
+              address6: IPNetwork | None, stop: threading.Event) -> bool:
     """Register, waiting for etcd as long as it takes; False if stopped first."""
     resources = Resources(etcd)
     delay = RETRY_DELAYS[0]
     while not stop.is_set():
         try:
             node.ensure_cluster_information(resources)
-            node.register(resources, settings.nodename, address, settings.heartbeat_interval)
+            node.register(resources, settings.nodename, address, settings.heartbeat_interval,
+                          address6)
             return True
         except DatastoreUnavailable as exc:
             LOG.warning("cannot register node %s yet: %s", settings.nodename, exc)

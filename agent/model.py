@@ -35,13 +35,26 @@ class Node:
     address: IPNetwork | None  # bgp.ipv4Address: the IP with its subnet's prefix
     vtep_ip: IPAddress | None = None
     vtep_mac: str | None = None
+    address6: IPNetwork | None = None  # bgp.ipv6Address
+    vtep6_ip: IPAddress | None = None  # ipv6VXLANTunnelAddr
+    vtep6_mac: str | None = None  # vxlanTunnelMACAddrV6
 
     @classmethod
     def from_resource(cls, res: Resource) -> "Node":
         spec = res.spec
-        return cls(res.name, _network((spec.get("bgp") or {}).get("ipv4Address")),
+        bgp = spec.get("bgp") or {}
+        return cls(res.name, _network(bgp.get("ipv4Address"), 4),
                    _address(spec.get("ipv4VXLANTunnelAddr")),
-                   (spec.get("vxlanTunnelMACAddr") or "").lower() or None)
+                   (spec.get("vxlanTunnelMACAddr") or "").lower() or None,
+                   _network(bgp.get("ipv6Address"), 6),
+                   _address(spec.get("ipv6VXLANTunnelAddr")),
+                   (spec.get("vxlanTunnelMACAddrV6") or "").lower() or None)
+
+    def address_of(self, version: int) -> IPNetwork | None:
+        return self.address if version == 4 else self.address6
+
+    def vtep_of(self, version: int) -> tuple[IPAddress | None, str | None]:
+        return (self.vtep_ip, self.vtep_mac) if version == 4 else (self.vtep6_ip, self.vtep6_mac)
 
 
 @dataclass(frozen=True)
@@ -127,11 +140,12 @@ def _set(table: dict, key, value) -> None:
         table[key] = value
 
 
-def _network(text) -> IPNetwork | None:
+def _network(text, version: int) -> IPNetwork | None:
     try:
-        return IPNetwork(text) if text else None
+        net = IPNetwork(text) if text else None
     except (AddrFormatError, ValueError):
         return None
+    return net if net is not None and net.version == version else None
 
 
 def _address(text) -> IPAddress | None:

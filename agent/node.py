@@ -1,5 +1,5 @@
-"""Node registration: the v3 Node resource with spec.bgp.ipv4Address, as
-calico/node writes it at start, refusing a name or address that another
+"""Node registration: the v3 Node resource with spec.bgp.ipv4Address (and
+ipv6Address), as calico/node writes it at start, refusing a name or address that another
 live node already uses (liveness.py says what live means)."""
 
 import logging
@@ -10,6 +10,7 @@ from netaddr import IPNetwork
 from agent.errors import AgentError, NodeConflict
 from agent.liveness import ALIVE_PREFIX, live_nodes, read_heartbeat
 from agent.model import Node
+from agent.settings import variable
 from agent.vxlan import handle_id as vxlan_handle_id
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resource, Resources
@@ -22,26 +23,32 @@ DELETE_HINT = "calico-libnetwork delete node"
 
 
 def register(resources: Resources, name: str, address: IPNetwork,
-             heartbeat_interval: float) -> Resource:
-    """Write Node name with bgp.ipv4Address = address (CIDR form), keeping
-    every other field; NodeConflict if a live node holds the name or address."""
-    check_conflicts(resources, name, address, heartbeat_interval)
+             heartbeat_interval: float, address6: IPNetwork | None = None) -> Resource:
+    """Write Node name with bgp.ipv4Address = address and bgp.ipv6Address =
+    address6 (CIDR form; None removes it, as calico/node with IP6=none),
+    keeping every other field; NodeConflict if a live node holds the name
+    or an address."""
+    check_conflicts(resources, name, address, heartbeat_interval, address6)
     created = False
+    wanted = {"ipv4Address": str(address), "ipv6Address": address6 and str(address6)}
 
     def set_address(node: Resource) -> Resource | None:
         nonlocal created
         created = False
         bgp = node.spec.setdefault("bgp", {})
-        if bgp.get("ipv4Address") == str(address):
-            return None
-        LOG.info("Node %s: address %s -> %s", name, bgp.get("ipv4Address"), address)
-        bgp["ipv4Address"] = str(address)
-        return node
+        changed = False
+        for field, value in wanted.items():
+            if bgp.get(field) != value:
+                LOG.info("Node %s: %s %s -> %s", name, field, bgp.get(field), value)
+                _set(bgp, field, value)
+                changed = True
+        return node if changed else None
 
     def new_node() -> Resource:
         nonlocal created
         created = True
-        return Resource(kind="Node", name=name, spec={"bgp": {"ipv4Address": str(address)}})
+        return Resource(kind="Node", name=name, spec={"bgp": {
+            k: v for k, v in wanted.items() if v is not None}})
 
     try:
         node = resources.modify("Node", name, set_address, create=new_node)
@@ -49,15 +56,27 @@ def register(resources: Resources, name: str, address: IPNetwork,
         raise AgentError(
             f"Node {name} kept changing while this agent registered it; retry") from None
     if created:
-        LOG.info("created Node %s with address %s", name, address)
+        LOG.info("created Node %s with address %s%s", name, address,
+                 f" and {address6}" if address6 else "")
     return node
 
 
+def _set(table: dict, key: str, value) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
 def check_conflicts(resources: Resources, name: str, address: IPNetwork,
-                    heartbeat_interval: float) -> None:
+                    heartbeat_interval: float, address6: IPNetwork | None = None) -> None:
     others = [Node.from_resource(r) for r in resources.list("Node") if r.name != name]
-    same_address = sorted(n.name for n in others if n.address and n.address.ip == address.ip)
-    suspects = set(same_address)
+    # (other node, the address it shares with us)
+    same_address = sorted(
+        [(n.name, address.ip) for n in others if n.address and n.address.ip == address.ip]
+        + [(n.name, address6.ip) for n in others
+           if address6 and n.address6 and n.address6.ip == address6.ip])
+    suspects = {other for other, _ in same_address}
     beat = read_heartbeat(resources.etcd, name)
     # Our own name beating from another address is another host (or an
     # agent still running with this name); from ours, it is our last run.
@@ -72,16 +91,16 @@ def check_conflicts(resources: Resources, name: str, address: IPNetwork,
             f"Calico node '{name}' is already running on another host (address "
             f"{beat.get('ipv4Address')}); give each host its own name: set NODENAME "
             "(or HOSTNAME) for this one")
-    for other in same_address:
+    for other, ip in same_address:
         if other in live:
             raise NodeConflict(
-                f"Calico node '{other}' is already using the IPv4 address {address.ip}, "
+                f"Calico node '{other}' is already using the IPv{ip.version} address {ip}, "
                 f"and its agent is running. If this host is '{other}', set "
-                f"NODENAME={other}; otherwise set IP to this host's own address. If node "
-                f"'{other}' no longer exists, stop its agent and delete it with "
-                f"`{DELETE_HINT} {other}`")
+                f"NODENAME={other}; otherwise set {variable('IP', ip.version)} to this "
+                f"host's own address. If node '{other}' no longer exists, stop its agent "
+                f"and delete it with `{DELETE_HINT} {other}`")
         LOG.warning("stale Calico node '%s' also has address %s; delete it with `%s %s`",
-                    other, address.ip, DELETE_HINT, other)
+                    other, ip, DELETE_HINT, other)
 
 
 def ensure_cluster_information(resources: Resources) -> None:
@@ -102,10 +121,12 @@ def ensure_cluster_information(resources: Resources) -> None:
 def remove_node(resources: Resources, name: str) -> bool:
     """Forget a node as `calicoctl delete node` does: release its block
     affinities (empty blocks go, used ones lose their affinity so that other
-    hosts stop routing them to it), its VXLAN tunnel address, its liveness
+    hosts stop routing them to it), its VXLAN tunnel addresses, its liveness
     key, then the Node itself.  False if there was no such node."""
     etcd = resources.etcd
     BlockStore(etcd).release_affinities(node=name)
-    Ipam(etcd, name, resources).release_by_handle(vxlan_handle_id(name))
+    ipam = Ipam(etcd, name, resources)
+    for version in (4, 6):
+        ipam.release_by_handle(vxlan_handle_id(name, version))
     etcd.delete(ALIVE_PREFIX + name)
     return resources.delete("Node", name)

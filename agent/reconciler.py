@@ -17,7 +17,7 @@ from agent import ipip, kernel, vxlan
 from agent.errors import AgentError, KernelError
 from agent.model import ClusterState
 from agent.nat import Nat
-from agent.routes import VXLAN_DEVICE, Local, desired_state, needs_ipip
+from agent.routes import Local, desired_state, needs_ipip
 from datastore.etcd import Etcd
 from datastore.resources import Resources
 from ipam.allocator import Ipam
@@ -26,17 +26,19 @@ LOG = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, etcd: Etcd, node: str, address: IPNetwork, resync_interval: float):
-        self.node, self.address = node, address
+    def __init__(self, etcd: Etcd, node: str, address: IPNetwork, resync_interval: float,
+                 address6: IPNetwork | None = None):
+        self.node, self.address, self.address6 = node, address, address6
         self.ipam = Ipam(etcd, node)
         self.resources = Resources(etcd)
         self.resync_interval = resync_interval
-        self.nat = Nat()
-        self.vtep: vxlan.Vtep | None = None
-        self._vtep_pools = None
+        self.nat, self.nat6 = Nat(4), Nat(6)
+        self.vteps: dict[int, vxlan.Vtep] = {}  # IP version -> this node's VTEP
+        self._vtep_pools = {}
         self._ipip = None  # checked once, when a pool first needs it
         self._connected = ()
-        self._routes = self._neighbours = self._fdb = None  # as last programmed
+        self._routes = None  # as last programmed
+        self._peers = {}  # IP version -> (neighbours, fdb) as last programmed
         self._unroutable = {}
         self._foreign = set()  # destinations held by routes that are not ours
         self._last_full = 0.0
@@ -55,16 +57,20 @@ class Reconciler:
             self._connected = kernel.connected_subnets()
         self._dirty = False
         local = Local(self.node, self.address, self._connected,
-                      vxlan=self._sync_vtep(state, full), ipip=self._ipip_ready(state))
+                      vxlan=self._sync_vtep(state, full, 4), ipip=self._ipip_ready(state),
+                      address6=self.address6, vxlan6=self._sync_vtep(state, full, 6))
         desired = desired_state(state, local)
         self._log_unroutable(desired.unroutable)
         counts = self._sync_routes(desired.routes, full)
         if local.vxlan:
-            self._sync_vxlan_peers(desired, full)
-        try:
-            self.nat.sync(list(state.pools.values()), full)
-        except KernelError as exc:
-            self._fail(exc)
+            self._sync_vxlan_peers(4, desired.neighbours, desired.fdb, full)
+        if local.vxlan6:
+            self._sync_vxlan_peers(6, desired.neighbours6, desired.fdb6, full)
+        for nat in (self.nat, self.nat6):
+            try:
+                nat.sync(list(state.pools.values()), full)
+            except KernelError as exc:
+                self._fail(exc)
         if counts or full:
             LOG.info("%s sync: %d routes (%s) in %.0f ms", "full" if full else "incremental",
                      len(desired.routes), counts or "no change",
@@ -93,42 +99,49 @@ class Reconciler:
         return (f"+{len(changes.added) - len(foreign)} ~{len(changes.replaced)} "
                 f"-{len(changes.removed)}" if changes else "")
 
-    def _sync_vxlan_peers(self, desired, full: bool) -> None:
+    def _sync_vxlan_peers(self, version: int, neighbours: set, fdb: set, full: bool) -> None:
+        device = vxlan.FAMILIES[version].device
         try:
-            if full or self._neighbours is None:
-                self._neighbours, self._fdb = kernel.read_vxlan_peers(VXLAN_DEVICE)
-            neighbours = kernel.diff({n.ip: n for n in desired.neighbours},
-                                     {n.ip: n for n in self._neighbours})
-            fdb = kernel.diff({f.mac: f for f in desired.fdb}, {f.mac: f for f in self._fdb})
-            if neighbours or fdb:
-                for problem in kernel.apply_vxlan_peers(VXLAN_DEVICE, neighbours, fdb):
+            if full or version not in self._peers:
+                self._peers[version] = kernel.read_vxlan_peers(device, version)
+            have_neighbours, have_fdb = self._peers[version]
+            neighbour_changes = kernel.diff({n.ip: n for n in neighbours},
+                                            {n.ip: n for n in have_neighbours})
+            fdb_changes = kernel.diff({f.mac: f for f in fdb}, {f.mac: f for f in have_fdb})
+            if neighbour_changes or fdb_changes:
+                for problem in kernel.apply_vxlan_peers(device, neighbour_changes, fdb_changes):
                     self._fail(problem)
-            self._neighbours, self._fdb = desired.neighbours, desired.fdb
+            self._peers[version] = (neighbours, fdb)
         except KernelError as exc:
             self._fail(exc)
 
-    def _sync_vtep(self, state: ClusterState, full: bool) -> bool:
-        """True when vxlan.calico is ready for routes."""
-        pools = [p for p in state.pools.values() if p.vxlan_mode != "Never" and p.version == 4]
+    def _sync_vtep(self, state: ClusterState, full: bool, version: int) -> bool:
+        """True when vxlan.calico (version 6: vxlan-v6.calico) is ready for routes."""
+        pools = [p for p in state.pools.values()
+                 if p.vxlan_mode != "Never" and p.version == version]
+        address = self.address if version == 4 else self.address6
+        vtep = self.vteps.get(version)
         try:
             me = state.nodes.get(self.node)
-            if not pools:
-                if self.vtep is not None or (me and me.vtep_ip) or \
-                        (full and kernel.link_exists(VXLAN_DEVICE)):
-                    vxlan.remove_vtep(self.ipam, self.resources)
-                    self.vtep = None
+            recorded_vtep = me and me.vtep_of(version)
+            if not pools or address is None:
+                device = vxlan.FAMILIES[version].device
+                if vtep is not None or (recorded_vtep and recorded_vtep[0]) or \
+                        (full and kernel.link_exists(device)):
+                    vxlan.remove_vtep(self.ipam, self.resources, version)
+                    self.vteps.pop(version, None)
                 return False
             key = sorted((p.name, str(p.cidr), p.disabled) for p in pools)
-            recorded = me and self.vtep == (me.vtep_ip, me.vtep_mac)
-            if full or not recorded or key != self._vtep_pools:
-                self.vtep = vxlan.ensure_vtep(self.ipam, self.resources, pools,
-                                              self.address.ip,
-                                              kernel.mtu_of_address(self.address.ip))
-                self._vtep_pools = key
+            recorded = me and vtep == recorded_vtep
+            if full or not recorded or key != self._vtep_pools.get(version):
+                self.vteps[version] = vxlan.ensure_vtep(self.ipam, self.resources, pools,
+                                                        address.ip,
+                                                        kernel.mtu_of_address(address.ip))
+                self._vtep_pools[version] = key
             return True
         except AgentError as exc:
             self._fail(exc)
-            return self.vtep is not None
+            return version in self.vteps
 
     def _ipip_ready(self, state: ClusterState) -> bool:
         if not needs_ipip(state):

@@ -1,5 +1,6 @@
 """The agent's settings: a part of the plugin's one Config, and the checks
-of IP and IP_AUTODETECTION_METHOD that Config runs when it reads them."""
+of IP, IP6 and their autodetection methods that Config runs when it reads
+them."""
 
 from dataclasses import dataclass
 
@@ -18,6 +19,10 @@ class AgentSettings:
     # "10.0.0.11/24"; None autodetects with ip_autodetection_method.
     ip: str | None = None
     ip_autodetection_method: str = "first-found"
+    # IPv6 as calico/node: "none" (no IPv6 between hosts), "autodetect", or
+    # "fd00::11/64"; written to the Node as bgp.ipv6Address.
+    ip6: str = "none"
+    ip6_autodetection_method: str = "first-found"
     # How often the liveness key is written; the watch's idle timeout must
     # be a few times longer, since this write is what keeps the watch busy.
     heartbeat_interval: float = 3.0
@@ -41,22 +46,35 @@ class AgentSettings:
         return f"{self.run_dir}/names-{self.nodename}.json"
 
 
-def parse_ip_setting(text: str) -> IPNetwork:
-    """IP in calico/node's form: an address with its prefix, "10.0.0.11/24"."""
+def parse_ip_setting(text: str, version: int = 4) -> IPNetwork:
+    """IP (IP6) in calico/node's form: an address with its prefix,
+    "10.0.0.11/24" ("fd00::11/64")."""
     try:
         net = IPNetwork(text)
     except (AddrFormatError, ValueError):
         net = None
-    if net is None or net.version != 4 or "/" not in text:
-        raise SettingsError(f"IP: {text!r} is not an IPv4 address with its prefix length, "
-                            "e.g. 10.0.0.11/24 (or set IP=autodetect)")
+    if net is None or net.version != version or "/" not in text:
+        example, other = ("10.0.0.11/24", "autodetect") if version == 4 else \
+            ("fd00::11/64", "autodetect or IP6=none")
+        raise SettingsError(f"{variable('IP', version)}: {text!r} is not an IPv{version} "
+                            f"address with its prefix length, e.g. {example} (or set "
+                            f"{variable('IP', version)}={other})")
     return net
 
 
-def check_autodetection_method(method: str) -> str:
-    """IP_AUTODETECTION_METHOD: first-found, interface=REGEX or can-reach=ADDRESS."""
+def check_autodetection_method(method: str, version: int = 4) -> str:
+    """IP_AUTODETECTION_METHOD (IP6_...): first-found, interface=REGEX or
+    can-reach=ADDRESS."""
     if not method.startswith(AUTODETECT_METHODS):
         raise SettingsError(
-            f"IP_AUTODETECTION_METHOD: {method!r} is not "
+            f"{variable('IP_AUTODETECTION_METHOD', version)}: {method!r} is not "
             "first-found, interface=REGEX or can-reach=ADDRESS")
     return method
+
+
+def variable(name: str, version: int) -> str:
+    """The variable's name for an IP version: IP -> IP6, IP_AUTODETECTION_METHOD
+    -> IP6_AUTODETECTION_METHOD."""
+    if version == 4:
+        return name
+    return "IP6" + name[len("IP"):]

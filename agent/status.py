@@ -12,9 +12,10 @@ from datastore.etcd import Etcd
 
 def peer_status(etcd: Etcd, nodename: str,
                 heartbeat_interval: float = AgentSettings.heartbeat_interval) -> list[dict]:
-    """One dict per other node: name, ipv4Address, vxlanTunnelAddr, alive
+    """One dict per other node: name, ipv4Address, ipv6Address,
+    vxlanTunnelAddr, alive
     (its last heartbeat is recent by this host's clock; informative only),
-    blocks (each with the kernel route we hold for it, or None) and
+    blocks, IPv4 and IPv6 (each with the kernel route we hold for it, or None) and
     routesProgrammed (every block has one)."""
     state, _ = load_state(etcd)
     beats = {kv.key[len(ALIVE_PREFIX):]: kv.json() for kv in etcd.get_prefix(ALIVE_PREFIX)[0]}
@@ -30,6 +31,7 @@ def peer_status(etcd: Etcd, nodename: str,
         peers.append({
             "name": name,
             "ipv4Address": str(node.address) if node.address else None,
+            "ipv6Address": str(node.address6) if node.address6 else None,
             "vxlanTunnelAddr": str(node.vtep_ip) if node.vtep_ip else None,
             "alive": bool(beat) and time.time() - beat.get("time", 0)
             < STALE_AFTER * heartbeat_interval,

@@ -1,12 +1,15 @@
 """Node agent route programming benchmark (not a test; prints figures).
 
-    .venv/bin/python bench/routes.py [--blocks 1000] [--claims 100]
+    .venv/bin/python bench/routes.py [--blocks 1000] [--claims 100] [--family 4|6|both]
 
-Needs root.  Makes a network namespace with 10.0.0.1/16 on eth0 and an etcd
-inside it, then (re-running itself inside the namespace):
+Needs root.  For each IP family (default: IPv4, then IPv6) makes a network
+namespace with 10.0.0.1/16 and fd00::1/64 on eth0 and an etcd inside it,
+then (re-running itself inside the namespace):
 
-1. writes --blocks block affinities and blocks for 100 fake remote nodes
-   with addresses on that /16, starts `calico-libnetwork agent` cold and reports
+1. writes --blocks block affinities and blocks (/26 of an IPv4 pool, or /122
+   of an IPv6 pool) for 100 fake remote nodes with addresses on that /16
+   (that /64, as bgp.ipv6Address, the agent running with IP6), starts
+   `calico-libnetwork agent` cold and reports
    the time until all their routes are in the kernel (from the process
    start, and the agent's own first full sync);
 2. with the agent running, claims --claims new blocks for remote nodes one
@@ -39,26 +42,36 @@ from ipam.blocks import AllocationBlock, affinity_key, affinity_value, block_key
 from ipam.pools import build_pool  # noqa: E402
 
 NODES = 100
-POOL = IPNetwork("172.16.0.0/12")
+POOLS = {4: (IPNetwork("172.16.0.0/12"), 26), 6: (IPNetwork("fd00:b::/48"), 122)}
+FAMILIES = {4: 2, 6: 10}
 RTM_F_FIB_MATCH = 0x2000
 TXN_OPS = 100  # etcd allows 128 operations per transaction by default
 
 
 def outer(args):
+    return max(outer_family(args, family) for family in
+               {"4": "4", "6": "6", "both": "46"}[args.family])
+
+
+def outer_family(args, family):
     from tests.lab import EtcdServer, Lab
     from tests.lab.common import in_netns
     with Lab() as lab:
         ns, peer = lab.netns("bench-host"), lab.netns("bench-peer")
         lab.veth(ns, "eth0", peer, "eth0", "10.0.0.1/16", "10.0.0.2/16")
+        subprocess.run(["ip", "-n", ns, "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"],
+                       check=True)
         with EtcdServer(netns=ns) as etcd:
             argv = [sys.executable, __file__, "--inner", "--etcd", etcd.endpoints,
-                    "--blocks", str(args.blocks), "--claims", str(args.claims)]
+                    "--blocks", str(args.blocks), "--claims", str(args.claims),
+                    "--family", family]
             return subprocess.run(in_netns(argv, ns)).returncode
 
 
-def records(start, count):
+def records(start, count, version):
     """(key, value) pairs: affinity and block of blocks start..start+count."""
-    blocks = list(POOL.subnet(26, count=start + count))[start:]
+    pool, size = POOLS[version]
+    blocks = list(pool.subnet(size, count=start + count))[start:]
     pairs = []
     for i, cidr in enumerate(blocks, start):
         node = f"remote-{i % NODES}"
@@ -72,47 +85,52 @@ def write(etcd, pairs):
         assert etcd.commit(creates=pairs[i:i + TXN_OPS]), "keys already exist"
 
 
-def our_routes():
+def our_routes(version):
     with IPRoute() as ipr:
-        return sum(1 for _ in ipr.route("dump", family=2, table=254, proto=80))
+        return sum(1 for r in ipr.route("dump", family=FAMILIES[version], table=254, proto=80)
+                   if r["type"] == 1)  # unicast: not our own blocks' blackholes
 
 
 def routed(ipr, cidr):
     try:
         # RTM_F_FIB_MATCH: answer with the matching route itself, not the lookup.
-        found = ipr.route("get", dst=str(cidr.ip), flags=RTM_F_FIB_MATCH)
+        found = ipr.route("get", dst=str(cidr.ip), flags=RTM_F_FIB_MATCH,
+                          family=FAMILIES[cidr.version])
     except NetlinkError:  # no route at all yet (the namespace has no default)
         return False
     return bool(found) and found[0]["dst_len"] == cidr.prefixlen and found[0]["proto"] == 80
 
 
 def inner(args):
+    version = int(args.family)
     etcd = Etcd(args.etcd)
-    pool = build_pool("bench", str(POOL)).to_resource()
+    pool = build_pool("bench", str(POOLS[version][0])).to_resource()
     nodes = [Resource(kind="Node", name=f"remote-{n}", spec={"bgp": {
-        "ipv4Address": f"10.0.{1 + n // 200}.{1 + n % 200}/16"}}) for n in range(NODES)]
+        "ipv4Address": f"10.0.{1 + n // 200}.{1 + n % 200}/16",
+        "ipv6Address": f"fd00::{n + 2:x}/64"}}) for n in range(NODES)]
     write(etcd, [(r.key, r.to_json()) for r in [pool, *nodes]])
-    _, pairs = records(0, args.blocks)
+    _, pairs = records(0, args.blocks, version)
     write(etcd, pairs)
 
     log = Path(f"/tmp/bench-routes-agent-{os.getpid()}.log")
     env = {**os.environ, "ETCD_ENDPOINTS": args.etcd, "NODENAME": "bench",
-           "IP": "10.0.0.1/16", "PYTHONPATH": str(REPO)}
+           "IP": "10.0.0.1/16", "IP6": "fd00::1/64", "PYTHONPATH": str(REPO)}
     started = time.monotonic()
     agent = subprocess.Popen([sys.executable, "-m", "plugin.cli", "agent"], env=env,
                              stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        while our_routes() < args.blocks:
+        while our_routes(version) < args.blocks:
             if agent.poll() is not None or time.monotonic() - started > 60:
                 sys.exit(f"agent failed:\n{log.read_text()}")
             time.sleep(0.01)
         cold = time.monotonic() - started
         first_sync = re.search(r"full sync: \d+ routes \(.*?\) in (\d+) ms", log.read_text())
-        print(f"cold start, {args.blocks} remote blocks: {cold:.2f} s from process start "
+        print(f"IPv{version} cold start, {args.blocks} remote blocks: {cold:.2f} s from "
+              "process start "
               f"(agent's first full sync {first_sync.group(1) if first_sync else '?'} ms; "
               "target < 2 s)")
 
-        blocks, pairs = records(args.blocks, args.claims)
+        blocks, pairs = records(args.blocks, args.claims, version)
         delays = []
         with IPRoute() as ipr:
             for cidr, i in zip(blocks, range(0, len(pairs), 2)):
@@ -125,7 +143,7 @@ def inner(args):
                 delays.append(time.monotonic() - claimed)
         delays.sort()
         p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
-        print(f"claim -> route, {len(delays)} claims: "
+        print(f"IPv{version} claim -> route, {len(delays)} claims: "
               f"p50 {statistics.median(delays) * 1000:.0f} ms,"
               f" p99 {p99 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms (target p99 < 1 s)")
     finally:
@@ -139,6 +157,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--blocks", type=int, default=1000)
     p.add_argument("--claims", type=int, default=100)
+    p.add_argument("--family", choices=("4", "6", "both"), default="both")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--etcd", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -42,9 +42,10 @@ OPT_IFNAME = OPT_PREFIX + "endpoint.ifname"  # Docker >= 28
 NAME_LEARN_SECONDS = 30.0
 NAME_WAIT_SECONDS = 2.0
 IPV6_ONLY_REFUSED = (
-    "Calico networks need IPv4: this plugin routes only IPv4 between hosts, so the "
-    "containers of an IPv6-only network (--ipv4=false) could not reach each other across "
-    "hosts. Create the network without --ipv4=false (add --ipv6 for IPv4 and IPv6).")
+    "Calico networks need IPv4: each host reaches its containers through an IPv4 "
+    "gateway (169.254.1.1) and the hosts know each other by IPv4 address, so IPv6-only "
+    "networks (--ipv4=false) are not supported. Create the network without --ipv4=false "
+    "(add --ipv6 for IPv4 and IPv6).")
 _CACHE_LIMIT = 4096
 
 

@@ -141,7 +141,8 @@ def validate(pool: Pool) -> None:
     for label, mode in (("ipipMode", pool.ipip_mode), ("vxlanMode", pool.vxlan_mode)):
         if mode not in ENCAP_MODES:
             problems.append(f"{label} {mode!r} is not one of {', '.join(ENCAP_MODES)}")
-        elif version == 6 and mode != "Never":
+        elif version == 6 and label == "ipipMode" and mode != "Never":
+            # As Calico: IPIP is IPv4 only; VXLAN carries IPv6 (vxlan-v6.calico).
             problems.append(f"{label} must be Never for an IPv6 pool")
     if pool.ipip_mode != "Never" and pool.vxlan_mode != "Never":
         problems.append("ipipMode and vxlanMode cannot both be enabled; pick one")

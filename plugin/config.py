@@ -36,6 +36,8 @@ class DefaultPools:
     ipv4_block_size: int = 26
     ipv6_cidr: str | None = None
     ipv6_block_size: int = 122
+    ipv6_nat_outgoing: bool = False  # calico/node's default too
+    ipv6_vxlan_mode: str = "Never"
     nat_outgoing: bool = True
     ipip_mode: str = "Never"
     vxlan_mode: str = "Never"
@@ -49,6 +51,8 @@ class DefaultPools:
             ipv4_block_size=int(_number(env, "CALICO_IPV4POOL_BLOCK_SIZE", 26, 20, 32)),
             ipv6_cidr=_cidr(env, "CALICO_IPV6POOL_CIDR", 6),
             ipv6_block_size=int(_number(env, "CALICO_IPV6POOL_BLOCK_SIZE", 122, 116, 128)),
+            ipv6_nat_outgoing=_bool(env, "CALICO_IPV6POOL_NAT_OUTGOING", False),
+            ipv6_vxlan_mode=_mode(env, "CALICO_IPV6POOL_VXLAN"),
             nat_outgoing=_bool(env, "CALICO_IPV4POOL_NAT_OUTGOING", True),
             ipip_mode=_mode(env, "CALICO_IPV4POOL_IPIP"),
             vxlan_mode=_mode(env, "CALICO_IPV4POOL_VXLAN"),
@@ -133,17 +137,24 @@ def _file(env, name) -> str | None:
 
 
 def _node_address(env) -> dict:
-    """IP and IP_AUTODETECTION_METHOD, checked as the node agent reads them."""
+    """IP, IP6 and their autodetection methods, checked as the node agent
+    reads them.  IP6 defaults to none, as in calico/node."""
     ip = (env.get("IP") or "").strip()
     ip = None if ip in ("", "autodetect") else ip
     method = (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()
+    ip6 = (env.get("IP6") or "").strip() or "none"
+    method6 = (env.get("IP6_AUTODETECTION_METHOD") or "first-found").strip()
     try:
         if ip is not None:
             parse_ip_setting(ip)
         check_autodetection_method(method)
+        if ip6 not in ("none", "autodetect"):
+            parse_ip_setting(ip6, 6)
+        check_autodetection_method(method6, 6)
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
-    return {"ip": ip, "ip_autodetection_method": method}
+    return {"ip": ip, "ip_autodetection_method": method,
+            "ip6": ip6, "ip6_autodetection_method": method6}
 
 
 def _directory(env, name, default) -> str:

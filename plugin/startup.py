@@ -8,7 +8,7 @@ import ipaddress
 import logging
 
 from agent import node
-from agent.main import node_address
+from agent.main import node_address, node_address6
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
 from datastore.settings import connect
@@ -93,7 +93,7 @@ def register_node(config: Config) -> None:
     etcd = connect(config.etcd)
     try:
         node.register(Resources(etcd), settings.nodename, node_address(settings),
-                      settings.heartbeat_interval)
+                      settings.heartbeat_interval, node_address6(settings))
     finally:
         etcd.close()
 
@@ -112,9 +112,9 @@ def ensure_default_pools(resources: Resources, config: Config) -> None:
         try:
             pool = pools.build_pool(
                 name, cidr, block_size=block_size,
-                nat_outgoing=d.nat_outgoing if ip_version == 4 else False,
+                nat_outgoing=d.nat_outgoing if ip_version == 4 else d.ipv6_nat_outgoing,
                 ipip_mode=d.ipip_mode if ip_version == 4 else "Never",
-                vxlan_mode=d.vxlan_mode if ip_version == 4 else "Never",
+                vxlan_mode=d.vxlan_mode if ip_version == 4 else d.ipv6_vxlan_mode,
                 node_selector=d.node_selector)
             pools.create_pool(resources, pool)
             LOG.info("created IP pool %s %s", name, cidr)

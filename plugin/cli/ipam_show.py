@@ -1,6 +1,6 @@
 """`calico-libnetwork ipam show`: pools -> blocks -> addresses in use, and
-the utilisation per pool and per node (a block counts for the node it is
-affine to), like `calicoctl ipam show --show-blocks`."""
+the utilisation per pool and per node and IP version (a block counts for the
+node it is affine to), like `calicoctl ipam show --show-blocks`."""
 
 from contextlib import closing
 
@@ -40,13 +40,17 @@ def _report(usage: list[PoolUsage]) -> dict:
             "inUse": entry.in_use,
             "blocks": blocks,
         })
+        version = entry.blocks[0].cidr.version if entry.blocks else None
         for block in blocks:
-            node = nodes.setdefault(block["node"], {"node": block["node"], "blocks": 0,
-                                                    "inUse": 0, "size": 0})
+            # IPv4 and IPv6 apart: a /122 next to a /26 would hide either's use.
+            node = nodes.setdefault((block["node"], version), {
+                "node": block["node"], "ipVersion": version, "blocks": 0, "inUse": 0,
+                "size": 0})
             node["blocks"] += 1
             node["inUse"] += block["inUse"]
             node["size"] += block["size"]
-    return {"pools": pools, "nodes": sorted(nodes.values(), key=lambda n: n["node"] or "")}
+    return {"pools": pools, "nodes": sorted(nodes.values(),
+                                            key=lambda n: (n["node"] or "", n["ipVersion"]))}
 
 
 def _used(entry: dict) -> str:
@@ -64,6 +68,6 @@ def _print(report: dict) -> None:
               [[b["cidr"], p["name"] or NO_POOL, b["node"] or NO_NODE, b["inUse"], b["size"],
                 _used(b)] for p, b in blocks])
         print()
-        table(["NODE", "BLOCKS", "IN USE", "SIZE", "USED"],
-              [[n["node"] or NO_NODE, n["blocks"], n["inUse"], n["size"], _used(n)]
-               for n in report["nodes"]])
+        table(["NODE", "IP", "BLOCKS", "IN USE", "SIZE", "USED"],
+              [[n["node"] or NO_NODE, f"v{n['ipVersion']}", n["blocks"], n["inUse"], n["size"],
+                _used(n)] for n in report["nodes"]])

@@ -191,9 +191,11 @@ def _print(report: dict) -> None:
     if "peers" in report:
         print(f"\nOther nodes: {len(report['peers'])}")
         if report["peers"]:
-            table(["NODE", "ADDRESS", "VXLAN VTEP", "ALIVE", "BLOCKS", "ROUTES PROGRAMMED"],
-                  [[p["name"], p["ipv4Address"], p["vxlanTunnelAddr"] or "-", p["alive"],
-                    len(p["blocks"]), p["routesProgrammed"]] for p in report["peers"]])
+            table(["NODE", "ADDRESS", "IPV6 ADDRESS", "VXLAN VTEP", "ALIVE", "BLOCKS",
+                   "ROUTES PROGRAMMED"],
+                  [[p["name"], p["ipv4Address"], p.get("ipv6Address") or "-",
+                    p["vxlanTunnelAddr"] or "-", p["alive"], len(p["blocks"]),
+                    p["routesProgrammed"]] for p in report["peers"]])
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"\nStatus: {'healthy' if report['healthy'] else 'UNHEALTHY'}")

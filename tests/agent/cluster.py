@@ -10,10 +10,15 @@ from ipam.blocks import AllocationBlock, affinity_key, affinity_value, block_key
 from ipam.pools import build_pool
 
 
-def node_record(name, address, vtep_ip=None, vtep_mac=None):
+def node_record(name, address, vtep_ip=None, vtep_mac=None, address6=None,
+                vtep6_ip=None, vtep6_mac=None):
     spec = {"bgp": {"ipv4Address": address}}
+    if address6:
+        spec["bgp"]["ipv6Address"] = address6
     if vtep_ip:
         spec.update(ipv4VXLANTunnelAddr=vtep_ip, vxlanTunnelMACAddr=vtep_mac)
+    if vtep6_ip:
+        spec.update(ipv6VXLANTunnelAddr=vtep6_ip, vxlanTunnelMACAddrV6=vtep6_mac)
     res = Resource(kind="Node", name=name, spec=spec)
     return res.key, res.to_json().encode()
 

@@ -48,7 +48,12 @@ def cluster(*extra):
 def reconcile(*states):
     """Run a fresh Reconciler's full sync over each state in turn (in the
     current namespace); how many times each run called apply_routes."""
-    reconciler = Reconciler(None, "h1", ME, resync_interval=30)
+    return reconcile_with(None, *states)
+
+
+def reconcile_with(address6, *states):
+    """reconcile, for a node with IPv6 address address6 (None: IP6=none)."""
+    reconciler = Reconciler(None, "h1", ME, resync_interval=30, address6=address6)
     calls = []
     real = kernel.apply_routes
     with mock.patch.object(kernel, "apply_routes",

@@ -160,3 +160,69 @@ def test_nothing_to_detect():
             run_in(ns, autodetect.detect, "first-found")
         with pytest.raises(AutodetectError, match="no route"):
             run_in(ns, autodetect.detect, "can-reach=10.1.2.3")
+
+
+def test_ipv6_settings_from_the_plugin_config():
+    s = Config.from_env({"NODENAME": "h1"}).agent
+    assert (s.ip6, s.ip6_autodetection_method) == ("none", "first-found")  # calico/node's
+    s = Config.from_env({"NODENAME": "h1", "IP6": "fd00::11/64",
+                         "IP6_AUTODETECTION_METHOD": "can-reach=fd00::1"}).agent
+    assert (s.ip6, s.ip6_autodetection_method) == ("fd00::11/64", "can-reach=fd00::1")
+    assert Config.from_env({"NODENAME": "h1", "IP6": "autodetect"}).agent.ip6 == "autodetect"
+    pools = Config.from_env({"NODENAME": "h1", "CALICO_IPV6POOL_VXLAN": "crosssubnet",
+                             "CALICO_IPV6POOL_NAT_OUTGOING": "true"}).default_pools
+    assert (pools.ipv6_vxlan_mode, pools.ipv6_nat_outgoing) == ("CrossSubnet", True)
+    for variable, value in (("IP6", "fd00::11"), ("IP6", "10.0.0.1/24"),
+                            ("IP6_AUTODETECTION_METHOD", "magic"),
+                            ("CALICO_IPV6POOL_VXLAN", "sometimes"),
+                            ("CALICO_IPV6POOL_NAT_OUTGOING", "maybe")):
+        with pytest.raises(ConfigError, match=f"^{variable}: "):
+            Config.from_env({"NODENAME": "h1", variable: value})
+
+
+def test_register_writes_and_removes_the_ipv6_address(resources):
+    register(resources, "h1", ADDR, BEAT, IPNetwork("fd00::11/64"))
+    assert resources.get("Node", "h1").spec["bgp"] == {"ipv4Address": "10.0.0.11/24",
+                                                       "ipv6Address": "fd00::11/64"}
+    register(resources, "h1", ADDR, BEAT)  # IP6=none, as calico/node: no ipv6Address
+    assert resources.get("Node", "h1").spec["bgp"] == {"ipv4Address": "10.0.0.11/24"}
+
+
+def test_ipv6_address_of_a_live_node_is_refused(resources):
+    register(resources, "master", ADDR, BEAT, IPNetwork("fd00::11/64"))
+    beat = Heartbeat(resources.etcd, "master", str(ADDR), BEAT).start()
+    try:
+        with pytest.raises(NodeConflict, match="already using the IPv6 address fd00::11.*IP6"):
+            register(resources, "worker", IPNetwork("10.0.0.12/24"), BEAT,
+                     IPNetwork("fd00::11/64"))
+    finally:
+        beat.stop()
+
+
+@pytest.fixture
+def multihomed6():
+    """eth1 with fd00:1::5/64, eth2 with fd00:2::5/64 and the default IPv6
+    route; every interface has its link-local address too."""
+    with Lab() as lab:
+        ns, other = lab.netns("detect6"), lab.netns("detect6-peer")
+        lab.veth(ns, "eth1", other, "eth1", "10.1.0.5/24")
+        lab.veth(ns, "eth2", other, "eth2", "10.2.0.5/16")
+        for dev, address in (("eth1", "fd00:1::5/64"), ("eth2", "fd00:2::5/64")):
+            os.system(f"ip -n {ns} addr add {address} dev {dev} nodad")
+        os.system(f"ip -n {ns} -6 route add default via fd00:2::1 dev eth2")
+        yield ns
+
+
+@needs_root
+def test_ipv6_autodetection(multihomed6):
+    assert run_in(multihomed6, autodetect.detect, "first-found", 6) == \
+        IPNetwork("fd00:2::5/64")
+    assert run_in(multihomed6, autodetect.detect, "interface=eth1", 6) == \
+        IPNetwork("fd00:1::5/64")
+    assert run_in(multihomed6, autodetect.detect, "can-reach=fd00:1::77", 6) == \
+        IPNetwork("fd00:1::5/64")
+    with pytest.raises(AutodetectError, match="IP6_AUTODETECTION_METHOD.*not an IPv6"):
+        run_in(multihomed6, autodetect.detect, "can-reach=10.1.0.77", 6)
+    os.system(f"ip -n {multihomed6} -6 addr flush scope global")
+    with pytest.raises(AutodetectError, match="no IPv6 address.*IP6="):
+        run_in(multihomed6, autodetect.detect, "first-found", 6)

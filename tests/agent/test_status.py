@@ -17,17 +17,21 @@ def etcd(etcd_clean):
 
 
 def test_peers_their_addresses_liveness_and_unprogrammed_routes(etcd):
-    for key, value in (node_record("h1", "10.0.0.1/24"), node_record("h2", "10.0.0.2/24"),
+    for key, value in (node_record("h1", "10.0.0.1/24"),
+                       node_record("h2", "10.0.0.2/24", address6="fd00::2/64"),
                        node_record("h3", "10.0.0.3/24", "192.168.3.1", "66:00:00:00:00:03"),
                        affinity_record("h2", "192.168.2.0/26"),
+                       affinity_record("h2", "fd00:1::40/122"),
                        affinity_record("h1", "192.168.1.0/26")):
         etcd.put(key, value)
     Heartbeat(etcd, "h2", "10.0.0.2/24", 3.0).beat()
     peers = peer_status(etcd, "h1")
     assert [p["name"] for p in peers] == ["h2", "h3"]
     h2, h3 = peers
-    assert h2 == {"name": "h2", "ipv4Address": "10.0.0.2/24", "vxlanTunnelAddr": None,
-                  "alive": True, "blocks": [{"cidr": "192.168.2.0/26", "route": None}],
+    assert h2 == {"name": "h2", "ipv4Address": "10.0.0.2/24", "ipv6Address": "fd00::2/64",
+                  "vxlanTunnelAddr": None, "alive": True,
+                  "blocks": [{"cidr": "192.168.2.0/26", "route": None},
+                             {"cidr": "fd00:1::40/122", "route": None}],
                   "routesProgrammed": False}
-    assert (h3["alive"], h3["vxlanTunnelAddr"], h3["blocks"], h3["routesProgrammed"]) == \
-        (False, "192.168.3.1", [], True)
+    assert (h3["alive"], h3["ipv6Address"], h3["vxlanTunnelAddr"], h3["blocks"],
+            h3["routesProgrammed"]) == (False, None, "192.168.3.1", [], True)

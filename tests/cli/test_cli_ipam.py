@@ -26,8 +26,9 @@ def test_show(cli, etcd_client, make_pool):
         [("other-node", 1, 16), (NODE, 2, 16)]
     assert report["pools"][1] == {"name": "pool-b", "cidr": "10.81.0.0/24", "size": 256,
                                   "inUse": 0, "blocks": []}
-    assert report["nodes"] == [{"node": "other-node", "blocks": 1, "inUse": 1, "size": 16},
-                               {"node": NODE, "blocks": 1, "inUse": 2, "size": 16}]
+    assert report["nodes"] == [
+        {"node": "other-node", "ipVersion": 4, "blocks": 1, "inUse": 1, "size": 16},
+        {"node": NODE, "ipVersion": 4, "blocks": 1, "inUse": 2, "size": 16}]
 
     table = cli("ipam", "show").out.splitlines()
     assert table[0].split() == ["IP", "POOL", "CIDR", "IN", "USE", "SIZE", "USED"]
@@ -90,3 +91,23 @@ def test_gc_on_other_nodes_and_endpoints_in_any_namespace(cli, etcd_client, reso
 def test_gc_refuses_negative_grace(cli):
     result = cli("ipam", "gc", "--grace", "-1")
     assert result.code == 1 and "--grace must be 0 or more" in result.err
+
+
+def test_show_lists_ipv6_blocks_and_counts_them_apart(cli, etcd_client, make_pool):
+    make_pool("pool-4", "10.80.0.0/24")
+    make_pool("pool-6", "fd00:80::/120")
+    ours = Ipam(etcd_client, NODE)
+    ours.auto_assign(4, "libnetwork.a", None)
+    ours.auto_assign(6, "libnetwork.a", None)
+    ours.auto_assign(6, "libnetwork.b", None)
+    report = cli("ipam", "show", "-o", "json").json()
+    pool_6 = next(p for p in report["pools"] if p["name"] == "pool-6")
+    [block] = pool_6["blocks"]
+    assert block["cidr"].startswith("fd00:80::") and block["cidr"].endswith("/122")
+    assert (block["node"], block["inUse"], block["size"]) == (NODE, 2, 64)
+    assert report["nodes"] == [
+        {"node": NODE, "ipVersion": 4, "blocks": 1, "inUse": 1, "size": 64},
+        {"node": NODE, "ipVersion": 6, "blocks": 1, "inUse": 2, "size": 64}]
+    table = cli("ipam", "show").out
+    assert any(line.split() == [NODE, "v6", "1", "2", "64", "3.1%"]
+               for line in table.splitlines())

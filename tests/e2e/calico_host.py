@@ -5,7 +5,8 @@ import socket
 import sys
 from pathlib import Path
 
-from tests.lab.common import LabError, wait_until
+from tests.lab import LabProcess
+from tests.lab.common import LabError, ip, run_dir, wait_until
 
 REPO = str(Path(__file__).resolve().parents[2])
 WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/libnetwork/"
@@ -103,3 +104,28 @@ def remove_all(host):
     nets = host.docker("network", "ls", "-q", "--filter", "driver=calico").stdout.split()
     for net in nets:
         host.docker("network", "rm", net)
+
+
+def source_seen_outside(host, container, outside_netns, target, port=9000):
+    """The source address a listener on `target`:`port` in `outside_netns`
+    sees when `container` on `host` connects to it (after any NAT)."""
+    family = "AF_INET6" if ":" in target else "AF_INET"
+    log = run_dir() / f"outside-listener-{outside_netns}-{port}.log"
+    log.unlink(missing_ok=True)  # a listener's log is appended to
+    listener = LabProcess(
+        [sys.executable, "-c",
+         "import socket\n"
+         f"s = socket.socket(socket.{family}); s.bind(({target!r}, {port})); s.listen()\n"
+         "c, peer = s.accept(); print(peer[0], flush=True)"],
+        log, netns=outside_netns).start()
+    try:
+        if not wait_until(lambda: "LISTEN" in ip("netns", "exec", outside_netns, "ss", "-ltn")
+                          .stdout, 10, 0.2):
+            raise LabError("the outside listener did not start")
+        target_text = f"[{target}]" if ":" in target else target
+        host.docker("exec", container, "sh", "-c", f"echo hi | nc -w 2 {target} {port}")
+        if not wait_until(lambda: not listener.running, 10, 0.2):
+            raise LabError(f"no connection from {container} reached {target_text}:{port}")
+        return log.read_text().strip()
+    finally:
+        listener.kill()

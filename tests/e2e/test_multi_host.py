@@ -17,7 +17,6 @@ segment, anything to or from h3 goes through vxlan.calico.
 import copy
 import json
 import signal
-import sys
 import time
 import types
 from pathlib import Path
@@ -27,9 +26,10 @@ import yaml
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
-from tests.e2e.calico_host import IPV4_POOL, calicoctl, container_ip, docker, start_plugin
-from tests.lab import EtcdServer, LabProcess
-from tests.lab.common import ip, run_dir, wait_until
+from tests.e2e.calico_host import (IPV4_POOL, calicoctl, container_ip, docker,
+                                   source_seen_outside, start_plugin)
+from tests.lab import EtcdServer
+from tests.lab.common import ip, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -231,21 +231,7 @@ def test_etcd_outage_keeps_traffic_and_agents_catch_up(cluster):
 
 def test_nat_outgoing_shows_the_host_address(cluster):
     h1 = cluster.hosts["h1"]
-    log = run_dir() / "outside-listener.log"
-    listener = LabProcess(
-        [sys.executable, "-c",
-         "import socket\n"
-         "s = socket.socket(); s.bind(('0.0.0.0', 9000)); s.listen()\n"
-         "c, peer = s.accept(); print(peer[0], flush=True)"],
-        log, netns=cluster.outside).start()
-    try:
-        wait(lambda: "LISTEN" in ip("netns", "exec", cluster.outside, "ss", "-ltn").stdout,
-             10, "the outside listener")
-        h1.docker("exec", "workload-A", "sh", "-c", f"echo hi | nc -w 2 {OUTSIDE} 9000")
-        wait(lambda: not listener.running, 10, "a connection from the container")
-        assert log.read_text().split() == ["10.0.12.1"]
-    finally:
-        listener.kill()
+    assert source_seen_outside(h1, "workload-A", cluster.outside, OUTSIDE) == "10.0.12.1"
 
 
 # -- isolation between networks ------------------------------------------------

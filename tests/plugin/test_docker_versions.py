@@ -357,9 +357,10 @@ OPTIONS_IPV6_ONLY = {"com.docker.network.enable_ipv4": False,
                      "com.docker.network.enable_ipv6": True,
                      "com.docker.network.generic": {}}
 IPV6_ONLY_ERR = (
-    "Calico networks need IPv4: this plugin routes only IPv4 between hosts, so the "
-    "containers of an IPv6-only network (--ipv4=false) could not reach each other across "
-    "hosts. Create the network without --ipv4=false (add --ipv6 for IPv4 and IPv6).")
+    "Calico networks need IPv4: each host reaches its containers through an IPv4 "
+    "gateway (169.254.1.1) and the hosts know each other by IPv4 address, so IPv6-only "
+    "networks (--ipv4=false) are not supported. Create the network without --ipv4=false "
+    "(add --ipv6 for IPv4 and IPv6).")
 
 
 @pytest.mark.parametrize("path, body", [
