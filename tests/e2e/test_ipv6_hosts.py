@@ -160,6 +160,17 @@ def test_dual_stack_containers_ping_each_other_over_ipv6_across_hosts(cluster):
                      container_ip(h2, "workload-E", "net6")).returncode == 0
 
 
+def test_networks_are_isolated_over_ipv6_too(cluster):
+    """The policy sets hold every endpoint's /128 as well: another network
+    is refused over IPv6 across hosts, both ways, as over IPv4."""
+    h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
+    ip6_a = container_ip(h1, "workload-A", "net6", "GlobalIPv6Address")
+    ip6_other = run(h2, "other-net", "net6s")
+    assert not pings6(h2, "other-net", ip6_a)
+    assert not pings6(h1, "workload-A", ip6_other)
+    assert pings6(h1, "workload-A", container_ip(h2, "workload-E", "net6", "GlobalIPv6Address"))
+
+
 def test_vxlan_v6_to_a_host_on_another_ipv6_subnet(cluster):
     h1, h2, h3 = (cluster.hosts[n] for n in ("h1", "h2", "h3"))
     ip6_f = run(h3, "workload-F", "net6")
