@@ -97,9 +97,13 @@ def _argv_of(pid: int) -> tuple[list[str], str] | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        return argv, os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return None
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:  # another user's process: only root may look
+        cwd = "/"
+    return argv, cwd
 
 
 def _peer_pid(docker_host: str) -> int | None:
