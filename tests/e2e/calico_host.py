@@ -103,3 +103,26 @@ def remove_all(host):
     nets = host.docker("network", "ls", "-q", "--filter", "driver=calico").stdout.split()
     for net in nets:
         host.docker("network", "rm", net)
+
+
+class Project:
+    """A Compose project in the host's folder, driven with `docker compose`
+    (host.plugin: the plugin whose log a failure shows)."""
+
+    def __init__(self, host, name, text):
+        self.host, self.name = host, name
+        self.dir = host.dir / f"compose-{name}"
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "compose.yaml").write_text(text)
+
+    def compose(self, *args, check=True):
+        result = self.host.docker("compose", "--project-name", self.name, *args,
+                                  cwd=self.dir, timeout=180)
+        if check and result.returncode:
+            raise AssertionError(f"docker compose {' '.join(args)} failed:\n"
+                                 f"{result.stdout}{result.stderr}\nplugin log:\n"
+                                 f"{self.host.plugin.log_tail()}")
+        return result
+
+    def container(self, service):
+        return self.compose("ps", "-q", service).stdout.strip()
