@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tests.e2e.calico_host import Project, calicoctl, docker
+from tests.e2e.calico_host import Project, calicoctl, container_ip, docker
+from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
 from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab
 from tests.lab.common import wait_until
 from tests.lab.dockerd import COMPOSE, engine_major
@@ -123,6 +124,24 @@ def test_compose_service_names_across_hosts(hosts):
     finally:
         for project in reversed(projects):
             project.compose("down", "--timeout", "1", check=False)
+
+
+def test_aaaa_across_hosts(hosts):
+    h1, h2 = hosts.h1, hosts.h2
+    for host in (h1, h2):
+        docker(host, "network", "create", *CALICO_OPTIONS, "--ipv6", "net6")
+    run(h1, "v6-a", "net6")
+    run(h2, "v6-e", "net6")
+    v6 = container_ip(h2, "v6-e", "net6", "GlobalIPv6Address")
+    v4 = container_ip(h2, "v6-e", "net6")
+
+    def lookup(qtype):
+        return h1.docker("exec", "v6-a", "nslookup", f"-type={qtype}", "v6-e").stdout
+
+    assert wait_until(lambda: v6 in lookup("AAAA"), 10), \
+        diagnose(hosts, h1, "v6-a", "v6-e")
+    assert v4 in lookup("A") and v6 not in lookup("A")
+    assert not resolves(h1, "workload-A", "v6-e")  # net1 does not see net6's names
 
 
 def test_a_removed_container_stops_resolving_within_2s(hosts):
