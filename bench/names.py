@@ -69,8 +69,8 @@ class Factory:
         self.lab = Lab()
         self.hosts = []
 
-    def __call__(self, etcd=False):
-        host = DockerHost(f"h{len(self.hosts) + 1}", len(self.hosts) + 1, self.lab)
+    def __call__(self, etcd=False, **options):
+        host = DockerHost(f"h{len(self.hosts) + 1}", len(self.hosts) + 1, self.lab, **options)
         self.hosts.append(host)
         host.start()
         import_busybox(host)

@@ -4,16 +4,24 @@ A separate process, not a thread: gRPC channels do not survive the fork of
 gunicorn's workers, and a stuck agent must not stall the plugin sockets.
 gunicorn's arbiter reaps every child it sees exit, ours included; Popen then
 reports exit status 0, which is all we need to know (that it is gone).
+
+An agent that dies at once is restarted after a delay that doubles up to
+30 s; one that had run for HEALTHY_RUN seconds is restarted after the
+first delay again (else an agent killed now and then, over weeks, would
+come back only after 30 s each time).
 """
 
 import logging
 import subprocess
 import sys
 import threading
+import time
 
 LOG = logging.getLogger(__name__)
 AGENT_ARGV = [sys.executable, "-m", "plugin.cli", "agent"]
 _RESTART_DELAYS = (1.0, 30.0)
+HEALTHY_RUN = 10.0  # seconds an agent must have run for its restart to be prompt
+_POLL = 1.0  # seconds between looks at the agent
 
 
 class AgentProcess:
@@ -48,10 +56,13 @@ class AgentProcess:
                 if self._stop.is_set():
                     return
                 self._process = subprocess.Popen(self.argv)
-            while self._process.poll() is None and not self._stop.wait(1.0):
+            started = time.monotonic()
+            while self._process.poll() is None and not self._stop.wait(_POLL):
                 pass
             if self._stop.is_set():
                 return
+            if time.monotonic() - started >= HEALTHY_RUN:
+                delay = _RESTART_DELAYS[0]
             LOG.warning("node agent exited (status %s); restarting in %.0fs",
                         self._process.returncode, delay)
             self._stop.wait(delay)

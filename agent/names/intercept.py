@@ -8,11 +8,17 @@ libnftables in this process: the kernel deletes it when the process that
 holds the netlink socket ends, a crash or `kill -9` included.  So the
 questions are redirected exactly while the responder lives; otherwise they
 reach their nameserver as if we were not there.
+
+Programming can fail for a moment (the table of a previous agent whose
+socket a child process still holds: EPERM), and the table can go while we
+run (`nft flush ruleset`, a reload of the nftables service): Interception
+keeps it, programming it until that works and again whenever it is gone.
 """
 
 import ctypes
 import ctypes.util
 import logging
+import threading
 
 from agent.errors import KernelError
 from agent.names.upstreams import GATEWAY
@@ -40,9 +46,11 @@ class Nft:
         lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
         self.lib = lib
         self.ctx = lib.nft_ctx_new(0)
         lib.nft_ctx_buffer_error(self.ctx)
+        lib.nft_ctx_buffer_output(self.ctx)  # `list` output is not ours to print
 
     def run(self, script: str) -> None:
         if self.lib.nft_run_cmd_from_buffer(self.ctx, script.encode()):
@@ -68,19 +76,98 @@ def script(redirects: dict[str, int]) -> str:
 
 
 class Interception:
-    def __init__(self):
+    """The table, kept from a thread of its own (keep): programmed at once,
+    then checked every `check_interval` s and written again if gone; after
+    a failure, tried again every `retry_interval` s."""
+
+    def __init__(self, check_interval: float = 5.0, retry_interval: float = 1.0):
+        self.check_interval, self.retry_interval = check_interval, retry_interval
         self.nft = None
+        self.redirects = {}
+        self.programmed = False  # the table is there as we wrote it
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = None
 
     def program(self, redirects: dict[str, int]) -> None:
-        if self.nft is None:
-            self.nft = Nft()
-        self.nft.run(script(redirects))
+        """Write the table now (KernelError if that fails)."""
+        with self._lock:
+            self.redirects = dict(redirects)
+            self._program()
+
+    def present(self) -> bool:
+        """Whether our table is in the kernel."""
+        with self._lock:
+            return self._present()
+
+    def keep(self, redirects: dict[str, int], on_change=None) -> "Interception":
+        """Program the table and keep it; on_change(programmed) is called
+        from the thread each time that changes."""
+        self.redirects = dict(redirects)
+        self._thread = threading.Thread(target=self._keep, args=(on_change,),
+                                        name="dns-interception", daemon=True)
+        self._thread.start()
+        return self
 
     def remove(self) -> None:
-        if self.nft is not None:
-            try:
-                self.nft.run(f"delete table {FAMILY} {TABLE}\n")
-            except KernelError:
-                pass
-            self.nft.close()
-            self.nft = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        with self._lock:
+            if self.nft is not None:
+                try:
+                    self.nft.run(f"delete table {FAMILY} {TABLE}\n")
+                except KernelError:
+                    pass
+                self.nft.close()
+                self.nft = None
+            self.programmed = False
+
+    def _keep(self, on_change) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                was = self.programmed
+                if not (was and self._present()):
+                    try:
+                        self._program()
+                    except KernelError as exc:
+                        (LOG.error if failures == 0 else LOG.debug)(
+                            "containers' questions to %s are not intercepted: %s (trying "
+                            "again every %.0f s)", ", ".join(self.redirects), exc,
+                            self.retry_interval)
+                        failures += 1
+                    else:
+                        if failures:
+                            LOG.info("containers' questions to %s are intercepted now",
+                                     ", ".join(self.redirects))
+                        elif was:
+                            LOG.warning("table %s %s was gone (nft flush ruleset?): "
+                                        "written again", FAMILY, TABLE)
+                        failures = 0
+                now = self.programmed
+            if on_change is not None and now != was:
+                on_change(now)
+            self._stop.wait(self.check_interval if now else self.retry_interval)
+
+    def _program(self) -> None:
+        if self.nft is None:
+            self.nft = Nft()
+        try:
+            self.nft.run(script(self.redirects))
+        except KernelError:
+            self.programmed = False
+            raise
+        self.programmed = True
+
+    def _present(self) -> bool:
+        if self.nft is None:
+            return False
+        try:
+            self.nft.run(f"list table {FAMILY} {TABLE}\n")
+            return True
+        except KernelError:
+            return False

@@ -57,17 +57,22 @@ class NameService:
         try:
             self.interception.program(redirects)
         except KernelError as exc:
-            LOG.error("containers' questions to %s are not intercepted: %s",
-                      ", ".join(redirects) or "no nameserver", exc)
-            redirects = {}
+            LOG.warning("containers' questions to %s are not intercepted yet: %s",
+                        ", ".join(redirects) or "no nameserver", exc)  # keep() retries
         self.status = {"enabled": True, "nameservers": servers,
                        "listening": [f"{lst.address}:{lst.port}" for lst in listeners],
-                       "intercepted": sorted(redirects)}
+                       "intercepted": sorted(redirects) if self.interception.programmed
+                       else []}
         LOG.info("names: answering on %s; intercepting questions to %s",
                  ", ".join(self.status["listening"]) or "nothing",
                  ", ".join(redirects) or "no nameserver")
         self._write_status()
+        self.interception.keep(redirects, self._interception_changed)
         return self
+
+    def _interception_changed(self, programmed: bool) -> None:
+        self.status["intercepted"] = sorted(self.interception.redirects) if programmed else []
+        self._write_status()
 
     def stop(self) -> None:
         self.interception.remove()

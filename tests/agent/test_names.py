@@ -265,3 +265,35 @@ def test_behind_the_gateway(tmp_path):
     assert upstreams.behind_gateway(str(daemon), str(conf)) == ["10.0.0.53", "10.0.1.53"]
     daemon.write_text('{"dns": ["169.254.1.1"]}')
     assert upstreams.behind_gateway(str(daemon), str(conf)) == ["127.0.0.53"]
+
+
+@pytest.mark.parametrize("exchange", [udp_ask, tcp_ask], ids=["udp", "tcp"])
+def test_local_a_and_aaaa_over_the_wire(exchange):
+    """A querier's own network's names, IPv4 and IPv6, answered by the
+    responder itself; another network's name goes to the upstream."""
+    index = guide_index()
+    index.apply(WEP_PREFIX + "libnetwork/q", wep("q", "h1", "net1", ["querier"],
+                                                 ["127.0.0.1/32", "fd00::7/128"]))
+    index.apply(WEP_PREFIX + "libnetwork/f", wep("f", "h3", "net1", ["workload-f"],
+                                                 ["10.65.2.6/32", "fd00::6/128",
+                                                  "fd00::16/128"]))
+    index.batch_done(True, False)
+    upstream = FakeUpstream()
+    listener = Listener("127.0.0.1", 0, (("127.0.0.1", upstream.port),)).bind()
+    responder = Responder(lambda: index.table, forward_timeout=1.0).start([listener])
+    try:
+        port = listener.port
+        assert answers(exchange(port, ask("workload-f", "AAAA"))) == \
+            (RCODE.NOERROR, ["fd00::16", "fd00::6"])
+        assert answers(exchange(port, ask("workload-f.net1", "A"))) == \
+            (RCODE.NOERROR, ["10.65.2.6"])
+        assert answers(exchange(port, ask("workload-e", "AAAA"))) == \
+            (RCODE.NOERROR, ["fd00::5"])
+        assert upstream.asked == []
+        # workload-b is on net2: not ours to answer, the upstream's reply comes back.
+        assert answers(exchange(port, ask("workload-b", "AAAA"))) == \
+            (RCODE.NOERROR, ["192.0.2.1"])
+        assert len(upstream.asked) == 1
+    finally:
+        responder.stop()
+        upstream.close()

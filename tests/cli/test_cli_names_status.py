@@ -1,6 +1,7 @@
 """status's Names line: when names cannot work on this dockerd, say what to set."""
 
 import json
+import os
 
 from agent.settings import AgentSettings
 from plugin.cli import names_check
@@ -43,3 +44,33 @@ def test_off_and_not_running(tmp_path):
     status = names_check.names_status(on, f"unix://{tmp_path}/none.sock")
     assert "dockerdError" in status
     assert names_check.line(status) == "not answering yet (is the node agent running?)"
+
+
+def test_dockerds_own_daemon_json_and_dns_flags():
+    parse = names_check.parse_dockerd_argv
+    assert parse(["dockerd"]) == ("/etc/docker/daemon.json", [])
+    assert parse(["/usr/bin/dockerd", "-H", "fd://", "--config-file", "/lab/daemon.json"]) == \
+        ("/lab/daemon.json", [])
+    assert parse(["dockerd", "--config-file=conf/d.json", "--dns", "169.254.1.1",
+                  "--dns=10.0.0.53"], cwd="/srv") == \
+        ("/srv/conf/d.json", ["169.254.1.1", "10.0.0.53"])
+
+
+def test_status_finds_the_dockerd_behind_the_socket(tmp_path, monkeypatch):
+    with FakeDockerd(DOCKER_28) as dockerd:
+        assert names_check._peer_pid(dockerd.url) == os.getpid()  # the process listening
+        # This test's process is no dockerd, and none other runs: the default file.
+        monkeypatch.setattr(names_check, "_pids", lambda: [])
+        assert names_check.dockerd_dns_settings(dockerd.url) == ("/etc/docker/daemon.json", [])
+        # A dockerd with --config-file: its file says what it gives containers.
+        daemon_json = tmp_path / "daemon.json"
+        daemon_json.write_text('{"dns": ["169.254.1.1", "10.0.0.53"]}')
+        monkeypatch.setattr(names_check, "_comm", lambda pid: "dockerd")
+        monkeypatch.setattr(names_check, "_argv_of", lambda pid: (
+            ["dockerd", "--config-file", str(daemon_json)], "/"))
+        dockerd.release = "28.5.2"
+        agent = AgentSettings(nodename="n1", run_dir=str(tmp_path))
+        status = names_check.names_status(agent, dockerd.url)
+    assert status["daemonJson"] == str(daemon_json)
+    assert status["daemonDns"] == ["169.254.1.1", "10.0.0.53"] and status["advice"] is None
+    assert names_check._peer_pid(f"unix://{tmp_path}/none.sock") is None

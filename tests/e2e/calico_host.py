@@ -129,3 +129,26 @@ def source_seen_outside(host, container, outside_netns, target, port=9000):
         return log.read_text().strip()
     finally:
         listener.kill()
+
+
+class Project:
+    """A Compose project in the host's folder, driven with `docker compose`
+    (host.plugin: the plugin whose log a failure shows)."""
+
+    def __init__(self, host, name, text):
+        self.host, self.name = host, name
+        self.dir = host.dir / f"compose-{name}"
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "compose.yaml").write_text(text)
+
+    def compose(self, *args, check=True):
+        result = self.host.docker("compose", "--project-name", self.name, *args,
+                                  cwd=self.dir, timeout=180)
+        if check and result.returncode:
+            raise AssertionError(f"docker compose {' '.join(args)} failed:\n"
+                                 f"{result.stdout}{result.stderr}\nplugin log:\n"
+                                 f"{self.host.plugin.log_tail()}")
+        return result
+
+    def container(self, service):
+        return self.compose("ps", "-q", service).stdout.strip()

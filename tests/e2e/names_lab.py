@@ -10,6 +10,11 @@ dockerd reads the machine's /etc/resolv.conf; its first IPv4 non-loopback
 nameserver (an address outside the lab) is given to the upstream namespace
 and routed to it from both hosts, so that the containers' external questions
 reach the test's server and nothing leaves the lab.
+
+dockerd 28 and later ask the host's nameservers from the host's own
+namespace, where the agent cannot see the question: there the hosts' daemon.json
+lists 169.254.1.1 first in `dns`, then that nameserver, the setting the
+README and the quick start give (daemon_config).
 """
 
 import contextlib
@@ -19,9 +24,12 @@ import subprocess
 import sys
 import types
 
+from agent.names.upstreams import GATEWAY
+from plugin.cli.names_check import HOST_NETNS_FROM
 from tests.e2e.calico_host import REPO, docker, start_plugin
 from tests.lab import EtcdServer, LabProcess
 from tests.lab.common import run_dir
+from tests.lab.dockerd import engine_major
 
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 LINK = {"h1": "10.0.21.1", "h2": "10.0.21.2"}
@@ -41,12 +49,20 @@ def machine_nameserver():
     return None
 
 
+def daemon_config(nameserver, major=None):
+    """The hosts' daemon.json: on dockerd 28 and later, 169.254.1.1 first in
+    `dns`, then the nameserver; nothing before (names need no setting)."""
+    major = engine_major() if major is None else major
+    return {"dns": [GATEWAY, nameserver]} if major >= HOST_NETNS_FROM else {}
+
+
 @contextlib.contextmanager
 def names_lab(make_host, nameserver):
     """Two started hosts with etcd, the plugin, net1 and net2, and the
-    upstream: a namespace with h1, h2, plugins, nameserver."""
+    upstream: a namespace with h1, h2, plugins, nameserver, daemon_config."""
     lab = make_host.lab
-    h1, h2 = make_host(etcd=False), make_host(etcd=False)
+    config = daemon_config(nameserver)
+    h1, h2 = (make_host(etcd=False, daemon_config=config) for _ in range(2))
     lab.veth(h1.netns, "eth1", h2.netns, "eth1", f"{LINK['h1']}/24", f"{LINK['h2']}/24")
     upstream = lab.netns("upstream")
     for n, host in ((1, h1), (2, h2)):
@@ -63,9 +79,10 @@ def names_lab(make_host, nameserver):
     plugins = {}
     try:
         for host in (h1, h2):
-            plugins[host.name] = start_plugin(host, IP=f"{LINK[host.name]}/24")
+            plugins[host.name] = host.plugin = start_plugin(host, IP=f"{LINK[host.name]}/24")
             for net in ("net1", "net2"):
                 docker(host, "network", "create", *CALICO, net)
-        yield types.SimpleNamespace(h1=h1, h2=h2, plugins=plugins, nameserver=nameserver)
+        yield types.SimpleNamespace(h1=h1, h2=h2, plugins=plugins, nameserver=nameserver,
+                                    daemon_config=config)
     finally:
         server.stop()

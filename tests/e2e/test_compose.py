@@ -16,9 +16,9 @@ import pytest
 from netaddr import IPAddress, IPNetwork
 
 from driver.endpoints import profile_name
-from tests.e2e.calico_host import (IPV4_POOL, PROFILE_PREFIX, WEP_PREFIX, calicoctl,
-                                   container_ip, docker, endpoint_id, in_host, keys,
-                                   remove_all, start_plugin, wep)
+from tests.e2e.calico_host import (IPV4_POOL, PROFILE_PREFIX, WEP_PREFIX, Project,
+                                   calicoctl, container_ip, docker, endpoint_id, in_host,
+                                   keys, remove_all, start_plugin, wep)
 from tests.lab.dockerd import COMPOSE
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
@@ -73,28 +73,6 @@ def host(docker_host):
     docker_host.plugin = start_plugin(docker_host)
     yield docker_host
     remove_all(docker_host)
-
-
-class Project:
-    """A Compose project in the host's folder, driven with `docker compose`."""
-
-    def __init__(self, host, name, text):
-        self.host, self.name = host, name
-        self.dir = host.dir / f"compose-{name}"
-        self.dir.mkdir(exist_ok=True)
-        (self.dir / "compose.yaml").write_text(text)
-
-    def compose(self, *args, check=True):
-        result = self.host.docker("compose", "--project-name", self.name, *args,
-                                  cwd=self.dir, timeout=180)
-        if check and result.returncode:
-            raise AssertionError(f"docker compose {' '.join(args)} failed:\n"
-                                 f"{result.stdout}{result.stderr}\nplugin log:\n"
-                                 f"{self.host.plugin.log_tail()}")
-        return result
-
-    def container(self, service):
-        return self.compose("ps", "-q", service).stdout.strip()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ the hosts' nameserver.  dockerd 20.10 asks it from inside the container: the
 agent's interception table sends those questions to its responder.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +12,11 @@ import time
 
 import pytest
 
-from tests.e2e.calico_host import calicoctl, docker
+from tests.e2e.calico_host import Project, calicoctl, container_ip, docker
+from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
 from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab
 from tests.lab.common import wait_until
+from tests.lab.dockerd import COMPOSE, engine_major
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -73,6 +76,74 @@ def test_guide_names_across_hosts(hosts):
     assert "workload-e" in table and "db" in table
 
 
+# One service per host; Compose names the network <project>_back on both.
+COMPOSE_SERVICE = """\
+services:
+  {service}:
+    image: busybox:latest
+    pull_policy: never
+    command: ["sleep", "3600"]
+    networks: [{network}]
+networks:
+  {network}:
+{definition}
+"""
+CALICO_NETWORK = "    driver: calico\n    ipam:\n      driver: calico-ipam"
+
+
+def compose_project(host, name, service, network="back", definition=CALICO_NETWORK):
+    if COMPOSE is None:
+        pytest.skip("no Compose v2 (bash scripts/docker-versions.sh 26 fetches Debian 13's)")
+    project = Project(host, name, COMPOSE_SERVICE.format(
+        service=service, network=network, definition=definition))
+    project.compose("up", "--detach", "--quiet-pull")
+    return project
+
+
+def test_compose_service_names_across_hosts(hosts):
+    h1, h2 = hosts.h1, hosts.h2
+    projects = []
+    try:
+        # The same project on both hosts: both networks are named shop_back.
+        projects.append(compose_project(h2, "shop", "stock"))
+        projects.append(app := compose_project(h1, "shop", "app"))
+        exec_ping = ("exec", "-T", "app", "ping", "-c", "1", "-W", "2")
+        assert wait_until(lambda: app.compose(*exec_ping, "stock", check=False).returncode
+                          == 0, 10), diagnose(hosts, h1, app.container("app"), "stock")
+        assert app.compose(*exec_ping, "shop-stock-1", check=False).returncode == 0
+        assert app.compose(*exec_ping, "stock.shop_back", check=False).returncode == 0
+        # A service on an external network (net1, made with `docker network
+        # create` on each host) is a name of net1's containers on every host.
+        projects.append(compose_project(h2, "cache", "redis", "net1", "    external: true"))
+        assert wait_until(lambda: pings(h1, "workload-A", "redis"), 10), \
+            diagnose(hosts, h1, "workload-A", "redis")
+        # Other networks' containers do not see them.
+        assert not resolves(h1, "workload-A", "stock")
+        assert app.compose("exec", "-T", "app", "nslookup", "redis",
+                           check=False).returncode != 0
+    finally:
+        for project in reversed(projects):
+            project.compose("down", "--timeout", "1", check=False)
+
+
+def test_aaaa_across_hosts(hosts):
+    h1, h2 = hosts.h1, hosts.h2
+    for host in (h1, h2):
+        docker(host, "network", "create", *CALICO_OPTIONS, "--ipv6", "net6")
+    run(h1, "v6-a", "net6")
+    run(h2, "v6-e", "net6")
+    v6 = container_ip(h2, "v6-e", "net6", "GlobalIPv6Address")
+    v4 = container_ip(h2, "v6-e", "net6")
+
+    def lookup(qtype):
+        return h1.docker("exec", "v6-a", "nslookup", f"-type={qtype}", "v6-e").stdout
+
+    assert wait_until(lambda: v6 in lookup("AAAA"), 10), \
+        diagnose(hosts, h1, "v6-a", "v6-e")
+    assert v4 in lookup("A") and v6 not in lookup("A")
+    assert not resolves(h1, "workload-A", "v6-e")  # net1 does not see net6's names
+
+
 def test_a_removed_container_stops_resolving_within_2s(hosts):
     h1, h2 = hosts.h1, hosts.h2
     run(h2, "workload-F")
@@ -92,6 +163,29 @@ def test_external_names_answered_by_the_hosts_nameserver(hosts):
     # Over TCP too (the interception redirects both).
     assert wait_until(lambda: "calico-libnetwork-dns" in h1.run_in_netns(
         "nft list tables").stdout, 5)
+
+
+def names_report(host) -> dict:
+    return json.loads(calicoctl(host, "status", "-o", "json", check=False).stdout)["names"]
+
+
+def test_status_says_what_to_set_on_dockerd_28_and_later(hosts):
+    h1 = hosts.h1
+    config = h1.dir / "daemon.json"  # what this dockerd reads (--config-file)
+    report = names_report(h1)
+    assert report["daemonJson"] == str(config)
+    assert report["daemonDns"] == hosts.daemon_config.get("dns", [])
+    assert report["advice"] is None  # names work here, as the other tests show
+    saved = config.read_text()
+    config.write_text(json.dumps({"dns": [hosts.nameserver]}))  # as before the quick start
+    try:
+        advice = names_report(h1)["advice"]
+    finally:
+        config.write_text(saved)
+    if engine_major() >= 28:
+        assert '"dns": ["169.254.1.1"' in advice and str(config) in advice
+    else:
+        assert advice is None  # asked from the container: nothing to set
 
 
 def test_lookups_do_not_hang_when_the_agent_dies(hosts):

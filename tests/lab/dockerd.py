@@ -10,7 +10,9 @@ another one (engine_root): scripts/test.sh runs the end-to-end tests on
 each engine of its matrix this way.
 """
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from functools import partial
@@ -81,6 +83,13 @@ def versions():
             f"compose: {COMPOSE}: {first_line([COMPOSE, 'version']) if COMPOSE else '(none)'}")
 
 
+def engine_major():
+    """The lab engine's major version (20, 26, 28...), from `dockerd --version`;
+    0 when it does not say."""
+    found = re.search(r"version (\d+)\.", versions()[0])
+    return int(found.group(1)) if found else 0
+
+
 class DockerHost:
     """Docker host `name` with number `index` (1..254), which picks its
     addresses: lab0 10.<index>.0.1/24 and docker0 172.31.<index>.1/24.
@@ -88,9 +97,11 @@ class DockerHost:
     The namespace is made here (in `lab` if given, else in a Lab of its own);
     start() starts dockerd, close() removes everything. `default_route=False`
     makes a host without a default route (an air-gapped site).
+    `daemon_config` is its dockerd's daemon.json (a dict, e.g. {"dns":
+    [...]}); empty by default, never the machine's /etc/docker/daemon.json.
     """
 
-    def __init__(self, name, index, lab=None, default_route=True):
+    def __init__(self, name, index, lab=None, default_route=True, daemon_config=None):
         if not 1 <= index <= 254:
             raise ValueError(f"index {index} not in 1..254")
         self.name = name
@@ -102,6 +113,7 @@ class DockerHost:
         self.docker_host = f"unix://{self.dir / 'docker.sock'}"
         self.lab_address = f"10.{index}.0.1"
         self.gateway = f"172.31.{index}.1"  # docker0's address
+        self.daemon_config = dict(daemon_config or {})
         self.netns = None
         self.dockerd = None
         self.etcd = None
@@ -127,7 +139,7 @@ class DockerHost:
             return self
         os.makedirs(PLUGINS, exist_ok=True)  # the bind mount's mount point
         config = self.dir / "daemon.json"
-        config.write_text("{}")  # not the machine's /etc/docker/daemon.json
+        config.write_text(json.dumps(self.daemon_config))
         dockerd = [DOCKERD, "--config-file", config,
                    "--data-root", self.dir / "data", "--exec-root", self.dir / "exec",
                    "-H", self.docker_host, "--pidfile", self.dir / "dockerd.pid",

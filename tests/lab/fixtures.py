@@ -27,8 +27,9 @@ def skip_unless_root():
 
 @pytest.fixture(scope="module")
 def docker_host_factory():
-    """make(name=None, etcd=True) -> a started DockerHost with busybox
-    imported and, if `etcd`, etcd on its 127.0.0.1:2379 (host.etcd).
+    """make(name=None, etcd=True, **options) -> a started DockerHost with
+    busybox imported and, if `etcd`, etcd on its 127.0.0.1:2379 (host.etcd);
+    `options` go to DockerHost (e.g. daemon_config={"dns": [...]}).
     Hosts are numbered 1, 2, ... in order; all share `make.lab`, and all go
     away at the end of the module."""
     skip_unless_root()
@@ -37,9 +38,9 @@ def docker_host_factory():
     lab = Lab()
     hosts = []
 
-    def make(name=None, etcd=True):
+    def make(name=None, etcd=True, **options):
         index = len(hosts) + 1
-        host = DockerHost(name or f"h{index}", index, lab)
+        host = DockerHost(name or f"h{index}", index, lab, **options)
         hosts.append(host)
         host.start()
         import_busybox(host)
