@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from driver import dataplane
 from driver import endpoints as ep
 from driver.docker_api import DockerApi
 from tests import fake_dockerd
@@ -299,16 +298,6 @@ def docker_29():
 
 
 REPLAYS = [docker_20_10(), docker_26(), docker_27(), docker_28(), docker_29()]
-
-
-@pytest.fixture
-def no_netlink(monkeypatch):
-    """Join's veth and host routes, recorded instead of made."""
-    made = []
-    monkeypatch.setattr(dataplane, "create_veth",
-                        lambda host, temp, mtu=None, mac=None: made.append((host, temp, mac)) or 1)
-    monkeypatch.setattr(dataplane, "program_host_side", lambda *args, **kwargs: None)
-    return made
 
 
 @pytest.mark.parametrize("replay", REPLAYS, ids=[r.docker for r in REPLAYS])
