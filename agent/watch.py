@@ -49,10 +49,14 @@ def load_state(etcd: Etcd, views=()) -> tuple[ClusterState, int]:
             state.apply(kv.key, kv.value)
     for view in views:
         view.reset()
-        for prefix in view.prefixes:
-            kvs, revision = etcd.get_prefix(prefix)
-            revisions.append(revision)
-            for kv in kvs:
+    # Several views may read one prefix (every workload endpoint, for policy
+    # and for names): read it once.
+    for prefix in dict.fromkeys(p for view in views for p in view.prefixes):
+        kvs, revision = etcd.get_prefix(prefix)
+        revisions.append(revision)
+        readers = [view for view in views if prefix in view.prefixes]
+        for kv in kvs:
+            for view in readers:
                 view.apply(kv.key, kv.value)
     return state, min(revisions)
 

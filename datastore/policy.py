@@ -44,7 +44,6 @@ UNSUPPORTED_KINDS = ("NetworkPolicy", "GlobalNetworkSet", "NetworkSet", "Tier",
 INGRESS, EGRESS = "Ingress", "Egress"
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
 PROTOCOLS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
-PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 PORT_PROTOCOLS = (6, 17, 132)  # TCP, UDP, SCTP
 DEFAULT_TIER = "default"
 TIER_PREFIX = DEFAULT_TIER + "."

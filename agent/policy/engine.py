@@ -74,7 +74,7 @@ class PolicyEngine:
 
     def sync(self) -> None:
         started = time.monotonic()
-        if not self._full and time.monotonic() - self._last_full > self.resync_interval:
+        if not self._full and started - self._last_full > self.resync_interval:
             # Someone may have deleted our table (nft flush ruleset): repair it.
             self._full = not self.nft.present()
             self._last_full = started
