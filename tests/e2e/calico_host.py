@@ -152,3 +152,26 @@ class Project:
 
     def container(self, service):
         return self.compose("ps", "-q", service).stdout.strip()
+
+
+# -- the lab's routes and Nodes, as the multi-host modules look at them ------
+
+def routes(host, *args, family=4):
+    """`ip [-6] route show ARGS` in the host, one stripped line each."""
+    flags = ("-6",) if family == 6 else ()
+    return [line.strip() for line in ip(*flags, "route", "show", *args, netns=host.netns)
+            .stdout.splitlines()]
+
+
+def has_route(host, text, family=4):
+    return any(line.startswith(text) for line in routes(host, family=family))
+
+
+def node(cluster, name):
+    """Node `name`'s record in the cluster's etcd, or None."""
+    raw = cluster.etcd.get(f"/calico/resources/v3/projectcalico.org/nodes/{name}")
+    return json.loads(raw) if raw else None
+
+
+def wait(predicate, timeout, what):
+    assert wait_until(predicate, timeout, 0.2), f"timed out waiting for {what}"

@@ -23,9 +23,10 @@ import pytest
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e.calico_host import (IPV4_POOL, IPV6_POOL, calicoctl, container_ip, docker,
+                                   has_route, node, routes, wait,
                                    source_seen_outside, start_plugin)
 from tests.lab import EtcdServer
-from tests.lab.common import ip, wait_until
+from tests.lab.common import ip
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -113,26 +114,12 @@ def pings6(host, container, target):
                        target).returncode == 0
 
 
-def routes6(host, *args):
-    return [line.strip() for line in ip("-6", "route", "show", *args, netns=host.netns)
-            .stdout.splitlines()]
-
-
 def has_route6(host, text):
-    return any(line.startswith(text) for line in routes6(host))
+    return has_route(host, text, family=6)
 
 
 def block6_of(address):
     return IPNetwork(f"{address}/{BLOCK6}").cidr
-
-
-def node(cluster, name):
-    raw = cluster.etcd.get(f"/calico/resources/v3/projectcalico.org/nodes/{name}")
-    return json.loads(raw) if raw else None
-
-
-def wait(predicate, timeout, what):
-    assert wait_until(predicate, timeout, 0.2), f"timed out waiting for {what}"
 
 
 # -- tests -------------------------------------------------------------------
@@ -229,7 +216,7 @@ def test_removing_a_node_removes_its_ipv6_routes(cluster):
     cluster.plugins["h2"].stop()
     try:
         calicoctl(h1, "delete", "node", "h2")
-        wait(lambda: not any("fd00:42::2" in r for r in routes6(h1, "proto", "80")), 10,
+        wait(lambda: not any("fd00:42::2" in r for r in routes(h1, "proto", "80", family=6)), 10,
              "h1's IPv6 routes to h2 to go")
         assert node(cluster, "h2") is None
     finally:

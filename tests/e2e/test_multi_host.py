@@ -15,7 +15,6 @@ segment, anything to or from h3 goes through vxlan.calico.
 """
 
 import copy
-import json
 import signal
 import time
 import types
@@ -26,10 +25,11 @@ import yaml
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (IPV4_POOL, calicoctl, container_ip, docker,
+from tests.e2e.calico_host import (IPV4_POOL, calicoctl, container_ip, docker, has_route,
+                                   node, routes, wait,
                                    source_seen_outside, start_plugin)
 from tests.lab import EtcdServer
-from tests.lab.common import ip, wait_until
+from tests.lab.common import ip
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -112,25 +112,8 @@ def pings(host, container, target):
     return host.docker("exec", container, "ping", "-c", "2", "-W", "2", target).returncode == 0
 
 
-def routes(host, *args):
-    return [line.strip() for line in ip("route", "show", *args, netns=host.netns)
-            .stdout.splitlines()]
-
-
-def has_route(host, text):
-    return any(line.startswith(text) for line in routes(host))
-
-
 def block_of(address):
     return IPNetwork(f"{address}/26").cidr
-
-
-def node(cluster, name):
-    return json.loads(cluster.etcd.get(f"/calico/resources/v3/projectcalico.org/nodes/{name}"))
-
-
-def wait(predicate, timeout, what):
-    assert wait_until(predicate, timeout, 0.2), f"timed out waiting for {what}"
 
 
 # -- tests -------------------------------------------------------------------
@@ -287,10 +270,10 @@ def test_same_network_reaches_other_networks_do_not(cluster, wl):
 
 def test_hosts_reach_their_containers_and_containers_their_host(cluster, wl):
     cases = []
-    for node in wl.values():
-        host = reach.host_node(node.host, HOST_ADDRESSES[node.host.name])
-        cases += [(host, node, "icmp", True), (host, node, "tcp", True),
-                  (node, host, "icmp", True)]
+    for workload in wl.values():
+        host = reach.host_node(workload.host, HOST_ADDRESSES[workload.host.name])
+        cases += [(host, workload, "icmp", True), (host, workload, "tcp", True),
+                  (workload, host, "icmp", True)]
     assert_reach(cases)
 
 
@@ -376,16 +359,16 @@ def test_a_container_started_later_is_admitted_by_its_network_only(cluster, wl):
         before = time.time()
         docker(host, "run", "-tid", "--net", network, "--name", name, "busybox")
         ran = time.time()
-        node = reach.container(host, name, network)
+        newcomer = reach.container(host, name, network)
         # From `docker run` returning: its host's rules for it, and its
         # address in the peer's host's sets (a refusal from the newcomer,
         # which serves nothing yet, is an answer).
-        times, _ = reach.enforcement_times(lambda: None, [(w[peer], node, PORT),
-                                                          (node, w[peer], PORT)],
+        times, _ = reach.enforcement_times(lambda: None, [(w[peer], newcomer, PORT),
+                                                          (newcomer, w[peer], PORT)],
                                            "open", since=ran)
         assert_enforced_in_time((times, ran - before),
                                 f"docker run {name} on {network} on {host.name}")
-        late[name] = reach.serve(node, (PORT,))
+        late[name] = reach.serve(newcomer, (PORT,))
     n1, n2 = late["newcomer-1"], late["newcomer-2"]
     assert_reach(reach.both_ways([(n1, w["A"]), (n1, w["F"]), (n1, w["E"]),
                                   (n2, w["B"]), (n2, w["D"]), (n2, w["G"])], True)
