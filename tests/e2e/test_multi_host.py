@@ -209,7 +209,10 @@ def test_etcd_outage_keeps_traffic_and_agents_catch_up(cluster):
     run(h2, "late", "net3", "--ip", fresh)
     wait(lambda: has_route(h1, f"{block_of(fresh)} via 10.0.12.2"), 30,
          "h1's route to h2's new block")
-    assert pings(h1, on_network(h1, "net3"), fresh)
+    # h2's agent, too, must have caught up: it programs the new endpoint's
+    # policy (an endpoint it does not know yet drops everything).
+    pinger = on_network(h1, "net3")
+    wait(lambda: pings(h1, pinger, fresh), 30, "h1's net3 container to reach h2's new one")
 
 
 def test_nat_outgoing_shows_the_host_address(cluster):
