@@ -93,6 +93,16 @@ class KV(NamedTuple):
         return json.loads(self.value)
 
 
+class Commit(NamedTuple):
+    """What Etcd.commit did: the new revision, or None when a compare failed
+    (then `reads` holds the read_back keys as they are now, None if absent)."""
+    revision: int | None
+    reads: dict[str, "KV | None"]
+
+    def __bool__(self):
+        return self.revision is not None
+
+
 class WatchEvent(NamedTuple):
     key: str
     value: bytes | None  # None for a delete
@@ -274,19 +284,33 @@ class Etcd:
         resp = self._txn(compare, [tx.delete(key)])
         return resp is not None and resp[0].response_delete_range.deleted > 0
 
-    def commit(self, creates=(), updates=()) -> bool:
-        """Several compare-and-swaps that succeed or fail together.
+    def commit(self, creates=(), updates=(), deletes=(), read_back=()) -> "Commit":
+        """Several compare-and-swaps that succeed or fail together, in one
+        round trip.
 
         creates: (key, value) pairs that must not exist; updates: (key, value,
-        mod_revision) triples that must be unchanged.  False if any compare
-        failed (nothing is written then).
+        mod_revision) triples and deletes: (key, mod_revision) pairs that must
+        be unchanged.  A failed commit wrote nothing; it brings back the keys
+        in read_back as they are now, so the caller can retry without
+        another read.
         """
         tx = self._clients[0].transactions
         compare = ([tx.version(k) == 0 for k, _ in creates]
-                   + [tx.mod(k) == rev for k, _, rev in updates])
+                   + [tx.mod(k) == rev for k, _, rev in updates]
+                   + [tx.mod(k) == rev for k, rev in deletes])
         success = ([tx.put(k, _bytes(v)) for k, v in creates]
-                   + [tx.put(k, _bytes(v)) for k, v, _ in updates])
-        return self._txn(compare, success) is not None
+                   + [tx.put(k, _bytes(v)) for k, v, _ in updates]
+                   + [tx.delete(k) for k, _ in deletes])
+        failure = [tx.get(k) for k in read_back]
+        ok, responses = self._call(lambda c: c.transaction(compare, success, failure))
+        if ok:
+            header = responses[0].response_put.header if creates or updates \
+                else responses[0].response_delete_range.header
+            return Commit(header.revision, {})
+        reads = {}
+        for key, found in zip(read_back, responses):  # [(value, meta)] per key
+            reads[key] = KV(key, found[0][0], found[0][1].mod_revision) if found else None
+        return Commit(None, reads)
 
     def put(self, key: str, value) -> int:
         """Unconditional write: only for keys with a single writer by design."""
