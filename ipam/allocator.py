@@ -6,9 +6,11 @@ claimed) borrows one from another node's block.  assign_ip takes a given
 address; release_ips and release_by_handle give addresses back.
 
 For speed each process remembers, per pool, the affine block it last
-allocated from (and its etcd revision) and which blocks it saw full.  A
-remembered block is written with a compare-and-swap on that revision, so a
-stale memory costs one re-read and never a wrong answer.
+allocated from and which blocks it saw full, and writes each block through
+one BlockWriter (group_commit.py): concurrent requests share one write, an
+address and its handle are written in one transaction, and the writer's
+copy of the block makes the next write need no read.  Every write compares
+the block's revision, so a stale copy costs a retry, never a wrong answer.
 """
 
 import logging
@@ -25,8 +27,10 @@ from datastore.retry import attempts
 from ipam import handles
 from ipam.blocks import CONFIRMED, AffinityMismatch, AllocationBlock, OrdinalInUse, block_key, \
     cidr_from_key
+from ipam.group_commit import BlockGone, BlockWriter, HandleExists, KnownHandles
 from ipam.errors import (AddressInUse, AddressNotInPool, InvalidRequest, NoPoolsConfigured,
                          PoolNotFound, PoolsExhausted)
+from ipam.pool_cache import PoolCache
 from ipam.pools import Pool, describe, list_pools, node_labels
 from ipam.store import Affinity, BlockStore, BlockTaken, Conflict
 
@@ -96,12 +100,16 @@ def _pool_of(cidr: IPNetwork, pools: list[Pool]) -> Pool | None:
 
 
 class Ipam:
-    def __init__(self, etcd: Etcd, node: str, resources: Resources | None = None):
+    def __init__(self, etcd: Etcd, node: str, resources: Resources | None = None,
+                 pool_cache: PoolCache | None = None):
         self.etcd = etcd
         self.node = node
         self.resources = resources or Resources(etcd)
+        self.pool_cache = pool_cache
         self.store = BlockStore(etcd)
-        self._room = {}  # pool name -> (block, revision): our affine block that had room
+        self.handles = KnownHandles()
+        self._writers = {}  # block CIDR -> its BlockWriter (group_commit.py)
+        self._room = {}  # pool name -> CIDR of our affine block that had room
         self._full = {}  # block key -> revision at which the block was seen full
         self._lock = threading.Lock()
 
@@ -137,8 +145,22 @@ class Ipam:
             f"{strict}; release addresses or add a pool, e.g. "
             "`calico-libnetwork pool create <cidr>`")
 
+    def pools(self, fresh: bool = False) -> list[Pool]:
+        """Every pool: from the pool cache when it is in step, else (or when
+        fresh) read from etcd."""
+        cached = None if fresh or self.pool_cache is None else self.pool_cache.current()
+        return list_pools(self.resources) if cached is None else cached
+
     def _pools_for(self, version: int, requested: list[str] | None) -> list[Pool]:
-        every = list_pools(self.resources)
+        try:
+            return self._choose_pools(version, requested, self.pools())
+        except (NoPoolsConfigured, PoolNotFound, InvalidRequest):
+            if self.pool_cache is None:
+                raise
+        # The cache may not show a pool created or changed a moment ago.
+        return self._choose_pools(version, requested, self.pools(fresh=True))
+
+    def _choose_pools(self, version, requested, every) -> list[Pool]:
         if requested:
             return [self._requested_pool(ref, version, every) for ref in requested]
         of_version = [p for p in every if p.version == version]
@@ -175,13 +197,14 @@ class Ipam:
 
     def _from_remembered_block(self, chosen, handle_id, attrs) -> IPAddress | None:
         for pool in chosen:
-            with self._lock:
-                remembered = self._room.pop(pool.name, None)
-            if remembered and remembered[0].cidr in pool.cidr:
-                ip = self._assign_in(pool, remembered[0].cidr, remembered, handle_id, attrs,
-                                     affinity_check=True)
+            cidr = self._room.get(pool.name)
+            if cidr is not None and cidr in pool.cidr:
+                ip = self._assign_in(pool, cidr, None, handle_id, attrs, affinity_check=True)
                 if ip is not None:
                     return ip
+                with self._lock:
+                    if self._room.get(pool.name) == cidr:
+                        del self._room[pool.name]
         return None
 
     def _from_affine_blocks(self, version, chosen, revisions, handle_id, attrs):
@@ -258,58 +281,61 @@ class Ipam:
     def _assign_in(self, pool, cidr, found, handle_id, attrs, affinity_check):
         """One address from block cidr; None if it has no room for us.
         found: the (block, revision) already read, if any."""
-        for _ in attempts(f"assigning an address in block {cidr}"):
-            if found is None:
-                found = self.store.get_block(cidr)
-                if found is None:
-                    return None
-            block, revision = found
-            found = None
-            try:
-                ips = block.auto_assign(1, handle_id, attrs, self.node, affinity_check)
-            except AffinityMismatch:
-                return None
-            if not ips:
-                self._full[block_key(cidr)] = revision
-                return None
-            try:
-                revision = self._write_assignment(block, revision, handle_id, len(ips))
-            except Conflict:
-                continue
-            self._remember(pool, block, revision)
-            return ips[0]
+        seen = {}
 
-    def _write_assignment(self, block, revision, handle_id, num) -> int:
-        # The handle is counted up before the block write (libcalico-go's
-        # order): a failure in between leaves a handle that overcounts, never
-        # an allocation its handle does not know about.
-        if handle_id:
-            handles.increment(self.etcd, handle_id, block.cidr, num)
+        def assign(block):
+            ips = block.auto_assign(1, handle_id, attrs, self.node, affinity_check)
+            seen.update(free=block.free, ours=block.is_affine_to(self.node))
+            return ips
         try:
-            return self.store.update_block(block, revision)
-        except Conflict:
-            if handle_id:
-                handles.decrement(self.etcd, handle_id, block.cidr, num)
-            raise
-
-    def _remember(self, pool, block: AllocationBlock, revision: int) -> None:
-        if not block.free:
-            self._full[block_key(block.cidr)] = revision
-        elif block.is_affine_to(self.node):
+            ips, revision = self._write(cidr, assign, handle_id, found)
+        except (AffinityMismatch, BlockGone):
+            return None
+        if not ips:
+            self._full[block_key(cidr)] = revision
+            return None
+        if not seen["free"]:
+            self._full[block_key(cidr)] = revision
+        elif seen["ours"]:
             with self._lock:
-                self._room[pool.name] = (block, revision)
+                self._room[pool.name] = cidr
+        return ips[0]
 
-    def _refresh_remembered(self, block: AllocationBlock, revision: int | None) -> None:
-        """After our own write to block: a remembered copy of it stays
-        current, so the next allocation does not pay a failed write and a
-        re-read (Docker releases and requests addresses in turn)."""
+    def _write(self, cidr, apply, new_handle=None, found=None):
+        """apply(block) written through the block's group commit; (result,
+        revision).  A handle the caller gave that already exists is
+        counted up first, then the block written alone (libcalico-go's
+        order: a failure in between overcounts the handle, never misses an
+        address)."""
         with self._lock:
-            for name, (known, _) in list(self._room.items()):
-                if known.cidr == block.cidr:
-                    if revision is None:
-                        del self._room[name]
-                    else:
-                        self._room[name] = (block, revision)
+            writer = self._writers.get(cidr)
+            if writer is None:
+                writer = self._writers[cidr] = BlockWriter(
+                    self.etcd, cidr, self.handles,
+                    lambda handle_id, in_cidr, num: handles.decrement(
+                        self.etcd, handle_id, in_cidr, num))
+        if found is not None:
+            writer.seed(*found)
+        try:
+            return writer.run(apply, new_handle)
+        except HandleExists:
+            pass
+        for _ in attempts(f"writing block {cidr} for handle {new_handle}"):
+            found = self.store.get_block(cidr)
+            if found is None:
+                raise BlockGone(str(cidr))
+            block, revision = found
+            result = apply(block)
+            if not result:
+                return result, revision
+            handles.increment(self.etcd, new_handle, cidr, len(result))
+            try:
+                revision = self.store.update_block(block, revision)
+            except Conflict:
+                handles.decrement(self.etcd, new_handle, cidr, len(result))
+                continue
+            writer.seed(block, revision)
+            return result, revision
 
     # -- a given address ----------------------------------------------
 
@@ -317,23 +343,19 @@ class Ipam:
         """Allocate exactly ip (docker run --ip).  It must be in an enabled
         pool; if its block does not exist yet, this node claims it."""
         ip = parse_ip(ip)
-        every = list_pools(self.resources)
+        every = self.pools()
         pool = _pool_of(IPNetwork(ip), every)
+        if (pool is None or pool.disabled) and self.pool_cache is not None:
+            every = self.pools(fresh=True)
+            pool = _pool_of(IPNetwork(ip), every)
         if pool is None or pool.disabled:
             enabled = [p for p in every if not p.disabled]
             where = f"only in disabled pool {pool}" if pool else "not in any Calico IP pool"
             raise AddressNotInPool(f"{ip} is {where}; enabled pools: {describe(enabled)}")
         cidr = IPNetwork((int(ip), pool.block_size), ip.version).cidr
         strict = self.store.config().strict_affinity
-        for _ in attempts(f"assigning {ip}"):
-            found = self.store.get_block(cidr)
-            if found is None:
-                try:
-                    found = self.store.claim_affine_block(
-                        self.store.pending_affinity(self.node, cidr))
-                except (BlockTaken, Conflict):
-                    continue
-            block, revision = found
+
+        def assign(block):
             try:
                 block.assign(ip, handle_id, attrs, self.node, affinity_check=strict)
             except OrdinalInUse:
@@ -341,12 +363,19 @@ class Ipam:
             except AffinityMismatch:
                 raise InvalidRequest(
                     f"{ip} is in block {cidr} of node {block.host or '(none)'} and strict "
-                    "affinity is on, so this node cannot use it; pick another address")
+                    "affinity is on, so this node cannot use it; pick another address") from None
+            return [ip]
+        claimed = None
+        for _ in attempts(f"assigning {ip}"):
             try:
-                revision = self._write_assignment(block, revision, handle_id, 1)
-            except Conflict:
+                self._write(cidr, assign, handle_id, claimed)
+            except BlockGone:  # this node claims the block
+                try:
+                    claimed = self.store.claim_affine_block(
+                        self.store.pending_affinity(self.node, cidr))
+                except (BlockTaken, Conflict):
+                    claimed = None
                 continue
-            self._remember(pool, block, revision)
             return ip
 
     # -- release --------------------------------------------------------
@@ -362,56 +391,33 @@ class Ipam:
         return not_allocated
 
     def _release_in_block(self, cidr, ips) -> list[IPAddress]:
-        for _ in attempts(f"releasing addresses in block {cidr}"):
-            found = self.store.get_block(cidr)
-            if found is None:
-                return list(ips)
-            block, revision = found
-            result = block.release(ips)
-            if not result.freed:
-                return result.not_allocated
-            try:
-                revision = self.store.store_released(block, revision)
-            except Conflict:
-                continue
-            self._refresh_remembered(block, revision)
-            for handle_id, num in result.by_handle.items():
-                handles.decrement(self.etcd, handle_id, cidr, num)
-            return result.not_allocated
+        try:
+            result, _ = self._write(cidr, lambda block: block.release(ips))
+        except BlockGone:
+            return list(ips)
+        return result.not_allocated
 
     def release_by_handle(self, handle_id: str) -> int:
         """Free every address carrying handle_id and delete the handle; how
         many addresses were freed."""
+        self.handles.forget(handle_id)  # counted down below, not in the block's commit
         counts = handles.get(self.etcd, handle_id)
         freed_total = 0
         for cidr_text, counted in (counts or {}).items():
             cidr = IPNetwork(cidr_text)
-            freed = self._release_handle_in_block(handle_id, cidr)
+            try:
+                freed, _ = self._write(cidr, lambda block: block.release_by_handle(handle_id))
+            except BlockGone:
+                freed = 0
             freed_total += freed
             # Count the block down fully even if the handle overcounted (an
             # assignment that failed after counting up), so it reaches zero.
             handles.decrement(self.etcd, handle_id, cidr, max(freed, counted))
         return freed_total
 
-    def _release_handle_in_block(self, handle_id, cidr) -> int:
-        for _ in attempts(f"releasing handle {handle_id} in block {cidr}"):
-            found = self.store.get_block(cidr)
-            if found is None:
-                return 0
-            block, revision = found
-            freed = block.release_by_handle(handle_id)
-            if not freed:
-                return 0
-            try:
-                revision = self.store.store_released(block, revision)
-            except Conflict:
-                continue
-            self._refresh_remembered(block, revision)
-            return freed
-
     def _group_by_block(self, ips) -> dict[IPNetwork | None, list[IPAddress]]:
         """Addresses by the block that holds them (None: no block can)."""
-        pools = list_pools(self.resources)
+        pools = self.pools()
         stored = {}  # version -> block CIDRs, listed only for addresses in no pool
         groups = {}
         for ip in ips:

@@ -119,10 +119,12 @@ class IpamDriver:
                 return version, None
         if not pool_id:
             raise InvalidRequest("RequestAddress needs a PoolID")
-        try:
-            pool = get_pool(self.resources, pool_id)
-        except PoolNotFound:
-            raise PoolNotFound(f"{POOL_DELETED} (pool {pool_id!r})") from None
+        pool = next((p for p in self.ipam.pools() if p.name == pool_id), None)
+        if pool is None:
+            try:
+                pool = get_pool(self.resources, pool_id)  # the pool cache may lag behind
+            except PoolNotFound:
+                raise PoolNotFound(f"{POOL_DELETED} (pool {pool_id!r})") from None
         return pool.version, pool
 
 

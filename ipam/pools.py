@@ -160,8 +160,13 @@ def validate(pool: Pool) -> None:
 
 def list_pools(resources: Resources, version: int | None = None) -> list[Pool]:
     """Every pool, by name (etcd key order), as libcalico-go lists them."""
+    return parse_pools(resources.list("IPPool"), version)
+
+
+def parse_pools(stored, version: int | None = None) -> list[Pool]:
+    """The pools of stored IPPool resources; one that does not parse is skipped."""
     pools = []
-    for res in resources.list("IPPool"):
+    for res in stored:
         try:
             pool = Pool.from_resource(res)
         except InvalidPool as exc:

@@ -1,6 +1,7 @@
 """Shared test setup: markers, a real etcd, and the lab's Docker host fixtures
 (tests/lab/fixtures.py: docker_host, docker_host_factory)."""
 
+import contextlib
 import os
 import shutil
 import sys
@@ -67,6 +68,30 @@ def resources(etcd_client):
 def make_pool(resources):
     """make_pool(name, cidr, **options) creates an IP pool as calicoctl would."""
     return lambda name, cidr, **options: create_pool(resources, build_pool(name, cidr, **options))
+
+
+@pytest.fixture
+def etcd_calls(monkeypatch):
+    """`with etcd_calls() as calls:` records in calls one entry (the calling
+    function's name) per etcd round trip made inside the block."""
+    real_call = Etcd._call
+    recording = []
+
+    def counted(self, fn):
+        if recording:
+            recording[-1].append(sys._getframe(1).f_code.co_name)
+        return real_call(self, fn)
+    monkeypatch.setattr(Etcd, "_call", counted)
+
+    @contextlib.contextmanager
+    def record():
+        calls = []
+        recording.append(calls)
+        try:
+            yield calls
+        finally:
+            recording.pop()
+    return record
 
 
 @pytest.fixture

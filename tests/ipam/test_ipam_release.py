@@ -1,6 +1,5 @@
 """Releasing addresses, handles and affinities against a real etcd."""
 
-import pytest
 from netaddr import IPAddress, IPNetwork
 
 from ipam import handles
@@ -93,25 +92,22 @@ def test_usage_and_affinity_views(make_pool, node_ipam):
 
 
 def test_after_its_own_release_a_node_allocates_without_rereading_the_block(
-        etcd_client, make_pool, node_ipam, monkeypatch):
-    """Docker releases and requests addresses in turn: the block a node
-    remembers must stay current across its own releases (else each request
+        etcd_client, make_pool, node_ipam, etcd_calls):
+    """Docker releases and requests addresses in turn: the block copy a node
+    keeps must stay current across its own releases (else each request
     pays a failed write and a re-read), and never hide another node's write."""
     make_pool("a", "10.0.0.0/24", block_size=28)
     ipam = node_ipam("host1")
     first = ipam.auto_assign(4, "h0", None)
     ipam.release_ips([first])
-    reads = []
-    real_get_block = ipam.store.get_block
-    monkeypatch.setattr(ipam.store, "get_block",
-                        lambda cidr: reads.append(cidr) or real_get_block(cidr))
-    monkeypatch.setattr(ipam.store, "block_revisions", lambda *a: pytest.fail("listed blocks"))
-    second = ipam.auto_assign(4, "h1", None)
-    assert reads == [] and second != first
-    # Another node's write to the block: the remembered copy is stale, the
-    # compare-and-swap notices, the block is re-read, nothing is lost.
+    with etcd_calls() as calls:
+        second = ipam.auto_assign(4, "h1", None)
+    assert len(calls) == 2 and second != first  # the pools, then block and handle at once
+    # Another node's write to the block: the kept copy is stale, the
+    # compare-and-swap notices and brings the block back, nothing is lost.
     other = node_ipam("host2")
     other.assign_ip(second + 1, "x", None)
-    third = ipam.auto_assign(4, "h2", None)
-    assert reads and third not in (second, second + 1)
+    with etcd_calls() as calls:
+        third = ipam.auto_assign(4, "h2", None)
+    assert len(calls) == 3 and third not in (second, second + 1)
     assert_consistent(etcd_client)
