@@ -69,14 +69,6 @@ class BlockStore:
         if not self.etcd.delete(block_key(block.cidr), revision):
             raise Conflict(f"block {block.cidr} changed")
 
-    def store_released(self, block: AllocationBlock, revision: int) -> int | None:
-        """Write a block back after a release; its new revision.  An empty
-        block with no affinity belongs to nobody and is deleted (None)."""
-        if block.empty and block.affinity is None:
-            self.delete_block(block, revision)
-            return None
-        return self.update_block(block, revision)
-
     # -- affinities -----------------------------------------------------
 
     def affinities(self, node: str | None = None, version: int | None = None) -> list[Affinity]:
