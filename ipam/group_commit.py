@@ -70,6 +70,7 @@ class _Change:
         self.new_handle = new_handle  # the handle the assigned addresses carry
         self.result = self.error = None
         self.revision = 0  # of the block the result was written to (or read from)
+        self.count_down = []  # (handle id, addresses) freed but not deleted in the commit
         self.finished = False
         self.wake = threading.Event()
 
@@ -80,7 +81,7 @@ class BlockWriter:
         self.cidr = cidr
         self.key = block_key(cidr)
         self.handles = handles
-        self._decrement = decrement  # (handle id, cidr, num): count a handle down after
+        self._decrement = decrement  # (handle id, cidr, num): count a handle down
         self._block: AllocationBlock | None = None  # our copy; None: read it first
         self._revision = 0
         self._lock = threading.Lock()
@@ -124,6 +125,8 @@ class BlockWriter:
                         self._leading = False
         if change.error is not None:
             raise change.error
+        for handle_id, num in change.count_down:  # by the request that freed them
+            self._decrement(handle_id, self.cidr, num)
         return change.result, change.revision
 
     # -- the leader's work ------------------------------------------------
@@ -142,15 +145,13 @@ class BlockWriter:
                 if not live:
                     return self.seed(block, revision)
                 before = block.to_json()
-                commit, after = self._commit(block, revision, live, before)
+                commit = self._commit(block, revision, live, before)
                 if commit is None:  # nothing to write (e.g. the block is full)
                     self._finish(live, revision)
                     return self.seed(block, revision)
                 if commit:
                     self._finish(live, commit.revision)
                     self.seed(block, None if _deleted(block) else commit.revision)
-                    for handle_id, num in after:
-                        self._decrement(handle_id, self.cidr, num)
                     return
                 fresh = commit.reads[self.key]
                 block, revision = (None, 0) if fresh is None else \
@@ -164,11 +165,10 @@ class BlockWriter:
 
     def _commit(self, block, revision, live, before: str):
         """Apply live changes to block and write it with their handles; the
-        commit (None: the block did not change), and the handles to count
-        down after it."""
-        creates, deletes, created, taken, after = [], [], [], [], []
+        commit (None: the block did not change)."""
+        creates, deletes, created, taken = [], [], [], []
         for change in live:
-            change.error = None
+            change.error, change.count_down = None, []
             try:
                 change.result = change.apply(block)
             except Exception as exc:  # noqa: BLE001 - the change's own answer, e.g. in use
@@ -183,12 +183,12 @@ class BlockWriter:
                 for handle_id, num in change.result.by_handle.items():
                     handle_revision = self.handles.take(handle_id, self.cidr, num)
                     if handle_revision is None:
-                        after.append((handle_id, num))
+                        change.count_down.append((handle_id, num))
                     else:
                         deletes.append((handle_key(handle_id), handle_revision))
                         taken.append((handle_id, num, handle_revision))
         if not (creates or deletes) and block.to_json() == before:
-            return None, []
+            return None
         if _deleted(block):
             updates, deletes = [], deletes + [(self.key, revision)]
         else:
@@ -203,7 +203,7 @@ class BlockWriter:
                 now = commit.reads.get(handle_key(handle_id))
                 if now is not None and now.mod_revision == handle_revision:
                     self.handles.add(handle_id, self.cidr, num, handle_revision)
-        return commit, after
+        return commit
 
     def _finish(self, changes, revision: int, error=None) -> None:
         for change in changes:
