@@ -46,6 +46,8 @@ class PolicyEngine:
         self._last_full = 0.0
 
     def apply(self, key: str, value: bytes | None) -> bool:
+        """Record one key; False when policy sees no change in it (then
+        batch_done has nothing to do for it: no compile, no nft)."""
         before = self.state.endpoints.get(key)
         what = self.state.apply(key, value)
         if what is None:

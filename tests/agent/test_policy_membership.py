@@ -182,6 +182,7 @@ def test_a_batch_that_changes_nothing_sends_nothing(engine, scripts):
     assert engine.apply("/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
     feed(engine, ("/calico/resources/v3/projectcalico.org/ippools/p", b"{}"))
     feed(engine, NETWORKS[-1])  # the same record again
+    assert [engine.apply(key, value) for key, value in NETWORKS] == [False] * len(NETWORKS)
     assert len(scripts) == 1
 
 
