@@ -21,7 +21,7 @@ the profiles.
    PolicyEngine) in namespace "host 2", cluster as in 1; the bench writes
    --changes policy changes, remote endpoints and local endpoints to etcd,
    one at a time, and takes the time until the agent's status file is
-   rewritten (after its nft -f) with the change in the table, checked by
+   rewritten (after its nft transaction) with the change in the table, checked by
    nft (--poll nft: poll nft every 5 ms instead, which competes with the
    agent for the CPUs): p50 and p99, and where the agent's syncs spend
    their time.  Target p99 < 1 s.
@@ -45,7 +45,7 @@ the profiles.
    writes the driver makes for one container, each its own watch batch:
    the endpoint created (CreateEndpoint), its sandbox annotation (Join),
    its DNS-name annotations, its deletion.  For each: the agent's CPU time
-   (time.process_time, plus its nft children's), per view, and how many
+   (time.process_time, plus any nft child's), per view, and how many
    nft scripts it sent.  Target: nothing for the annotations.
 
 --profile adds cProfile's top entries for the full programming of 1, a
@@ -196,7 +196,7 @@ def profile_set(n: int) -> str:
 class Phases:
     """Time spent in the engine's stages, by wrapping them (no edit to the
     engine): parse (state.apply), compile, membership, desired, script,
-    nft -f.  Used as a context manager around the measured code."""
+    nft.  Used as a context manager around the measured code."""
 
     TARGETS = [
         (Etcd, "get_prefix", "etcd reads"),
@@ -208,7 +208,7 @@ class Phases:
         (PolicyEngine, "desired", "desired"),
         (nft, "full_script", "script"),
         (nft, "diff_script", "script"),
-        (nft, "run", "nft -f"),
+        (nft, "run", "nft"),
         (PolicyEngine, "_write_status", "status"),
     ]
 
@@ -485,7 +485,7 @@ def bench_latency(args):
 
         def wait_status(before, argv, pattern):
             """The time of the first status write after `before` whose table
-            holds the change (each sync writes the status after its nft -f)."""
+            holds the change (each sync writes the status after its nft transaction)."""
             while True:
                 now = status_id()
                 if now != before:
@@ -532,8 +532,8 @@ def bench_latency(args):
             print(f"   (polled nft every {POLL * 1000:.0f} ms; an nft poll took "
                   f"{ms(statistics.median(polls))} median, on the agent's CPUs)")
         else:
-            print(f"   (time of the agent's status write after its nft -f, polled every ms,"
-                  f" each confirmed in the table by nft; an nft call took "
+            print(f"   (time of the agent's status write after its nft transaction, polled "
+                  f"every ms, each confirmed in the table by nft; an nft call took "
                   f"{ms(statistics.median(polls))} median)")
         time.sleep(0.2)
         lines = [json.loads(line) for line in Path(f"{status}.phases").read_text().splitlines()]
@@ -838,7 +838,8 @@ def bench_large(args):
 # --- 5. one container's life -----------------------------------------------------
 
 def cpu_seconds() -> float:
-    """CPU time of this process, and of the children it has waited for (nft -f)."""
+    """CPU time of this process, and of the children it has waited for: an nft
+    program run for a change counts too."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
@@ -901,7 +902,7 @@ def bench_lifecycle(args, lab, status_dir):
     for step, results in steps.items():
         per_view = {name: [cpu[name] for cpu, _ in results] for name in views}
         totals = [sum(cpu.values()) for cpu, _ in results]
-        runs = sum(phases.calls.get("nft -f", 0) for _, phases in results) / len(results)
+        runs = sum(phases.calls.get("nft", 0) for _, phases in results) / len(results)
         mean = Phases()
         for _, phases in results:
             for phase, seconds in phases.seconds.items():
@@ -912,7 +913,7 @@ def bench_lifecycle(args, lab, status_dir):
               + f"); {runs:.1f} nft scripts a change\n"
               f"      policy engine, mean CPU: "
               f"{mean.line(statistics.mean(per_view['policy']), len(results))}")
-    print("   (CPU: time.process_time plus the nft children's user+system time; target: "
+    print("   (CPU: time.process_time plus any child's (nft) user+system time; target: "
           "no policy work for an annotation)")
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 
+from agent import nftables
 from agent.errors import KernelError
 from agent.policy.compiler import compile_chains, set_name
 from agent.policy.membership import Membership
@@ -135,10 +136,9 @@ class PolicyEngine:
 
 def remove_policy(status_path: str | None = None) -> None:
     """Delete our table and status file if present; never raises."""
-    nft = Nftables()
-    if nft.available():
+    if nftables.available():
         try:
-            nft.remove()
+            Nftables().remove()
             LOG.info("policy table removed")
         except KernelError as exc:
             LOG.error("could not remove the policy table: %s", exc)

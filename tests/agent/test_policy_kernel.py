@@ -1,6 +1,6 @@
 """The policy engine against the real kernel: a "host" namespace with three
 workloads on cali veths (A and C in net1, B in net2), the engine run in a
-child forked into the host, real packets between the workloads.  No dockerd
+thread that joined the host, real packets between the workloads.  No dockerd
 and no etcd: the engine is fed the records etcd would hold."""
 
 import hashlib
@@ -60,8 +60,8 @@ def host(tmp_path):
         for name, (_, address) in WORKLOADS.items():
             wl = lab.workload(ns, f"policy-{name}", "cali" + endpoint_id(name)[:11], address)
             workloads[name] = wl
-        # One thread that joined the host namespace: the engine's nft
-        # commands, forked from it, act there.
+        # One thread that joined the host namespace: the libnftables context
+        # the engine makes in it acts there.
         with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns, initargs=(ns,)) as inside:
             yield inside, workloads, str(tmp_path / "status.json")
 

@@ -227,7 +227,7 @@ def test_after_a_failed_script_the_next_batch_rewrites_the_table(engine, scripts
 
     def fail_once(script):
         monkeypatch.setattr(nft, "run", scripts.append)
-        raise KernelError("nft -f failed: boom")
+        raise KernelError("nft: boom")
     monkeypatch.setattr(nft, "run", fail_once)
     feed(engine, wep("c", "10.0.0.4"))  # logged, not raised
     assert engine.nft.programmed is None
