@@ -78,9 +78,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)  # the repository, not bench/
 
-from agent.policy import engine as engine_module  # noqa: E402
 from agent.policy import nft  # noqa: E402
-from agent.policy.compiler import set_name  # noqa: E402
+from agent.policy.compiler import Compiler, set_name  # noqa: E402
 from agent.policy.engine import PolicyEngine  # noqa: E402
 from agent.policy.membership import Membership  # noqa: E402
 from agent.policy.state import WEP_PREFIX, PolicyState  # noqa: E402
@@ -201,7 +200,7 @@ class Phases:
     TARGETS = [
         (Etcd, "get_prefix", "etcd reads"),
         (PolicyState, "apply", "parse"),
-        (engine_module, "compile_chains", "compile"),
+        (Compiler, "compile", "compile"),
         (Membership, "set_selectors", "membership"),
         (Membership, "update", "membership"),
         (Membership, "relabelled", "membership"),

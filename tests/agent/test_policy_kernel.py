@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from agent.policy import engine as engine_module
 from agent.policy import nft
+from agent.policy.compiler import Compiler
 from agent.policy.engine import PolicyEngine, remove_policy
 from datastore.resources import Resource
 from driver.endpoints import (SANDBOX_ANNOTATION, names_annotations, network_profile,
@@ -139,10 +139,11 @@ def test_a_remote_endpoint_joins_a_set_without_rule_changes(host):
     assert "10.65.9.9" not in {m for _, ms in engine.nft.programmed.sets.values() for m in ms}
 
 
-def counted(monkeypatch, module, name):
-    """Calls to module.name from now on, which still does its work."""
-    calls, real = [], getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *args: calls.append(args) or real(*args))
+def counted(monkeypatch, owner, name):
+    """Calls to owner.name (a module's function, a class's method) from now
+    on, which still does its work."""
+    calls, real = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: calls.append(args) or real(*args))
     return calls
 
 
@@ -153,7 +154,7 @@ def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatc
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
     scripts, compiles = counted(monkeypatch, nft, "run"), \
-        counted(monkeypatch, engine_module, "compile_chains")
+        counted(monkeypatch, Compiler, "compile")
     sandbox = {SANDBOX_ANNOTATION: "/var/run/docker/netns/0123456789ab"}
     engine_run(ns, engine, wep("a", annotations=sandbox))
     engine_run(ns, engine, wep("a", annotations={

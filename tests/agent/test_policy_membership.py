@@ -259,6 +259,11 @@ BATCHES = [
     ("local relabelled", [wep("a", "10.0.0.1", labels={"role": "db"})]),
     ("new selector", [gnp("db", ingress=[{"action": "Allow",
                                           "source": {"selector": "role == 'db'"}}])]),
+    ("local added", [wep("c", "10.0.0.5", labels={"role": "db"})]),
+    ("local moved to another node", [wep("b", "10.0.0.2", node=OTHER_NODE,
+                                         profiles=("net2",))]),
+    ("local's profiles changed", [wep("c", "10.0.0.5", labels={"role": "db"},
+                                      profiles=("net2",))]),
     ("local and remote gone", [gone(wep("a")), gone(wep("r", node=OTHER_NODE))]),
     ("policies gone", [gone(gnp("tiers")), gone(gnp("db"))]),
 ]
