@@ -29,7 +29,9 @@ class View(Protocol):
 
     def reset(self) -> None: ...  # a new snapshot follows
 
-    def apply(self, key: str, value: bytes | None) -> bool: ...  # False: not its key
+    # False: nothing it holds changed (not its key, or a record equal to
+    # the one it holds as it sees it), so batch_done need not work for it.
+    def apply(self, key: str, value: bytes | None) -> bool: ...
 
     def batch_done(self, changed: bool, snapshot: bool) -> None: ...
 

@@ -1,6 +1,6 @@
 """Policy engine benchmark (not a test; prints figures).
 
-    /work/main/.venv/bin/python bench/policy.py [--quick] [--parts 1,2,3,4] [--profile]
+    /work/main/.venv/bin/python bench/policy.py [--quick] [--parts 1,2,3,4,5] [--profile]
 
 Needs root, nft, busybox and etcd.  Everything runs in network namespaces
 the bench makes (and deletes, with every process inside, on exit or Ctrl-C);
@@ -21,7 +21,7 @@ the profiles.
    PolicyEngine) in namespace "host 2", cluster as in 1; the bench writes
    --changes policy changes, remote endpoints and local endpoints to etcd,
    one at a time, and takes the time until the agent's status file is
-   rewritten (after its nft -f) with the change in the table, checked by
+   rewritten (after its nft transaction) with the change in the table, checked by
    nft (--poll nft: poll nft every 5 ms instead, which competes with the
    agent for the CPUs): p50 and p99, and where the agent's syncs spend
    their time.  Target p99 < 1 s.
@@ -38,6 +38,16 @@ the profiles.
    the growth of its peak RSS (VmHWM), one change at that size, and in a
    second fresh process the tracemalloc peak.  Targets: < 10 s, < 300 MB.
 
+5. One container's life, as the agent sees it: --lifecycle-endpoints local
+   and as many remote endpoints (--networks, --policies as in 1) in the
+   policy engine and the name index, fed as the agent's watch feeds them,
+   in a throw-away namespace (real nft); then --lifecycles times the four
+   writes the driver makes for one container, each its own watch batch:
+   the endpoint created (CreateEndpoint), its sandbox annotation (Join),
+   its DNS-name annotations, its deletion.  For each: the agent's CPU time
+   (time.process_time, plus any nft child's), per view, and how many
+   nft scripts it sent.  Target: nothing for the annotations.
+
 --profile adds cProfile's top entries for the full programming of 1, a
 local endpoint added in 1, and the full sync of 4.
 """
@@ -52,6 +62,7 @@ import json
 import os
 import pstats
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -67,9 +78,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)  # the repository, not bench/
 
-from agent.policy import engine as engine_module  # noqa: E402
 from agent.policy import nft  # noqa: E402
-from agent.policy.compiler import set_name  # noqa: E402
+from agent.policy.compiler import Compiler, set_name  # noqa: E402
 from agent.policy.engine import PolicyEngine  # noqa: E402
 from agent.policy.membership import Membership  # noqa: E402
 from agent.policy.state import WEP_PREFIX, PolicyState  # noqa: E402
@@ -77,7 +87,8 @@ from datastore.etcd import _PAGE as PAGE  # noqa: E402
 from datastore.etcd import Etcd  # noqa: E402
 from datastore.resources import Resource  # noqa: E402
 from datastore.selector import parse  # noqa: E402
-from driver.endpoints import DEFAULT_MAC, host_ifname, network_profile, workload_endpoint  # noqa: E402
+from driver.endpoints import (DEFAULT_MAC, SANDBOX_ANNOTATION, host_ifname,  # noqa: E402
+                              names_annotations, network_profile, workload_endpoint)
 
 LOCAL = "bench-local"  # the node whose endpoints are local in 1 and 3
 HOST2 = "host-2"  # the agent's node in 2 and 4
@@ -98,6 +109,7 @@ SIZES = {
     "repeats": (5, 3), "changes": (50, 5), "rounds": (10, 2), "pings": (200, 20),
     "requests": (2000, 200), "connects": (300, 50), "remote": (30000, 3000),
     "nodes": (1000, 100), "big_networks": (200, 20), "big_local": (10, 10),
+    "lifecycle_endpoints": (300, 100), "lifecycles": (50, 10),
 }
 
 
@@ -183,24 +195,26 @@ def profile_set(n: int) -> str:
 class Phases:
     """Time spent in the engine's stages, by wrapping them (no edit to the
     engine): parse (state.apply), compile, membership, desired, script,
-    nft -f.  Used as a context manager around the measured code."""
+    nft.  Used as a context manager around the measured code."""
 
     TARGETS = [
         (Etcd, "get_prefix", "etcd reads"),
         (PolicyState, "apply", "parse"),
-        (engine_module, "compile_chains", "compile"),
+        (Compiler, "compile", "compile"),
         (Membership, "set_selectors", "membership"),
         (Membership, "update", "membership"),
         (Membership, "relabelled", "membership"),
         (PolicyEngine, "desired", "desired"),
         (nft, "full_script", "script"),
         (nft, "diff_script", "script"),
-        (nft, "run", "nft -f"),
+        (nft, "run", "nft"),
         (PolicyEngine, "_write_status", "status"),
     ]
 
-    def __init__(self):
+    def __init__(self, clock=time.perf_counter):
         self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.clock = clock  # wall time, or CPU time (cpu_seconds)
         self._saved = []
 
     def __enter__(self):
@@ -218,18 +232,20 @@ class Phases:
     def _wrap(self, fn, phase):
         @functools.wraps(fn)
         def timed(*args, **kwargs):
-            started = time.perf_counter()
+            started = self.clock()
+            self.calls[phase] = self.calls.get(phase, 0) + 1
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[phase] = self.seconds.get(phase, 0.0) \
-                    + time.perf_counter() - started
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + self.clock() - started
         return timed
 
     def line(self, total: float, divide: int = 1) -> str:
-        parts = [f"{name} {s / divide * 1000:.0f}" for name, s in self.seconds.items()]
+        parts = [(name, s / divide) for name, s in self.seconds.items()]
         other = total - sum(self.seconds.values()) / divide
-        return ", ".join(parts + [f"other {other * 1000:.0f}"]) + " ms"
+        # a tenth of a millisecond below 10 ms: part 5's phases are that small
+        return ", ".join(f"{name} {s * 1000:.{1 if abs(s) < 0.01 else 0}f}"
+                         for name, s in [*parts, ("other", other)]) + " ms"
 
 
 def phase_line(*syncs: dict) -> str:
@@ -468,7 +484,7 @@ def bench_latency(args):
 
         def wait_status(before, argv, pattern):
             """The time of the first status write after `before` whose table
-            holds the change (each sync writes the status after its nft -f)."""
+            holds the change (each sync writes the status after its nft transaction)."""
             while True:
                 now = status_id()
                 if now != before:
@@ -515,8 +531,8 @@ def bench_latency(args):
             print(f"   (polled nft every {POLL * 1000:.0f} ms; an nft poll took "
                   f"{ms(statistics.median(polls))} median, on the agent's CPUs)")
         else:
-            print(f"   (time of the agent's status write after its nft -f, polled every ms,"
-                  f" each confirmed in the table by nft; an nft call took "
+            print(f"   (time of the agent's status write after its nft transaction, polled "
+                  f"every ms, each confirmed in the table by nft; an nft call took "
                   f"{ms(statistics.median(polls))} median)")
         time.sleep(0.2)
         lines = [json.loads(line) for line in Path(f"{status}.phases").read_text().splitlines()]
@@ -818,6 +834,88 @@ def bench_large(args):
     return 0
 
 
+# --- 5. one container's life -----------------------------------------------------
+
+def cpu_seconds() -> float:
+    """CPU time of this process, and of the children it has waited for: an nft
+    program run for a change counts too."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def container_life(i: int, networks: int) -> list[tuple[str, tuple[str, bytes | None]]]:
+    """The driver's writes of one container's endpoint, in order: (step, record)."""
+    network = f"net{i % networks}"
+    eid = endpoint_id("lifecycle", i)
+    res = workload_endpoint(LOCAL, eid, hashlib.sha256(network.encode()).hexdigest(),
+                            [f"{address('10.96.0.0', i)}/32"], DEFAULT_MAC, [network],
+                            network_name=network)
+    created = res.key, res.to_json().encode()
+    res.annotations[SANDBOX_ANNOTATION] = f"/var/run/docker/netns/{eid[:12]}"
+    joined = res.key, res.to_json().encode()
+    res.annotations.update(names_annotations(network, [f"workload-{i}", eid[:12]]))
+    named = res.key, res.to_json().encode()
+    return [("created", created), ("sandbox annotation", joined),
+            ("DNS-name annotations", named), ("deleted", (res.key, None))]
+
+
+def bench_lifecycle(args, lab, status_dir):
+    from pyroute2 import netns as pyroute2_netns
+
+    from agent.names.index import NameIndex
+    ns = lab.netns("pol-lifecycle")
+    n = args.lifecycle_endpoints
+    records = cluster(LOCAL, n, args.networks, args.policies, remote=n, nodes=10)
+    print(f"5. one container's life: {n} local and {n} remote endpoints, {args.networks} "
+          f"networks, {args.policies} policies in the policy engine and the name index "
+          f"(throw-away namespace, real nft); {args.lifecycles} containers, each write its "
+          f"own watch batch")
+    engine, index = PolicyEngine(LOCAL, str(status_dir / "lifecycle.json")), NameIndex()
+    views = {"policy": engine, "names": index}
+
+    def batch(key, value):
+        """One watch batch, as agent.watch.Syncer hands it to the views:
+        the CPU seconds each view took, and the policy engine's phases."""
+        cpu = {}
+        with Phases(cpu_seconds) as phases:
+            for name, view in views.items():
+                started = cpu_seconds()
+                view.batch_done(view.apply(key, value), False)
+                cpu[name] = cpu_seconds() - started
+        return cpu, phases
+
+    def snapshot():
+        for key, value in records:
+            for view in views.values():
+                view.apply(key, value)
+        for view in views.values():
+            view.batch_done(True, True)
+
+    steps = {}
+    with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns, initargs=(ns,)) as inside:
+        inside.submit(snapshot).result()
+        for i in range(args.lifecycles):
+            for step, (key, value) in container_life(i, args.networks):
+                steps.setdefault(step, []).append(inside.submit(batch, key, value).result())
+        inside.submit(engine.stop).result()
+    for step, results in steps.items():
+        per_view = {name: [cpu[name] for cpu, _ in results] for name in views}
+        totals = [sum(cpu.values()) for cpu, _ in results]
+        runs = sum(phases.calls.get("nft", 0) for _, phases in results) / len(results)
+        mean = Phases()
+        for _, phases in results:
+            for phase, seconds in phases.seconds.items():
+                mean.seconds[phase] = mean.seconds.get(phase, 0.0) + seconds
+        print(f"   {step}: agent CPU median {ms(statistics.median(totals))}, "
+              f"max {ms(max(totals))} ("
+              + ", ".join(f"{name} {ms(statistics.median(v))}" for name, v in per_view.items())
+              + f"); {runs:.1f} nft scripts a change\n"
+              f"      policy engine, mean CPU: "
+              f"{mean.line(statistics.mean(per_view['policy']), len(results))}")
+    print("   (CPU: time.process_time plus any child's (nft) user+system time; target: "
+          "no policy work for an annotation)")
+
+
 # --- driving it -------------------------------------------------------------------
 
 def inner_argv(args, part, endpoints, workdir):
@@ -841,6 +939,8 @@ def outer(args):
                     bench_program(args, lab, status_dir)
                 elif part == 3:
                     bench_datapath(args, lab, status_dir)
+                elif part == 5:
+                    bench_lifecycle(args, lab, status_dir)
                 else:  # in a namespace of their own, with an etcd on its loopback
                     ns = lab.netns(f"pol-host2-{part}")
                     with EtcdServer(netns=ns) as etcd:
@@ -858,7 +958,7 @@ def outer(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a small, fast run")
-    p.add_argument("--parts", default="1,2,3,4", help="which parts to run (default all)")
+    p.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
     p.add_argument("--profile", action="store_true", help="print cProfile top entries")
     p.add_argument("--poll", choices=("status", "nft"), default="status",
                    help="2: wait for the agent's status write (confirmed by nft; default),"

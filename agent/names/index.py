@@ -96,9 +96,10 @@ class NameIndex:
 
     def reset(self) -> None:
         self._endpoints: dict[str, NamedEndpoint] = {}
-        self._dirty = True
 
     def apply(self, key: str, value: bytes | None) -> bool:
+        """Record one key; False when no answer changes (not an endpoint, or
+        one whose names, network and addresses are as they were)."""
         if not key.startswith(WEP_PREFIX):
             return False
         endpoint = None
@@ -107,15 +108,14 @@ class NameIndex:
                 endpoint = NamedEndpoint.from_resource(Resource.from_dict(json.loads(value)))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 LOG.warning("no names from unreadable %s: %s", key, exc)
-        if self._endpoints.get(key) != endpoint:
-            self._dirty = True
-            if endpoint is None:
-                self._endpoints.pop(key, None)
-            else:
-                self._endpoints[key] = endpoint
+        if self._endpoints.get(key) == endpoint:
+            return False
+        if endpoint is None:
+            del self._endpoints[key]
+        else:
+            self._endpoints[key] = endpoint
         return True
 
     def batch_done(self, changed: bool, snapshot: bool) -> None:
-        if self._dirty:
+        if changed:
             self.table = NameTable.build(self._endpoints.values())
-            self._dirty = False

@@ -15,52 +15,17 @@ run (`nft flush ruleset`, a reload of the nftables service): Interception
 keeps it, programming it until that works and again whenever it is gone.
 """
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 
 from agent.errors import KernelError
 from agent.names.upstreams import GATEWAY
+from agent.nftables import Nft
 
 LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork-dns"
 FAMILY = "ip"
-
-
-class Nft:
-    """One libnftables context, kept open: the owner of our table."""
-
-    def __init__(self):
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError as exc:
-            raise KernelError(f"libnftables is not installed ({exc}); "
-                              "install nftables (libnftables1)") from exc
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-        self.lib = lib
-        self.ctx = lib.nft_ctx_new(0)
-        lib.nft_ctx_buffer_error(self.ctx)
-        lib.nft_ctx_buffer_output(self.ctx)  # `list` output is not ours to print
-
-    def run(self, script: str) -> None:
-        if self.lib.nft_run_cmd_from_buffer(self.ctx, script.encode()):
-            error = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode().strip()
-            raise KernelError(f"nft: {error.splitlines()[0] if error else 'failed'}")
-
-    def close(self) -> None:
-        if self.ctx:
-            self.lib.nft_ctx_free(self.ctx)  # closes the socket: the kernel drops our table
-            self.ctx = None
 
 
 def script(redirects: dict[str, int]) -> str:

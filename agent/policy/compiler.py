@@ -50,6 +50,12 @@ class Chains:
     def rule_count(self) -> int:
         return sum(len(r) for r in self.rules.values())
 
+    def add(self, other: "Chains") -> None:
+        self.rules.update(other.rules)
+        self.ingress.update(other.ingress)
+        self.egress.update(other.egress)
+        self.selectors |= other.selectors
+
 
 def chain_name(prefix: str, name: str) -> str:
     """prefix + name, or a hash of the name where that passes nftables'
@@ -64,18 +70,61 @@ def set_name(selector: Selector, family: int) -> str:
 
 
 def compile_chains(state: PolicyState, node: str) -> Chains:
-    chains = Chains()
-    selection = _Selection(state)
-    for endpoint in state.local_endpoints(node):
+    return Compiler(node).compile(state)
+
+
+class Compiler:
+    """compile_chains, remembering each local endpoint's chains and each
+    policy and profile chain until told they are stale: after a change of
+    one local endpoint, only that endpoint's chains are compiled again."""
+
+    def __init__(self, node: str):
+        self.node = node
+        self.forget_all()
+
+    def forget_all(self) -> None:
+        """A profile or policy changed: any chain may differ."""
+        # endpoint key -> its own chains, and the policy and profile chains they jump to
+        self._endpoints: dict[str, tuple[Chains, dict[str, Chains]]] = {}
+        self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
+        self._selection = None
+
+    def forget(self, key: str) -> None:
+        """Local endpoint `key` changed, or is gone."""
+        self._endpoints.pop(key, None)
+
+    def compile(self, state: PolicyState) -> Chains:
+        if self._selection is None:
+            self._selection = _Selection(state)
+        chains, compiled, jumped = Chains(), {}, {}
+        for endpoint in state.local_endpoints(self.node):
+            own, jumps = compiled[endpoint.key] = \
+                self._endpoints.get(endpoint.key) or self._endpoint(state, endpoint)
+            chains.add(own)
+            jumped.update(jumps)  # many endpoints jump to one chain: add it once
+        for chain in jumped.values():
+            chains.add(chain)
+        self._endpoints = compiled
+        return chains
+
+    def _endpoint(self, state: PolicyState, endpoint: Endpoint):
+        own, jumps = Chains(), {}
         labels = state.labels_of(endpoint)
         for direction in DIRECTIONS:
-            policies = selection.policies(labels, direction)
+            policies = self._selection.policies(labels, direction)
             name = ("tw-" if direction == "Ingress" else "fw-") + endpoint.interface
-            chains.rules[name] = tuple(_endpoint_chain(chains, state, endpoint, direction,
-                                                       policies))
-            (chains.ingress if direction == "Ingress" else chains.egress)[
-                endpoint.interface] = name
-    return chains
+            own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
+                                                    policies))
+            (own.ingress if direction == "Ingress" else own.egress)[endpoint.interface] = name
+        return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
+
+    def _rule_chain(self, name: str, rules) -> Chains:
+        """A policy's or profile's chain (its rules for one direction), alone."""
+        chain = self._rule_chains.get(name)
+        if chain is None:
+            chain = self._rule_chains[name] = Chains()
+            chain.rules[name] = tuple(line for rule in rules for line in render_rule(chain, rule))
+        return chain
 
 
 class _Selection:
@@ -94,15 +143,17 @@ class _Selection:
         return self._memo[key]
 
 
-def _endpoint_chain(chains: Chains, state: PolicyState, endpoint: Endpoint, direction: str,
+def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, direction: str,
                     policies: list[GlobalNetworkPolicy]):
+    """The rules of the endpoint's chain; jumps gets the name and the Calico
+    rules of each policy or profile chain it jumps to."""
     inbound = direction == "Ingress"
     yield CLEAR_MARKS
     if not inbound:  # no VXLAN from workloads (Felix's default)
         yield f"udp dport {VXLAN_PORT} drop"
     for policy in policies:
         chain = chain_name("pi-" if inbound else "po-", policy.name)
-        _add_rule_chain(chains, chain, policy.rules(direction))
+        jumps[chain] = policy.rules(direction)
         yield f"{NOT_PASSED} jump {chain}"
         yield f"{ACCEPTED} return"
     if policies:
@@ -113,15 +164,10 @@ def _endpoint_chain(chains: Chains, state: PolicyState, endpoint: Endpoint, dire
             yield "drop"  # a missing or invalid profile denies (§4.3)
             return
         chain = chain_name("pri-" if inbound else "pro-", name)
-        _add_rule_chain(chains, chain, profile.rules(direction))
+        jumps[chain] = profile.rules(direction)
         yield f"jump {chain}"
         yield f"{ACCEPTED} return"
     yield "drop"
-
-
-def _add_rule_chain(chains: Chains, name: str, rules) -> None:
-    if name not in chains.rules:
-        chains.rules[name] = tuple(line for rule in rules for line in render_rule(chains, rule))
 
 
 def render_rule(chains: Chains, calico_rule: Rule):

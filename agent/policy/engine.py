@@ -3,9 +3,9 @@
 It is fed etcd keys by the agent's watch (workload endpoints of every host,
 Profiles, GlobalNetworkPolicies) and keeps our nftables table in step:
 a remote endpoint coming or going changes set elements only; a local
-endpoint, profile or policy change recompiles the chains, and the renderer
-sends only what differs.  Stopping removes the table, so a stopped agent
-leaves the host as it found it.
+endpoint's change compiles its own chains again, a profile or policy change
+all chains, and the renderer sends only what differs.  Stopping removes the
+table, so a stopped agent leaves the host as it found it.
 """
 
 import datetime
@@ -14,8 +14,9 @@ import logging
 import os
 import time
 
+from agent import nftables
 from agent.errors import KernelError
-from agent.policy.compiler import compile_chains, set_name
+from agent.policy.compiler import Compiler, set_name
 from agent.policy.membership import Membership
 from agent.policy.nft import Nftables, Ruleset
 from agent.policy.state import PREFIXES, PolicyState
@@ -39,13 +40,16 @@ class PolicyEngine:
         """Forget everything: a new snapshot follows."""
         self.state = PolicyState()
         self.membership = Membership()
-        self._chains = None  # compiled chains; None: recompile
+        self.compiler = Compiler(self.nodename)
+        self._chains = None  # compiled chains; None: compile what is stale
         self._endpoints_changed: set[str] = set()
         self._relabel = False
         self._full = True
         self._last_full = 0.0
 
     def apply(self, key: str, value: bytes | None) -> bool:
+        """Record one key; False when policy sees no change in it (then
+        batch_done has nothing to do for it: no compile, no nft)."""
         before = self.state.endpoints.get(key)
         what = self.state.apply(key, value)
         if what is None:
@@ -54,8 +58,10 @@ class PolicyEngine:
             self._endpoints_changed.add(key)
             after = self.state.endpoints.get(key)
             if self._local(before) or self._local(after):
+                self.compiler.forget(key)
                 self._chains = None
         else:
+            self.compiler.forget_all()
             self._chains = None
             self._relabel = self._relabel or what == "profile"
         return True
@@ -79,7 +85,7 @@ class PolicyEngine:
             self._full = not self.nft.present()
             self._last_full = started
         if self._chains is None:
-            self._chains = compile_chains(self.state, self.nodename)
+            self._chains = self.compiler.compile(self.state)
             self.membership.set_selectors(self.state, self._chains.selectors)
         changed = self._endpoints_changed
         if self._relabel:
@@ -133,10 +139,9 @@ class PolicyEngine:
 
 def remove_policy(status_path: str | None = None) -> None:
     """Delete our table and status file if present; never raises."""
-    nft = Nftables()
-    if nft.available():
+    if nftables.available():
         try:
-            nft.remove()
+            Nftables().remove()
             LOG.info("policy table removed")
         except KernelError as exc:
             LOG.error("could not remove the policy table: %s", exc)

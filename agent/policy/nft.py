@@ -1,7 +1,8 @@
 """Our nftables table: written whole in one transaction the first time (and
 after any failure), then changed by the difference only: set elements added
-and removed, changed chains flushed and refilled, all in one `nft -f`
-transaction, so the kernel never holds a half-written ruleset.
+and removed, changed chains flushed and refilled, all in one transaction
+(through libnftables, agent/nftables.py), so the kernel never holds a
+half-written ruleset.
 
 The base chains see every forwarded packet and every packet a workload
 sends to its host.  A drop in them is final; an accept only ends our table,
@@ -11,17 +12,15 @@ OUTPUT exemption), and replies pass through conntrack.
 """
 
 import logging
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 
 from agent.errors import KernelError
+from agent.nftables import run
 
 LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
-NFT = "nft"
 _ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
 
 
@@ -66,9 +65,6 @@ class Nftables:
     def __init__(self):
         self.programmed: Ruleset | None = None  # None: write the whole table next
 
-    def available(self) -> bool:
-        return shutil.which(NFT) is not None
-
     def apply(self, desired: Ruleset) -> None:
         script = full_script(desired) if self.programmed is None \
             else diff_script(self.programmed, desired)
@@ -81,8 +77,11 @@ class Nftables:
         self.programmed = desired
 
     def present(self) -> bool:
-        return subprocess.run([NFT, "list", "chain", FAMILY, TABLE, "forward"],
-                              capture_output=True).returncode == 0
+        try:
+            run(f"list chain {FAMILY} {TABLE} forward\n")
+            return True
+        except KernelError:
+            return False
 
     def remove(self) -> None:
         """Delete our table (and with it every rule and set); safe to repeat."""
@@ -136,13 +135,3 @@ def _elements(verb: str, table: str, name: str, members) -> list[str]:
     return [f"{verb} element {table} {name} {{ {', '.join(members[i:i + 1000])} }}"
             for i in range(0, len(members), 1000)]
 
-
-def run(script: str) -> None:
-    try:
-        result = subprocess.run([NFT, "-f", "-"], input=script, capture_output=True, text=True,
-                                timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelError(f"nft -f failed: {exc}") from exc
-    if result.returncode:
-        first = "\n".join(result.stderr.strip().splitlines()[:6])
-        raise KernelError(f"nft -f failed: {first}")

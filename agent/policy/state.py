@@ -57,35 +57,29 @@ class PolicyState:
 
     def apply(self, key: str, value: bytes | None) -> str | None:
         """Record one key; returns what changed ("endpoint", "profile",
-        "policy") or None when the key is not one policy reads."""
+        "policy"), or None when policy sees no change: not a key it reads,
+        or a record equal to the one held as policy sees it (an endpoint
+        whose annotations alone changed: its sandbox, its DNS names)."""
         if key.startswith(WEP_PREFIX):
-            if value is None:
-                self.endpoints.pop(key, None)
-            else:
-                endpoint = _parse(key, value, Endpoint.from_resource)
-                if endpoint is None:
-                    self.endpoints.pop(key, None)
-                else:
-                    self.endpoints[key] = endpoint
-            return "endpoint"
-        if key.startswith(PROFILE_PREFIX):
-            name = key[len(PROFILE_PREFIX):]
-            if value is None:
-                self.profiles.pop(name, None)
-            else:
-                profile = _parse(key, value, lambda _, res: profile_from_resource(res))
-                self.profiles[name] = INVALID if profile is None else profile
-            return "profile"
-        if key.startswith(POLICY_PREFIX):
-            name = key[len(POLICY_PREFIX):]
-            policy = None if value is None else \
+            what, held, name = "endpoint", self.endpoints, key
+            new = None if value is None else _parse(key, value, Endpoint.from_resource)
+        elif key.startswith(PROFILE_PREFIX):
+            what, held, name = "profile", self.profiles, key[len(PROFILE_PREFIX):]
+            new = None if value is None else \
+                _parse(key, value, lambda _, res: profile_from_resource(res)) or INVALID
+        elif key.startswith(POLICY_PREFIX):
+            what, held, name = "policy", self.policies, key[len(POLICY_PREFIX):]
+            new = None if value is None else \
                 _parse(key, value, lambda _, res: policy_from_resource(res))
-            if policy is None:
-                self.policies.pop(name, None)
-            else:
-                self.policies[name] = policy
-            return "policy"
-        return None
+        else:
+            return None
+        if held.get(name) == new:
+            return None
+        if new is None:
+            del held[name]
+        else:
+            held[name] = new
+        return what
 
     def labels_of(self, endpoint: Endpoint) -> dict[str, str]:
         """Own labels, then each profile's labelsToApply in order; the first

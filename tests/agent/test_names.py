@@ -70,6 +70,20 @@ def test_index_forgets_a_deleted_endpoint_at_the_end_of_the_batch():
     assert not index.apply("/calico/resources/v3/projectcalico.org/profiles/net1", b"{}")
 
 
+def test_an_update_that_changes_no_answer_keeps_the_table():
+    index = guide_index()
+    table, key = index.table, WEP_PREFIX + "libnetwork/e"
+    record = json.loads(wep("e", "h2", "net1", ["workload-e", "db"],
+                            [f"{E_IP}/32", "fd00::5/128"]))
+    record["metadata"]["annotations"]["libnetwork.projectcalico.org/sandbox"] = "/var/run/x"
+    assert not index.apply(key, json.dumps(record).encode())  # Join's annotation
+    index.batch_done(False, False)
+    assert index.table is table
+    assert index.apply(key, wep("e", "h2", "net1", ["workload-e"], [f"{E_IP}/32"]))
+    index.batch_done(True, False)
+    assert index.table.lookup("net1", "db") is None
+
+
 def test_local_answers():
     table = guide_index().table
     assert answers(local_answer(table, A_IP, ask("workload-e"))) == (RCODE.NOERROR, [E_IP])

@@ -22,7 +22,8 @@ HOLD = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from agent.names.intercept import Interception
-Interception().program({{"10.0.0.53": 40000}})
+held = Interception()  # its libnftables context owns the table while it lives
+held.program({{"10.0.0.53": 40000}})
 print("held", flush=True)
 time.sleep({seconds})
 """

@@ -406,7 +406,7 @@ class NftNamespace:
 
 @pytest.fixture(scope="module")
 def netns():
-    if os.geteuid() != 0 or not shutil.which(nft.NFT):
+    if os.geteuid() != 0 or not shutil.which("nft"):
         pytest.skip("needs root (for a network namespace) and nft")
     with Lab() as lab:
         yield NftNamespace(lab.netns("policy-nft-check"))

@@ -1,6 +1,6 @@
 """The policy engine against the real kernel: a "host" namespace with three
 workloads on cali veths (A and C in net1, B in net2), the engine run in a
-child forked into the host, real packets between the workloads.  No dockerd
+thread that joined the host, real packets between the workloads.  No dockerd
 and no etcd: the engine is fed the records etcd would hold."""
 
 import hashlib
@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from agent.policy import nft
+from agent.policy.compiler import Compiler
 from agent.policy.engine import PolicyEngine, remove_policy
 from datastore.resources import Resource
-from driver.endpoints import network_profile, workload_endpoint
+from driver.endpoints import (SANDBOX_ANNOTATION, names_annotations, network_profile,
+                              workload_endpoint)
 from tests.lab import Lab
 from tests.lab.common import wait_until
 from pyroute2 import netns as pyroute2_netns
@@ -29,11 +31,12 @@ def endpoint_id(name):
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def wep(name, node=NODE, labels=None, address=None):
+def wep(name, node=NODE, labels=None, address=None, annotations=None):
     network, ip = WORKLOADS.get(name, ("net1", address))
     res = workload_endpoint(node, endpoint_id(name), "n" * 64, [f"{address or ip}/32"],
                             "ee:ee:ee:ee:ee:ee", [network])
     res.labels.update(labels or {})
+    res.annotations.update(annotations or {})
     return res.key, res.to_json().encode()
 
 
@@ -57,8 +60,8 @@ def host(tmp_path):
         for name, (_, address) in WORKLOADS.items():
             wl = lab.workload(ns, f"policy-{name}", "cali" + endpoint_id(name)[:11], address)
             workloads[name] = wl
-        # One thread that joined the host namespace: the engine's nft
-        # commands, forked from it, act there.
+        # One thread that joined the host namespace: the libnftables context
+        # the engine makes in it acts there.
         with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns, initargs=(ns,)) as inside:
             yield inside, workloads, str(tmp_path / "status.json")
 
@@ -134,6 +137,33 @@ def test_a_remote_endpoint_joins_a_set_without_rule_changes(host):
     assert "10.65.9.9" in members
     engine = engine_run(ns, engine, (wep("remote", node="h2", address="10.65.9.9")[0], None))
     assert "10.65.9.9" not in {m for _, ms in engine.nft.programmed.sets.values() for m in ms}
+
+
+def counted(monkeypatch, owner, name):
+    """Calls to owner.name (a module's function, a class's method) from now
+    on, which still does its work."""
+    calls, real = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatch):
+    """Join's sandbox annotation and the DNS names written later change
+    nothing policy sees: no compile, no nft; the endpoint's deletion does."""
+    ns, workloads, status = host
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
+                        wep("a"), wep("b"), wep("c"))
+    scripts, compiles = counted(monkeypatch, nft, "run"), \
+        counted(monkeypatch, Compiler, "compile")
+    sandbox = {SANDBOX_ANNOTATION: "/var/run/docker/netns/0123456789ab"}
+    engine_run(ns, engine, wep("a", annotations=sandbox))
+    engine_run(ns, engine, wep("a", annotations={
+        **sandbox, **names_annotations("net1", ["workload-a", "0123456789ab"])}))
+    assert (scripts, compiles) == ([], [])
+    assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
+    engine_run(ns, engine, (wep("a")[0], None))
+    assert (len(scripts), len(compiles)) == (1, 1)
+    assert not pings(workloads, "a", "c")  # its interface is no endpoint's: dropped
 
 
 def test_stop_removes_the_table(host):

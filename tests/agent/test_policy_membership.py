@@ -182,6 +182,7 @@ def test_a_batch_that_changes_nothing_sends_nothing(engine, scripts):
     assert engine.apply("/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
     feed(engine, ("/calico/resources/v3/projectcalico.org/ippools/p", b"{}"))
     feed(engine, NETWORKS[-1])  # the same record again
+    assert [engine.apply(key, value) for key, value in NETWORKS] == [False] * len(NETWORKS)
     assert len(scripts) == 1
 
 
@@ -226,7 +227,7 @@ def test_after_a_failed_script_the_next_batch_rewrites_the_table(engine, scripts
 
     def fail_once(script):
         monkeypatch.setattr(nft, "run", scripts.append)
-        raise KernelError("nft -f failed: boom")
+        raise KernelError("nft: boom")
     monkeypatch.setattr(nft, "run", fail_once)
     feed(engine, wep("c", "10.0.0.4"))  # logged, not raised
     assert engine.nft.programmed is None
@@ -258,6 +259,11 @@ BATCHES = [
     ("local relabelled", [wep("a", "10.0.0.1", labels={"role": "db"})]),
     ("new selector", [gnp("db", ingress=[{"action": "Allow",
                                           "source": {"selector": "role == 'db'"}}])]),
+    ("local added", [wep("c", "10.0.0.5", labels={"role": "db"})]),
+    ("local moved to another node", [wep("b", "10.0.0.2", node=OTHER_NODE,
+                                         profiles=("net2",))]),
+    ("local's profiles changed", [wep("c", "10.0.0.5", labels={"role": "db"},
+                                      profiles=("net2",))]),
     ("local and remote gone", [gone(wep("a")), gone(wep("r", node=OTHER_NODE))]),
     ("policies gone", [gone(gnp("tiers")), gone(gnp("db"))]),
 ]
