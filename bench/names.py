@@ -1,8 +1,19 @@
 """Names across hosts, measured in one run of the lab of tests/e2e/names_lab.py
-(two Docker hosts, the plugin, the test's own upstream nameserver).
+(two Docker hosts, the plugin, the test's own upstream nameserver), after the
+cost of one change in the agent's name index (no lab, no root).
 
     sudo .venv/bin/python bench/names.py [--containers 20] [--lookups 200]
+        [--index-sizes 600,30000] [--index-networks 20] [--index-containers 30]
+        [--index-only]
 
+- one endpoint change in the name index (agent/names/index.py): the index
+  holds N endpoints (each with a name and a short id, as the driver writes
+  them, across --index-networks networks), then --index-containers
+  containers each go through the driver's four writes, each its own watch
+  batch as the agent's watch hands it over (apply, then batch_done): the
+  endpoint created, its sandbox annotation (no answer changes), its DNS-name
+  annotations, its deletion.  CPU time (time.process_time) of apply +
+  batch_done, median and max per write;
 - start-to-resolvable: from `docker run` on h2 to the new container's name
   answering from a container on h1 (through Docker's embedded DNS, as
   `ping` asks), p50/p99; target p99 < 2 s;
@@ -18,6 +29,8 @@ Not a test.
 """
 
 import argparse
+import hashlib
+import ipaddress
 import json
 import os
 import signal
@@ -29,6 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.names.index import NameIndex  # noqa: E402
+from driver.endpoints import (DEFAULT_MAC, SANDBOX_ANNOTATION, names_annotations,  # noqa: E402
+                              workload_endpoint)
 from tests.e2e.calico_host import REPO, docker  # noqa: E402
 from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab  # noqa: E402
 from tests.lab.common import run_all, wait_until  # noqa: E402
@@ -111,11 +127,54 @@ def agent_of(plugin):
     return int(found[0]) if found else None
 
 
+def container_writes(i: int, networks: int, node: str = "bench") -> list:
+    """The driver's writes of container i's endpoint, in order: (step, key, value)."""
+    network = f"net{i % networks}"
+    eid = hashlib.sha256(f"{node}/{i}".encode()).hexdigest()
+    res = workload_endpoint(node, eid, hashlib.sha256(network.encode()).hexdigest(),
+                            [f"{ipaddress.IPv4Address('10.128.0.0') + i}/32"], DEFAULT_MAC,
+                            [network], network_name=network)
+    created = res.to_json().encode()
+    res.annotations[SANDBOX_ANNOTATION] = f"/var/run/docker/netns/{eid[:12]}"
+    joined = res.to_json().encode()
+    res.annotations.update(names_annotations(network, [f"workload-{i}", eid[:12]]))
+    return [("created", res.key, created), ("sandbox annotation", res.key, joined),
+            ("DNS-name annotations", res.key, res.to_json().encode()),
+            ("deleted", res.key, None)]
+
+
+def index_figures(size: int, networks: int, containers: int) -> None:
+    index = NameIndex()
+    for i in range(size):
+        _, key, value = container_writes(i, networks)[2]  # named, as at a snapshot
+        index.apply(key, value)
+    index.batch_done(True, True)
+    cpu = {}
+    for i in range(size, size + containers):
+        for step, key, value in container_writes(i, networks):
+            started = time.process_time()
+            index.batch_done(index.apply(key, value), False)
+            cpu.setdefault(step, []).append(time.process_time() - started)
+    print(f"name index, {size} endpoints in {networks} networks, {containers} containers: "
+          "CPU of apply + batch_done per write")
+    for step, seconds in cpu.items():
+        print(f"   {step:22s} median {statistics.median(seconds) * 1000:8.3f} ms  "
+              f"max {max(seconds) * 1000:8.3f} ms")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--containers", type=int, default=20)
     parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--index-sizes", default="600,30000")
+    parser.add_argument("--index-networks", type=int, default=20)
+    parser.add_argument("--index-containers", type=int, default=30)
+    parser.add_argument("--index-only", action="store_true", help="no lab: the index only")
     args = parser.parse_args()
+    for size in (int(n) for n in args.index_sizes.split(",")):
+        index_figures(size, args.index_networks, args.index_containers)
+    if args.index_only:
+        return
     nameserver = machine_nameserver()
     if nameserver is None:
         raise SystemExit("/etc/resolv.conf has no IPv4 non-loopback nameserver")
