@@ -85,6 +85,13 @@ def table_answers(table) -> tuple[dict, dict]:
     return lookups, {a: table.network_of(a) for a in ADDRESSES}
 
 
+def write(values: dict, key: str, value: bytes | None) -> None:
+    if value is None:
+        values.pop(key, None)
+    else:
+        values[key] = value
+
+
 def snapshot(index: NameIndex, values: dict) -> None:
     """A new snapshot, as agent.watch.load_state feeds it (etcd's key order)."""
     index.reset()
@@ -108,22 +115,20 @@ def test_incremental_answers_equal_a_rebuild(seed):
                 "/calico/resources/v3/projectcalico.org/profiles/net1"
             value = record(rng)
             changed |= index.apply(key, value)
-            if not key.startswith(WEP_PREFIX):
-                continue
-            if value is None:
-                values.pop(key, None)
-            else:
-                values[key] = value
-            endpoint = parsed(value)
-            if endpoint is None:
-                arrived.pop(key, None)
-            else:
-                arrived[key] = endpoint
+            if key.startswith(WEP_PREFIX):
+                write(values, key, value)
+                endpoint = parsed(value)
+                if endpoint is None:
+                    arrived.pop(key, None)
+                else:
+                    arrived[key] = endpoint
         assert index.table is before  # nothing shows before the batch's end
         index.batch_done(changed, False)
-        if rng.random() < 0.03:  # the watch was lost: a new snapshot
+        if rng.random() < 0.05:  # the watch was lost, and the events below with it
+            for _ in range(rng.randint(0, 4)):
+                write(values, rng.choice(KEYS), record(rng))
             snapshot(index, values)
-            arrived = {key: arrived[key] for key in sorted(arrived)}
+            arrived = {key: e for key in sorted(values) if (e := parsed(values[key]))}
         expected = model_answers(arrived.values())
         assert table_answers(index.table) == expected
         published.append((index.table, expected))
