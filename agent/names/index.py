@@ -102,7 +102,7 @@ class NameIndex:
         endpoint = None
         if value is not None:
             try:
-                endpoint = NamedEndpoint.from_resource(Resource.from_dict(json.loads(value)))
+                endpoint = NamedEndpoint.from_resource(Resource.from_json(value))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 LOG.warning("no names from unreadable %s: %s", key, exc)
         old = self._endpoints.get(key)
