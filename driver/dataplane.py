@@ -22,10 +22,12 @@ address and proxy ARP, kept on every host end, answers as it always did.
 Never delete the address on its own: when a link loses its last IPv4
 address the kernel flushes every route through it.
 
-Every function opens its own ``IPRoute`` because the plugin serves requests
-from several threads and pyroute2's sync sockets are per thread. Every
-function can be replayed: "exists" on create and "no such device/route" on
-delete mean the work is already done.
+Every function opens its own ``IPRoute`` (one per call: the plugin serves
+requests from several threads and pyroute2's sync sockets are per thread;
+set_up_veth does all of Join's work over one) and finds interface indexes
+with if_nametoindex, which costs a system call where a netlink link query
+costs a round trip and a parse.  Every function can be replayed: "exists" on
+create and "no such device/route" on delete mean the work is already done.
 
 Sysctls are written under /proc/sys, which always shows the network namespace
 of the calling process, like the netlink socket does.
@@ -34,6 +36,7 @@ of the calling process, like the netlink socket does.
 import errno
 import ipaddress
 import re
+import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -46,8 +49,7 @@ __all__ = [
     'DataplaneError',
     'add_ipv4_gateway',
     'arp_answers_local_gateway',
-    'create_veth',
-    'program_host_side',
+    'set_up_veth',
     'remove_veth',
     'remove_routes',
     'link_exists',
@@ -71,15 +73,36 @@ class DataplaneError(DriverError):
 # ---------------------------------------------------------------- public API
 
 
-def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
-    """Create the veth pair ``host_ifname`` <-> ``temp_ifname``, both ends up.
+def set_up_veth(host_ifname, temp_ifname, ipv4_addrs=(), ipv6_addrs=(), mtu=None,
+                mac=None, proc_sys='/proc/sys'):
+    """Join's host side: the veth pair ``host_ifname`` <-> ``temp_ifname``,
+    with ``host_ifname`` made the routed gateway of the container's addresses.
 
-    ``mtu`` applies to both ends, ``mac`` to the temp (container) end. An
-    existing pair with exactly these names is kept (and brought to the asked
-    state); a ``host_ifname`` left over with any other peer is replaced. On
-    failure nothing new is left behind and ``DataplaneError`` is raised.
-    Returns the host end's interface index.
+    The host end is up, with forwarding and proxy ARP and, for IPv4, the
+    ``169.254.1.1`` gateway address (IPv6: proxy NDP and ``fe80::1``), and
+    ``/32`` and ``/128`` host routes to the addresses.  The temp end stays
+    down: dockerd moves it into the container, which takes a link down
+    anyway, and brings it up there.  ``mtu`` applies to both ends, ``mac``
+    to the temp end.  An existing pair with exactly these names is kept and
+    brought to the asked state; a ``host_ifname`` left over with any other
+    peer is replaced.  ``proc_sys``: where /proc/sys is writable (a managed
+    plugin's own /proc/sys is read-only; its config.json mounts the host's
+    elsewhere).  Bad arguments change nothing; on any other failure the pair
+    is removed, and ``DataplaneError`` says what failed.
     """
+    _check_veth(host_ifname, temp_ifname, mtu, mac)
+    v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
+    v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
+    with IPRoute() as ipr:
+        index = _create_veth(ipr, host_ifname, temp_ifname, mtu, mac)
+        try:
+            _program_host_side(ipr, index, host_ifname, v4, v6, proc_sys)
+        except DataplaneError:
+            _delete_link(ipr, host_ifname, f'clean up {host_ifname}', quiet=True)
+            raise
+
+
+def _check_veth(host_ifname, temp_ifname, mtu, mac):
     _check_ifname(host_ifname)
     _check_ifname(temp_ifname)
     if host_ifname == temp_ifname:
@@ -90,6 +113,10 @@ def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
         raise DataplaneError(f'{mac!r} is not a MAC address (for {temp_ifname})')
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
         raise DataplaneError(f'MTU for {host_ifname} must be an integer, got {mtu!r}')
+
+
+def _create_veth(ipr, host_ifname, temp_ifname, mtu, mac):
+    """The pair, made or kept; returns the host end's index."""
     pair = f'veth pair {host_ifname}/{temp_ifname}'
     peer = {'ifname': temp_ifname}
     extra = {}
@@ -97,38 +124,36 @@ def create_veth(host_ifname, temp_ifname, mtu=None, mac=None):
         peer['mtu'] = extra['mtu'] = mtu
     if mac is not None:
         peer['address'] = mac.lower()
-    with IPRoute() as ipr:
-        # The common case first: nothing there yet.  The kernel creates both
-        # ends atomically, so a failure leaves nothing to clean up.
+    # The common case first: nothing there yet.  The kernel creates both
+    # ends atomically, so a failure leaves nothing to clean up.
+    try:
+        ipr.link('add', ifname=host_ifname, kind='veth', peer=peer, state='up', **extra)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            detail = f' with MTU {mtu}' if mtu is not None else ''
+            raise _error(f'create {pair}{detail}', e) from e
+        index = _reuse_or_clear(ipr, host_ifname, temp_ifname, mtu, mac, pair)
+        if index is not None:
+            return index
         try:
             ipr.link('add', ifname=host_ifname, kind='veth', peer=peer, state='up', **extra)
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
-                detail = f' with MTU {mtu}' if mtu is not None else ''
-                raise _error(f'create {pair}{detail}', e) from e
-            if _reuse_or_clear(ipr, host_ifname, temp_ifname, mtu, mac, pair):
-                return _index(ipr, host_ifname)
-            try:
-                ipr.link('add', ifname=host_ifname, kind='veth', peer=peer, state='up',
-                         **extra)
-            except NetlinkError as e2:
-                raise _error(f'create {pair}', e2) from e2
-        try:
-            ipr.link('set', ifname=temp_ifname, state='up')
-        except (NetlinkError, OSError) as e:
-            _delete_link(ipr, host_ifname, f'clean up {pair}', quiet=True)
-            raise _error(f'bring up {temp_ifname} of {pair}', e) from e
-        return _index(ipr, host_ifname)
+        except NetlinkError as e2:
+            raise _error(f'create {pair}', e2) from e2
+    index = _index(host_ifname)
+    if index is None:  # deleted under us: nothing of ours is left
+        raise DataplaneError(f'{host_ifname} vanished while it was being created')
+    return index
 
 
 def _reuse_or_clear(ipr, host_ifname, temp_ifname, mtu, mac, pair):
-    """After EEXIST: True when exactly our pair exists (a replay; brought to
-    the asked state), False after removing a stale host end; raise when
-    temp_ifname belongs to something else, which we must not touch."""
+    """After EEXIST: the host end's index when exactly our pair exists (a
+    replay; brought to the asked state), None after removing a stale host
+    end; raise when temp_ifname belongs to something else, which we must
+    not touch."""
     host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
     if host is not None and _peer_name(ipr, host) == temp_ifname:
-        _bring_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
-        return True
+        _set_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
+        return host['index']
     if host is None or _get_link(ipr, temp_ifname, f'look up {temp_ifname}') is not None:
         raise DataplaneError(
             f'cannot create {pair}: an interface named '
@@ -137,70 +162,50 @@ def _reuse_or_clear(ipr, host_ifname, temp_ifname, mtu, mac, pair):
     # A leftover from an endpoint that was never cleaned up: its routes and
     # peer are stale, so start from scratch.
     _delete_link(ipr, host_ifname, f'remove stale {host_ifname}')
-    return False
+    return None
 
 
-def _index(ipr, ifname):
-    return _get_link(ipr, ifname, f'look up {ifname}')['index']
+def _index(ifname):
+    """The interface's index, None when there is no such interface (the
+    only way if_nametoindex fails, short of running out of descriptors;
+    Python reports every failure alike)."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
 
 
-def program_host_side(host_ifname, ipv4_addrs=(), ipv6_addrs=(), index=None,
-                      proc_sys='/proc/sys'):
-    """Make ``host_ifname`` the routed gateway for the given container IPs.
+def _program_host_side(ipr, index, host_ifname, v4, v6, proc_sys):
+    """Make the (up) host end the routed gateway for the given container IPs."""
+    _sysctl(proc_sys, 'net/ipv4/ip_forward')
+    _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/forwarding')
+    _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/proxy_arp')
+    # The default proxy_delay holds ARP replies back up to 0.8 s.
+    _sysctl(proc_sys, f'net/ipv4/neigh/{host_ifname}/proxy_delay', '0')
+    if v4:
+        _add_ipv4_gateway(ipr, index, host_ifname, proc_sys)
+    if v6:
+        _sysctl(proc_sys, 'net/ipv6/conf/all/forwarding')
+        _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/forwarding')
+        _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/proxy_ndp')
+        # NODAD: the container uses fe80::1 as its gateway at once;
+        # with DAD it would stay tentative (unanswered) for a second.
+        _netlink(
+            ipr.addr, f'add {IPV6_GATEWAY} to {host_ifname}', 'replace',
+            index=index, address=IPV6_GATEWAY, prefixlen=64,
+            flags=IFA_F_NODAD,
+        )
 
-    Brings the link up, sets forwarding/proxy ARP and the ``169.254.1.1``
-    gateway address when there are IPv4 addresses (proxy NDP and the
-    ``fe80::1`` gateway address when there are IPv6 addresses), and replaces
-    the ``/32`` and ``/128`` host routes. ``host_ifname`` must exist.
-    ``index``: the link's index as create_veth just returned it (the link
-    is then known to be up, which spares two netlink calls).
-    ``proc_sys``: where /proc/sys is writable (a managed plugin's own
-    /proc/sys is read-only; its config.json mounts the host's elsewhere).
-    """
-    _check_ifname(host_ifname)
-    v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
-    v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
-    with IPRoute() as ipr:
-        if index is None:
-            link = _get_link(ipr, host_ifname, f'program {host_ifname}')
-            if link is None:
-                raise DataplaneError(
-                    f'cannot program {host_ifname}: the interface does not exist'
-                )
-            index = link['index']
-            # IPv4 routes cannot be added to, and are flushed from, a link
-            # that is administratively down.
-            _netlink(ipr.link, f'bring up {host_ifname}', 'set', index=index, state='up')
-
-        _sysctl(proc_sys, 'net/ipv4/ip_forward')
-        _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/forwarding')
-        _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/proxy_arp')
-        # The default proxy_delay holds ARP replies back up to 0.8 s.
-        _sysctl(proc_sys, f'net/ipv4/neigh/{host_ifname}/proxy_delay', '0')
-        if v4:
-            _add_ipv4_gateway(ipr, index, host_ifname, proc_sys)
-        if v6:
-            _sysctl(proc_sys, 'net/ipv6/conf/all/forwarding')
-            _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/forwarding')
-            _sysctl(proc_sys, f'net/ipv6/conf/{host_ifname}/proxy_ndp')
-            # NODAD: the container uses fe80::1 as its gateway at once;
-            # with DAD it would stay tentative (unanswered) for a second.
-            _netlink(
-                ipr.addr, f'add {IPV6_GATEWAY} to {host_ifname}', 'replace',
-                index=index, address=IPV6_GATEWAY, prefixlen=64,
-                flags=IFA_F_NODAD,
-            )
-
-        for addr in v4:
-            _netlink(
-                ipr.route, f'add route {addr}/32 dev {host_ifname}', 'replace',
-                dst=f'{addr}/32', oif=index, scope='link', table=MAIN_TABLE,
-            )
-        for addr in v6:
-            _netlink(
-                ipr.route, f'add route {addr}/128 dev {host_ifname}', 'replace',
-                dst=f'{addr}/128', oif=index, table=MAIN_TABLE,
-            )
+    for addr in v4:
+        _netlink(
+            ipr.route, f'add route {addr}/32 dev {host_ifname}', 'replace',
+            dst=f'{addr}/32', oif=index, scope='link', table=MAIN_TABLE,
+        )
+    for addr in v6:
+        _netlink(
+            ipr.route, f'add route {addr}/128 dev {host_ifname}', 'replace',
+            dst=f'{addr}/128', oif=index, table=MAIN_TABLE,
+        )
 
 
 def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
@@ -208,11 +213,11 @@ def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
     joined before the plugin did so at Join). A missing link is left alone.
     Returns False when the host's arp_ignore leaves ARP to proxy ARP."""
     _check_ifname(host_ifname)
+    index = _index(host_ifname)
+    if index is None:
+        return False
     with IPRoute() as ipr:
-        link = _get_link(ipr, host_ifname, f'look up {host_ifname}')
-        if link is None:
-            return False
-        return _add_ipv4_gateway(ipr, link['index'], host_ifname, proc_sys)
+        return _add_ipv4_gateway(ipr, index, host_ifname, proc_sys)
 
 
 def arp_answers_local_gateway(proc_sys='/proc/sys'):
@@ -241,12 +246,11 @@ def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
     v4 = _parse_addrs(ipv4_addrs, 4, host_ifname or 'routes')
     v6 = _parse_addrs(ipv6_addrs, 6, host_ifname or 'routes')
     match = {}
+    if host_ifname is not None:
+        match['oif'] = _index(host_ifname)
+        if match['oif'] is None:
+            return  # the kernel removed its routes with it
     with IPRoute() as ipr:
-        if host_ifname is not None:
-            link = _get_link(ipr, host_ifname, f'remove routes of {host_ifname}')
-            if link is None:
-                return  # the kernel removed its routes with it
-            match['oif'] = link['index']
         # IPv4 deletes match the scope exactly (pyroute2 sends "universe"
         # unless told), so name ours; IPv6 routes have no scope.
         wanted = [(f'{a}/32', {'scope': 'link'}) for a in v4]
@@ -262,8 +266,7 @@ def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
 def link_exists(ifname):
     """True when ``ifname`` exists in this network namespace."""
     _check_ifname(ifname)
-    with IPRoute() as ipr:
-        return _get_link(ipr, ifname, f'look up {ifname}') is not None
+    return _index(ifname) is not None
 
 
 def links(prefix):
@@ -350,15 +353,19 @@ def _peer_name(ipr, link):
         raise _error(f'look up the peer of {link.get("IFLA_IFNAME")}', e) from e
 
 
-def _bring_up_pair(ipr, host_index, temp_ifname, mtu, mac, pair):
+def _set_up_pair(ipr, host_index, temp_ifname, mtu, mac, pair):
+    """An existing pair as a new one would be: the host end up (IPv4 routes
+    cannot be added to, and are flushed from, a link that is down), the MTU
+    and the temp end's MAC as asked."""
     host_attrs = {'state': 'up'}
-    temp_attrs = {'state': 'up'}
+    temp_attrs = {}
     if mtu is not None:
         host_attrs['mtu'] = temp_attrs['mtu'] = mtu
     if mac is not None:
         temp_attrs['address'] = mac.lower()
     _netlink(ipr.link, f'set up {pair}', 'set', index=host_index, **host_attrs)
-    _netlink(ipr.link, f'set up {pair}', 'set', ifname=temp_ifname, **temp_attrs)
+    if temp_attrs:
+        _netlink(ipr.link, f'set up {pair}', 'set', ifname=temp_ifname, **temp_attrs)
 
 
 def _delete_link(ipr, ifname, action, quiet=False):

@@ -337,12 +337,10 @@ class NetworkDriver:
         host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
         try:
-            index = dataplane.create_veth(host_if, temp_if, mtu=self.settings.veth_mtu,
-                                          mac=wep.spec.get("mac") or None)
-            dataplane.program_host_side(host_if, v4, v6, index=index,
-                                        proc_sys=self.settings.proc_sys)
+            dataplane.set_up_veth(host_if, temp_if, v4, v6, mtu=self.settings.veth_mtu,
+                                  mac=wep.spec.get("mac") or None,
+                                  proc_sys=self.settings.proc_sys)
         except dataplane.DataplaneError as exc:
-            dataplane.remove_veth(host_if)
             if sandbox_key:
                 self.sandboxes.release(sandbox_key, endpoint_id)
             raise DriverError(f"could not set up the veth for endpoint {endpoint_id[:12]}: "

@@ -172,14 +172,13 @@ def host(make_host):
 @pytest.fixture
 def join_on(make_netns):
     """join_on(host)(endpoint_id, ipv4, ipv6=None): plugin Join
-    (create_veth + program_host_side) in `host`, then Docker's part."""
+    (set_up_veth) in `host`, then Docker's part."""
 
     def joiner(host):
         def do_join(endpoint_id, ipv4, ipv6=None):
             host_if, temp_if = names(endpoint_id)
             v6 = [ipv6] if ipv6 else []
-            run_in(host, dataplane.create_veth, host_if, temp_if, mac=CONTAINER_MAC)
-            run_in(host, dataplane.program_host_side, host_if, [ipv4], v6)
+            run_in(host, dataplane.set_up_veth, host_if, temp_if, [ipv4], v6, mac=CONTAINER_MAC)
             return host_if, enter_container(host, temp_if, ipv4, ipv6)
         return do_join
 
@@ -247,8 +246,7 @@ def test_two_containers_on_one_host_reach_each_other(join):
 
 
 def test_ipv4_only_leaves_ipv6_alone(host):
-    run_in(host, dataplane.create_veth, 'cali4only', 'temp4only')
-    run_in(host, dataplane.program_host_side, 'cali4only', ['10.65.0.4'], [])
+    run_in(host, dataplane.set_up_veth, 'cali4only', 'temp4only', ['10.65.0.4'], [])
 
     addrs = ip_json(host, '-6', 'addr', 'show', 'dev', 'cali4only')
     assert not any(a['local'] == 'fe80::1' for x in addrs for a in x['addr_info'])
@@ -257,8 +255,7 @@ def test_ipv4_only_leaves_ipv6_alone(host):
 
 
 def test_ipv6_only_leaves_ipv4_alone(host):
-    run_in(host, dataplane.create_veth, 'cali6only', 'temp6only')
-    run_in(host, dataplane.program_host_side, 'cali6only', [], ['fd00:65::6'])
+    run_in(host, dataplane.set_up_veth, 'cali6only', 'temp6only', [], ['fd00:65::6'])
 
     assert ipv4_addrs(host, 'cali6only') == []
     assert routes(host, '-4', 'cali6only') == []
@@ -267,14 +264,16 @@ def test_ipv6_only_leaves_ipv4_alone(host):
 def test_every_function_is_replayable(host):
     before = links(host)
     for _ in range(2):
-        run_in(host, dataplane.create_veth, 'caliR', 'tempR', mtu=1400, mac=CONTAINER_MAC)
+        run_in(host, dataplane.set_up_veth, 'caliR', 'tempR', ['10.65.0.7'], ['fd00:65::7'],
+               mtu=1400, mac=CONTAINER_MAC)
     assert links(host) == before | {'caliR', 'tempR'}
     [temp] = ip_json(host, 'link', 'show', 'tempR')
     assert (temp['address'], temp['mtu'], temp['link']) == (CONTAINER_MAC, 1400, 'caliR')
-    assert ip_json(host, 'link', 'show', 'caliR')[0]['mtu'] == 1400
+    # The temp end is left down: moving it into the container would take it down anyway.
+    assert 'UP' not in temp['flags']
+    [host_end] = ip_json(host, 'link', 'show', 'caliR')
+    assert host_end['mtu'] == 1400 and 'UP' in host_end['flags']
 
-    for _ in range(2):
-        run_in(host, dataplane.program_host_side, 'caliR', ['10.65.0.7'], ['fd00:65::7'])
     assert [r['dst'] for r in routes(host, '-4', 'caliR')] == ['10.65.0.7']
     assert sum(r['dst'] == 'fd00:65::7' for r in routes(host, '-6', 'caliR')) == 1
 
@@ -295,13 +294,13 @@ def test_every_function_is_replayable(host):
 def test_create_veth_replaces_stale_leftovers(host):
     # A pair left by an endpoint whose temp end had another name.
     ip(host, 'link', 'add', 'caliS', 'type', 'veth', 'peer', 'name', 'tempOLD')
-    run_in(host, dataplane.create_veth, 'caliS', 'tempS')
+    run_in(host, dataplane.set_up_veth, 'caliS', 'tempS')
     assert 'tempOLD' not in links(host)
     assert ip_json(host, 'link', 'show', 'tempS')[0]['link'] == 'caliS'
 
     # Not a veth at all under our name.
     ip(host, 'link', 'add', 'caliB', 'type', 'bridge')
-    run_in(host, dataplane.create_veth, 'caliB', 'tempB')
+    run_in(host, dataplane.set_up_veth, 'caliB', 'tempB')
     [link] = ip_json(host, '-d', 'link', 'show', 'caliB')
     assert link['linkinfo']['info_kind'] == 'veth'
     assert ip_json(host, 'link', 'show', 'tempB')[0]['link'] == 'caliB'
@@ -322,9 +321,8 @@ def test_remove_veth_takes_both_ends_and_routes(host, join):
 
 
 def test_remove_routes_for_one_interface_spares_a_reused_address(host):
-    run_in(host, dataplane.create_veth, 'caliNew', 'tempNew')
-    run_in(host, dataplane.program_host_side, 'caliNew', ['10.65.0.9'], [])
-    run_in(host, dataplane.create_veth, 'caliOld', 'tempOld')
+    run_in(host, dataplane.set_up_veth, 'caliNew', 'tempNew', ['10.65.0.9'], [])
+    run_in(host, dataplane.set_up_veth, 'caliOld', 'tempOld')
 
     run_in(host, dataplane.remove_routes, ['10.65.0.9'], [], 'caliOld')
     assert [r['dst'] for r in routes(host, '-4', 'caliNew')] == ['10.65.0.9']
@@ -386,7 +384,7 @@ def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
     without a default route; only this node's IPv4 endpoints are touched."""
     host = make_host(default_route=False)
     for name in ('caliOld4', 'caliOld6', 'caliOther'):
-        run_in(host, dataplane.create_veth, name, name.replace('cali', 'temp'))
+        run_in(host, dataplane.set_up_veth, name, name.replace('cali', 'temp'))
         run_in(host, write_sysctl, f'net/ipv4/conf/{name}/proxy_arp', '1')
     ip(host, 'route', 'add', '10.65.0.71/32', 'dev', 'caliOld4', 'scope', 'link')
     ctr = join_on.enter_container(host, 'tempOld4', '10.65.0.71')
@@ -410,39 +408,37 @@ def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
     assert run_in(host, dataplane.add_ipv4_gateway, 'caliGone') is False
 
 
-def _fail_to_bring_up_temp_end(host_if, temp_if):
-    """create_veth with netlink refusing to bring the temp end up."""
+def _fail_to_add_the_route(host_if, temp_if, address):
+    """set_up_veth with netlink refusing the host route, its last step."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     class FlakyIPRoute(dataplane.IPRoute):
-        def link(self, command, **kwargs):
-            if command == 'set' and kwargs.get('ifname') == temp_if:
-                raise NetlinkError(1, 'Operation not permitted')
-            # IPRoute resolves its methods in __getattr__, not as attributes.
-            return super().__getattr__('link')(command, **kwargs)
+        def route(self, command, **kwargs):
+            raise NetlinkError(1, 'Operation not permitted')
 
     dataplane.IPRoute = FlakyIPRoute  # only in this forked child
-    dataplane.create_veth(host_if, temp_if)
+    dataplane.set_up_veth(host_if, temp_if, [address])
 
 
 @pytest.mark.parametrize(
     'call, named',
     [
-        (lambda: dataplane.create_veth('cali0123456789ab', 'temp0'), 'cali0123456789ab'),
-        (lambda: dataplane.create_veth('caliE', 'temp0123456789ab'), 'temp0123456789ab'),
-        (lambda: dataplane.create_veth('caliE', 'tempE', mac='ee:ee'), 'tempE'),
-        (lambda: dataplane.create_veth('caliE', 'tempE', mtu=70000), 'caliE'),
-        (lambda: dataplane.create_veth('caliE', 'lab1'), 'lab1'),
-        (lambda: _fail_to_bring_up_temp_end('caliE', 'tempE'), 'tempE'),
-        (lambda: dataplane.program_host_side('caliE', ['10.65.0.1'], []), 'caliE'),
-        (lambda: dataplane.program_host_side('lab0', ['fd00::1'], []), 'lab0'),
+        (lambda: dataplane.set_up_veth('cali0123456789ab', 'temp0'), 'cali0123456789ab'),
+        (lambda: dataplane.set_up_veth('caliE', 'temp0123456789ab'), 'temp0123456789ab'),
+        (lambda: dataplane.set_up_veth('caliE', 'tempE', mac='ee:ee'), 'tempE'),
+        (lambda: dataplane.set_up_veth('caliE', 'tempE', mtu=70000), 'caliE'),
+        (lambda: dataplane.set_up_veth('caliE', 'lab1'), 'lab1'),
+        (lambda: _fail_to_add_the_route('caliE', 'tempE', '10.65.0.1'), '10.65.0.1/32 dev caliE'),
+        (lambda: dataplane.set_up_veth('caliE', 'tempE', [], [], proc_sys='/nonexistent'),
+         'net.ipv4.ip_forward'),
+        (lambda: dataplane.set_up_veth('caliE', 'tempE', ['fd00::1'], []), 'fd00::1'),
         (lambda: dataplane.remove_veth('x' * 16), 'x' * 16),
         (lambda: dataplane.link_exists(''), "''"),
     ],
     ids=[
         'host-name-16-chars', 'temp-name-16-chars', 'bad-mac', 'mtu-too-big',
-        'temp-name-taken', 'half-created-pair', 'program-missing-link',
-        'ipv6-given-as-ipv4', 'remove-16-chars', 'empty-name',
+        'temp-name-taken', 'route-refused', 'sysctl-refused', 'ipv6-given-as-ipv4',
+        'remove-16-chars', 'empty-name',
     ],
 )
 def test_errors_are_typed_and_leave_nothing_behind(host, call, named):

@@ -19,7 +19,6 @@ def no_netlink(monkeypatch):
     """Join's veth and host routes, recorded instead of made: these tests run
     in pytest's own namespace, where no cali link may be left."""
     made = []
-    monkeypatch.setattr(dataplane, "create_veth",
-                        lambda host, temp, mtu=None, mac=None: made.append((host, temp, mac)) or 1)
-    monkeypatch.setattr(dataplane, "program_host_side", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dataplane, "set_up_veth", lambda host, temp, v4=(), v6=(), mtu=None,
+                        mac=None, proc_sys=None: made.append((host, temp, mac)))
     return made

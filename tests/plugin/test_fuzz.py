@@ -363,8 +363,7 @@ class Netlink:
 
     def __init__(self, monkeypatch):
         self.calls = []
-        for name in ("create_veth", "program_host_side", "remove_veth", "remove_routes",
-                     "link_exists", "links"):
+        for name in ("set_up_veth", "remove_veth", "remove_routes", "link_exists", "links"):
             monkeypatch.setattr(dataplane, name, self._recorder(name))
 
     def _recorder(self, name):
@@ -374,7 +373,7 @@ class Netlink:
         return record
 
     def made_links(self):
-        return [c for c in self.calls if c[0] in ("create_veth", "program_host_side")]
+        return [c for c in self.calls if c[0] == "set_up_veth"]
 
 
 @pytest.fixture
