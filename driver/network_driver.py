@@ -335,6 +335,7 @@ class NetworkDriver:
         if sandbox_key:
             self._claim_sandbox(wep, network_id, endpoint_id, sandbox_key)
         host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
+        self.reaper.keep(host_if)  # queued by a Leave of this endpoint just before
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
         try:
             dataplane.set_up_veth(host_if, temp_if, v4, v6, mtu=self.settings.veth_mtu,
