@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import netaddr
 
@@ -23,7 +24,7 @@ from driver.errors import (DockerUnavailable, DriverError, NetworkNameUnknown, N
                            UnknownEndpoint, UnsupportedOption)
 from driver.networks import Network, Networks
 from driver.reaper import LinkReaper
-from driver.sandboxes import Sandboxes
+from driver.sandboxes import Sandboxes, SandboxTaken
 from driver.settings import DriverSettings
 
 LOG = logging.getLogger(__name__)
@@ -57,11 +58,11 @@ class NetworkDriver:
         self.sandboxes = Sandboxes(resources.etcd, settings.nodename)
         self.docker = docker
         self.reaper = LinkReaper()
-        # Per-process caches that spare etcd round trips on the Join path.
+        # Per-process caches that spare etcd round trips on the endpoint calls.
         # Each entry is only a hint: writes still compare revisions.
         self._named_networks = {}  # network id -> Network whose name is known
         self._profiles = set()  # profiles this process created or saw exist
-        self._weps = {}  # endpoint id -> WorkloadEndpoint as last written
+        self._weps = {}  # endpoint id -> _Known: its WorkloadEndpoint as last written
         self._learning = {}  # network id -> Event set when its name learning ends
 
     # -- capabilities and no-ops ---------------------------------------
@@ -240,7 +241,7 @@ class NetworkDriver:
             wep = self.resources.create(wep)
         except ResourceAlreadyExists:  # a replayed CreateEndpoint
             wep = self.resources.apply(wep)
-        _remember(self._weps, endpoint_id, wep)
+        _remember(self._weps, endpoint_id, _Known(wep))
         # Its DNS names (and labels) are learned from dockerd in the background:
         # dockerd shows the container only after this call returns.
         threading.Thread(target=self._learn_endpoint, args=(network_id, endpoint_id),
@@ -298,42 +299,51 @@ class NetworkDriver:
             LOG.error("could not record the DNS names of endpoint %s: %s", endpoint_id[:12],
                       exc)
             return
-        _remember(self._weps, endpoint_id, wep)
+        with _CACHE_LOCK:  # not for an endpoint deleted meanwhile
+            known = self._weps.get(endpoint_id)
+            if known is not None:
+                self._weps[endpoint_id] = known._replace(wep=wep)
 
-    def _wep(self, endpoint_id, cached=False) -> Resource | None:
-        if cached and endpoint_id in self._weps:
-            return self._weps[endpoint_id]
+    def _wep(self, endpoint_id) -> Resource | None:
+        """The endpoint's WorkloadEndpoint as this process last wrote it,
+        else as stored (and then remembered)."""
+        known = self._weps.get(endpoint_id)
+        if known is not None:
+            return known.wep
+        wep = self._stored_wep(endpoint_id)
+        if wep is not None:
+            _remember(self._weps, endpoint_id, _Known(wep))
+        return wep
+
+    def _stored_wep(self, endpoint_id) -> Resource | None:
         return self.resources.get("WorkloadEndpoint",
                                   ep.wep_name(self.settings.nodename, endpoint_id), ep.NAMESPACE)
 
     def delete_endpoint(self, network_id, endpoint_id):
-        wep = self._wep(endpoint_id)
-        self._weps.pop(endpoint_id, None)
+        # The veth's deletion takes its routes along (Leave removed them
+        # already, unless dockerd saw Join fail).
         self.reaper.delete(ep.host_ifname(endpoint_id))
-        if wep is not None:
-            self._clear_host_side(wep)
-            self.resources.delete("WorkloadEndpoint", wep.name, ep.NAMESPACE)
+        with _CACHE_LOCK:
+            known = self._weps.pop(endpoint_id, None)
+        if known is None:
+            wep = self._stored_wep(endpoint_id)
+            if wep is None:
+                return {}
+            known = _Known(wep)
+        self.sandboxes.remove_endpoint(known.wep, known.claim_revision)
         return {}
-
-    def _clear_host_side(self, wep):
-        v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
-        # Only routes through this endpoint's interface: the address may
-        # already belong to a newer endpoint.
-        dataplane.remove_routes(v4, v6, host_ifname=wep.spec["interfaceName"])
-        sandbox = wep.annotations.get(ep.SANDBOX_ANNOTATION)
-        if sandbox:
-            self.sandboxes.release(sandbox, wep.spec["endpoint"])
 
     # -- join / leave --------------------------------------------------
 
     def join(self, network_id, endpoint_id, sandbox_key, options):
-        wep = self._wep(endpoint_id, cached=True)
+        wep = self._wep(endpoint_id)
         if wep is None:
             raise UnknownEndpoint(
                 f"endpoint {endpoint_id[:12]} is unknown to Calico: its CreateEndpoint did "
                 "not reach this plugin's datastore; remove the container and start it again")
         if sandbox_key:
-            self._claim_sandbox(wep, network_id, endpoint_id, sandbox_key)
+            wep = self._claim_sandbox(wep, sandbox_key)
+            _remember(self._weps, endpoint_id, _Known(wep, claim_revision=wep.revision))
         host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
         self.reaper.keep(host_if)  # queued by a Leave of this endpoint just before
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
@@ -342,8 +352,7 @@ class NetworkDriver:
                                   mac=wep.spec.get("mac") or None,
                                   proc_sys=self.settings.proc_sys)
         except dataplane.DataplaneError as exc:
-            if sandbox_key:
-                self.sandboxes.release(sandbox_key, endpoint_id)
+            # The claim goes with the endpoint: dockerd deletes it next.
             raise DriverError(f"could not set up the veth for endpoint {endpoint_id[:12]}: "
                               f"{exc}") from exc
         answer = {
@@ -358,35 +367,40 @@ class NetworkDriver:
                                            "RouteType": 1})
         return answer
 
-    def _claim_sandbox(self, wep, network_id, endpoint_id, sandbox_key):
-        unread = [wep]  # the copy we have first; after a lost race, re-read
-
-        def record():
-            """The endpoint, marked with its sandbox, written with the claim."""
-            current = unread.pop() if unread else self._wep(endpoint_id)
-            if current is None:
-                raise UnknownEndpoint(f"endpoint {endpoint_id[:12]} was deleted while joining")
-            current.annotations[ep.SANDBOX_ANNOTATION] = sandbox_key
-            return current.key, current.to_json(), current.revision
-        holder = self.sandboxes.claim(sandbox_key, endpoint_id, record=record,
-                                      is_live=lambda other: self._wep(other) is not None)
-        self._weps.pop(endpoint_id, None)  # its revision changed
-        if holder is not None:
-            other = self._wep(holder)
+    def _claim_sandbox(self, wep, sandbox_key) -> Resource:
+        try:
+            return self.sandboxes.claim(
+                wep, sandbox_key, is_live=lambda other: self._stored_wep(other) is not None)
+        except SandboxTaken as taken:
+            other = self._stored_wep(taken.holder)
             other_net = other.annotations.get(ep.NETWORK_ID_ANNOTATION, "") if other else ""
             raise DriverError(
                 "this container is already on a Calico network (endpoint "
-                f"{holder[:12]}, network {other_net[:12]}); a container can join only one "
+                f"{taken.holder[:12]}, network {other_net[:12]}); a container can join only one "
                 "Calico network, because each brings the same gateway 169.254.1.1. "
                 "Disconnect it from that network first, or use one network with several "
-                "profiles via policy")
+                "profiles via policy") from None
 
     def leave(self, network_id, endpoint_id):
+        """Cut the container off, its host routes first, and queue its
+        veth's deletion.  The WorkloadEndpoint and the sandbox claim stay
+        for DeleteEndpoint, which dockerd sends after every Leave, unless
+        it joins the endpoint again (see driver/sandboxes.py)."""
         wep = self._wep(endpoint_id)
         if wep is not None:
-            self._clear_host_side(wep)
+            v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
+            # Only routes through this endpoint's interface: the address may
+            # already belong to a newer endpoint.
+            dataplane.remove_routes(v4, v6, host_ifname=wep.spec["interfaceName"])
         self.reaper.delete(ep.host_ifname(endpoint_id))
         return {}
+
+
+class _Known(NamedTuple):
+    """What this process wrote last of an endpoint: a hint, as every write
+    compares revisions (a stale one costs a retry, not a wrong write)."""
+    wep: Resource  # with the revision it was written (or read) at
+    claim_revision: int | None = None  # its sandbox claim's, when this process made it
 
 
 _CACHE_LOCK = threading.Lock()  # gunicorn's threads share the caches
