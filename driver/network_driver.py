@@ -136,25 +136,17 @@ class NetworkDriver:
     def _learn_name(self, network_id, learned):
         """Ask dockerd for the network's name until it shows the network, and
         record the name in etcd; `learned` is set when this ends."""
-        deadline = time.monotonic() + NAME_LEARN_SECONDS
-        delay = 0.05
-        failure = None
         try:
-            while time.monotonic() < deadline:
-                try:
-                    name = self.docker.network_name(network_id)
-                except DockerUnavailable as exc:
-                    failure = exc
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                try:
-                    self.networks.set_name(network_id, name)
-                except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
-                    LOG.warning("could not record the name of network %s", network_id[:12])
+            name, failure = _ask_until_shown(lambda: self.docker.network_name(network_id),
+                                             NAME_LEARN_SECONDS, max_delay=1.0)
+            if name is None:
+                LOG.warning("dockerd never showed network %s (%s); its endpoints are refused "
+                            "until dockerd tells its name", network_id[:12], failure)
                 return
-            LOG.warning("dockerd never showed network %s (%s); its endpoints are refused "
-                        "until dockerd tells its name", network_id[:12], failure)
+            try:
+                self.networks.set_name(network_id, name)
+            except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
+                LOG.warning("could not record the name of network %s", network_id[:12])
         finally:
             with _CACHE_LOCK:
                 self._learning.pop(network_id, None)
@@ -265,18 +257,15 @@ class NetworkDriver:
         """Ask dockerd, until it shows the endpoint's container, for its DNS
         names and network name (and its labels when labelling), and record
         them on the WorkloadEndpoint, where every host's agent reads them."""
-        deadline = time.monotonic() + self.settings.label_poll_timeout
-        delay = 0.05
-        while time.monotonic() < deadline:
-            container = self.docker.endpoint_container(network_id, endpoint_id)
-            if container is not None:
-                self._record_container(endpoint_id, container)
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        LOG.warning("endpoint %s has no DNS names (nor container labels): dockerd did not "
-                    "show its container within %.1fs", endpoint_id[:12],
-                    self.settings.label_poll_timeout)
+        container, _ = _ask_until_shown(
+            lambda: self.docker.endpoint_container(network_id, endpoint_id),
+            self.settings.label_poll_timeout, max_delay=0.2)
+        if container is None:
+            LOG.warning("endpoint %s has no DNS names (nor container labels): dockerd did not "
+                        "show its container within %.1fs", endpoint_id[:12],
+                        self.settings.label_poll_timeout)
+            return
+        self._record_container(endpoint_id, container)
 
     def _record_container(self, endpoint_id, container):
         labels = ep.container_labels(container.labels) if self.settings.label_endpoints else {}
@@ -401,6 +390,27 @@ class _Known(NamedTuple):
     compares revisions (a stale one costs a retry, not a wrong write)."""
     wep: Resource  # with the revision it was written (or read) at
     claim_revision: int | None = None  # its sandbox claim's, when this process made it
+
+
+def _ask_until_shown(question, seconds, max_delay):
+    """Ask dockerd question() until it shows what is asked about (answers
+    other than None), for at most `seconds`: dockerd shows a network or a
+    container only after the plugin call that makes it has returned.  Waits
+    50 ms between questions, doubling up to max_delay.  Returns the answer,
+    or None and why the last question failed (DockerUnavailable; None when
+    dockerd answered but did not show it)."""
+    deadline = time.monotonic() + seconds
+    delay, failure = 0.05, None
+    while time.monotonic() < deadline:
+        try:
+            answer = question()
+        except DockerUnavailable as exc:
+            answer, failure = None, exc
+        if answer is not None:
+            return answer, None
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
+    return None, failure
 
 
 _CACHE_LOCK = threading.Lock()  # gunicorn's threads share the caches
