@@ -42,6 +42,10 @@ OPT_IFNAME = OPT_PREFIX + "endpoint.ifname"  # Docker >= 28
 # and how long CreateEndpoint waits for that learning before asking itself.
 NAME_LEARN_SECONDS = 30.0
 NAME_WAIT_SECONDS = 2.0
+# When to first ask dockerd for a container after its Join: dockerd 20.10, 26
+# and 28 showed every one by then; a question before that costs dockerd a
+# network inspect while it starts the container.
+CONTAINER_SHOWN_SECONDS = 0.05
 IPV6_ONLY_REFUSED = (
     "Calico networks need IPv4: each host reaches its containers through an IPv4 "
     "gateway (169.254.1.1) and the hosts know each other by IPv4 address, so IPv6-only "
@@ -234,10 +238,6 @@ class NetworkDriver:
         except ResourceAlreadyExists:  # a replayed CreateEndpoint
             wep = self.resources.apply(wep)
         _remember(self._weps, endpoint_id, _Known(wep))
-        # Its DNS names (and labels) are learned from dockerd in the background:
-        # dockerd shows the container only after this call returns.
-        threading.Thread(target=self._learn_endpoint, args=(network_id, endpoint_id),
-                         daemon=True, name=f"learn-ep-{endpoint_id[:12]}").start()
         # Give Docker the MAC only when it has none: returning a field Docker
         # already set is an error ("driver modified interface MAC address").
         if interface["MacAddress"]:
@@ -259,7 +259,7 @@ class NetworkDriver:
         them on the WorkloadEndpoint, where every host's agent reads them."""
         container, _ = _ask_until_shown(
             lambda: self.docker.endpoint_container(network_id, endpoint_id),
-            self.settings.label_poll_timeout, max_delay=0.2)
+            self.settings.label_poll_timeout, max_delay=0.2, first_delay=CONTAINER_SHOWN_SECONDS)
         if container is None:
             LOG.warning("endpoint %s has no DNS names (nor container labels): dockerd did not "
                         "show its container within %.1fs", endpoint_id[:12],
@@ -354,6 +354,10 @@ class NetworkDriver:
             answer["GatewayIPv6"] = IPV6_GATEWAY
             answer["StaticRoutes"].append({"Destination": IPV6_GATEWAY + "/128",
                                            "RouteType": 1})
+        # Its DNS names (and labels) are learned from dockerd in the background:
+        # dockerd shows the container only once it has this answer.
+        threading.Thread(target=self._learn_endpoint, args=(network_id, endpoint_id),
+                         daemon=True, name=f"learn-ep-{endpoint_id[:12]}").start()
         return answer
 
     def _claim_sandbox(self, wep, sandbox_key) -> Resource:
@@ -392,15 +396,17 @@ class _Known(NamedTuple):
     claim_revision: int | None = None  # its sandbox claim's, when this process made it
 
 
-def _ask_until_shown(question, seconds, max_delay):
+def _ask_until_shown(question, seconds, max_delay, first_delay=0.0):
     """Ask dockerd question() until it shows what is asked about (answers
     other than None), for at most `seconds`: dockerd shows a network or a
     container only after the plugin call that makes it has returned.  Waits
-    50 ms between questions, doubling up to max_delay.  Returns the answer,
-    or None and why the last question failed (DockerUnavailable; None when
-    dockerd answered but did not show it)."""
+    first_delay before the first question, then 50 ms between questions,
+    doubling up to max_delay.  Returns the answer, or None and why the last
+    question failed (DockerUnavailable; None when dockerd answered but did
+    not show it)."""
     deadline = time.monotonic() + seconds
     delay, failure = 0.05, None
+    time.sleep(first_delay)
     while time.monotonic() < deadline:
         try:
             answer = question()

@@ -4,6 +4,7 @@ import pytest
 
 from datastore.etcd import Etcd
 from driver import dataplane
+from tests.plugin.support import call
 
 
 @pytest.fixture
@@ -22,3 +23,21 @@ def no_netlink(monkeypatch):
     monkeypatch.setattr(dataplane, "set_up_veth", lambda host, temp, v4=(), v6=(), mtu=None,
                         mac=None, proc_sys=None: made.append((host, temp, mac)))
     return made
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """round_trips(client, path, body) -> (status, answer, etcd calls made)."""
+    made = []
+    real = Etcd._call
+
+    def counted(self, fn):
+        made.append(fn)
+        return real(self, fn)
+    monkeypatch.setattr(Etcd, "_call", counted)
+
+    def measure(client, path, body):
+        made.clear()
+        status, answer = call(client, path, body)
+        return status, answer, len(made)
+    return measure

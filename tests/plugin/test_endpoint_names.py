@@ -1,6 +1,6 @@
 """An endpoint's DNS names and network name reach its WorkloadEndpoint in the
-background after CreateEndpoint, from one inspect of its container: through
-the HTTP face, a real etcd and a fake dockerd (the plugin's real DockerApi)."""
+background after Join, from one inspect of its container: through the HTTP
+face, a real etcd and a fake dockerd (the plugin's real DockerApi)."""
 
 import json
 import time
@@ -8,6 +8,7 @@ import time
 import pytest
 
 from driver.docker_api import DockerApi
+from driver.sandboxes import PREFIX as SANDBOXES
 from tests.fake_dockerd import DOCKER_20_10, FakeDockerd
 from tests.plugin.support import call, make_client
 from tests.plugin.test_network_names import CREATE_ENDPOINT, CREATE_NETWORK, EP, NET, WEP_KEY
@@ -31,11 +32,16 @@ def annotations(store, timeout=5.0):
         time.sleep(0.05)
 
 
-def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_netlink):
+def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_netlink,
+                                                              round_trips):
     client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
                          label_endpoints=True, label_poll_timeout=5.0)
     assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
     assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    assert call(client, "NetworkDriver.Join", {
+        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
+        "Options": {}})[0] == 200
+    assert no_netlink
     time.sleep(0.3)  # dockerd shows the container only later
     dockerd.containers[CONTAINER] = {"Labels": {"org.projectcalico.label.tier": "db"}}
     dockerd.inspect[CONTAINER] = {"Name": "/Workload-E", "NetworkSettings": {"Networks": {
@@ -45,16 +51,21 @@ def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_
     assert json.loads(notes["libnetwork.projectcalico.org/dns-names"]) == \
         ["workload-e", "db", CONTAINER[:12]]
     assert notes["libnetwork.projectcalico.org/network-name"] == "net1"
+    assert notes["libnetwork.projectcalico.org/sandbox"]  # Join's, kept
     assert json.loads(store.get(WEP_KEY).value)["metadata"]["labels"]["tier"] == "db"
-    # Join still works on the endpoint the background write changed.
-    status, _ = call(client, "NetworkDriver.Join", {
-        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "", "Options": {}})
-    assert status == 200 and no_netlink  # the record it reads back is well formed
+    # The background write kept the process's copy current: Leave and
+    # DeleteEndpoint cost no more than after any Join.
+    ids = {"NetworkID": NET, "EndpointID": EP}
+    assert round_trips(client, "NetworkDriver.Leave", ids) == (200, {}, 0)
+    assert round_trips(client, "NetworkDriver.DeleteEndpoint", ids) == (200, {}, 1)
+    assert store.get(WEP_KEY) is None and store.get_prefix(SANDBOXES)[0] == []
 
 
-def test_without_dockerd_the_endpoint_still_works(store):
+def test_without_dockerd_the_endpoint_still_works(store, no_netlink):
     client = make_client(store, create_profiles=False, label_poll_timeout=0.3)  # NoDocker
     assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    assert call(client, "NetworkDriver.Join", {
+        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "", "Options": {}})[0] == 200
     time.sleep(0.6)
     notes = json.loads(store.get(WEP_KEY).value)["metadata"]["annotations"]
     assert "libnetwork.projectcalico.org/dns-names" not in notes

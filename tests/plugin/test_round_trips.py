@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from datastore.etcd import Etcd
 from datastore.resources import Resources
 from driver import endpoints as ep
 from driver.sandboxes import PREFIX as SANDBOXES
@@ -30,24 +29,6 @@ def endpoint(n):
 
 def ids(endpoint_id):
     return {"NetworkID": NET, "EndpointID": endpoint_id}
-
-
-@pytest.fixture
-def round_trips(monkeypatch):
-    """round_trips(client, path, body) -> (status, answer, etcd calls made)."""
-    made = []
-    real = Etcd._call
-
-    def counted(self, fn):
-        made.append(fn)
-        return real(self, fn)
-    monkeypatch.setattr(Etcd, "_call", counted)
-
-    def measure(client, path, body):
-        made.clear()
-        status, answer = call(client, path, body)
-        return status, answer, len(made)
-    return measure
 
 
 def start(store):
