@@ -22,21 +22,24 @@ address and proxy ARP, kept on every host end, answers as it always did.
 Never delete the address on its own: when a link loses its last IPv4
 address the kernel flushes every route through it.
 
-Every function opens its own ``IPRoute`` (one per call: the plugin serves
-requests from several threads and pyroute2's sync sockets are per thread;
-set_up_veth does all of Join's work over one) and finds interface indexes
-with if_nametoindex, which costs a system call where a netlink link query
-costs a round trip and a parse.  Every function can be replayed: "exists" on
-create and "no such device/route" on delete mean the work is already done.
+Netlink goes through one ``IPRoute`` per thread, kept between calls
+(pyroute2's sync sockets serve one thread, and opening one costs about as
+much as a request); interface indexes come from if_nametoindex, a system
+call where a netlink link query costs a round trip and a parse.  Every
+function can be replayed: "exists" on create and "no such device/route" on
+delete mean the work is already done.
 
 Sysctls are written under /proc/sys, which always shows the network namespace
 of the calling process, like the netlink socket does.
 """
 
+import contextlib
 import errno
 import ipaddress
+import os
 import re
 import socket
+import threading
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -93,7 +96,7 @@ def set_up_veth(host_ifname, temp_ifname, ipv4_addrs=(), ipv6_addrs=(), mtu=None
     _check_veth(host_ifname, temp_ifname, mtu, mac)
     v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
     v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
-    with IPRoute() as ipr:
+    with _rtnl() as ipr:
         index = _create_veth(ipr, host_ifname, temp_ifname, mtu, mac)
         try:
             _program_host_side(ipr, index, host_ifname, v4, v6, proc_sys)
@@ -216,7 +219,7 @@ def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
     index = _index(host_ifname)
     if index is None:
         return False
-    with IPRoute() as ipr:
+    with _rtnl() as ipr:
         return _add_ipv4_gateway(ipr, index, host_ifname, proc_sys)
 
 
@@ -230,7 +233,7 @@ def arp_answers_local_gateway(proc_sys='/proc/sys'):
 def remove_veth(host_ifname):
     """Delete the veth pair (either end takes the other and its routes)."""
     _check_ifname(host_ifname)
-    with IPRoute() as ipr:
+    with _rtnl() as ipr:
         _delete_link(ipr, host_ifname, f'remove {host_ifname}')
 
 
@@ -250,7 +253,7 @@ def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
         match['oif'] = _index(host_ifname)
         if match['oif'] is None:
             return  # the kernel removed its routes with it
-    with IPRoute() as ipr:
+    with _rtnl() as ipr:
         # IPv4 deletes match the scope exactly (pyroute2 sends "universe"
         # unless told), so name ours; IPv6 routes have no scope.
         wanted = [(f'{a}/32', {'scope': 'link'}) for a in v4]
@@ -271,7 +274,7 @@ def link_exists(ifname):
 
 def links(prefix):
     """{name: MAC} of the links whose name starts with ``prefix``."""
-    with IPRoute() as ipr:
+    with _rtnl() as ipr:
         found = {}
         for link in _netlink(ipr.link, 'list links', 'dump'):
             name = link.get('IFLA_IFNAME') or ''
@@ -281,6 +284,26 @@ def links(prefix):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+_sockets = threading.local()
+
+
+@contextlib.contextmanager
+def _rtnl():
+    """This thread's netlink socket.  A forked child opens its own (it may
+    have moved to another namespace); a failure closes it, so that the next
+    call starts from a fresh one."""
+    ipr = getattr(_sockets, 'ipr', None)
+    if ipr is None or _sockets.pid != os.getpid():
+        ipr = _sockets.ipr = IPRoute()
+        _sockets.pid = os.getpid()
+    try:
+        yield ipr
+    except BaseException:
+        _sockets.ipr = None
+        ipr.close()
+        raise
 
 
 def _check_ifname(name):
