@@ -330,6 +330,10 @@ class NetworkDriver:
             raise UnknownEndpoint(
                 f"endpoint {endpoint_id[:12]} is unknown to Calico: its CreateEndpoint did "
                 "not reach this plugin's datastore; remove the container and start it again")
+        # dockerd joins an endpoint to its sandbox again after Leave when a
+        # legacy link is removed (Sandbox.Refresh); it keeps the connected
+        # routes of the first Join on the interface, and would add them twice.
+        rejoined = bool(sandbox_key) and wep.annotations.get(ep.SANDBOX_ANNOTATION) == sandbox_key
         if sandbox_key:
             wep = self._claim_sandbox(wep, sandbox_key)
             _remember(self._weps, endpoint_id, _Known(wep, claim_revision=wep.revision))
@@ -354,6 +358,8 @@ class NetworkDriver:
             answer["GatewayIPv6"] = IPV6_GATEWAY
             answer["StaticRoutes"].append({"Destination": IPV6_GATEWAY + "/128",
                                            "RouteType": 1})
+        if rejoined:
+            answer["StaticRoutes"] = []
         # Its DNS names (and labels) are learned from dockerd in the background:
         # dockerd shows the container only once it has this answer.
         threading.Thread(target=self._learn_endpoint, args=(network_id, endpoint_id),

@@ -121,12 +121,18 @@ def test_a_restarted_plugin_reads_once(plugin, store, round_trips, relabelled, d
 
 def test_leave_then_join_again(plugin, store, round_trips):
     """dockerd joins an endpoint again after its Leave when a legacy link is
-    removed (libnetwork's Sandbox.Refresh): the claim is its own still."""
+    removed (libnetwork's Sandbox.Refresh): the claim is its own still, and
+    the connected route to the gateway, which dockerd keeps on the interface
+    from the first Join, is not given twice (dockerd would fail: file exists)."""
     client = plugin
     create(client, 1)
-    assert call(client, "NetworkDriver.Join", join_body(1))[0] == 200
+    status, first = call(client, "NetworkDriver.Join", join_body(1))
+    assert status == 200 and first["StaticRoutes"] == [
+        {"Destination": "169.254.1.1/32", "RouteType": 1}]
     assert call(client, "NetworkDriver.Leave", ids(endpoint(1)))[0] == 200
-    assert round_trips(client, "NetworkDriver.Join", join_body(1))[::2] == (200, 2)
+    status, again, calls = round_trips(client, "NetworkDriver.Join", join_body(1))
+    assert (status, calls) == (200, 2)
+    assert again == {**first, "StaticRoutes": []}
     assert round_trips(client, "NetworkDriver.DeleteEndpoint", ids(endpoint(1)))[::2] == (200, 1)
     assert leftovers(store, 1) == set()
 
