@@ -1,5 +1,7 @@
 """Fixtures for the plugin's HTTP tests (helpers in tests/plugin/support.py)."""
 
+import threading
+
 import pytest
 
 from datastore.etcd import Etcd
@@ -27,12 +29,13 @@ def no_netlink(monkeypatch):
 
 @pytest.fixture
 def round_trips(monkeypatch):
-    """round_trips(client, path, body) -> (status, answer, etcd calls made)."""
+    """round_trips(client, path, body) -> (status, answer, etcd calls made);
+    round_trips.made: the names of the threads that made each call since."""
     made = []
     real = Etcd._call
 
     def counted(self, fn):
-        made.append(fn)
+        made.append(threading.current_thread().name)
         return real(self, fn)
     monkeypatch.setattr(Etcd, "_call", counted)
 
@@ -40,4 +43,5 @@ def round_trips(monkeypatch):
         made.clear()
         status, answer = call(client, path, body)
         return status, answer, len(made)
+    measure.made = made
     return measure

@@ -38,7 +38,7 @@ def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_
                          label_endpoints=True, label_poll_timeout=5.0)
     assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
     assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
-    assert call(client, "NetworkDriver.Join", {
+    assert round_trips(client, "NetworkDriver.Join", {
         "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
         "Options": {}})[0] == 200
     assert no_netlink
@@ -53,6 +53,9 @@ def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_
     assert notes["libnetwork.projectcalico.org/network-name"] == "net1"
     assert notes["libnetwork.projectcalico.org/sandbox"]  # Join's, kept
     assert json.loads(store.get(WEP_KEY).value)["metadata"]["labels"]["tier"] == "db"
+    # One write, on the revision Join wrote: no read.
+    assert [name for name in round_trips.made if name.startswith("learn-ep")] == \
+        [f"learn-ep-{EP[:12]}"]
     # The background write kept the process's copy current: Leave and
     # DeleteEndpoint cost no more than after any Join.
     ids = {"NetworkID": NET, "EndpointID": EP}
