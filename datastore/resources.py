@@ -136,11 +136,11 @@ class Resources:
         kv = self.etcd.get(resource_key(kind, name, namespace))
         return None if kv is None else _from_kv(kv)
 
-    def list(self, kind, namespace=None) -> list[Resource]:
+    def list(self, kind, namespace=None, name_prefix="") -> list[Resource]:
         prefix = f"{PREFIX}{PLURALS[kind]}/"
         if namespace:
             prefix += f"{namespace}/"
-        kvs, _ = self.etcd.get_prefix(prefix)
+        kvs, _ = self.etcd.get_prefix(prefix + name_prefix)
         return [_from_kv(kv) for kv in kvs]
 
     def create(self, res: Resource) -> Resource:

@@ -35,8 +35,12 @@ def temp_ifname(endpoint_id: str) -> str:
 
 def wep_name(node: str, endpoint_id: str) -> str:
     """<node>-libnetwork-libnetwork-<endpoint>, '-' inside a segment doubled."""
-    segments = (node, ORCHESTRATOR, ORCHESTRATOR, endpoint_id)
-    return "-".join(s.replace("-", "--") for s in segments)
+    return node_wep_prefix(node) + endpoint_id.replace("-", "--")
+
+
+def node_wep_prefix(node: str) -> str:
+    """What the names of node's WorkloadEndpoints (and only theirs) start with."""
+    return "".join(s.replace("-", "--") + "-" for s in (node, ORCHESTRATOR, ORCHESTRATOR))
 
 
 def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,

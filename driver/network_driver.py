@@ -22,6 +22,7 @@ from datastore.resources import Resource, Resources
 from driver import dataplane
 from driver import endpoints as ep
 from driver.docker_api import DockerApi
+from driver.holders import AddressHolders
 from driver.errors import (DockerUnavailable, DriverError, NetworkNameUnknown, NotCalicoIpam,
                            UnknownEndpoint, UnsupportedOption)
 from driver.networks import Network, Networks
@@ -64,6 +65,7 @@ class NetworkDriver:
         self.sandboxes = Sandboxes(resources.etcd, settings.nodename)
         self.docker = docker
         self.reaper = LinkReaper()
+        self.holders = AddressHolders(resources, settings.nodename)
         # Per-process caches that spare etcd round trips on the endpoint calls.
         # Each entry is only a hint: writes still compare revisions.
         self._named_networks = {}  # network id -> Network whose name is known
@@ -240,6 +242,7 @@ class NetworkDriver:
         except ResourceAlreadyExists:  # a replayed CreateEndpoint
             wep = self.resources.apply(wep)
         _remember(self._weps, endpoint_id, _Known(wep))
+        self.holders.add(endpoint_id, ip_networks)
         # Give Docker the MAC only when it has none: returning a field Docker
         # already set is an error ("driver modified interface MAC address").
         if interface["MacAddress"]:
@@ -335,7 +338,18 @@ class NetworkDriver:
                 return {}
             known = _Known(wep)
         self.sandboxes.remove_endpoint(known.wep, known.claim_revision)
+        self.holders.remove(endpoint_id, known.wep.spec.get("ipNetworks") or ())
         return {}
+
+    def drop_stale_endpoint(self, address) -> None:
+        """ReleaseAddress is about to free address: an endpoint of this node
+        still holding it lost its DeleteEndpoint (driver/holders.py)."""
+        endpoint_id = self.holders.holder(address)
+        if endpoint_id:
+            LOG.warning("endpoint %s still holds %s, which dockerd is releasing: its "
+                        "DeleteEndpoint never reached the plugin; deleting it now",
+                        endpoint_id[:12], address)
+            self.delete_endpoint(None, endpoint_id)
 
     # -- join / leave --------------------------------------------------
 

@@ -7,8 +7,9 @@ libnetwork-plugin (master), with PoolID = the Calico pool's name.
 
 import datetime
 import secrets
+from collections.abc import Callable
 
-from netaddr import AddrFormatError, IPNetwork
+from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from datastore.resources import Resources
 from ipam.allocator import Ipam, parse_ip
@@ -39,10 +40,15 @@ POOL_DELETED = ("The network references a Calico pool which has been deleted. "
 
 
 class IpamDriver:
-    def __init__(self, ipam: Ipam, node: str, resources: Resources):
+    def __init__(self, ipam: Ipam, node: str, resources: Resources,
+                 before_release: Callable[[IPAddress], None] | None = None):
         self.ipam = ipam
         self.node = node
         self.resources = resources
+        # Called with each address ReleaseAddress is about to free: dockerd
+        # deletes an address's endpoint before it releases the address, so an
+        # endpoint still holding it lost its DeleteEndpoint (to a crash).
+        self.before_release = before_release
 
     def get_capabilities(self) -> dict:
         return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
@@ -108,8 +114,11 @@ class IpamDriver:
     def release_address(self, pool_id: str, address: str) -> dict:
         if not address:
             raise InvalidRequest("ReleaseAddress needs an Address")
+        ip = parse_ip(address.split("/")[0])
+        if self.before_release is not None:
+            self.before_release(ip)
         # Releasing an address that is already free succeeds: Docker may retry.
-        self.ipam.release_ips([parse_ip(address.split("/")[0])])
+        self.ipam.release_ips([ip])
         return {}
 
     def _network_pool(self, pool_id: str) -> tuple[int, Pool | None]:

@@ -4,6 +4,7 @@ from datastore.resources import Resources
 from datastore.settings import connect
 from driver.docker_api import DockerApi
 from driver.network_driver import NetworkDriver
+from driver.settings import DriverSettings
 from ipam.allocator import Ipam
 from ipam.driver import IpamDriver
 from ipam.pool_cache import PoolCache
@@ -14,8 +15,15 @@ def build(config: Config) -> dict:
     etcd = connect(config.etcd)
     resources = Resources(etcd)
     docker = DockerApi(config.driver.docker_host)
-    ipam = Ipam(etcd, config.nodename, resources, PoolCache(etcd).start())
+    return wire(config.driver, resources, docker, PoolCache(etcd).start())
+
+
+def wire(settings: DriverSettings, resources: Resources, docker,
+         pool_cache: PoolCache | None) -> dict:
+    network = NetworkDriver(settings, resources, docker)
+    ipam = Ipam(resources.etcd, settings.nodename, resources, pool_cache)
     return {
-        NetworkDriver: NetworkDriver(config.driver, resources, docker),
-        IpamDriver: IpamDriver(ipam, config.nodename, resources),
+        NetworkDriver: network,
+        IpamDriver: IpamDriver(ipam, settings.nodename, resources,
+                               before_release=network.drop_stale_endpoint),
     }

@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ if REPO not in sys.path:
 
 from datastore.etcd import Etcd  # noqa: E402
 from datastore.resources import Resources  # noqa: E402
+from ipam.pool_cache import PoolCache  # noqa: E402
 from ipam.pools import build_pool, create_pool  # noqa: E402
 from tests.lab import EtcdServer  # noqa: E402
 from tests.lab.etcd import ETCD, EtcdTls  # noqa: E402
@@ -65,33 +67,41 @@ def resources(etcd_client):
 
 
 @pytest.fixture
+def pool_cache(etcd_client):
+    """A started PoolCache (a quiet watch is replaced after 1 s, not 30)."""
+    cache = PoolCache(etcd_client, idle_timeout=1.0).start()
+    yield cache
+    cache.stop()
+
+
+@pytest.fixture
 def make_pool(resources):
     """make_pool(name, cidr, **options) creates an IP pool as calicoctl would."""
     return lambda name, cidr, **options: create_pool(resources, build_pool(name, cidr, **options))
 
 
-@pytest.fixture
-def etcd_calls(monkeypatch):
-    """`with etcd_calls() as calls:` records in calls one entry (the calling
-    function's name) per etcd round trip made inside the block."""
-    real_call = Etcd._call
-    recording = []
-
-    def counted(self, fn):
-        if recording:
-            recording[-1].append(sys._getframe(1).f_code.co_name)
-        return real_call(self, fn)
-    monkeypatch.setattr(Etcd, "_call", counted)
+class EtcdCalls(list):
+    """Every etcd round trip (Etcd._call) made since the test began or the
+    list was cleared, from any thread: (thread name, Etcd method)."""
 
     @contextlib.contextmanager
-    def record():
-        calls = []
-        recording.append(calls)
-        try:
-            yield calls
-        finally:
-            recording.pop()
-    return record
+    def during(self):
+        """`with etcd_calls.during() as calls:` calls: the Etcd methods of
+        the round trips made inside the block."""
+        start, calls = len(self), []
+        yield calls
+        calls.extend(method for _, method in self[start:])
+
+
+@pytest.fixture
+def etcd_calls(monkeypatch):
+    made, real_call = EtcdCalls(), Etcd._call
+
+    def counted(self, fn):
+        made.append((threading.current_thread().name, sys._getframe(1).f_code.co_name))
+        return real_call(self, fn)
+    monkeypatch.setattr(Etcd, "_call", counted)
+    return made
 
 
 @pytest.fixture

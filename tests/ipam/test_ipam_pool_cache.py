@@ -2,21 +2,12 @@
 spares RequestAddress and ReleaseAddress every read: each is one etcd round
 trip once the node has a block."""
 
-import pytest
 
 from ipam.allocator import Ipam
 from ipam.driver import IpamDriver
-from ipam.pool_cache import PoolCache
 from ipam.pools import delete_pool
 from tests.ipam.support import assert_consistent, set_disabled
 from tests.lab.common import wait_until
-
-
-@pytest.fixture
-def pool_cache(etcd_client):
-    cache = PoolCache(etcd_client, idle_timeout=1.0).start()
-    yield cache
-    cache.stop()
 
 
 def names(cache):
@@ -48,9 +39,9 @@ def test_request_and_release_are_one_round_trip_each(etcd_client, make_pool, res
     assert wait_until(lambda: pool_cache.current(), 10)
     first = driver.request_address("CalicoPoolIPv4", "", {})["Address"]
     for pool_id in ("CalicoPoolIPv4", "p"):  # any pool, or the network's own pool
-        with etcd_calls() as request_calls:
+        with etcd_calls.during() as request_calls:
             address = driver.request_address(pool_id, "", {})["Address"]
-        with etcd_calls() as release_calls:
+        with etcd_calls.during() as release_calls:
             driver.release_address(pool_id, address.split("/")[0])
         assert request_calls == ["commit"] and release_calls == ["commit"]
     driver.release_address("CalicoPoolIPv4", first.split("/")[0])

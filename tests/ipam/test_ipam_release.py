@@ -100,14 +100,14 @@ def test_after_its_own_release_a_node_allocates_without_rereading_the_block(
     ipam = node_ipam("host1")
     first = ipam.auto_assign(4, "h0", None)
     ipam.release_ips([first])
-    with etcd_calls() as calls:
+    with etcd_calls.during() as calls:
         second = ipam.auto_assign(4, "h1", None)
     assert len(calls) == 2 and second != first  # the pools, then block and handle at once
     # Another node's write to the block: the kept copy is stale, the
     # compare-and-swap notices and brings the block back, nothing is lost.
     other = node_ipam("host2")
     other.assign_ip(second + 1, "x", None)
-    with etcd_calls() as calls:
+    with etcd_calls.during() as calls:
         third = ipam.auto_assign(4, "h2", None)
     assert len(calls) == 3 and third not in (second, second + 1)
     assert_consistent(etcd_client)

@@ -1,7 +1,5 @@
 """Fixtures for the plugin's HTTP tests (helpers in tests/plugin/support.py)."""
 
-import threading
-
 import pytest
 
 from datastore.etcd import Etcd
@@ -28,20 +26,12 @@ def no_netlink(monkeypatch):
 
 
 @pytest.fixture
-def round_trips(monkeypatch):
+def round_trips(etcd_calls):
     """round_trips(client, path, body) -> (status, answer, etcd calls made);
-    round_trips.made: the names of the threads that made each call since."""
-    made = []
-    real = Etcd._call
-
-    def counted(self, fn):
-        made.append(threading.current_thread().name)
-        return real(self, fn)
-    monkeypatch.setattr(Etcd, "_call", counted)
-
+    round_trips.made: (thread name, method) of each call made since."""
     def measure(client, path, body):
-        made.clear()
+        etcd_calls.clear()
         status, answer = call(client, path, body)
-        return status, answer, len(made)
-    measure.made = made
+        return status, answer, len(etcd_calls)
+    measure.made = etcd_calls
     return measure

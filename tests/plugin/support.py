@@ -5,10 +5,8 @@ import json
 
 from datastore.resources import Resources
 from driver.errors import DockerUnavailable
-from driver.network_driver import NetworkDriver
 from driver.settings import DriverSettings
-from ipam.allocator import Ipam
-from ipam.driver import IpamDriver
+from plugin import services
 from plugin.app import create_app
 
 NODE = "test-node"
@@ -31,14 +29,10 @@ class NamedDocker(NoDocker):
         return "Web_Net"
 
 
-def make_client(store, docker=None, **settings):
-    resources = Resources(store)
-    driver_settings = DriverSettings(nodename=NODE, **settings)
-    app = create_app(lambda: {
-        NetworkDriver: NetworkDriver(driver_settings, resources, docker or NoDocker()),
-        IpamDriver: IpamDriver(Ipam(store, NODE), NODE, resources),
-    })
-    return app.test_client()
+def make_client(store, docker=None, pool_cache=None, **settings):
+    settings = DriverSettings(nodename=NODE, **settings)
+    return create_app(lambda: services.wire(settings, Resources(store), docker or NoDocker(),
+                                            pool_cache)).test_client()
 
 
 def call(client, path, body=None, raw=None):

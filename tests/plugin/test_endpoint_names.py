@@ -54,7 +54,7 @@ def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_
     assert notes["libnetwork.projectcalico.org/sandbox"]  # Join's, kept
     assert json.loads(store.get(WEP_KEY).value)["metadata"]["labels"]["tier"] == "db"
     # One write, on the revision Join wrote: no read.
-    assert [name for name in round_trips.made if name.startswith("learn-ep")] == \
+    assert [name for name, _ in round_trips.made if name.startswith("learn-ep")] == \
         [f"learn-ep-{EP[:12]}"]
     # The background write kept the process's copy current: Leave and
     # DeleteEndpoint cost no more than after any Join.

@@ -13,6 +13,7 @@ import pytest
 from datastore.resources import Resources
 from driver import endpoints as ep
 from driver.sandboxes import PREFIX as SANDBOXES
+from tests.lab.common import wait_until
 from tests.plugin.support import NET, NODE, NamedDocker, all_keys, call, make_client
 
 WEPS = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
@@ -155,3 +156,55 @@ def test_one_calico_endpoint_per_sandbox(plugin, store, round_trips):
     assert call(client, "NetworkDriver.DeleteEndpoint", ids(endpoint(1)))[0] == 200
     assert call(client, "NetworkDriver.DeleteEndpoint", ids(endpoint(2)))[0] == 200
     assert leftovers(store, 1) == leftovers(store, 2) == set()
+
+
+def request_address(client):
+    status, answer = call(client, "IpamDriver.RequestAddress",
+                          {"PoolID": "CalicoPoolIPv4", "Address": "", "Options": {}})
+    assert status == 200
+    return answer["Address"]
+
+
+def release_body(address):
+    return {"PoolID": "CalicoPoolIPv4", "Address": address.split("/")[0]}
+
+
+def test_request_and_release_address_are_one_round_trip_each(store, make_pool, pool_cache,
+                                                              round_trips):
+    """Once the node has a block and this process knows its endpoints."""
+    make_pool("p", "192.168.0.0/16")
+    plugin = make_client(store, pool_cache=pool_cache)
+    assert wait_until(pool_cache.current, 10)
+    request_address(plugin)
+    assert call(plugin, "IpamDriver.ReleaseAddress", release_body(request_address(plugin)))[0] \
+        == 200  # the first release reads this node's endpoints (driver/holders.py)
+    status, answer, calls = round_trips(plugin, "IpamDriver.RequestAddress",
+                                        {"PoolID": "CalicoPoolIPv4", "Address": "", "Options": {}})
+    assert (status, calls) == (200, 1)
+    assert round_trips(plugin, "IpamDriver.ReleaseAddress", release_body(answer["Address"])) \
+        == (200, {}, 1)
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_an_endpoint_whose_delete_was_lost_goes_with_its_address(plugin, store, make_pool,
+                                                                  restarted):
+    """dockerd deletes an endpoint before releasing its address; a plugin
+    killed during DeleteEndpoint gets dockerd's retry with an empty body,
+    refuses it, and then hears ReleaseAddress: the endpoint goes then."""
+    make_pool("p", "192.168.0.0/16")
+    address = request_address(plugin)
+    body = {**ids(endpoint(1)), "Options": {},
+            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""}}
+    assert call(plugin, "NetworkDriver.CreateEndpoint", body)[0] == 200
+    assert call(plugin, "NetworkDriver.Join", join_body(1))[0] == 200
+    client = start(store) if restarted else plugin
+    assert call(client, "NetworkDriver.DeleteEndpoint", raw=b"")[0] == 400  # the empty retry
+    assert leftovers(store, 1)
+    assert call(client, "IpamDriver.ReleaseAddress", release_body(address)) == (200, {})
+    assert leftovers(store, 1) == set()
+    assert address.split("/")[0] not in json.dumps(allocated(store))
+
+
+def allocated(store):
+    kvs, _ = store.get_prefix("/calico/ipam/v2/assignment/")
+    return [json.loads(kv.value)["allocations"] for kv in kvs]
