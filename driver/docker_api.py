@@ -37,6 +37,17 @@ class DockerApi:
         return self._ask(f"network {network_id[:12]}",
                          lambda api: api.inspect_network(network_id)["Name"])
 
+    def endpoint_ids(self, network_id: str) -> set[str]:
+        """The endpoints dockerd holds on a network (none if it has no such
+        network); DockerUnavailable when it does not answer."""
+        def endpoints(api):
+            try:
+                network = api.inspect_network(network_id)
+            except docker.errors.NotFound:
+                return set()
+            return {info.get("EndpointID") for info in (network.get("Containers") or {}).values()}
+        return self._ask(f"network {network_id[:12]}", endpoints)
+
     def server_version(self) -> str:
         """dockerd's release, e.g. "20.10.24" (for `status`, never a request)."""
         return self._ask("its version", lambda api: api.version()["Version"])

@@ -13,6 +13,7 @@ import socket
 
 from gunicorn.app.base import BaseApplication
 
+from driver.network_driver import NetworkDriver
 from plugin import services
 from plugin.app import create_app
 from plugin.config import Config
@@ -69,6 +70,7 @@ class PluginServer(BaseApplication):
             # No control socket: gunicorn would put it in ~/.gunicorn/, one
             # path shared by every instance on the host.
             "control_socket_disable": True,
+            "post_worker_init": _build_services,
         }
         super().__init__()
 
@@ -85,3 +87,12 @@ def serve(config: Config, paths) -> None:
     LOG.info("serving %s for node %s, etcd %s", ", ".join(paths),
              config.nodename, ",".join(config.etcd.endpoints))
     PluginServer(config, paths).run()
+
+
+def _build_services(worker) -> None:
+    """Build the domain objects as the worker starts rather than at dockerd's
+    first call: the pool watch and the endpoint sweep start with them."""
+    try:
+        worker.wsgi.extensions["calico_services"].get(NetworkDriver)
+    except Exception as exc:  # noqa: BLE001 - the first request builds them then
+        LOG.warning("not ready yet (%s); the first request will try again", exc)

@@ -1,7 +1,11 @@
 """Builds the domain objects the HTTP layer calls, from one Config."""
 
+import datetime
+import threading
+
 from datastore.resources import Resources
 from datastore.settings import connect
+from driver import endpoint_sweep
 from driver.docker_api import DockerApi
 from driver.network_driver import NetworkDriver
 from driver.settings import DriverSettings
@@ -15,7 +19,12 @@ def build(config: Config) -> dict:
     etcd = connect(config.etcd)
     resources = Resources(etcd)
     docker = DockerApi(config.driver.docker_host)
-    return wire(config.driver, resources, docker, PoolCache(etcd).start())
+    started = datetime.datetime.now(datetime.timezone.utc)
+    built = wire(config.driver, resources, docker, PoolCache(etcd).start())
+    threading.Thread(target=endpoint_sweep.sweep_when_settled,
+                     args=(built[NetworkDriver], started), daemon=True,
+                     name="endpoint-sweep").start()
+    return built
 
 
 def wire(settings: DriverSettings, resources: Resources, docker,
