@@ -12,6 +12,10 @@ and removes what it wrote at the end.
 2. --procs processes, each its own node and etcd client, allocate
    --per-proc addresses each at the same time: aggregate allocations/s and
    the number of addresses handed out twice (must be 0).
+3. --threads requests at once on one node, as in a burst of `docker run`s
+   (the plugin's threads, its pool cache): --pairs addresses requested and
+   released; block writes lost to the node's own other writes (failed
+   compare-and-swaps), etcd round trips per pair, p50/p99 per pair.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from datastore.resources import Resources  # noqa: E402
 from ipam import pools  # noqa: E402
 from ipam.allocator import Ipam  # noqa: E402
 from ipam.blocks import affinity_prefix, block_key, cidr_from_key, handle_key  # noqa: E402
+from ipam.pool_cache import PoolCache  # noqa: E402
 from ipam.store import BlockStore  # noqa: E402
 
 POOL = "bench-ipam"
@@ -55,7 +61,50 @@ def _allocate_in_child(args):
     return allocate(*args)
 
 
-def run(endpoints, cidr, count, procs, per_proc):
+def burst(endpoints, node, threads, pairs):
+    """Part 3: threads request and release pairs addresses on one node."""
+    etcd = Etcd(endpoints)
+    cache = PoolCache(etcd).start()
+    ipam = Ipam(etcd, node, Resources(etcd), cache)
+    while cache.current() is None:
+        time.sleep(0.01)
+    ipam.release_ips([ipam.auto_assign(4, "bench.warm-up", None, [POOL])])
+    lost, trips, real_commit, real_call = [0], [0], etcd.commit, etcd._call
+
+    def commit(*args, **kwargs):
+        result = real_commit(*args, **kwargs)
+        lost[0] += not result
+        return result
+
+    def call(fn):
+        trips[0] += 1
+        return real_call(fn)
+    etcd.commit, etcd._call = commit, call
+    costs = []
+
+    def worker(n):
+        for i in range(pairs // threads):
+            start = time.perf_counter()
+            ip = ipam.auto_assign(4, f"bench.{node}.{n}.{i}", None, [POOL])
+            ipam.release_ips([ip])
+            costs.append(time.perf_counter() - start)
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    costs.sort()
+    print(f"{threads} requests at once on one node: {len(costs)} request+release pairs in "
+          f"{elapsed:.2f} s; lost block writes {lost[0]}; etcd round trips per pair "
+          f"{trips[0] / len(costs):.1f}; per pair p50 {costs[len(costs) // 2] * 1000:.1f} ms, "
+          f"p99 {costs[int(len(costs) * 0.99)] * 1000:.1f} ms")
+    cache.stop()
+    etcd.close()
+
+
+def run(endpoints, cidr, count, procs, per_proc, threads, pairs):
     etcd = Etcd(endpoints)
     resources = Resources(etcd)
     pools.create_pool(resources, pools.build_pool(POOL, cidr))
@@ -84,6 +133,7 @@ def run(endpoints, cidr, count, procs, per_proc):
               f"{len(concurrent) / elapsed:.0f} alloc/s aggregate")
         print(f"  duplicates: {len(every) - len(set(every))}; addresses allocated in "
               f"etcd: {stored} (expected {len(every)})")
+        burst(endpoints, "bench-node-0", threads, pairs)
     finally:
         cleanup(etcd, procs)
 
@@ -105,14 +155,17 @@ def main():
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--per-proc", type=int, default=2500)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=800)
     parser.add_argument("--cidr", default="10.99.0.0/16")
     args = parser.parse_args()
+    figures = (args.cidr, args.count, args.procs, args.per_proc, args.threads, args.pairs)
     if os.environ.get("ETCD_ENDPOINTS"):
-        run(os.environ["ETCD_ENDPOINTS"], args.cidr, args.count, args.procs, args.per_proc)
+        run(os.environ["ETCD_ENDPOINTS"], *figures)
         return
     from tests.lab import EtcdServer  # the test suite's throwaway etcd, data in /dev/shm
     with EtcdServer() as server:
-        run(server.endpoints, args.cidr, args.count, args.procs, args.per_proc)
+        run(server.endpoints, *figures)
 
 
 if __name__ == "__main__":

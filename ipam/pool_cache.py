@@ -52,6 +52,8 @@ class PoolCache:
                 continue  # a quiet watch timed out: watch again from a new snapshot
             except DatastoreError as exc:
                 self._pools = None
+                if self._stop.is_set():  # the client was closed under the watch
+                    return
                 LOG.warning("IP pools are read from etcd on each request until the pool "
                             "watch is back (%s)", exc)
             except Exception:  # noqa: BLE001 - a bug must not leave the cache stale
