@@ -12,6 +12,17 @@ from plugin.app import create_app
 NODE = "test-node"
 NET = "a" * 64
 EP = "b1c2d3e4f5a6" + "0" * 52
+# CreateNetwork as dockerd sends it for `--driver calico --ipam-driver calico-ipam`.
+CREATE_NETWORK = {
+    "NetworkID": NET, "Options": {},
+    "IPv4Data": [{"AddressSpace": "CalicoLocalAddressSpace", "Pool": "0.0.0.0/0",
+                  "Gateway": "0.0.0.0/0"}],
+    "IPv6Data": []}
+
+
+def endpoint(n: int) -> str:
+    """The n-th test endpoint's id (64 hex digits)."""
+    return f"{n:012x}" + "e" * 52
 
 
 class NoDocker:

@@ -13,17 +13,8 @@ from driver.docker_api import DockerApi
 from driver.errors import DockerUnavailable
 from driver.network_driver import NetworkDriver
 from tests.fake_dockerd import DOCKER_26, FakeDockerd
-from tests.plugin.support import NET, NODE, call, make_client
+from tests.plugin.support import CREATE_NETWORK, NET, NODE, call, endpoint, make_client
 
-CREATE_NETWORK = {
-    "NetworkID": NET, "Options": {},
-    "IPv4Data": [{"AddressSpace": "CalicoLocalAddressSpace", "Pool": "0.0.0.0/0",
-                  "Gateway": "0.0.0.0/0"}],
-    "IPv6Data": []}
-
-
-def endpoint(n):
-    return f"{n:012x}" + "f" * 52
 
 
 def create_and_join(client, n):

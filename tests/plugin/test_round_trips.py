@@ -14,18 +14,10 @@ from datastore.resources import Resources
 from driver import endpoints as ep
 from driver.sandboxes import PREFIX as SANDBOXES
 from tests.lab.common import wait_until
-from tests.plugin.support import NET, NODE, NamedDocker, all_keys, call, make_client
+from tests.plugin.support import (CREATE_NETWORK, NET, NODE, NamedDocker, all_keys, call,
+                                  endpoint, make_client)
 
 WEPS = "/calico/resources/v3/projectcalico.org/workloadendpoints/"
-CREATE_NETWORK = {
-    "NetworkID": NET, "Options": {},
-    "IPv4Data": [{"AddressSpace": "CalicoLocalAddressSpace", "Pool": "0.0.0.0/0",
-                  "Gateway": "0.0.0.0/0"}],
-    "IPv6Data": []}
-
-
-def endpoint(n):
-    return f"{n:012x}" + "e" * 52
 
 
 def ids(endpoint_id):
