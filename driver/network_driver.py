@@ -367,7 +367,6 @@ class NetworkDriver:
             wep = self._claim_sandbox(wep, sandbox_key)
             _remember(self._weps, endpoint_id, _Known(wep, claim_revision=wep.revision))
         host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
-        self.reaper.keep(host_if)  # queued by a Leave of this endpoint just before
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
         try:
             dataplane.set_up_veth(host_if, temp_if, v4, v6, mtu=self.settings.veth_mtu,
@@ -410,8 +409,8 @@ class NetworkDriver:
                 "profiles via policy") from None
 
     def leave(self, network_id, endpoint_id):
-        """Cut the container off, its host routes first, and queue its
-        veth's deletion.  The WorkloadEndpoint and the sandbox claim stay
+        """Cut the container off: its host routes go.  The veth (see
+        driver/reaper.py), the WorkloadEndpoint and the sandbox claim stay
         for DeleteEndpoint, which dockerd sends after every Leave, unless
         it joins the endpoint again (see driver/sandboxes.py)."""
         wep = self._wep(endpoint_id)
@@ -420,7 +419,6 @@ class NetworkDriver:
             # Only routes through this endpoint's interface: the address may
             # already belong to a newer endpoint.
             dataplane.remove_routes(v4, v6, host_ifname=wep.spec["interfaceName"])
-        self.reaper.delete(ep.host_ifname(endpoint_id))
         return {}
 
 

@@ -192,6 +192,25 @@ def test_second_calico_network_is_refused_clearly(clean):
     assert len(keys(host, WEP_PREFIX)) == 1
 
 
+def test_removing_a_legacy_link_keeps_the_calico_interface(clean):
+    """`docker rm --link` makes dockerd Leave and Join the parent's Calico
+    endpoint again (Sandbox.Refresh), keeping the first Join's routes: a
+    second set of static routes failed with "file exists" and dockerd took
+    the Calico interface away."""
+    host = clean
+    docker(host, "network", "create", *CALICO, "linked")
+    run(host, "peer", "linked")
+    docker(host, "run", "-tid", "--name", "child", "busybox")
+    docker(host, "run", "-tid", "--name", "parent", "--link", "child", "busybox")
+    docker(host, "network", "connect", "linked", "parent")
+    address = container_ip(host, "parent", "linked")
+    assert ping(host, "peer", address).returncode == 0
+    docker(host, "rm", "--link", "/parent/child")
+    assert address in docker(host, "exec", "parent", "ip", "addr")
+    assert ping(host, "peer", address).returncode == 0
+    assert len(keys(host, WEP_PREFIX)) == 2
+
+
 # -- restarts ---------------------------------------------------------------
 
 def test_plugin_killed_and_restarted(clean):
