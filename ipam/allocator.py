@@ -291,15 +291,12 @@ class Ipam:
             ips, revision = self._write(cidr, assign, handle_id, found)
         except (AffinityMismatch, BlockGone):
             return None
-        if not ips:
-            self._full[block_key(cidr)] = revision
-            return None
-        if not seen["free"]:
+        if not seen["free"]:  # full now, or already (no address for us)
             self._full[block_key(cidr)] = revision
         elif seen["ours"]:
             with self._lock:
                 self._room[pool.name] = cidr
-        return ips[0]
+        return ips[0] if ips else None
 
     def _write(self, cidr, apply, new_handle=None, found=None):
         """apply(block) written through the block's group commit; (result,
@@ -310,10 +307,7 @@ class Ipam:
         with self._lock:
             writer = self._writers.get(cidr)
             if writer is None:
-                writer = self._writers[cidr] = BlockWriter(
-                    self.etcd, cidr, self.handles,
-                    lambda handle_id, in_cidr, num: handles.decrement(
-                        self.etcd, handle_id, in_cidr, num))
+                writer = self._writers[cidr] = BlockWriter(self.etcd, cidr, self.handles)
         if found is not None:
             writer.seed(*found)
         try:

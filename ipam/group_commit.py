@@ -23,6 +23,7 @@ from netaddr import IPNetwork
 
 from datastore.etcd import Etcd
 from datastore.retry import attempts
+from ipam import handles
 from ipam.blocks import AllocationBlock, Release, block_key, handle_key, handle_value
 
 _HANDLES_KEPT = 65536  # handles whose revision we remember, for one-transaction releases
@@ -76,12 +77,11 @@ class _Change:
 
 
 class BlockWriter:
-    def __init__(self, etcd: Etcd, cidr: IPNetwork, handles: KnownHandles, decrement):
+    def __init__(self, etcd: Etcd, cidr: IPNetwork, known: KnownHandles):
         self.etcd = etcd
         self.cidr = cidr
         self.key = block_key(cidr)
-        self.handles = handles
-        self._decrement = decrement  # (handle id, cidr, num): count a handle down
+        self.known = known
         self._block: AllocationBlock | None = None  # our copy; None: read it first
         self._revision = 0
         self._lock = threading.Lock()
@@ -126,7 +126,7 @@ class BlockWriter:
         if change.error is not None:
             raise change.error
         for handle_id, num in change.count_down:  # by the request that freed them
-            self._decrement(handle_id, self.cidr, num)
+            handles.decrement(self.etcd, handle_id, self.cidr, num)
         return change.result, change.revision
 
     # -- the leader's work ------------------------------------------------
@@ -181,7 +181,7 @@ class BlockWriter:
                 created.append((change.new_handle, num))
             elif isinstance(change.result, Release):
                 for handle_id, num in change.result.by_handle.items():
-                    handle_revision = self.handles.take(handle_id, self.cidr, num)
+                    handle_revision = self.known.take(handle_id, self.cidr, num)
                     if handle_revision is None:
                         change.count_down.append((handle_id, num))
                     else:
@@ -197,12 +197,12 @@ class BlockWriter:
         commit = self.etcd.commit(creates, updates, deletes, read_back)
         if commit:
             for handle_id, num in created:
-                self.handles.add(handle_id, self.cidr, num, commit.revision)
+                self.known.add(handle_id, self.cidr, num, commit.revision)
         else:  # handles nobody changed stay known for the retry
             for handle_id, num, handle_revision in taken:
                 now = commit.reads.get(handle_key(handle_id))
                 if now is not None and now.mod_revision == handle_revision:
-                    self.handles.add(handle_id, self.cidr, num, handle_revision)
+                    self.known.add(handle_id, self.cidr, num, handle_revision)
         return commit
 
     def _finish(self, changes, revision: int, error=None) -> None:
