@@ -177,7 +177,8 @@ class Resources:
     def modify(self, kind: str, name: str,
                mutate: Callable[[Resource], Resource | None],
                create: Callable[[], Resource] | None = None,
-               namespace: str | None = None, retries: int = RETRIES) -> Resource:
+               namespace: str | None = None, retries: int = RETRIES,
+               known: Resource | None = None) -> Resource:
         """Read-modify-write one resource with compare-and-swap.
 
         mutate(current) gets the stored resource and returns the Resource to
@@ -188,7 +189,17 @@ class Resources:
         and calls mutate (or create) again, as datastore.retry paces it, so
         both must be safe to call more than once.  TooManyConflicts when
         every attempt lost.  Returns what was written, with its new revision.
+        known: a copy the caller wrote last (with its revision), tried first
+        without a read; when it is stale, or needs no change, modify reads.
         """
+        if known is not None:
+            wanted = mutate(copy.deepcopy(known))
+            if wanted is not None:
+                wanted.revision = known.revision
+                try:
+                    return self.update(wanted)
+                except (ResourceConflict, ResourceNotFound):
+                    pass
         display = _display(name, namespace)
         for _ in attempts(f"changing {kind} {display}", retries):
             current = self.get(kind, name, namespace)

@@ -7,7 +7,6 @@ into the container as cali0 with gateway 169.254.1.1; Leave and
 DeleteEndpoint undo it.  Every step is safe to replay.
 """
 
-import copy
 import logging
 import threading
 import time
@@ -16,8 +15,7 @@ from typing import NamedTuple
 
 import netaddr
 
-from datastore.errors import (DatastoreError, ResourceAlreadyExists, ResourceConflict,
-                              ResourceNotFound)
+from datastore.errors import (DatastoreError, ResourceAlreadyExists, ResourceNotFound)
 from datastore.resources import Resource, Resources
 from driver import dataplane
 from driver import endpoints as ep
@@ -283,10 +281,11 @@ class NetworkDriver:
             wep.labels.update(labels)
             wep.annotations.update(annotations)
             return wep
+        known = self._weps.get(endpoint_id)
         try:
-            wep = self._update_known(endpoint_id, mutate) or self.resources.modify(
+            wep = self.resources.modify(
                 "WorkloadEndpoint", ep.wep_name(self.settings.nodename, endpoint_id), mutate,
-                namespace=ep.NAMESPACE)
+                namespace=ep.NAMESPACE, known=known.wep if known else None)
         except ResourceNotFound:
             return  # removed meanwhile
         except DatastoreError as exc:
@@ -297,19 +296,6 @@ class NetworkDriver:
             known = self._weps.get(endpoint_id)
             if known is not None:
                 self._weps[endpoint_id] = known._replace(wep=wep)
-
-    def _update_known(self, endpoint_id, mutate) -> Resource | None:
-        """mutate() applied to the WorkloadEndpoint as this process last
-        wrote it, and written on its revision: no read.  None when there is
-        no such copy, nothing to change on it, or it is stale."""
-        known = self._weps.get(endpoint_id)
-        wanted = mutate(copy.deepcopy(known.wep)) if known is not None else None
-        if wanted is None:
-            return None
-        try:
-            return self.resources.update(wanted)
-        except (ResourceConflict, ResourceNotFound):
-            return None
 
     def _wep(self, endpoint_id) -> Resource | None:
         """The endpoint's WorkloadEndpoint as this process last wrote it,
