@@ -49,10 +49,8 @@ def sweep(driver, started: datetime.datetime) -> list[str]:
     deleted nothing) when dockerd does not answer."""
     node = driver.settings.nodename
     before = started.replace(microsecond=0) - datetime.timedelta(seconds=1)
-    weps = [w for w in driver.resources.list("WorkloadEndpoint", ep.NAMESPACE,
-                                             ep.node_wep_prefix(node))
-            if w.spec.get("node") == node and w.annotations.get(ep.NETWORK_ID_ANNOTATION)
-            and _created(w) < before]
+    weps = [w for w in ep.node_weps(driver.resources, node)
+            if w.annotations.get(ep.NETWORK_ID_ANNOTATION) and _created(w) < before]
     held = set()
     for network_id in {w.annotations[ep.NETWORK_ID_ANNOTATION] for w in weps}:
         held |= driver.docker.endpoint_ids(network_id)

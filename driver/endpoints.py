@@ -6,7 +6,7 @@ import json
 import re
 
 from datastore import annotations
-from datastore.resources import Resource, valid_name
+from datastore.resources import Resource, Resources, valid_name
 
 ORCHESTRATOR = "libnetwork"
 NAMESPACE = "libnetwork"
@@ -41,6 +41,12 @@ def wep_name(node: str, endpoint_id: str) -> str:
 def node_wep_prefix(node: str) -> str:
     """What the names of node's WorkloadEndpoints (and only theirs) start with."""
     return "".join(s.replace("-", "--") + "-" for s in (node, ORCHESTRATOR, ORCHESTRATOR))
+
+
+def node_weps(resources: Resources, node: str) -> list[Resource]:
+    """The WorkloadEndpoints of node (a read of its own names only)."""
+    return [w for w in resources.list("WorkloadEndpoint", NAMESPACE, node_wep_prefix(node))
+            if w.spec.get("node") == node]
 
 
 def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,

@@ -44,11 +44,9 @@ class AddressHolders:
         with self._lock:
             if self._holders is None:
                 holders = {}
-                for wep in self.resources.list("WorkloadEndpoint", ep.NAMESPACE,
-                                               ep.node_wep_prefix(self.node)):
-                    if wep.spec.get("node") == self.node:
-                        for found in _addresses(wep.spec.get("ipNetworks") or ()):
-                            holders[found] = wep.spec.get("endpoint", "")
+                for wep in ep.node_weps(self.resources, self.node):
+                    for found in _addresses(wep.spec.get("ipNetworks") or ()):
+                        holders[found] = wep.spec.get("endpoint", "")
                 self._holders = holders
             return self._holders.get(str(netaddr.IPAddress(str(address))))
 

@@ -48,8 +48,7 @@ class LinkReaper:
 
 def sweep(resources: Resources, node: str) -> list[str]:
     """Delete the cali veths that no WorkloadEndpoint of this node owns."""
-    owned = {w.spec.get("interfaceName") for w in resources.list("WorkloadEndpoint", ep.NAMESPACE)
-             if w.spec.get("node") == node}
+    owned = {w.spec.get("interfaceName") for w in ep.node_weps(resources, node)}
     removed = []
     for ifname in dataplane.links(ep.HOST_IF_PREFIX):
         if ifname not in owned and ep.is_host_ifname(ifname):

@@ -55,9 +55,9 @@ def add_ipv4_gateways(resources: Resources, config: Config) -> None:
     """Give the host end of every IPv4 endpoint of this node 169.254.1.1, as
     Join now does: endpoints joined by an older version then work on a host
     without a default route too, without restarting their containers."""
-    for wep in resources.list("WorkloadEndpoint", ep.NAMESPACE):
+    for wep in ep.node_weps(resources, config.nodename):
         spec = wep.spec
-        if spec.get("node") != config.nodename or not _has_ipv4(spec):
+        if not _has_ipv4(spec):
             continue
         try:
             dataplane.add_ipv4_gateway(spec.get("interfaceName", ""), config.driver.proc_sys)

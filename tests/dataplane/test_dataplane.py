@@ -393,7 +393,7 @@ def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
     def wep(ifname, network, node='here'):
         return SimpleNamespace(name=ifname, spec={
             'node': node, 'interfaceName': ifname, 'ipNetworks': [network]})
-    resources = SimpleNamespace(list=lambda kind, namespace: [
+    resources = SimpleNamespace(list=lambda kind, namespace, name_prefix='': [
         wep('caliOld4', '10.65.0.71/32'), wep('caliOld6', 'fd00:65::72/128'),
         wep('caliOther', '10.65.0.73/32', node='elsewhere'),
         wep('caliGone', '10.65.0.74/32')])
