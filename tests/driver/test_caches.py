@@ -6,6 +6,7 @@ error)."""
 import threading
 
 from driver import network_driver
+from tests.lab.common import in_parallel
 
 
 def test_concurrent_remembering_at_the_limit(monkeypatch):
@@ -21,9 +22,5 @@ def test_concurrent_remembering_at_the_limit(monkeypatch):
         except Exception as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=remember, args=(w,)) for w in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(remember, 16)
     assert errors == [] and len(cache) <= 8

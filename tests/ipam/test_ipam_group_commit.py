@@ -11,7 +11,7 @@ from datastore.errors import DatastoreUnavailable
 from datastore.etcd import Etcd
 from ipam import handles
 from tests.ipam.support import allocations, assert_consistent, stored_handles
-from tests.lab.common import wait_until
+from tests.lab.common import in_parallel, wait_until
 
 
 @pytest.fixture
@@ -47,11 +47,7 @@ def test_parallel_requests_on_one_node_never_lose_a_write(etcd_client, make_pool
             for ip in mine:
                 assert str(ip) not in held
                 held[str(ip)] = None
-    threads = [threading.Thread(target=churn, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(churn, 8)
     assert all(ok for ok, _ in commits), "a write lost against this node's own writes"
     assert set(allocations(etcd_client)) == set(held)
     assert_consistent(etcd_client)
@@ -111,11 +107,7 @@ def test_every_waiter_hears_of_an_outage_and_the_next_request_works(
             ipam.auto_assign(4, f"during{n}", None)
         except DatastoreUnavailable as exc:
             errors.append(exc)
-    threads = [threading.Thread(target=request, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(request, 4)
     assert len(errors) == 4
     etcd_clean.start()
     ip = ipam.auto_assign(4, "after", None)

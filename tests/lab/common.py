@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +85,16 @@ def tail(path, lines=40):
     except OSError as e:
         return f"(no log: {e})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def in_parallel(fn, count):
+    """Call fn(0), ..., fn(count - 1) each in a thread of its own; return
+    when every one has ended."""
+    threads = [threading.Thread(target=fn, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def run_all(*steps):
