@@ -11,6 +11,8 @@ from tests.lab.common import LabError, ip, run_dir, wait_until
 REPO = str(Path(__file__).resolve().parents[2])
 WEP_PREFIX = "/calico/resources/v3/projectcalico.org/workloadendpoints/libnetwork/"
 PROFILE_PREFIX = "/calico/resources/v3/projectcalico.org/profiles/"
+# `docker network create` arguments for a Calico network.
+CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 IPV4_POOL = "192.169.0.0/16"
 IPV6_POOL = "fd80:24e2:f998:72d6::/64"
 

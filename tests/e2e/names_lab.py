@@ -26,12 +26,11 @@ import types
 
 from agent.names.upstreams import GATEWAY
 from plugin.cli.names_check import HOST_NETNS_FROM
-from tests.e2e.calico_host import REPO, docker, start_plugin
+from tests.e2e.calico_host import CALICO, REPO, docker, start_plugin
 from tests.lab import EtcdServer, LabProcess
 from tests.lab.common import run_dir
 from tests.lab.dockerd import engine_major
 
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 LINK = {"h1": "10.0.21.1", "h2": "10.0.21.2"}
 EXTERNAL = ("external.example", "10.99.0.7")  # what the upstream answers
 

@@ -16,14 +16,13 @@ import pytest
 from netaddr import IPAddress, IPNetwork
 
 from driver.endpoints import profile_name
-from tests.e2e.calico_host import (IPV4_POOL, PROFILE_PREFIX, WEP_PREFIX, Project,
+from tests.e2e.calico_host import (CALICO, IPV4_POOL, PROFILE_PREFIX, WEP_PREFIX, Project,
                                    calicoctl, container_ip, docker, endpoint_id, in_host,
                                    keys, remove_all, start_plugin, wep)
 from tests.lab.dockerd import COMPOSE
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 
 # The lab's busybox image is local (there is no registry): never pull it.
 # busybox's sh would exit without a terminal; sleep keeps the services up.

@@ -22,7 +22,7 @@ import types
 import pytest
 from netaddr import IPAddress, IPNetwork
 
-from tests.e2e.calico_host import (IPV4_POOL, IPV6_POOL, calicoctl, container_ip, docker,
+from tests.e2e.calico_host import (CALICO, IPV4_POOL, IPV6_POOL, calicoctl, container_ip, docker,
                                    has_route, node, routes, wait,
                                    source_seen_outside, start_plugin)
 from tests.lab import EtcdServer
@@ -30,7 +30,6 @@ from tests.lab.common import ip
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 ETCD_HOST = "10.0.42.1"
 OUTSIDE6 = "fd00:99::1"
 LINK6 = {"h1": "fd00:42::1", "h2": "fd00:42::2", "h3": "fd00:43::3"}

@@ -25,7 +25,7 @@ import yaml
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (IPV4_POOL, calicoctl, container_ip, docker, has_route,
+from tests.e2e.calico_host import (CALICO, IPV4_POOL, calicoctl, container_ip, docker, has_route,
                                    node, routes, wait,
                                    source_seen_outside, start_plugin)
 from tests.lab import EtcdServer
@@ -33,7 +33,6 @@ from tests.lab.common import ip
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 ETCD_HOST = "10.0.12.1"
 OUTSIDE = "10.0.99.1"
 HOST_ADDRESSES = {"h1": "10.0.12.1", "h2": "10.0.12.2", "h3": "10.0.13.3"}

@@ -15,7 +15,7 @@ import types
 import pytest
 from netaddr import IPNetwork
 
-from tests.e2e.calico_host import container_ip, docker, start_plugin
+from tests.e2e.calico_host import CALICO, container_ip, docker, start_plugin
 from tests.lab import DockerHost, EtcdServer, Lab, import_busybox
 from tests.lab.common import ip, run_all, wait_until
 from tests.lab.dockerd import DOCKERD
@@ -23,7 +23,6 @@ from tests.lab.fixtures import skip_unless_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 LINK = {"air1": "10.0.31.1", "air2": "10.0.31.2"}
 
 

@@ -10,14 +10,13 @@ import pytest
 import yaml
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (IPV4_POOL, IPV6_POOL, PROFILE_PREFIX, WEP_PREFIX,
+from tests.e2e.calico_host import (CALICO, IPV4_POOL, IPV6_POOL, PROFILE_PREFIX, WEP_PREFIX,
                                    calicoctl, container_ip, docker, docker_fails,
                                    endpoint_id, in_host, keys, remove_all, start_plugin,
                                    wait_for, wep)
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 
 
 def calico_routes(ifname):
