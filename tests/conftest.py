@@ -23,7 +23,7 @@ from tests.lab import EtcdServer  # noqa: E402
 from tests.lab.etcd import ETCD, EtcdTls  # noqa: E402
 from tests.lab.tls import make_ca, make_cert  # noqa: E402
 
-pytest_plugins = ["tests.lab.fixtures"]
+pytest_plugins = ["tests.lab.fixtures", "tests.skip_policy"]
 
 
 def pytest_configure(config):
