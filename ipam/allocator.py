@@ -10,7 +10,9 @@ allocated from and which blocks it saw full, and writes each block through
 one BlockWriter (group_commit.py): concurrent requests share one write, an
 address and its handle are written in one transaction, and the writer's
 copy of the block makes the next write need no read.  Every write compares
-the block's revision, so a stale copy costs a retry, never a wrong answer.
+the block's revision, and an answer that writes nothing (in use, full) is
+checked with a read of the block, so a copy gone stale because another
+host wrote the block costs a retry or a read, never a wrong answer.
 """
 
 import logging
