@@ -126,6 +126,17 @@ class Ipam:
         enabled pool whose nodeSelector selects this node.
         """
         chosen = self._pools_for(version, pools)
+        try:
+            return self._auto_assign_in(version, chosen, handle_id, attrs)
+        except PoolsExhausted:
+            # The pool cache may not show a pool created or enabled a moment ago.
+            fresh = None if self.pool_cache is None else \
+                self._choose_pools(version, pools, self.pools(fresh=True))
+            if fresh in (None, chosen):
+                raise
+        return self._auto_assign_in(version, fresh, handle_id, attrs)
+
+    def _auto_assign_in(self, version, chosen, handle_id, attrs) -> IPAddress:
         ip = self._from_remembered_block(chosen, handle_id, attrs)
         if ip is not None:
             return ip
