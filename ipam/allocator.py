@@ -10,7 +10,9 @@ allocated from and which blocks it saw full, and writes each block through
 one BlockWriter (group_commit.py): concurrent requests share one write, an
 address and its handle are written in one transaction, and the writer's
 copy of the block makes the next write need no read.  Every write compares
-the block's revision, so a stale copy costs a retry, never a wrong answer.
+the block's revision, and an answer that writes nothing (in use, full) is
+checked with a read of the block, so a copy gone stale because another
+host wrote the block costs a retry or a read, never a wrong answer.
 """
 
 import logging
@@ -124,6 +126,17 @@ class Ipam:
         enabled pool whose nodeSelector selects this node.
         """
         chosen = self._pools_for(version, pools)
+        try:
+            return self._auto_assign_in(version, chosen, handle_id, attrs)
+        except PoolsExhausted:
+            # The pool cache may not show a pool created or enabled a moment ago.
+            fresh = None if self.pool_cache is None else \
+                self._choose_pools(version, pools, self.pools(fresh=True))
+            if fresh in (None, chosen):
+                raise
+        return self._auto_assign_in(version, fresh, handle_id, attrs)
+
+    def _auto_assign_in(self, version, chosen, handle_id, attrs) -> IPAddress:
         ip = self._from_remembered_block(chosen, handle_id, attrs)
         if ip is not None:
             return ip

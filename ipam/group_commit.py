@@ -10,6 +10,9 @@ writes the block once, in the same etcd transaction as the handles the
 changes create and delete, then hands the lead to the next waiting request.
 A compare that still fails (another host, or the CLI, wrote the block)
 brings the block back with the answer, and the batch is applied again.
+A batch that writes nothing (an address in use, a full block, nothing to
+free) has no compare to catch a stale copy, so before that answer stands
+the block is read and the batch applied again: one read, on that path only.
 
 An address and its handle are written together, so a kill -9 at any moment
 leaves both or neither.
@@ -134,6 +137,7 @@ class BlockWriter:
     def _write(self, batch: list[_Change]) -> None:
         with self._lock:
             block, revision, self._block = self._block, self._revision, None
+        ours = block is not None  # our copy: another host may have changed the block since
         try:
             for _ in attempts(f"writing block {self.cidr}"):
                 if block is None:
@@ -146,14 +150,20 @@ class BlockWriter:
                     return self.seed(block, revision)
                 before = block.to_json()
                 commit = self._commit(block, revision, live, before)
-                if commit is None:  # nothing to write (e.g. the block is full)
+                if commit is None and ours:
+                    # Nothing to write: a refusal (in use, full, another node's
+                    # block) or nothing to free.  No compare checked our copy,
+                    # so check it against etcd before that answer stands.
+                    block, ours = None, False
+                    continue
+                if commit is None:
                     self._finish(live, revision)
                     return self.seed(block, revision)
                 if commit:
                     self._finish(live, commit.revision)
                     self.seed(block, None if _deleted(block) else commit.revision)
                     return
-                fresh = commit.reads[self.key]
+                fresh, ours = commit.reads[self.key], False
                 block, revision = (None, 0) if fresh is None else \
                     (AllocationBlock.from_json(fresh.value), fresh.mod_revision)
                 for change in live:

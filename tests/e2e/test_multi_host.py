@@ -1,10 +1,11 @@
 """Three Docker hosts in network namespaces, each with dockerd, the plugin
 and the node agent, sharing one etcd (on host 1): Calico's Docker docs
-scenario across hosts, VXLAN to a host on another subnet, restarts, an etcd
-outage and NAT outgoing; isolation between networks (ICMP, TCP, UDP, on one
-host and across hosts), a Profile and a GlobalNetworkPolicy opening one port,
-containers started later, Docker's own bridge network beside ours, and the
-policy table going away on SIGTERM.
+scenario across hosts, VXLAN to a host on another subnet, a fixed --ip
+moved between hosts, restarts, an etcd outage and NAT outgoing; isolation
+between networks (ICMP, TCP, UDP, on one host and across hosts), a Profile
+and a GlobalNetworkPolicy opening one port, containers started later,
+Docker's own bridge network beside ours, and the policy table going away
+on SIGTERM.
 
     h1 eth1 10.0.12.1 --+                              +-- h3 eth1 10.0.13.3
     h2 eth1 10.0.12.2 --+-- br0 (seg) -- router -------+
@@ -25,8 +26,8 @@ import yaml
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (CALICO, IPV4_POOL, calicoctl, container_ip, docker, has_route,
-                                   node, routes, wait,
+from tests.e2e.calico_host import (CALICO, IPV4_POOL, calicoctl, container_ip, docker,
+                                   docker_fails, has_route, node, routes, wait,
                                    source_seen_outside, start_plugin)
 from tests.lab import EtcdServer
 from tests.lab.common import ip
@@ -178,6 +179,26 @@ def test_borrowed_address_routes_come_and_go(cluster):
     docker(h2, "rm", "-f", "borrower")
     wait(lambda: not has_route(h1, borrowed + " "), 10, "the /32 to go on h1")
     wait(lambda: not has_route(h3, borrowed + " "), 10, "the /32 to go on h3")
+
+
+def test_a_fixed_address_moves_to_another_host(cluster):
+    """A container with a fixed --ip moved from h1 to h2: refused on h2 while
+    h1 holds the address, taken on h2 as soon as h1 lets it go (h2 used to
+    refuse it again on its own older copy of the block)."""
+    h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
+    ip_a = container_ip(h1, "workload-A", "net1")
+    address = str(IPAddress(int(block_of(ip_a).first) + 41))  # in h1's block
+    try:
+        run(h1, "mover", "net3", "--ip", address)
+        err = docker_fails(h2, "run", "-tid", "--net", "net3", "--name", "mover",
+                           "--ip", address, "busybox")
+        assert f"{address} is already in use" in err
+        docker(h2, "rm", "-f", "mover")  # created, never started
+        docker(h1, "rm", "-f", "mover")
+        assert run(h2, "mover", "net3", "--ip", address) == address
+    finally:
+        for host in (h1, h2):
+            host.docker("rm", "-f", "mover")
 
 
 def test_agent_and_plugin_restarts_keep_traffic_and_routes(cluster):

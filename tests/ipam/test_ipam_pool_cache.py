@@ -2,10 +2,12 @@
 spares RequestAddress and ReleaseAddress every read: each is one etcd round
 trip once the node has a block."""
 
+import pytest
+from netaddr import IPNetwork
 
 from ipam.allocator import Ipam
 from ipam.driver import IpamDriver
-from ipam.pools import delete_pool
+from ipam.pools import delete_pool, list_pools
 from tests.ipam.support import assert_consistent, set_disabled
 from tests.lab.common import wait_until
 
@@ -59,3 +61,24 @@ def test_a_pool_created_a_moment_ago_is_found(etcd_client, make_pool, resources,
     assert driver.request_address("CalicoPoolIPv4", "", {})["Address"].startswith("10.0.0.")
     assert driver.request_address("p", "", {})["Address"].startswith("10.0.0.")
     assert driver.request_address("p", "10.0.0.200", {})["Address"] == "10.0.0.200/32"
+
+
+@pytest.mark.parametrize("change", ["created", "enabled"])
+def test_a_pool_the_cache_does_not_show_yet_is_used_before_pools_run_out(
+        etcd_client, make_pool, resources, pool_cache, change):
+    """Every pool the cache knows is full: the pools in etcd are read before
+    the request is refused."""
+    make_pool("small", "10.0.0.0/30", block_size=30)
+    if change == "enabled":
+        make_pool("more", "10.1.0.0/24", block_size=26, disabled=True)
+    pool_cache.stop()  # frozen: knows what is there now
+    pool_cache._pools = list_pools(resources)
+    if change == "created":
+        make_pool("more", "10.1.0.0/24", block_size=26)
+    else:
+        set_disabled(resources, "more", False)
+    ipam = Ipam(etcd_client, "host1", resources, pool_cache)
+    small = [ipam.auto_assign(4, f"h{n}", None) for n in range(4)]
+    assert all(ip in IPNetwork("10.0.0.0/30") for ip in small)
+    assert ipam.auto_assign(4, "h4", None) in IPNetwork("10.1.0.0/24")
+    assert_consistent(etcd_client)
