@@ -2,10 +2,12 @@
 route table, which method answers each call, is plugin/routes.py).
 
 Every call is `POST /<Subsystem>.<Method>` with a JSON body (Docker sends no
-Content-Type).  A handler validates the body against its schema, calls one
-domain method and returns its dict.  Any failure becomes HTTP 500 (400 for a
-malformed request) with {"Err": "..."}: Docker shows that text to the user,
-and for IPAM only a non-200 status counts as an error.
+Content-Type).  Every request's body is read whole first, whatever its path
+and method, or refused with 413 when over MAX_BODY.  A handler validates the
+body against its schema, calls one domain method and returns its dict.  Any
+failure becomes HTTP 500 (400 for a malformed request) with {"Err": "..."}:
+Docker shows that text to the user, and for IPAM only a non-200 status counts
+as an error.
 """
 
 import json
@@ -15,7 +17,7 @@ import threading
 import time
 
 import flask
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from datastore.errors import DatastoreError
 from driver.errors import DriverError
@@ -55,43 +57,52 @@ class Services:
 
 def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
     """services_factory() -> {NetworkDriver: a NetworkDriver, IpamDriver: an IpamDriver}."""
-    app = flask.Flask("calico_libnetwork")
+    app = flask.Flask("calico_libnetwork", static_folder=None)  # no /static/ files
     services = Services(services_factory)
     app.extensions["calico_services"] = services
 
-    @app.route("/Plugin.Activate", methods=["POST"])
+    @app.before_request
+    def read_body():
+        """Every request's body is read to its end before it is answered,
+        whatever its path or method (routing errors are raised after this):
+        gunicorn closes a keep-alive connection that has more than 64 KiB
+        left unread, and a client still writing its body gets a broken pipe
+        instead of the answer."""
+        flask.g.started = time.monotonic()
+        flask.g.body = _read_body()
+
+    # No automatic OPTIONS answer: every method but POST is a JSON 405.
+    @app.route("/Plugin.Activate", methods=["POST"], provide_automatic_options=False)
     def activate():
         return _answer({"Implements": list(implements)})
 
-    @app.route("/<call>", methods=["POST"])
+    @app.route("/<path:call>", methods=["POST"], provide_automatic_options=False)
     def dispatch(call):
         route = ROUTES.get(call)
         if route is None:
-            return _error(404, f"unknown plugin call /{call}; this plugin implements "
-                               + ", ".join(sorted(ROUTES)))
-        start = time.monotonic()
+            raise NotFound(f"unknown plugin call /{call}; this plugin implements "
+                           + ", ".join(sorted(ROUTES)))
         fields = {}
         try:
-            fields = route.schema(parse_body(_read_body()))
+            fields = route.schema(parse_body(flask.g.body))
             result = route.call(services.get(route.service), fields)
             status, body = 200, result if result is not None else {}
         except BadRequest as exc:
             status, body = 400, _err(f"{call}: bad request: {exc}")
         except USER_ERRORS as exc:
             status, body = 500, _err(str(exc))
-        except HTTPException as exc:  # e.g. 413 for an oversize body
-            _log(call, fields, exc.code, {"Err": exc.description}, start)
-            raise  # answered by http_error
         except Exception as exc:  # noqa: BLE001 - never a traceback to Docker
             LOG.exception("%s failed unexpectedly", call)
             status, body = 500, _err(f"{call}: internal error ({type(exc).__name__}: "
                                      f"{exc}); see the calico-libnetwork log")
-        _log(call, fields, status, body, start)
+        _log(call, fields, status, body)
         return _answer(body, status)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc):
-        return _error(exc.code, f"{exc.name}: {exc.description}")
+    def http_error(exc):  # 413, 404 (no such call), 405 (a method but POST)
+        body = _err(f"{exc.name}: {exc.description}")
+        _log(flask.request.path.lstrip("/"), {}, exc.code, body)
+        return _answer(body, exc.code)
 
     return app
 
@@ -139,8 +150,8 @@ def _read_body() -> bytes:
                                 "Docker never sends one that large")
 
 
-def _log(call, fields, status, body, start):
-    ms = (time.monotonic() - start) * 1000
+def _log(call, fields, status, body):
+    ms = (time.monotonic() - flask.g.started) * 1000
     ids = " ".join(f"{k}={str(fields[k])[:12]}" for k in _LOGGED_FIELDS
                    if fields.get(k) not in (None, ""))
     outcome = "ok" if status == 200 else f"error {status}: {body.get('Err')}"
@@ -150,10 +161,6 @@ def _log(call, fields, status, body, start):
 
 def _answer(body, status=200):
     return flask.Response(json.dumps(body), status=status, content_type=CONTENT_TYPE)
-
-
-def _error(status, message):
-    return _answer(_err(message), status)
 
 
 def _err(message: str) -> dict:

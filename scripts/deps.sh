@@ -2,7 +2,8 @@
 # Install what the plugin and its tests need on Debian 12, as root, and
 # create <repo>/.venv with the project installed (editable, with test extras).
 # Then fetches the newer Docker engines the tests also run on (Compose v2 comes
-# with 26): scripts/docker-versions.sh 26 and those in LAB_DOCKER_MATRIX.
+# with 26): scripts/docker-versions.sh 26, 28 (the quick-start test runs on it,
+# tests/e2e/test_quickstart.py) and those in LAB_DOCKER_MATRIX.
 # Idempotent and quick when nothing changed. Run it, or source it.
 #   CI=true  always refresh the apt package lists and re-run apt-get install.
 
@@ -48,7 +49,7 @@ _calico_deps() (  # a subshell: when sourced, set -e, cd and variables stay in h
         touch "$stamp"
     fi
     # shellcheck disable=SC2086  # a list of engine versions
-    bash scripts/docker-versions.sh $(printf '%s\n' 26 ${LAB_DOCKER_MATRIX:-} | sort -u)
+    bash scripts/docker-versions.sh $(printf '%s\n' 26 28 ${LAB_DOCKER_MATRIX:-} | sort -u)
     echo "deps: ready"
 )
 

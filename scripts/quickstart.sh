@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Quick start: install everything and run the plugin on this Debian 12 host.
 #
-#   sudo bash scripts/quickstart.sh          install, start etcd (if ETCD_ENDPOINTS
-#                                            is unset), the plugin and dockerd
-#   sudo bash scripts/quickstart.sh stop     stop what a run without systemd started
+#   bash scripts/quickstart.sh          install, start etcd (if ETCD_ENDPOINTS
+#                                       is unset), the plugin and dockerd
+#   bash scripts/quickstart.sh stop     stop what a run without systemd started
+# as root (a user with sudo: sudo bash scripts/quickstart.sh).
 #
 # Settings come from the environment (see README: Configuration) and are saved
 # in /etc/calico-libnetwork/env for the service.
@@ -51,7 +52,7 @@ if [ "${1:-}" = "stop" ]; then
     exit 0
 fi
 
-[ "$(id -u)" = 0 ] || die "run me as root (sudo bash $0)"
+[ "$(id -u)" = 0 ] || die "run me as root (bash $0 in a root shell, or sudo bash $0)"
 
 say "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive

@@ -2,7 +2,8 @@
 hosts (tests/lab), on whichever dockerd LAB_DOCKER picks, and carry the
 `matrix` marker. scripts/test.sh runs the whole suite on Debian 12's dockerd
 20.10, then `-m matrix` on each newer engine (LAB_DOCKER_MATRIX, default 26).
-test_quickstart.py is not here: it uses the machine's own dockerd; nor is
+test_quickstart.py is not here: it runs the quick start on this machine
+itself, on dockerd 20.10 and 28 whatever LAB_DOCKER says; nor is
 test_crash_burst.py: three bursts of 24 containers take it 25-45 s."""
 
 from pathlib import Path

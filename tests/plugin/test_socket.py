@@ -1,7 +1,10 @@
 """The real server, gunicorn on the plugin's unix sockets, against hostile
 bodies: an 8 MiB body (sized or chunked) and a body nested 5,000 levels deep
 get JSON Err answers (413, 400) over an intact connection, and the plugin's
-log shows no traceback.  The server is plugin.server alone, without `run`'s
+log shows no traceback.  The same holds on every path and method, not only
+the calls with a schema: Plugin.Activate, the GetCapabilities calls, unknown
+paths, GET and HEAD read (or refuse) the whole body, and the connection
+answers the next request.  The server is plugin.server alone, without `run`'s
 start-up, which would change this host's FORWARD chain."""
 
 import json
@@ -16,6 +19,7 @@ import pytest
 
 from plugin.app import CONTENT_TYPE, MAX_BODY
 from plugin.cli.probe import _UnixConnection as UnixConnection  # what `status` probes with
+from plugin.routes import ROUTES
 
 REPO = str(Path(__file__).resolve().parents[2])
 SERVE = """
@@ -58,18 +62,26 @@ def plugin(etcd, tmp_path_factory):
             process.wait()
 
 
+def send(conn, call, body, chunked=False, method="POST"):
+    """(status, answer) of one request on conn (answer None for HEAD, which
+    has no body); a reset or a broken pipe fails the test."""
+    headers = {} if chunked else {"Content-Length": str(len(body))}
+    if chunked:
+        data = body
+        body = (data[i:i + MAX_BODY] for i in range(0, len(data), MAX_BODY))
+    conn.request(method, "/" + call, body=body, headers=headers, encode_chunked=chunked)
+    resp = conn.getresponse()
+    assert resp.getheader("Content-Type") == CONTENT_TYPE
+    raw = resp.read()
+    assert not resp.will_close, f"the server closes the connection after {resp.status}"
+    return resp.status, None if method == "HEAD" else json.loads(raw)
+
+
 def post(path, call, body, chunked=False):
-    """(status, answer) of one POST; a reset or a broken pipe fails the test."""
+    """(status, answer) of one POST on a connection of its own."""
     conn = UnixConnection(path, timeout=30)
     try:
-        headers = {} if chunked else {"Content-Length": str(len(body))}
-        if chunked:
-            data = body
-            body = (data[i:i + MAX_BODY] for i in range(0, len(data), MAX_BODY))
-        conn.request("POST", "/" + call, body=body, headers=headers, encode_chunked=chunked)
-        resp = conn.getresponse()
-        assert resp.getheader("Content-Type") == CONTENT_TYPE
-        return resp.status, json.loads(resp.read())
+        return send(conn, call, body, chunked)
     finally:
         conn.close()
 
@@ -90,3 +102,73 @@ def test_hostile_bodies_get_a_json_err_over_the_socket(plugin, body, chunked, st
     text = log.read_text()
     assert f"NetworkDriver.CreateNetwork  error {status}: " in text  # one line per request
     assert "Traceback" not in text and "internal error" not in text, text[-3000:]
+
+
+ACTIVATED = (200, {"Implements": ["NetworkDriver", "IpamDriver"]})
+TOO_LARGE = (f"Request Entity Too Large: the request body is larger than {MAX_BODY} bytes; "
+             "Docker never sends one that large")
+# Bodies the server must read to their end: beyond gunicorn's 64 KiB drain
+# of a keep-alive connection, within the limit (answered as the path and
+# method say), and 8 MiB (refused, on every path).
+SMALL = json.dumps({"Padding": "x" * (256 * 1024)}).encode()
+HUGE = b"x" * (8 * MAX_BODY)
+PATHS = ["Plugin.Activate", "NetworkDriver.GetCapabilities", "IpamDriver.GetCapabilities",
+         "NetworkDriver.CreateNetwork", "NetworkDriver.Frobnicate", "no/such/path"]
+
+
+def unknown_call(path):
+    return {"Err": f"Not Found: unknown plugin call /{path}; this plugin implements "
+                   + ", ".join(sorted(ROUTES))}
+
+
+NO_METHOD = "Method Not Allowed: The method is not allowed for the requested URL."
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+@pytest.mark.parametrize("method", ["POST", "GET", "HEAD", "PUT"])
+@pytest.mark.parametrize("call", PATHS)
+def test_every_path_refuses_an_oversize_body_and_keeps_the_connection(
+        plugin, call, method, chunked):
+    path, log = plugin
+    conn = UnixConnection(path, timeout=60)
+    try:
+        status, answer = send(conn, call, HUGE, chunked, method)
+        assert status == 413
+        assert answer in (None, {"Err": TOO_LARGE})  # HEAD: the status alone
+        sock = conn.sock
+        assert send(conn, "Plugin.Activate", b"") == ACTIVATED
+        assert conn.sock is sock  # the same connection answered
+    finally:
+        conn.close()
+    text = log.read_text()
+    assert f"{call}  error 413: {TOO_LARGE}" in text
+    assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("method, call, expected", [
+    ("POST", "Plugin.Activate", ACTIVATED),
+    ("POST", "NetworkDriver.GetCapabilities",
+     (200, {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True})),
+    ("POST", "IpamDriver.GetCapabilities",
+     (200, {"RequiresMACAddress": False, "RequiresRequestReplay": False})),
+    ("POST", "NetworkDriver.CreateNetwork",
+     (400, {"Err": "NetworkDriver.CreateNetwork: bad request: NetworkID is required"})),
+    ("POST", "NetworkDriver.Frobnicate", (404, unknown_call("NetworkDriver.Frobnicate"))),
+    ("POST", "no/such/path", (404, unknown_call("no/such/path"))),
+    ("GET", "Plugin.Activate", (405, {"Err": NO_METHOD})),
+    ("PUT", "IpamDriver.GetCapabilities", (405, {"Err": NO_METHOD})),
+    ("HEAD", "NetworkDriver.GetCapabilities", (405, None)),
+    ("OPTIONS", "Plugin.Activate", (405, {"Err": NO_METHOD})),
+])
+def test_every_path_reads_a_body_within_the_limit_and_keeps_the_connection(
+        plugin, method, call, expected):
+    path, _ = plugin
+    conn = UnixConnection(path, timeout=60)
+    try:
+        for chunked in (False, True):
+            assert send(conn, call, SMALL, chunked, method) == expected
+        sock = conn.sock
+        assert send(conn, "Plugin.Activate", b"") == ACTIVATED
+        assert conn.sock is sock
+    finally:
+        conn.close()
