@@ -6,6 +6,7 @@ their names, network name and labels."""
 
 import datetime
 import json
+import threading
 
 import pytest
 
@@ -80,6 +81,22 @@ def test_without_dockerd_nothing_is_deleted(store, dockerd, no_netlink):
     assert endpoints_left(store) == [endpoint(1)]
 
 
+def old_version(store, dockerd, n):
+    """Endpoints 1..n joined by a plugin whose Join learned no names (its
+    learning gave up before dockerd showed the containers), as 68fb88e left
+    them: no DNS names, no network name, no labels."""
+    old = make_client(store, docker=DockerApi(dockerd.url), label_poll_timeout=0.1)
+    assert call(old, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
+    for i in range(1, n + 1):
+        create_and_join(old, i)
+    for thread in threading.enumerate():
+        if thread.name.startswith("learn-"):
+            thread.join()
+    for i in range(1, n + 1):
+        as_old_version_wrote(store, i)
+    return old
+
+
 def as_old_version_wrote(store, n):
     """Endpoint n as 68fb88e wrote it: no DNS names, no network name, no labels."""
     def strip(wep):
@@ -105,11 +122,7 @@ def show_container(dockerd, n, name):
 
 
 def test_endpoints_joined_by_an_older_version_get_their_names(store, dockerd, no_netlink):
-    old = make_client(store, docker=DockerApi(dockerd.url))
-    assert call(old, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
-    for n in (1, 2, 3):
-        create_and_join(old, n)
-        as_old_version_wrote(store, n)
+    old_version(store, dockerd, 3)
     show_container(dockerd, 1, "Workload-A")
     show_container(dockerd, 2, "workload-b")  # it has names already: not asked again
     Resources(store).modify("WorkloadEndpoint", ep.wep_name(NODE, endpoint(2)),
@@ -136,10 +149,7 @@ def test_endpoints_joined_by_an_older_version_get_their_names(store, dockerd, no
 
 
 def test_an_endpoint_deleted_meanwhile_is_not_written_back(store, dockerd, no_netlink):
-    old = make_client(store, docker=DockerApi(dockerd.url))
-    assert call(old, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
-    create_and_join(old, 1)
-    as_old_version_wrote(store, 1)
+    old = old_version(store, dockerd, 1)
     show_container(dockerd, 1, "workload-a")
     upgraded = make_client(store, docker=DockerApi(dockerd.url))
     driver = upgraded.application.extensions["calico_services"].get(NetworkDriver)
