@@ -268,9 +268,12 @@ class NetworkDriver:
                         "show its container within %.1fs", endpoint_id[:12],
                         self.settings.label_poll_timeout)
             return
-        self._record_container(endpoint_id, container)
+        self.record_container(endpoint_id, container)
 
-    def _record_container(self, endpoint_id, container):
+    def record_container(self, endpoint_id, container) -> bool:
+        """Write the container's DNS names, network name (and labels when
+        labelling) on the endpoint's WorkloadEndpoint, in one compare-and-swap;
+        False when it was deleted meanwhile (it stays deleted) or etcd failed."""
         labels = ep.container_labels(container.labels) if self.settings.label_endpoints else {}
         annotations = ep.names_annotations(container.network, container.dns_names)
 
@@ -287,15 +290,16 @@ class NetworkDriver:
                 "WorkloadEndpoint", ep.wep_name(self.settings.nodename, endpoint_id), mutate,
                 namespace=ep.NAMESPACE, known=known.wep if known else None)
         except ResourceNotFound:
-            return  # removed meanwhile
+            return False  # removed meanwhile
         except DatastoreError as exc:
             LOG.error("could not record the DNS names of endpoint %s: %s", endpoint_id[:12],
                       exc)
-            return
+            return False
         with _CACHE_LOCK:  # not for an endpoint deleted meanwhile
             known = self._weps.get(endpoint_id)
             if known is not None:
                 self._weps[endpoint_id] = known._replace(wep=wep)
+        return True
 
     def _wep(self, endpoint_id) -> Resource | None:
         """The endpoint's WorkloadEndpoint as this process last wrote it,

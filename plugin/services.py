@@ -21,9 +21,9 @@ def build(config: Config) -> dict:
     docker = DockerApi(config.driver.docker_host)
     started = datetime.datetime.now(datetime.timezone.utc)
     built = wire(config.driver, resources, docker, PoolCache(etcd).start())
-    threading.Thread(target=endpoint_sweep.sweep_when_settled,
+    threading.Thread(target=endpoint_sweep.after_start,
                      args=(built[NetworkDriver], started), daemon=True,
-                     name="endpoint-sweep").start()
+                     name="after-start").start()
     return built
 
 

@@ -25,10 +25,14 @@ def plugin_env(host, **extra):
     return env
 
 
-def start_plugin(host, **extra_env):
-    """Start `calico-libnetwork run` in the host and wait for its sockets."""
+def start_plugin(host, code=REPO, **extra_env):
+    """Start `calico-libnetwork run` in the host and wait for its sockets.
+    code: the source tree to run (another release's, extracted), its folder
+    the plugin's working directory, where `python -m` looks first (for the
+    node agent the plugin starts as well)."""
     argv = [sys.executable, "-m", "plugin.cli", "run", "--plugin-dir", host.plugin_dir]
-    process = host.start_process(argv, env=plugin_env(host, **extra_env), name="plugin")
+    process = host.start_process(argv, env=plugin_env(host, PYTHONPATH=str(code), **extra_env),
+                                 name="plugin", cwd=code)
     sockets = [Path(host.plugin_dir) / name for name in ("calico.sock", "calico-ipam.sock")]
     if not wait_until(lambda: all(_answers(s) for s in sockets) or not process.running, 30):
         raise LabError(f"plugin did not start:\n{process.log_tail()}")

@@ -56,9 +56,10 @@ def daemon_config(nameserver, major=None):
 
 
 @contextlib.contextmanager
-def names_lab(make_host, nameserver):
-    """Two started hosts with etcd, the plugin, net1 and net2, and the
-    upstream: a namespace with h1, h2, plugins, nameserver, daemon_config."""
+def names_lab(make_host, nameserver, code=REPO):
+    """Two started hosts with etcd, the plugin (from the source tree `code`),
+    net1 and net2, and the upstream: a namespace with h1, h2, plugins,
+    nameserver, daemon_config."""
     lab = make_host.lab
     config = daemon_config(nameserver)
     h1, h2 = (make_host(etcd=False, daemon_config=config) for _ in range(2))
@@ -78,7 +79,7 @@ def names_lab(make_host, nameserver):
     plugins = {}
     try:
         for host in (h1, h2):
-            plugins[host.name] = host.plugin = start_plugin(host, IP=f"{LINK[host.name]}/24")
+            plugins[host.name] = host.plugin = start_plugin(host, code, IP=f"{LINK[host.name]}/24")
             for net in ("net1", "net2"):
                 docker(host, "network", "create", *CALICO, net)
         yield types.SimpleNamespace(h1=h1, h2=h2, plugins=plugins, nameserver=nameserver,

@@ -111,12 +111,13 @@ def run_all(*steps):
 
 class LabProcess:
     """A long-running child process (optionally inside a network namespace)
-    whose stdout and stderr go to `log_path`."""
+    whose stdout and stderr go to `log_path`, run in `cwd` if given."""
 
-    def __init__(self, argv, log_path, env=None, netns=None):
+    def __init__(self, argv, log_path, env=None, netns=None, cwd=None):
         self.argv = in_netns(argv, netns)
         self.log_path = Path(log_path)
         self.env = env
+        self.cwd = cwd
         self.popen = None
 
     def start(self):
@@ -124,7 +125,7 @@ class LabProcess:
             # Own session: kill() can take down the whole process group.
             self.popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+                stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True)
         return self
 
     @property

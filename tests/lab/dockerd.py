@@ -215,15 +215,16 @@ class DockerHost:
                            f"{(result.stderr or result.stdout).strip()}")
         return result
 
-    def start_process(self, argv, env=None, name=None):
+    def start_process(self, argv, env=None, name=None, cwd=None):
         """Start a long-running process in the host's network namespace (and
         the root mount namespace), e.g. the plugin with --plugin-dir
-        <plugin_dir>. `env` is added to os.environ. Output goes to a log
-        file in the host's directory. The process is stopped in close()."""
+        <plugin_dir>, in `cwd` if given. `env` is added to os.environ. Output
+        goes to a log file in the host's directory. The process is stopped
+        in close()."""
         name = name or Path(argv[0]).name
         log = self.dir / f"{name}-{len(self.processes)}.log"
         process = LabProcess([str(a) for a in argv], log, {**os.environ, **(env or {})},
-                             self.netns)
+                             self.netns, cwd)
         self.processes.append(process)
         return process.start()
 
