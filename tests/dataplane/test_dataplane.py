@@ -15,13 +15,16 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from agent import antispoofing
 from driver import dataplane
 from driver.dataplane import DataplaneError
 from plugin import startup
+from tests.lab.common import wait_until
 from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.skipif(
 
 LAB_V4, LAB_V6 = '10.99.0.1', 'fd00:99::1'
 CONTAINER_MAC = 'ee:ee:ee:ee:ee:ee'
+NETPROBE = str(Path(__file__).parents[1] / 'e2e' / 'netprobe.py')
 _serial = itertools.count()
 
 
@@ -108,6 +112,26 @@ def peer_seen(ctr, address, client_ns):
     finally:
         listener.kill()
         listener.wait()
+
+
+def netprobe(ns, *args):
+    return subprocess.run(
+        ['ip', 'netns', 'exec', ns, sys.executable, '-I', '-S', NETPROBE, *args],
+        check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def arrivals(ns):
+    return json.loads(netprobe(ns, 'arrivals'))
+
+
+def arrived_since(ns, before, expected):
+    """What arrived in `ns` since `before`, once `expected` (a count per
+    counter) has: packets in flight are counted, and an extra one shows."""
+    def delta():
+        now = arrivals(ns)
+        return {k: now[k] - before[k] for k in expected}
+    wait_until(lambda: all(v >= expected[k] for k, v in delta().items()), 5, 0.05)
+    return delta()
 
 
 def names(endpoint_id):
@@ -235,6 +259,69 @@ def test_join_programs_host_side_and_traffic_flows(host, join):
 
     assert ping(ctr, LAB_V4) and ping(host, '10.65.0.2')
     assert ping(ctr, LAB_V6) and ping(host, 'fd00:65::2')
+
+
+@pytest.mark.parametrize('v4, v6', [(['10.65.0.3'], []), (['10.65.0.3'], ['fd00:65::3'])],
+                         ids=['ipv4-only', 'dual-stack'])
+def test_join_hardens_the_host_end_as_felix_does(make_host, v4, v6):
+    """Strict rp_filter, and no router advertisements: the host's defaults
+    (accept_ra 1, which takes them on an interface that does not forward
+    IPv6, as an IPv4-only endpoint's) would let a container become the
+    host's IPv6 default gateway."""
+    host = make_host()
+    run_in(host, write_sysctl, 'net/ipv6/conf/default/accept_ra', '1')
+    run_in(host, dataplane.set_up_veth, 'caliHard', 'tempHard', v4, v6)
+
+    assert run_in(host, read_sysctl, 'net/ipv4/conf/caliHard/rp_filter') == '1'
+    assert run_in(host, read_sysctl, 'net/ipv6/conf/caliHard/accept_ra') == '0'
+
+
+def test_forged_sources_from_a_container_are_dropped(make_host, join_on):
+    """Real packets (UDP, ICMP echo, TCP SYN, both families) from a container
+    with another container's address, the host's own address and an outside
+    one: none arrives, while the container's own addresses still do. The
+    host's rp_filter is loose (all=2 outweighs the interfaces' 1), so the
+    anti-spoofing table alone stands between."""
+    host = make_host(rp_filter=2)
+    for _ in range(2):  # replayed: still one table
+        run_in(host, antispoofing.ensure)
+    join = join_on(host)
+    _, attacker = join('a0a0a0a0a0a0a0a0', '10.65.0.91', 'fd00:65::91')
+    join('b0b0b0b0b0b0b0b0', '10.65.0.92', 'fd00:65::92')
+    _, victim = join('c0c0c0c0c0c0c0c0', '10.65.0.93', 'fd00:65::93')
+    forged = [('10.65.0.92', '10.65.0.93'), ('fd00:65::92', 'fd00:65::93'),
+              (LAB_V4, '10.65.0.93'), (LAB_V6, 'fd00:65::93'),
+              ('10.99.0.50', '10.65.0.93'), ('fd00:99::50', 'fd00:65::93')]
+    before = arrivals(victim)
+
+    for source, target in forged + [('10.65.0.91', '10.65.0.93'), ('fd00:65::91', 'fd00:65::93')]:
+        netprobe(attacker, 'send', source, target, '9')
+
+    # Only the last two sends (its own addresses): one of each.
+    assert arrived_since(victim, before, {'icmp4': 1, 'udp4': 1, 'icmp6': 1, 'udp6': 1,
+                                          'tcp': 2}) == \
+        {'icmp4': 1, 'udp4': 1, 'icmp6': 1, 'udp6': 1, 'tcp': 2}
+    table = subprocess.run(
+        ['ip', 'netns', 'exec', host, 'nft', 'list', 'table', 'inet', antispoofing.TABLE],
+        check=True, capture_output=True, text=True).stdout
+    assert table.count('type filter hook prerouting') == 1
+
+
+def test_strict_rp_filter_drops_forged_ipv4_without_the_table(make_host, join_on):
+    """Before `run` writes the table (or after `nft flush ruleset`), the host
+    end's own rp_filter still drops forged IPv4 sources."""
+    host = make_host(rp_filter=0)
+    join = join_on(host)
+    _, attacker = join('d0d0d0d0d0d0d0d0', '10.65.0.94')
+    join('e0e0e0e0e0e0e0e0', '10.65.0.95')
+    _, victim = join('f0f0f0f0f0f0f0f0', '10.65.0.96')
+    before = arrivals(victim)
+
+    for source in ('10.65.0.95', '10.65.0.94'):
+        netprobe(attacker, 'send', source, '10.65.0.96', '9')
+
+    assert arrived_since(victim, before, {'icmp4': 1, 'udp4': 1, 'tcp': 1}) == \
+        {'icmp4': 1, 'udp4': 1, 'tcp': 1}
 
 
 def test_two_containers_on_one_host_reach_each_other(join):
@@ -379,13 +466,16 @@ def test_arp_ignore_2_keeps_proxy_arp(make_host, join_on):
 
 
 def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
-    """Host ends programmed without the address (by an older version) get it
-    when `calico-libnetwork run` starts, and their containers then work
-    without a default route; only this node's IPv4 endpoints are touched."""
+    """Host ends programmed without the address and the hardening (by an
+    older version) get them when `calico-libnetwork run` starts, and their
+    containers then work without a default route; only this node's
+    endpoints are touched, the address only for IPv4 ones."""
     host = make_host(default_route=False)
     for name in ('caliOld4', 'caliOld6', 'caliOther'):
         run_in(host, dataplane.set_up_veth, name, name.replace('cali', 'temp'))
         run_in(host, write_sysctl, f'net/ipv4/conf/{name}/proxy_arp', '1')
+        run_in(host, write_sysctl, f'net/ipv4/conf/{name}/rp_filter', '0')
+        run_in(host, write_sysctl, f'net/ipv6/conf/{name}/accept_ra', '1')
     ip(host, 'route', 'add', '10.65.0.71/32', 'dev', 'caliOld4', 'scope', 'link')
     ctr = join_on.enter_container(host, 'tempOld4', '10.65.0.71')
     assert not ping(ctr, LAB_V4)
@@ -399,9 +489,14 @@ def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
         wep('caliGone', '10.65.0.74/32')])
     config = SimpleNamespace(nodename='here', driver=SimpleNamespace(proc_sys='/proc/sys'))
     for _ in range(2):
-        run_in(host, startup.add_ipv4_gateways, resources, config)
+        run_in(host, startup.update_host_ends, resources, config)
 
     assert ipv4_addrs(host, 'caliOld4') == [('169.254.1.1', 32, 'host')]
+    for name, hardened in (('caliOld4', True), ('caliOld6', True), ('caliOther', False)):
+        assert run_in(host, read_sysctl, f'net/ipv4/conf/{name}/rp_filter') == \
+            ('1' if hardened else '0'), name
+        assert run_in(host, read_sysctl, f'net/ipv6/conf/{name}/accept_ra') == \
+            ('0' if hardened else '1'), name
     assert ipv4_addrs(host, 'caliOld6') == ipv4_addrs(host, 'caliOther') == []
     assert [r['dst'] for r in routes(host, '-4', 'caliOld4')] == ['10.65.0.71']
     assert ping(ctr, LAB_V4) and ping(host, '10.65.0.71')
