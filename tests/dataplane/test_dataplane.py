@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,7 +23,7 @@ from agent import antispoofing
 from driver import dataplane
 from driver.dataplane import DataplaneError
 from plugin import startup
-from tests.lab.common import wait_until
+from tests.e2e import reach
 from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
@@ -33,7 +32,6 @@ pytestmark = pytest.mark.skipif(
 
 LAB_V4, LAB_V6 = '10.99.0.1', 'fd00:99::1'
 CONTAINER_MAC = 'ee:ee:ee:ee:ee:ee'
-NETPROBE = str(Path(__file__).parents[1] / 'e2e' / 'netprobe.py')
 _serial = itertools.count()
 
 
@@ -114,24 +112,9 @@ def peer_seen(ctr, address, client_ns):
         listener.wait()
 
 
-def netprobe(ns, *args):
-    return subprocess.run(
-        ['ip', 'netns', 'exec', ns, sys.executable, '-I', '-S', NETPROBE, *args],
-        check=True, capture_output=True, text=True, timeout=30).stdout
-
-
-def arrivals(ns):
-    return json.loads(netprobe(ns, 'arrivals'))
-
-
-def arrived_since(ns, before, expected):
-    """What arrived in `ns` since `before`, once `expected` (a count per
-    counter) has: packets in flight are counted, and an extra one shows."""
-    def delta():
-        now = arrivals(ns)
-        return {k: now[k] - before[k] for k in expected}
-    wait_until(lambda: all(v >= expected[k] for k, v in delta().items()), 5, 0.05)
-    return delta()
+def probe_node(ns, address=None):
+    """A namespace as reach's probes see it."""
+    return reach.Node(ns, None, None, address, f'/run/netns/{ns}')
 
 
 def names(endpoint_id):
@@ -286,21 +269,21 @@ def test_forged_sources_from_a_container_are_dropped(make_host, join_on):
     for _ in range(2):  # replayed: still one table
         run_in(host, antispoofing.ensure)
     join = join_on(host)
-    _, attacker = join('a0a0a0a0a0a0a0a0', '10.65.0.91', 'fd00:65::91')
+    attacker = probe_node(join('a0a0a0a0a0a0a0a0', '10.65.0.91', 'fd00:65::91')[1])
     join('b0b0b0b0b0b0b0b0', '10.65.0.92', 'fd00:65::92')
-    _, victim = join('c0c0c0c0c0c0c0c0', '10.65.0.93', 'fd00:65::93')
+    victim = probe_node(join('c0c0c0c0c0c0c0c0', '10.65.0.93', 'fd00:65::93')[1])
     forged = [('10.65.0.92', '10.65.0.93'), ('fd00:65::92', 'fd00:65::93'),
               (LAB_V4, '10.65.0.93'), (LAB_V6, 'fd00:65::93'),
               ('10.99.0.50', '10.65.0.93'), ('fd00:99::50', 'fd00:65::93')]
-    before = arrivals(victim)
+    own = [('10.65.0.91', '10.65.0.93'), ('fd00:65::91', 'fd00:65::93')]
+    one_each = {'icmp4': 1, 'udp4': 1, 'icmp6': 1, 'udp6': 1, 'tcp': 2}
 
-    for source, target in forged + [('10.65.0.91', '10.65.0.93'), ('fd00:65::91', 'fd00:65::93')]:
-        netprobe(attacker, 'send', source, target, '9')
-
-    # Only the last two sends (its own addresses): one of each.
-    assert arrived_since(victim, before, {'icmp4': 1, 'udp4': 1, 'icmp6': 1, 'udp6': 1,
-                                          'tcp': 2}) == \
-        {'icmp4': 1, 'udp4': 1, 'icmp6': 1, 'udp6': 1, 'tcp': 2}
+    for sends in (own, forged + own):  # own first: neighbours resolved
+        before = reach.arrivals(victim)
+        for source, target in sends:
+            reach.forge(attacker, source, target, 9)
+        # Once the own sends have arrived, so has everything sent before them.
+        assert reach.arrived_since(victim, before, one_each) == one_each
     table = subprocess.run(
         ['ip', 'netns', 'exec', host, 'nft', 'list', 'table', 'inet', antispoofing.TABLE],
         check=True, capture_output=True, text=True).stdout
@@ -312,16 +295,16 @@ def test_strict_rp_filter_drops_forged_ipv4_without_the_table(make_host, join_on
     end's own rp_filter still drops forged IPv4 sources."""
     host = make_host(rp_filter=0)
     join = join_on(host)
-    _, attacker = join('d0d0d0d0d0d0d0d0', '10.65.0.94')
+    attacker = probe_node(join('d0d0d0d0d0d0d0d0', '10.65.0.94')[1])
     join('e0e0e0e0e0e0e0e0', '10.65.0.95')
-    _, victim = join('f0f0f0f0f0f0f0f0', '10.65.0.96')
-    before = arrivals(victim)
+    victim = probe_node(join('f0f0f0f0f0f0f0f0', '10.65.0.96')[1])
+    one_each = {'icmp4': 1, 'udp4': 1, 'tcp': 1}
 
-    for source in ('10.65.0.95', '10.65.0.94'):
-        netprobe(attacker, 'send', source, '10.65.0.96', '9')
-
-    assert arrived_since(victim, before, {'icmp4': 1, 'udp4': 1, 'tcp': 1}) == \
-        {'icmp4': 1, 'udp4': 1, 'tcp': 1}
+    for sources in (['10.65.0.94'], ['10.65.0.95', '10.65.0.94']):  # own first
+        before = reach.arrivals(victim)
+        for source in sources:
+            reach.forge(attacker, source, '10.65.0.96', 9)
+        assert reach.arrived_since(victim, before, one_each) == one_each
 
 
 def test_two_containers_on_one_host_reach_each_other(join):
