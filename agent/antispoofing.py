@@ -35,11 +35,11 @@ TABLE = "calico-libnetwork-raw"
 FAMILY = "inet"
 CHECK_INTERVAL = 5.0
 IFACE_PREFIX = "cali"  # the host ends are always cali<endpoint id>
-# raw: before conntrack (a dropped packet leaves no entry) and before any
-# filter chain, Felix's included.
 _ND_FROM_UNSPECIFIED = ("nd-neighbor-solicit", "nd-router-solicit", "mld-listener-report",
                         "mld2-listener-report")
 
+# Priority raw: before conntrack (a dropped packet leaves no entry) and before
+# any filter chain, Felix's included.
 SCRIPT = f"""\
 add table {FAMILY} {TABLE}
 delete table {FAMILY} {TABLE}
