@@ -24,6 +24,7 @@ from driver import dataplane
 from driver.dataplane import DataplaneError
 from plugin import startup
 from tests.e2e import reach
+from tests.lab.common import wait_until
 from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
@@ -257,6 +258,29 @@ def test_join_hardens_the_host_end_as_felix_does(make_host, v4, v6):
 
     assert run_in(host, read_sysctl, 'net/ipv4/conf/caliHard/rp_filter') == '1'
     assert run_in(host, read_sysctl, 'net/ipv6/conf/caliHard/accept_ra') == '0'
+
+
+def router_advertisements_in(ns):
+    snmp6 = subprocess.run(['ip', 'netns', 'exec', ns, 'cat', '/proc/net/snmp6'],
+                           check=True, capture_output=True, text=True).stdout
+    return int(dict(map(str.split, snmp6.splitlines()))['Icmp6InRouterAdvertisements'])
+
+
+def test_a_container_router_advertisement_is_ignored(host, join):
+    """On an IPv4-only endpoint's host end (which does not forward IPv6, so
+    the default accept_ra=1 applies), a container's router advertisement
+    would make it a default router of the host."""
+    _, ctr = join('ad0ad0ad0ad0ad0a', '10.65.0.97')
+    # The advertisement's source must be the container's link-local address.
+    assert wait_until(lambda: 'tentative' not in ip(ctr, '-6', 'addr', 'show', 'cali0'), 10)
+    before = router_advertisements_in(host)
+
+    subprocess.run(probe_node(ctr).argv(sys.executable, '-I', '-S', reach.script(),
+                                        'advertise', 'cali0'),
+                   check=True, capture_output=True, timeout=30)
+
+    assert wait_until(lambda: router_advertisements_in(host) > before, 10)  # it arrived
+    assert not wait_until(lambda: ip(host, '-6', 'route', 'show', 'proto', 'ra'), 1)
 
 
 def test_forged_sources_from_a_container_are_dropped(make_host, join_on):

@@ -18,6 +18,9 @@ Standard library only.
         One UDP datagram, one ICMP echo request and one TCP SYN to ADDRESS
         (IPv4 or IPv6) from SOURCE, any address: IP_TRANSPARENT, which
         NET_RAW (a default capability of Docker's containers) allows.
+    netprobe.py advertise IFNAME
+        One IPv6 router advertisement (router lifetime 1800 s) to all nodes
+        out of IFNAME, as a router on the link would send it.
     netprobe.py arrivals
         Print, as JSON, this namespace's counters of what arrived for it:
         ICMP echo requests and UDP datagrams to closed ports per family,
@@ -128,6 +131,17 @@ def send(source, address, port):
     return True
 
 
+def advertise(ifname):
+    index = socket.if_nametoindex(ifname)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)  # RFC 4861 6.1.2
+        # Type 134, code 0, checksum (the kernel's), hop limit 64, no flags,
+        # router lifetime, reachable time, retrans timer.
+        ra = bytes([134, 0, 0, 0, 64, 0]) + (1800).to_bytes(2, "big") + bytes(8)
+        s.sendto(ra, ("ff02::1", 0, 0, index))
+    return True
+
+
 def arrivals():
     counters = {}
     with open("/proc/net/snmp") as f:
@@ -158,6 +172,8 @@ def main(argv):
         return until(args[0], args[1], int(args[2]), float(args[3]))
     elif mode == "send":
         return send(args[0], args[1], int(args[2]))
+    elif mode == "advertise":
+        return advertise(args[0])
     elif mode == "arrivals":
         return arrivals()
     raise SystemExit(f"netprobe: unknown mode {mode!r}")
