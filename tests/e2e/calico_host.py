@@ -15,6 +15,8 @@ PROFILE_PREFIX = "/calico/resources/v3/projectcalico.org/profiles/"
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 IPV4_POOL = "192.169.0.0/16"
 IPV6_POOL = "fd80:24e2:f998:72d6::/64"
+POLICY_TABLE = "table inet calico-libnetwork"
+ANTISPOOFING_TABLE = "table inet calico-libnetwork-raw"
 
 
 def plugin_env(host, **extra):
@@ -84,6 +86,13 @@ def wep(host, endpoint):
     name = f"{host.name.replace('-', '--')}-libnetwork-libnetwork-{endpoint}"
     raw = host.etcd.get(WEP_PREFIX + name)
     return None if raw is None else json.loads(raw)
+
+
+def nft_tables(host) -> set[str]:
+    """The host's nftables tables as `nft list tables` names them, e.g.
+    POLICY_TABLE (a set: the anti-spoofing table's name begins like it)."""
+    return {line.strip() for line in host.run_in_netns(["nft", "list", "tables"])
+            .stdout.splitlines()}
 
 
 def keys(host, prefix):

@@ -22,8 +22,8 @@ import types
 import pytest
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (CALICO, IPV4_POOL, IPV6_POOL, container_ip, docker,
-                                   start_plugin, wait)
+from tests.e2e.calico_host import (ANTISPOOFING_TABLE, CALICO, IPV4_POOL, IPV6_POOL, container_ip,
+                                   docker, nft_tables, start_plugin, wait)
 from tests.lab import EtcdServer
 from tests.lab.common import ip
 
@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
 LINK = {"h1": ("10.0.31.1", "fd00:31::1"), "h2": ("10.0.31.2", "fd00:31::2")}
 PORT = 9  # nothing listens: UDP counts as NoPorts, a SYN is answered by a RST
-TABLE = ("inet", "calico-libnetwork-raw")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,5 @@ def test_forged_sources_reach_nothing_own_addresses_still_do(lab):
 def test_the_agent_writes_the_table_again_when_it_is_gone(lab):
     """`nft flush ruleset` or a reload of the nftables service takes it;
     the agent (h1) writes it again within seconds."""
-    netns = lab.h1.netns
-    ip("netns", "exec", netns, "nft", "delete", "table", *TABLE)
-    wait(lambda: ip("netns", "exec", netns, "nft", "list", "tables").stdout.count(TABLE[1]) == 1,
-         30, "the anti-spoofing table on h1")
+    lab.h1.run_in_netns(["nft", "delete", *ANTISPOOFING_TABLE.split()])
+    wait(lambda: ANTISPOOFING_TABLE in nft_tables(lab.h1), 30, "the anti-spoofing table on h1")
