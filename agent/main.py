@@ -1,5 +1,6 @@
 """The node agent: register this node, then keep its routes, VTEP and NAT
-in step with etcd until SIGTERM or SIGINT."""
+(and policy, names and the anti-spoofing table) in step with etcd until
+SIGTERM or SIGINT."""
 
 import logging
 import signal
@@ -7,7 +8,7 @@ import threading
 
 from netaddr import IPNetwork
 
-from agent import autodetect, node
+from agent import antispoofing, autodetect, node
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, remove_policy
@@ -66,7 +67,9 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
         # must not wait for it.
         thread = threading.Thread(target=syncer.run, name="syncer", daemon=True)
         thread.start()
-        stop.wait()
+        antispoofing.repair()
+        while not stop.wait(antispoofing.CHECK_INTERVAL):
+            antispoofing.repair()
         heartbeat.stop()
         if names is not None:
             names.stop()

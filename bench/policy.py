@@ -78,6 +78,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)  # the repository, not bench/
 
+from agent import antispoofing  # noqa: E402
 from agent.policy import nft  # noqa: E402
 from agent.policy.compiler import Compiler, set_name  # noqa: E402
 from agent.policy.engine import PolicyEngine  # noqa: E402
@@ -627,11 +628,12 @@ def bench_datapath(args, lab, status_dir):
     big = cluster(LOCAL, args.endpoints, args.networks, args.policies) + records[1:]
     server = subprocess.Popen(_in_netns([sys.executable, __file__, "--echo-server",
                                          str(ECHO_PORT)], workloads["b"]))
-    modes = ("off", "ct only", "on", "on+cluster")
+    modes = ("off", "ct only", "on", "on+rpf", "on+cluster")
     selecting = sum(1 for p in range(args.policies) if p % APPS == 0)
     print(f"3. datapath a -> b (one network, host namespace between them); modes: off, "
           f"ct only (a forward chain with just the conntrack rule, to tell conntrack's cost "
-          f"from ours), on (profile only), on+cluster (+{args.endpoints} endpoints, "
+          f"from ours), on (profile only), on+rpf (and the anti-spoofing table), "
+          f"on+cluster (+{args.endpoints} endpoints, "
           f"{args.policies} "
           f"policies, {selecting} selecting a and b); {args.rounds} rounds, modes "
           "alternating")
@@ -671,11 +673,15 @@ def bench_datapath(args, lab, status_dir):
 
             def switch(mode):
                 nft.Nftables().remove()
-                nft.run(f"add table {CT_TABLE}\ndelete table {CT_TABLE}\n")
+                for table in (CT_TABLE, f"{antispoofing.FAMILY} {antispoofing.TABLE}"):
+                    nft.run(f"add table {table}\ndelete table {table}\n")
                 if mode == "ct only":
                     nft.run(CT_ONLY)
                 elif mode != "off":
-                    engines[mode].batch_done(False, True)  # a full rewrite of the table
+                    # A full rewrite of the table.
+                    engines[mode.replace("+rpf", "")].batch_done(False, True)
+                if mode == "on+rpf":
+                    antispoofing.ensure()
 
             inside.submit(switch, "off").result()
             tcp(1, 0)  # the server is up

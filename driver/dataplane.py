@@ -22,6 +22,11 @@ address and proxy ARP, kept on every host end, answers as it always did.
 Never delete the address on its own: when a link loses its last IPv4
 address the kernel flushes every route through it.
 
+Each host end is hardened as Felix hardens workload interfaces: a strict
+reverse-path filter for IPv4 (a second line behind the anti-spoofing table,
+agent/antispoofing.py, which also covers IPv6) and no router advertisements
+accepted from the container.
+
 Netlink goes through one ``IPRoute`` per thread, kept between calls
 (pyroute2's sync sockets serve one thread, and opening one costs about as
 much as a request); interface indexes come from if_nametoindex, a system
@@ -52,6 +57,7 @@ __all__ = [
     'DataplaneError',
     'add_ipv4_gateway',
     'arp_answers_local_gateway',
+    'harden',
     'set_up_veth',
     'remove_veth',
     'remove_routes',
@@ -181,6 +187,7 @@ def _index(ifname):
 def _program_host_side(ipr, index, host_ifname, v4, v6, proc_sys):
     """Make the (up) host end the routed gateway for the given container IPs."""
     _sysctl(proc_sys, 'net/ipv4/ip_forward')
+    _harden(proc_sys, host_ifname)
     _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/forwarding')
     _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/proxy_arp')
     # The default proxy_delay holds ARP replies back up to 0.8 s.
@@ -221,6 +228,14 @@ def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
         return False
     with _rtnl() as ipr:
         return _add_ipv4_gateway(ipr, index, host_ifname, proc_sys)
+
+
+def harden(host_ifname, proc_sys='/proc/sys'):
+    """Apply the hardening sysctls to an existing host end (one joined
+    before the plugin set them at Join).  A missing link is left alone."""
+    _check_ifname(host_ifname)
+    if _index(host_ifname) is not None:
+        _harden(proc_sys, host_ifname)
 
 
 def arp_answers_local_gateway(proc_sys='/proc/sys'):
@@ -410,6 +425,21 @@ def _add_ipv4_gateway(ipr, index, ifname, proc_sys):
         index=index, address=IPV4_GATEWAY, prefixlen=32, scope=rt_scope['host'],
     )
     return True
+
+
+def _harden(proc_sys, ifname):
+    # Strict: a packet from the container must carry a source the host
+    # routes back out of this interface.  The kernel applies the larger of
+    # "all" and the interface's value, so all=2 (loose) wins over this; the
+    # anti-spoofing table checks regardless.
+    _sysctl(proc_sys, f'net/ipv4/conf/{ifname}/rp_filter')
+    # A router advertisement from a container must never make it the host's
+    # IPv6 default gateway.  The default (1) takes them while IPv6
+    # forwarding is off, as it is on an IPv4-only endpoint's interface.
+    # Felix sets it even without IPv6 support; with IPv6 disabled at boot
+    # there is no such file, nor any IPv6 to protect.
+    if os.path.isdir(f'{proc_sys}/net/ipv6/conf/{ifname}'):
+        _sysctl(proc_sys, f'net/ipv6/conf/{ifname}/accept_ra', '0')
 
 
 def _read_sysctl(root, key):

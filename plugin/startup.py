@@ -1,13 +1,15 @@
 """What `calico-libnetwork run` makes sure of before serving, as calico/node
 does at its start: etcd answers, ClusterInformation says the datastore is
 ready, default IP pools exist unless NO_DEFAULT_POOLS is set, this host's
-Node is registered, the host forwards workload traffic, and the host ends
-of its endpoints answer for the containers' gateway."""
+Node is registered, the host forwards workload traffic and drops packets
+with forged source addresses from it, and the host ends of its endpoints
+answer for the containers' gateway and are hardened as Join now does."""
 
 import ipaddress
 import logging
 
-from agent import node
+from agent import antispoofing, node
+from agent.errors import KernelError
 from agent.main import node_address, node_address6
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
@@ -41,26 +43,35 @@ def prepare_host(config: Config) -> None:
         forwarding.ensure_forwarding()
     except forwarding.ForwardingError as exc:
         raise StartupError(f"cannot let containers' traffic through FORWARD: {exc}") from exc
+    try:
+        antispoofing.ensure()
+    except KernelError as exc:
+        # Serving without it would let any container forge its way past policy.
+        raise StartupError(f"cannot check containers' source addresses: {exc}") from exc
     _check_arp_ignore(config.driver.proc_sys)
     etcd = connect(config.etcd)
     try:
         resources = Resources(etcd)
         reaper.sweep(resources, config.nodename)
-        add_ipv4_gateways(resources, config)
+        update_host_ends(resources, config)
     finally:
         etcd.close()
 
 
-def add_ipv4_gateways(resources: Resources, config: Config) -> None:
-    """Give the host end of every IPv4 endpoint of this node 169.254.1.1, as
-    Join now does: endpoints joined by an older version then work on a host
-    without a default route too, without restarting their containers."""
+def update_host_ends(resources: Resources, config: Config) -> None:
+    """Bring the host end of every endpoint of this node to what Join now
+    does, without restarting their containers: endpoints joined by an older
+    version get the hardening sysctls (strict rp_filter, no router
+    advertisements) and, for IPv4, 169.254.1.1, so that they also work on a
+    host without a default route."""
+    proc_sys = config.driver.proc_sys
     for wep in ep.node_weps(resources, config.nodename):
         spec = wep.spec
-        if not _has_ipv4(spec):
-            continue
+        ifname = spec.get("interfaceName", "")
         try:
-            dataplane.add_ipv4_gateway(spec.get("interfaceName", ""), config.driver.proc_sys)
+            dataplane.harden(ifname, proc_sys)
+            if _has_ipv4(spec):
+                dataplane.add_ipv4_gateway(ifname, proc_sys)
         except dataplane.DataplaneError as exc:
             LOG.warning("endpoint %s: %s", wep.name, exc)
 

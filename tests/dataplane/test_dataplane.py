@@ -19,9 +19,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from agent import antispoofing
 from driver import dataplane
 from driver.dataplane import DataplaneError
 from plugin import startup
+from tests.e2e import reach
+from tests.lab.common import wait_until
 from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.skipif(
@@ -108,6 +111,11 @@ def peer_seen(ctr, address, client_ns):
     finally:
         listener.kill()
         listener.wait()
+
+
+def probe_node(ns, address=None):
+    """A namespace as reach's probes see it."""
+    return reach.Node(ns, None, None, address, f'/run/netns/{ns}')
 
 
 def names(endpoint_id):
@@ -235,6 +243,92 @@ def test_join_programs_host_side_and_traffic_flows(host, join):
 
     assert ping(ctr, LAB_V4) and ping(host, '10.65.0.2')
     assert ping(ctr, LAB_V6) and ping(host, 'fd00:65::2')
+
+
+@pytest.mark.parametrize('v4, v6', [(['10.65.0.3'], []), (['10.65.0.3'], ['fd00:65::3'])],
+                         ids=['ipv4-only', 'dual-stack'])
+def test_join_hardens_the_host_end_as_felix_does(make_host, v4, v6):
+    """Strict rp_filter, and no router advertisements: the host's defaults
+    (accept_ra 1, which takes them on an interface that does not forward
+    IPv6, as an IPv4-only endpoint's) would let a container become the
+    host's IPv6 default gateway."""
+    host = make_host()
+    run_in(host, write_sysctl, 'net/ipv6/conf/default/accept_ra', '1')
+    run_in(host, dataplane.set_up_veth, 'caliHard', 'tempHard', v4, v6)
+
+    assert run_in(host, read_sysctl, 'net/ipv4/conf/caliHard/rp_filter') == '1'
+    assert run_in(host, read_sysctl, 'net/ipv6/conf/caliHard/accept_ra') == '0'
+
+
+def router_advertisements_in(ns):
+    snmp6 = subprocess.run(['ip', 'netns', 'exec', ns, 'cat', '/proc/net/snmp6'],
+                           check=True, capture_output=True, text=True).stdout
+    return int(dict(map(str.split, snmp6.splitlines()))['Icmp6InRouterAdvertisements'])
+
+
+def test_a_container_router_advertisement_is_ignored(host, join):
+    """On an IPv4-only endpoint's host end (which does not forward IPv6, so
+    the default accept_ra=1 applies), a container's router advertisement
+    would make it a default router of the host."""
+    _, ctr = join('ad0ad0ad0ad0ad0a', '10.65.0.97')
+    # The advertisement's source must be the container's link-local address.
+    assert wait_until(lambda: 'tentative' not in ip(ctr, '-6', 'addr', 'show', 'cali0'), 10)
+    before = router_advertisements_in(host)
+
+    subprocess.run(probe_node(ctr).argv(sys.executable, '-I', '-S', reach.script(),
+                                        'advertise', 'cali0'),
+                   check=True, capture_output=True, timeout=30)
+
+    assert wait_until(lambda: router_advertisements_in(host) > before, 10)  # it arrived
+    assert not wait_until(lambda: ip(host, '-6', 'route', 'show', 'proto', 'ra'), 1)
+
+
+def test_forged_sources_from_a_container_are_dropped(make_host, join_on):
+    """Real packets (UDP, ICMP echo, TCP SYN, both families) from a container
+    with another container's address, the host's own address and an outside
+    one: none arrives, while the container's own addresses still do. The
+    host's rp_filter is loose (all=2 outweighs the interfaces' 1), so the
+    anti-spoofing table alone stands between."""
+    host = make_host(rp_filter=2)
+    for _ in range(2):  # replayed: still one table
+        run_in(host, antispoofing.ensure)
+    join = join_on(host)
+    attacker = probe_node(join('a0a0a0a0a0a0a0a0', '10.65.0.91', 'fd00:65::91')[1])
+    join('b0b0b0b0b0b0b0b0', '10.65.0.92', 'fd00:65::92')
+    victim = probe_node(join('c0c0c0c0c0c0c0c0', '10.65.0.93', 'fd00:65::93')[1])
+    forged = [('10.65.0.92', '10.65.0.93'), ('fd00:65::92', 'fd00:65::93'),
+              (LAB_V4, '10.65.0.93'), (LAB_V6, 'fd00:65::93'),
+              ('10.99.0.50', '10.65.0.93'), ('fd00:99::50', 'fd00:65::93')]
+    own = [('10.65.0.91', '10.65.0.93'), ('fd00:65::91', 'fd00:65::93')]
+    one_each = {'icmp4': 1, 'udp4': 1, 'icmp6': 1, 'udp6': 1, 'tcp': 2}
+
+    for sends in (own, forged + own):  # own first: neighbours resolved
+        before = reach.arrivals(victim)
+        for source, target in sends:
+            reach.forge(attacker, source, target, 9)
+        # Once the own sends have arrived, so has everything sent before them.
+        assert reach.arrived_since(victim, before, one_each) == one_each
+    table = subprocess.run(
+        ['ip', 'netns', 'exec', host, 'nft', 'list', 'table', 'inet', antispoofing.TABLE],
+        check=True, capture_output=True, text=True).stdout
+    assert table.count('type filter hook prerouting') == 1
+
+
+def test_strict_rp_filter_drops_forged_ipv4_without_the_table(make_host, join_on):
+    """Before `run` writes the table (or after `nft flush ruleset`), the host
+    end's own rp_filter still drops forged IPv4 sources."""
+    host = make_host(rp_filter=0)
+    join = join_on(host)
+    attacker = probe_node(join('d0d0d0d0d0d0d0d0', '10.65.0.94')[1])
+    join('e0e0e0e0e0e0e0e0', '10.65.0.95')
+    victim = probe_node(join('f0f0f0f0f0f0f0f0', '10.65.0.96')[1])
+    one_each = {'icmp4': 1, 'udp4': 1, 'tcp': 1}
+
+    for sources in (['10.65.0.94'], ['10.65.0.95', '10.65.0.94']):  # own first
+        before = reach.arrivals(victim)
+        for source in sources:
+            reach.forge(attacker, source, '10.65.0.96', 9)
+        assert reach.arrived_since(victim, before, one_each) == one_each
 
 
 def test_two_containers_on_one_host_reach_each_other(join):
@@ -379,13 +473,16 @@ def test_arp_ignore_2_keeps_proxy_arp(make_host, join_on):
 
 
 def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
-    """Host ends programmed without the address (by an older version) get it
-    when `calico-libnetwork run` starts, and their containers then work
-    without a default route; only this node's IPv4 endpoints are touched."""
+    """Host ends programmed without the address and the hardening (by an
+    older version) get them when `calico-libnetwork run` starts, and their
+    containers then work without a default route; only this node's
+    endpoints are touched, the address only for IPv4 ones."""
     host = make_host(default_route=False)
     for name in ('caliOld4', 'caliOld6', 'caliOther'):
         run_in(host, dataplane.set_up_veth, name, name.replace('cali', 'temp'))
         run_in(host, write_sysctl, f'net/ipv4/conf/{name}/proxy_arp', '1')
+        run_in(host, write_sysctl, f'net/ipv4/conf/{name}/rp_filter', '0')
+        run_in(host, write_sysctl, f'net/ipv6/conf/{name}/accept_ra', '1')
     ip(host, 'route', 'add', '10.65.0.71/32', 'dev', 'caliOld4', 'scope', 'link')
     ctr = join_on.enter_container(host, 'tempOld4', '10.65.0.71')
     assert not ping(ctr, LAB_V4)
@@ -399,9 +496,14 @@ def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
         wep('caliGone', '10.65.0.74/32')])
     config = SimpleNamespace(nodename='here', driver=SimpleNamespace(proc_sys='/proc/sys'))
     for _ in range(2):
-        run_in(host, startup.add_ipv4_gateways, resources, config)
+        run_in(host, startup.update_host_ends, resources, config)
 
     assert ipv4_addrs(host, 'caliOld4') == [('169.254.1.1', 32, 'host')]
+    for name, hardened in (('caliOld4', True), ('caliOld6', True), ('caliOther', False)):
+        assert run_in(host, read_sysctl, f'net/ipv4/conf/{name}/rp_filter') == \
+            ('1' if hardened else '0'), name
+        assert run_in(host, read_sysctl, f'net/ipv6/conf/{name}/accept_ra') == \
+            ('0' if hardened else '1'), name
     assert ipv4_addrs(host, 'caliOld6') == ipv4_addrs(host, 'caliOther') == []
     assert [r['dst'] for r in routes(host, '-4', 'caliOld4')] == ['10.65.0.71']
     assert ping(ctr, LAB_V4) and ping(host, '10.65.0.71')

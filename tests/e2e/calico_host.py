@@ -15,6 +15,8 @@ PROFILE_PREFIX = "/calico/resources/v3/projectcalico.org/profiles/"
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 IPV4_POOL = "192.169.0.0/16"
 IPV6_POOL = "fd80:24e2:f998:72d6::/64"
+POLICY_TABLE = "table inet calico-libnetwork"
+ANTISPOOFING_TABLE = "table inet calico-libnetwork-raw"
 
 
 def plugin_env(host, **extra):
@@ -25,12 +27,12 @@ def plugin_env(host, **extra):
     return env
 
 
-def start_plugin(host, code=REPO, **extra_env):
-    """Start `calico-libnetwork run` in the host and wait for its sockets.
-    code: the source tree to run (another release's, extracted), its folder
-    the plugin's working directory, where `python -m` looks first (for the
-    node agent the plugin starts as well)."""
-    argv = [sys.executable, "-m", "plugin.cli", "run", "--plugin-dir", host.plugin_dir]
+def start_plugin(host, *options, code=REPO, **extra_env):
+    """Start `calico-libnetwork run [options]` in the host and wait for its
+    sockets.  code: the source tree to run (another release's, extracted),
+    its folder the plugin's working directory, where `python -m` looks first
+    (for the node agent the plugin starts as well)."""
+    argv = [sys.executable, "-m", "plugin.cli", "run", "--plugin-dir", host.plugin_dir, *options]
     process = host.start_process(argv, env=plugin_env(host, PYTHONPATH=str(code), **extra_env),
                                  name="plugin", cwd=code)
     sockets = [Path(host.plugin_dir) / name for name in ("calico.sock", "calico-ipam.sock")]
@@ -87,6 +89,13 @@ def wep(host, endpoint):
     name = f"{host.name.replace('-', '--')}-libnetwork-libnetwork-{endpoint}"
     raw = host.etcd.get(WEP_PREFIX + name)
     return None if raw is None else json.loads(raw)
+
+
+def nft_tables(host) -> set[str]:
+    """The host's nftables tables as `nft list tables` names them, e.g.
+    POLICY_TABLE (a set: the anti-spoofing table's name begins like it)."""
+    return {line.strip() for line in host.run_in_netns(["nft", "list", "tables"])
+            .stdout.splitlines()}
 
 
 def keys(host, prefix):

@@ -14,8 +14,20 @@ Standard library only.
         server is needed; closed: no answer, the SYN was dropped); print the
         time.time() at which that attempt's SYN went out and exit 0, or exit
         1 at DEADLINE (a time.time() value).
+    netprobe.py send SOURCE ADDRESS PORT
+        One UDP datagram, one ICMP echo request and one TCP SYN to ADDRESS
+        (IPv4 or IPv6) from SOURCE, any address: IP_TRANSPARENT, which
+        NET_RAW (a default capability of Docker's containers) allows.
+    netprobe.py advertise IFNAME
+        One IPv6 router advertisement (router lifetime 1800 s) to all nodes
+        out of IFNAME, as a router on the link would send it.
+    netprobe.py arrivals
+        Print, as JSON, this namespace's counters of what arrived for it:
+        ICMP echo requests and UDP datagrams to closed ports per family,
+        TCP segments (both families).
 """
 
+import json
 import selectors
 import socket
 import sys
@@ -24,6 +36,8 @@ import time
 OPEN_TIMEOUT = 0.1  # a refused SYN is not resent within 1 s: try a new one
 CLOSED_TIMEOUT = 0.3  # no answer for this long: the SYN was dropped
 INTERVAL = 0.05
+IP_TRANSPARENT, IPV6_TRANSPARENT = 19, 75  # linux/in.h, linux/in6.h
+ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
 
 
 def serve(ports):
@@ -89,6 +103,64 @@ def until(state, address, port, deadline):
     return False
 
 
+def send(source, address, port):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    v6 = family == socket.AF_INET6
+
+    def bound(kind, proto=0):
+        s = socket.socket(family, kind, proto)
+        s.setsockopt(socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP,
+                     IPV6_TRANSPARENT if v6 else IP_TRANSPARENT, 1)
+        s.bind((source, 0))
+        return s
+
+    with bound(socket.SOCK_DGRAM) as s:
+        s.sendto(b"forged?", (address, port))
+    with bound(socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP) as s:
+        echo = bytes([ECHO_REQUEST[family], 0, 0, 0, 0x12, 0x34, 0, 1]) + b"forged?"
+        if not v6:  # the kernel sums ICMPv6 itself
+            total = sum(int.from_bytes(echo[i:i + 2], "big") for i in range(0, len(echo) - 1, 2))
+            total += echo[-1] << 8 if len(echo) % 2 else 0
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            echo = echo[:2] + (~total & 0xFFFF).to_bytes(2, "big") + echo[4:]
+        s.sendto(echo, (address, 0))
+    with bound(socket.SOCK_STREAM) as s:
+        s.setblocking(False)
+        s.connect_ex((address, port))  # the SYN leaves now; closing sends nothing
+    return True
+
+
+def advertise(ifname):
+    index = socket.if_nametoindex(ifname)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)  # RFC 4861 6.1.2
+        # Type 134, code 0, checksum (the kernel's), hop limit 64, no flags,
+        # router lifetime, reachable time, retrans timer.
+        ra = bytes([134, 0, 0, 0, 64, 0]) + (1800).to_bytes(2, "big") + bytes(8)
+        s.sendto(ra, ("ff02::1", 0, 0, index))
+    return True
+
+
+def arrivals():
+    counters = {}
+    with open("/proc/net/snmp") as f:
+        lines = [line.split() for line in f]
+    for names, values in zip(lines[::2], lines[1::2]):
+        table = dict(zip(names[1:], map(int, values[1:])))
+        if names[0] == "Icmp:":
+            counters["icmp4"] = table["InEchos"]
+        elif names[0] == "Udp:":
+            counters["udp4"] = table["NoPorts"]
+        elif names[0] == "Tcp:":
+            counters["tcp"] = table["InSegs"]
+    with open("/proc/net/snmp6") as f:
+        table = dict((name, int(value)) for name, value in map(str.split, f))
+    counters["icmp6"], counters["udp6"] = table["Icmp6InEchos"], table["Udp6NoPorts"]
+    print(json.dumps(counters), flush=True)
+    return True
+
+
 def main(argv):
     mode, args = argv[0], argv[1:]
     if mode == "serve":
@@ -98,6 +170,12 @@ def main(argv):
         return check(args[0], int(args[1]), float(args[2]))
     elif mode == "until":
         return until(args[0], args[1], int(args[2]), float(args[3]))
+    elif mode == "send":
+        return send(args[0], args[1], int(args[2]))
+    elif mode == "advertise":
+        return advertise(args[0])
+    elif mode == "arrivals":
+        return arrivals()
     raise SystemExit(f"netprobe: unknown mode {mode!r}")
 
 

@@ -1,7 +1,9 @@
 """Who reaches whom: ICMP, TCP and UDP probes between containers (and from
 a host), run in parallel from the containers' own network namespaces with
-tests/e2e/netprobe.py, and the time a policy change takes to be enforced."""
+tests/e2e/netprobe.py, the time a policy change takes to be enforced, and
+what arrives of packets sent with a forged source address."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -83,6 +85,31 @@ def probe(src, dst, proto, port=None, timeout=1):
     else:
         argv = src.argv(sys.executable, "-I", "-S", script(), proto, address, port, timeout)
     return subprocess.run(argv, capture_output=True, timeout=timeout + 20).returncode == 0
+
+
+def forge(src, source, dst, port):
+    """One UDP datagram, ICMP echo request and TCP SYN from `src`'s namespace
+    to `dst` (a Node or an address) with source address `source`, any."""
+    subprocess.run(src.argv(sys.executable, "-I", "-S", script(), "send", source,
+                            getattr(dst, "ip", dst), port),
+                   check=True, capture_output=True, timeout=30)
+
+
+def arrivals(node):
+    """netprobe's counters of what arrived in `node`'s namespace."""
+    return json.loads(subprocess.run(node.argv(sys.executable, "-I", "-S", script(), "arrivals"),
+                                     check=True, capture_output=True, timeout=30).stdout)
+
+
+def arrived_since(node, before, expected, timeout=10):
+    """What arrived in `node` since arrivals() gave `before`, once what is
+    `expected` ({counter: count}) has: the sends still in flight are then
+    counted, and any one more than expected shows."""
+    def delta():
+        now = arrivals(node)
+        return {k: now[k] - before[k] for k in expected}
+    wait_until(lambda: all(n >= expected[k] for k, n in delta().items()), timeout, 0.1)
+    return delta()
 
 
 def mismatches(cases, port):

@@ -26,9 +26,9 @@ import yaml
 from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (CALICO, IPV4_POOL, calicoctl, container_ip, docker,
-                                   docker_fails, has_route, node, routes, wait,
-                                   source_seen_outside, start_plugin)
+from tests.e2e.calico_host import (ANTISPOOFING_TABLE, CALICO, IPV4_POOL, POLICY_TABLE, calicoctl,
+                                   container_ip, docker, docker_fails, has_route, nft_tables, node,
+                                   routes, source_seen_outside, start_plugin, wait)
 from tests.lab import EtcdServer
 from tests.lab.common import ip
 
@@ -206,7 +206,7 @@ def test_agent_and_plugin_restarts_keep_traffic_and_routes(cluster):
     ip_e = container_ip(h2, "workload-E", "net1")
     before = routes(h2, "proto", "80")
     cluster.plugins["h2"].kill()  # the whole process group: plugin and agent
-    assert "table inet calico-libnetwork" in nft_tables(h2)  # kill -9 leaves the policy
+    assert POLICY_TABLE in nft_tables(h2)  # kill -9 leaves the policy
     assert pings(h1, "workload-A", ip_e)
     plugin = cluster.start_plugin(h2)
     wait(lambda: "full sync" in plugin.log_tail(), 20, "the restarted agent's first sync")
@@ -274,10 +274,6 @@ def assert_enforced_in_time(result, what):
         print(f"  {watch} {'never' if seconds is None else f'{seconds:+.3f} s'} after it")
     late = {w: t for w, t in times.items() if t is None or t > ENFORCED_WITHIN}
     assert not late, f"{what}: not enforced within {ENFORCED_WITHIN} s: {late}"
-
-
-def nft_tables(host):
-    return host.run_in_netns(["nft", "list", "tables"]).stdout
 
 
 def test_same_network_reaches_other_networks_do_not(cluster, wl):
@@ -417,14 +413,17 @@ def test_docker_bridge_network_works_beside_ours(cluster):
 def test_sigterm_removes_the_policy_table(cluster, wl):
     """Last in this module: it stops h3's plugin, then starts it again."""
     h3 = cluster.hosts["h3"]
-    assert "table inet calico-libnetwork" in nft_tables(h3)
+    assert POLICY_TABLE in nft_tables(h3)
     plugin = cluster.plugins["h3"]
     plugin.stop()  # SIGTERM; the plugin stops its agent
     assert plugin.popen.returncode != -signal.SIGKILL, "the plugin ignored SIGTERM for 10 s"
-    assert "calico-libnetwork" not in nft_tables(h3), plugin.log_tail()
+    tables = nft_tables(h3)
+    assert POLICY_TABLE not in tables, plugin.log_tail()
+    # Not policy: forged sources stay refused for the containers left.
+    assert ANTISPOOFING_TABLE in tables
     # The host as it was without us: nothing filters its containers.
     assert_reach([(wl["G"], wl["F"], "icmp", True)])
     plugin = cluster.start_plugin(h3)
-    wait(lambda: "table inet calico-libnetwork" in nft_tables(h3), 20,
+    wait(lambda: POLICY_TABLE in nft_tables(h3), 20,
          "the restarted agent's table")
     assert_reach([(wl["G"], wl["F"], "icmp", False), (wl["A"], wl["F"], "icmp", True)])

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from tests.e2e import reach
-from tests.e2e.calico_host import (CALICO, IPV4_POOL, IPV6_POOL, PROFILE_PREFIX, WEP_PREFIX,
-                                   calicoctl, container_ip, docker, docker_fails,
-                                   endpoint_id, in_host, keys, remove_all, start_plugin,
-                                   wait_for, wep)
+from tests.e2e.calico_host import (CALICO, IPV4_POOL, IPV6_POOL, POLICY_TABLE, PROFILE_PREFIX,
+                                   WEP_PREFIX, calicoctl, container_ip, docker, docker_fails,
+                                   endpoint_id, in_host, keys, nft_tables, remove_all,
+                                   start_plugin, wait_for, wep)
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -316,8 +316,7 @@ def test_policy_off_leaves_networks_flat_and_no_table(clean):
     host.plugin.stop()
     host.plugin = start_plugin(host, CALICO_LIBNETWORK_POLICY="false")
     try:
-        wait_for(lambda: "calico-libnetwork" not in in_host(host, ["nft", "list", "tables"]),
-                 20, "the policy table to go")
+        wait_for(lambda: POLICY_TABLE not in nft_tables(host), 20, "the policy table to go")
         docker(host, "network", "create", *CALICO, "flat1")
         docker(host, "network", "create", *CALICO, "flat2")
         run(host, "flat-a", "flat1")
