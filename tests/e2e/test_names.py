@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from dnslib import QTYPE, DNSRecord
 
 from tests.e2e.calico_host import Project, calicoctl, container_ip, docker
 from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
@@ -160,9 +161,33 @@ def test_external_names_answered_by_the_hosts_nameserver(hosts):
     assert EXTERNAL[1] in out, out
     missing = h1.docker("exec", "workload-A", "nslookup", "nothing.example")
     assert missing.returncode != 0
-    # Over TCP too (the interception redirects both).
-    assert wait_until(lambda: "calico-libnetwork-dns" in h1.run_in_netns(
-        "nft list tables").stdout, 5)
+
+
+def test_names_over_tcp(hosts):
+    """The interception redirects TCP too: a question to the host's
+    nameserver over TCP gets the agent's answer for another host's container,
+    and a forwarded answer for an external name."""
+    h1, h2 = hosts.h1, hosts.h2
+    address_e = container_ip(h2, "workload-E", "net1")
+    assert tcp_lookup(h1, "workload-A", hosts.nameserver, "workload-E") == [address_e], \
+        diagnose(hosts, h1, "workload-A", "workload-E")
+    assert tcp_lookup(h1, "workload-A", hosts.nameserver, EXTERNAL[0]) == [EXTERNAL[1]]
+
+
+def tcp_lookup(host, container, server, name) -> list[str]:
+    """The A records of `name`, asked of `server` over TCP from `container`
+    (busybox's nslookup asks over UDP only): the length-prefixed question
+    through nc, the reply read back as hex."""
+    question = DNSRecord.question(name)
+    question.header.id = 1  # every byte of the question is then ASCII (text stdin)
+    packed = question.pack()
+    wire = (len(packed).to_bytes(2, "big") + packed).decode("ascii")
+    result = host.docker("exec", "-i", container, "sh", "-c",
+                         f"nc -w 2 {server} 53 | od -An -v -tx1", input=wire, timeout=30)
+    data = bytes.fromhex("".join(result.stdout.split()))
+    assert len(data) > 2, f"no answer over TCP from {server}: {result.stderr}"
+    reply = DNSRecord.parse(data[2:2 + int.from_bytes(data[:2], "big")])
+    return [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
 
 
 def names_report(host) -> dict:
@@ -204,3 +229,4 @@ def test_lookups_do_not_hang_when_the_agent_dies(hosts):
     # The plugin restarts its agent, which serves names again.
     assert wait_until(lambda: resolves(h1, "workload-A", "workload-E"), 15), \
         diagnose(hosts, h1, "workload-A", "workload-E")
+
