@@ -138,6 +138,7 @@ class Reconciler:
                                                         address.ip,
                                                         kernel.mtu_of_address(address.ip))
                 self._vtep_pools[version] = key
+                self._peers.pop(version, None)  # setting its MAC flushed its ARP entries
             return True
         except AgentError as exc:
             self._fail(exc)
