@@ -13,9 +13,9 @@ import time
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from tests.e2e.calico_host import Project, calicoctl, container_ip, docker
+from tests.e2e.calico_host import Project, calicoctl, container_ip, docker, start_plugin
 from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
-from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab
+from tests.e2e.names_lab import EXTERNAL, LINK, machine_nameserver, names_lab
 from tests.lab.common import wait_until
 from tests.lab.dockerd import COMPOSE, engine_major
 
@@ -230,3 +230,21 @@ def test_lookups_do_not_hang_when_the_agent_dies(hosts):
     assert wait_until(lambda: resolves(h1, "workload-A", "workload-E"), 15), \
         diagnose(hosts, h1, "workload-A", "workload-E")
 
+
+def test_dns_off_on_a_running_host_leaves_names_to_docker(hosts):
+    """Last in this module: h1's plugin restarted with
+    CALICO_LIBNETWORK_DNS=false (the module's teardown stops it). Its agent
+    runs but takes no question: another host's container, which resolved
+    before, no longer does, while Docker's own names and external ones do."""
+    h1 = hosts.h1
+    assert resolves(h1, "workload-A", "workload-E")
+    hosts.plugins["h1"].stop()
+    h1.plugin = hosts.plugins["h1"] = start_plugin(h1, IP=f"{LINK['h1']}/24",
+                                                   CALICO_LIBNETWORK_DNS="false")
+    # Its agent started its name service, if any, before its first sync.
+    assert wait_until(lambda: "full sync" in h1.plugin.log_tail(), 20), h1.plugin.log_tail()
+    assert "calico-libnetwork-dns" not in h1.run_in_netns("nft list tables").stdout
+    assert not resolves(h1, "workload-A", "workload-E")
+    assert resolves(h1, "workload-A", "workload-C")  # same host: Docker's answer
+    out = h1.docker("exec", "workload-A", "nslookup", EXTERNAL[0]).stdout
+    assert EXTERNAL[1] in out, out
