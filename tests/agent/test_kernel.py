@@ -151,6 +151,10 @@ def test_vxlan_peers_arp_and_fdb(host):
     assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (want_n, want_f)
     assert "192.168.1.1 lladdr 66:00:00:00:00:02 PERMANENT" in ip(host, "neigh", "show",
                                                                  "dev", "vxlan.calico")
+    # The device ensured again as it is (each full resync) keeps its peers.
+    mac = ip(host, "-j", "link", "show", "vxlan.calico").split('"address":"')[1].split('"')[0]
+    run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), mac, IPAddress("10.0.0.1"), 1450)
+    assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (want_n, want_f)
     assert run_in(host, sync, set(), set()) == []
     assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (set(), set())
 
