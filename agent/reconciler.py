@@ -138,6 +138,7 @@ class Reconciler:
                                                         address.ip,
                                                         kernel.mtu_of_address(address.ip))
                 self._vtep_pools[version] = key
+                self._peers.pop(version, None)  # a rebuilt device (or new MAC) lost its peers
             return True
         except AgentError as exc:
             self._fail(exc)

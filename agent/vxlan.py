@@ -132,7 +132,8 @@ def ensure_device(ip: IPAddress, mac: str | None, local_ip: IPAddress, mtu: int)
             found = ipr.link_lookup(ifname=device)
         index = found[0]
         attrs = {"mtu": mtu, "state": "up"}
-        if mac:
+        # Only a different MAC: setting even the same one flushes the ARP entries.
+        if mac and mac.lower() != ipr.link("get", index=index)[0].get("IFLA_ADDRESS"):
             attrs["address"] = mac.lower()
         ipr.link("set", index=index, **attrs)
         for addr in ipr.get_addr(index=index, family=2 if version == 4 else 10):

@@ -5,6 +5,7 @@ protocols are never touched, and a second run changes nothing."""
 
 import os
 import subprocess
+import time
 from unittest import mock
 
 import pytest
@@ -150,5 +151,33 @@ def test_vxlan_peers_arp_and_fdb(host):
     assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (want_n, want_f)
     assert "192.168.1.1 lladdr 66:00:00:00:00:02 PERMANENT" in ip(host, "neigh", "show",
                                                                  "dev", "vxlan.calico")
+    # The device ensured again as it is (each full resync) keeps its peers.
+    mac = ip(host, "-j", "link", "show", "vxlan.calico").split('"address":"')[1].split('"')[0]
+    run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), mac, IPAddress("10.0.0.1"), 1450)
+    assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (want_n, want_f)
     assert run_in(host, sync, set(), set()) == []
     assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (set(), set())
+
+
+def resync_after_hand_deletion(state, interval):
+    """A Reconciler driven as the watch drives it (a batch with no routing
+    change: changed=False) after `ip route del` of one of its routes: the
+    kernel's routes right after, and after resync_interval has passed."""
+    reconciler = Reconciler(None, "h1", ME, resync_interval=interval)
+    reconciler(state, True, True)  # the snapshot
+    subprocess.run(["ip", "route", "del", "192.168.1.0/26"], check=True)
+    reconciler(state, False, False)  # a batch before the interval: nothing re-read
+    before = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    time.sleep(interval * 1.5)
+    reconciler(state, False, False)
+    after = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    return before, after
+
+
+def test_a_route_deleted_by_hand_comes_back_at_the_next_full_resync(host):
+    """The agent's resync (30 s: AgentSettings.resync_interval, no
+    environment variable) shortened here to 0.5 s."""
+    state = cluster(affinity_record("h2", "192.168.1.0/26"))
+    before, after = run_in(host, resync_after_hand_deletion, state, 0.5)
+    assert "192.168.1.0/26" not in before
+    assert "192.168.1.0/26 via 10.0.0.2 dev eth0 proto 80" in after

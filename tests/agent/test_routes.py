@@ -105,6 +105,22 @@ def test_ipip_pool_without_kernel_ipip_is_skipped():
     assert (route.dev, route.gateway, route.onlink) == ("tunl0", IPAddress("10.0.0.2"), True)
 
 
+def test_ipip_cross_subnet_tunnels_to_other_subnets_only():
+    """The routes an IPIP pool asks for when the kernel has IPIP (this one has
+    not: tunl0 itself and the encapsulation are tested nowhere here)."""
+    state = state_of(*base(ipip_mode="CrossSubnet"), affinity_record("h2", "192.168.1.0/26"),
+                     affinity_record("h3", "192.168.2.0/26"),
+                     block_record("192.168.0.0/26", "h1", [("192.168.0.9", "h3")]))
+    routes = desired_state(state, replace(LOCAL, ipip=True)).routes
+    assert routes[net("192.168.1.0/26")] == Route(net("192.168.1.0/26"),
+                                                   gateway=IPAddress("10.0.0.2"))
+    assert routes[net("192.168.2.0/26")] == Route(net("192.168.2.0/26"),
+                                                   gateway=IPAddress("10.9.0.3"), dev="tunl0",
+                                                   onlink=True)
+    # An address h3 borrowed from this node's block: through the tunnel too.
+    assert routes[net("192.168.0.9/32")].dev == "tunl0"
+
+
 def test_deleting_keys_removes_routes():
     state = state_of(*base(), affinity_record("h2", "192.168.1.0/26"))
     key, _ = affinity_record("h2", "192.168.1.0/26")

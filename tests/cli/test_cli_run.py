@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import EtcdServer
-from tests.lab.common import in_netns
+from tests.lab.common import in_netns, wait_until
 from tests.lab.netns import Lab
 
 REPO = str(Path(__file__).resolve().parents[2])
@@ -107,6 +107,7 @@ def test_serves_both_sockets_refuses_a_second_instance_and_stops_cleanly(tmp_pat
         for path in paths:
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0  # root only
             assert activate(path) == {"Implements": ["NetworkDriver", "IpamDriver"]}
+        assert wait_until(lambda: agent_children(first), 10), "run started no node agent"
 
         second = subprocess.run(run_argv(tmp_path, netns), env=env, capture_output=True, text=True,
                                 timeout=60)
@@ -134,6 +135,51 @@ def test_stale_socket_files_are_replaced(tmp_path, host):
     try:
         wait_for_sockets([stale, tmp_path / "calico-ipam.sock"], process)
         assert activate(stale)["Implements"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+POOLS = "/calico/resources/v3/projectcalico.org/ippools/"
+
+
+def agent_children(process):
+    return subprocess.run(["pgrep", "-P", str(process.pid), "-f", "plugin.cli agent"],
+                          capture_output=True, text=True).stdout.split()
+
+
+def test_one_socket_no_agent_and_every_default_pool_setting(tmp_path, host):
+    """`run --socket calico.sock --no-agent` on a datastore without pools,
+    with every CALICO_IPV4POOL_* and CALICO_IPV6POOL_* variable set: the
+    pools carry them, only that socket is served, and no agent runs or
+    registers the node (calico/node would)."""
+    netns, etcd = host
+    etcd.ctl("del", "--prefix", POOLS)
+    env = environment(ETCD_ENDPOINTS=etcd.endpoints, NODENAME="run-no-agent",
+                      CALICO_IPV4POOL_CIDR="10.97.0.0/16", CALICO_IPV4POOL_BLOCK_SIZE="28",
+                      CALICO_IPV4POOL_NAT_OUTGOING="false", CALICO_IPV4POOL_IPIP="Never",
+                      CALICO_IPV4POOL_VXLAN="CrossSubnet",
+                      CALICO_IPV4POOL_NODE_SELECTOR="has(edge)",
+                      CALICO_IPV6POOL_CIDR="fd97:1::/48", CALICO_IPV6POOL_BLOCK_SIZE="124",
+                      CALICO_IPV6POOL_NAT_OUTGOING="true", CALICO_IPV6POOL_VXLAN="Always")
+    process = subprocess.Popen(run_argv(tmp_path, netns) + ["--socket", "calico.sock",
+                                                             "--no-agent"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        wait_for_sockets([tmp_path / "calico.sock"], process)
+        assert activate(tmp_path / "calico.sock")["Implements"]
+        assert not (tmp_path / "calico-ipam.sock").exists()
+        assert not wait_until(lambda: agent_children(process), 3)
+        assert etcd.get("/calico/resources/v3/projectcalico.org/nodes/run-no-agent") is None
+        specs = {name: json.loads(etcd.get(POOLS + name))["spec"]
+                 for name in ("default-ipv4-ippool", "default-ipv6-ippool")}
+        v4, v6 = specs["default-ipv4-ippool"], specs["default-ipv6-ippool"]
+        assert (v4["cidr"], v4["blockSize"], v4.get("natOutgoing", False), v4["ipipMode"],
+                v4["vxlanMode"], v4["nodeSelector"]) == \
+            ("10.97.0.0/16", 28, False, "Never", "CrossSubnet", "has(edge)")
+        assert (v6["cidr"], v6["blockSize"], v6["natOutgoing"], v6["vxlanMode"]) == \
+            ("fd97:1::/48", 124, True, "Always")
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -22,9 +22,17 @@ ANTISPOOFING_TABLE = "table inet calico-libnetwork-raw"
 def plugin_env(host, **extra):
     env = {"ETCD_ENDPOINTS": host.etcd.endpoints, "NODENAME": host.name,
            "DOCKER_HOST": host.docker_host, "PYTHONPATH": REPO,
+           # Each host's agent files in its own folder: labs running at once
+           # on one machine name their hosts alike (h1, h2, ...).
+           "CALICO_LIBNETWORK_RUN_DIR": str(agent_run_dir(host)),
            "CALICO_IPV4POOL_CIDR": IPV4_POOL, "CALICO_IPV6POOL_CIDR": IPV6_POOL}
     env.update(extra)
     return env
+
+
+def agent_run_dir(host) -> Path:
+    """Where the host's node agent leaves its status files."""
+    return host.dir / "agent-run"
 
 
 def start_plugin(host, *options, code=REPO, **extra_env):

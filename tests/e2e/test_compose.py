@@ -18,7 +18,7 @@ from netaddr import IPAddress, IPNetwork
 from driver.endpoints import profile_name
 from tests.e2e.calico_host import (CALICO, IPV4_POOL, PROFILE_PREFIX, WEP_PREFIX, Project,
                                    calicoctl, container_ip, docker, endpoint_id, in_host,
-                                   keys, remove_all, start_plugin, wep)
+                                   keys, remove_all, start_plugin, wait_for, wep)
 from tests.lab.dockerd import COMPOSE
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
@@ -42,6 +42,11 @@ services:
 
 CALICO_NETWORKS = SERVICES.format(network="front") + """\
   c:
+    image: busybox:latest
+    pull_policy: never
+    command: ["sleep", "3600"]
+    networks: [back]
+  d:
     image: busybox:latest
     pull_policy: never
     command: ["sleep", "3600"]
@@ -145,12 +150,17 @@ def test_compose_project_on_calico_networks(project):
         endpoints.append(endpoint)
     assert keys(host, PROFILE_PREFIX + profile) != []
 
-    # c, on the project's other network, is kept apart from a and b.
-    a_address = container_ip(host, p.container("a"), network)
-    assert p.compose("exec", "-T", "c", "ping", "-c", "1", "-W", "1", a_address,
-                     check=False).returncode != 0
-    assert in_use(host) == 3
-    assert len(cali_links(host)) == 3 and len(cali_routes(host)) == 3
+    # c, on the project's other network, reaches d there and is kept apart
+    # from a and b.
+    def c_pings(address):
+        return p.compose("exec", "-T", "c", "ping", "-c", "1", "-W", "1", address,
+                         check=False).returncode == 0
+
+    d_address = container_ip(host, p.container("d"), f"{p.name}_back")
+    wait_for(lambda: c_pings(d_address), 10, "c to reach d")
+    assert not c_pings(container_ip(host, p.container("a"), network))
+    assert in_use(host) == 4
+    assert len(cali_links(host)) == 4 and len(cali_routes(host)) == 4
 
     p.compose("down", "--timeout", "1")
     for name in (network, f"{p.name}_back"):

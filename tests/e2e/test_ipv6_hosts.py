@@ -148,10 +148,14 @@ def test_dual_stack_containers_ping_each_other_over_ipv6_across_hosts(cluster):
 
 def test_networks_are_isolated_over_ipv6_too(cluster):
     """The policy sets hold every endpoint's /128 as well: another network
-    is refused over IPv6 across hosts, both ways, as over IPv4."""
+    is refused over IPv6 across hosts, both ways, as over IPv4, while its own
+    network's containers are reached on the same path."""
     h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
     ip6_a = container_ip(h1, "workload-A", "net6", "GlobalIPv6Address")
     ip6_other = run(h2, "other-net", "net6s")
+    ip6_other_b = run(h1, "other-net-b", "net6s")
+    wait(lambda: pings6(h2, "other-net", ip6_other_b), 10, "other-net to reach its network on h1")
+    assert pings6(h1, "other-net-b", ip6_other)
     assert not pings6(h2, "other-net", ip6_a)
     assert not pings6(h1, "workload-A", ip6_other)
     assert pings6(h1, "workload-A", container_ip(h2, "workload-E", "net6", "GlobalIPv6Address"))

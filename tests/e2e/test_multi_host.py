@@ -16,6 +16,7 @@ segment, anything to or from h3 goes through vxlan.calico.
 """
 
 import copy
+import json
 import signal
 import time
 import types
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
 ETCD_HOST = "10.0.12.1"
 OUTSIDE = "10.0.99.1"
+ALWAYS_POOL = "10.77.0.0/16"  # a second pool, vxlanMode Always
 HOST_ADDRESSES = {"h1": "10.0.12.1", "h2": "10.0.12.2", "h3": "10.0.13.3"}
 AGENT_ADDRESSES = {"h1": {"IP_AUTODETECTION_METHOD": "interface=eth1"},
                    "h2": {"IP_AUTODETECTION_METHOD": f"can-reach={ETCD_HOST}"},
@@ -165,6 +167,38 @@ def test_vxlan_to_a_host_on_another_subnet(cluster):
     assert f"{mac} dst 10.0.13.3 self permanent" in fdb
     assert pings(h3, "workload-F", ip_a)
     assert pings(h1, "workload-A", ip_f)
+
+
+def vxlan_tx_packets(host):
+    link = json.loads(ip("-s", "-j", "link", "show", "vxlan.calico", netns=host.netns).stdout)
+    return link[0]["stats64"]["tx"]["packets"]
+
+
+def test_vxlan_always_between_hosts_on_one_subnet(cluster):
+    """A pool with vxlanMode Always tunnels between h1 and h2 although they
+    share a subnet (the CrossSubnet pool routes them directly)."""
+    h1, h2 = cluster.hosts["h1"], cluster.hosts["h2"]
+    calicoctl(h1, "pool", "create", ALWAYS_POOL, "--name", "vxlan-always", "--vxlan-mode",
+              "Always")
+    try:
+        for host in (h1, h2):
+            docker(host, "network", "create", *CALICO, "--subnet", ALWAYS_POOL, "tunnelled")
+        ip_1, ip_2 = run(h1, "tunnelled-1", "tunnelled"), run(h2, "tunnelled-2", "tunnelled")
+        vtep = {name: node(cluster, name)["spec"]["ipv4VXLANTunnelAddr"] for name in ("h1", "h2")}
+        for host, peer, address in ((h1, "h2", ip_2), (h2, "h1", ip_1)):
+            wait(lambda: has_route(host, f"{block_of(address)} via {vtep[peer]} dev vxlan.calico "
+                                         "proto 80 onlink"), 15,
+                 f"{host.name}'s VXLAN route to {peer}'s block of the Always pool")
+        sent = vxlan_tx_packets(h1)
+        assert pings(h1, "tunnelled-1", ip_2) and pings(h2, "tunnelled-2", ip_1)
+        assert vxlan_tx_packets(h1) >= sent + 2  # h1's requests and replies, tunnelled
+        # The CrossSubnet pool's block of h2 (its tunnel address's) stays direct.
+        assert has_route(h1, f"{block_of(vtep['h2'])} via 10.0.12.2 dev eth1 proto 80")
+    finally:
+        for host, name in ((h1, "tunnelled-1"), (h2, "tunnelled-2")):
+            host.docker("rm", "-f", name)
+            host.docker("network", "rm", "tunnelled")
+        calicoctl(h1, "pool", "delete", "vxlan-always", check=False)
 
 
 def test_borrowed_address_routes_come_and_go(cluster):

@@ -11,10 +11,11 @@ import subprocess
 import time
 
 import pytest
+from dnslib import QTYPE, DNSRecord
 
-from tests.e2e.calico_host import Project, calicoctl, container_ip, docker
+from tests.e2e.calico_host import Project, calicoctl, container_ip, docker, start_plugin
 from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
-from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab
+from tests.e2e.names_lab import EXTERNAL, LINK, machine_nameserver, names_lab
 from tests.lab.common import wait_until
 from tests.lab.dockerd import COMPOSE, engine_major
 
@@ -160,9 +161,33 @@ def test_external_names_answered_by_the_hosts_nameserver(hosts):
     assert EXTERNAL[1] in out, out
     missing = h1.docker("exec", "workload-A", "nslookup", "nothing.example")
     assert missing.returncode != 0
-    # Over TCP too (the interception redirects both).
-    assert wait_until(lambda: "calico-libnetwork-dns" in h1.run_in_netns(
-        "nft list tables").stdout, 5)
+
+
+def test_names_over_tcp(hosts):
+    """The interception redirects TCP too: a question to the host's
+    nameserver over TCP gets the agent's answer for another host's container,
+    and a forwarded answer for an external name."""
+    h1, h2 = hosts.h1, hosts.h2
+    address_e = container_ip(h2, "workload-E", "net1")
+    assert tcp_lookup(h1, "workload-A", hosts.nameserver, "workload-E") == [address_e], \
+        diagnose(hosts, h1, "workload-A", "workload-E")
+    assert tcp_lookup(h1, "workload-A", hosts.nameserver, EXTERNAL[0]) == [EXTERNAL[1]]
+
+
+def tcp_lookup(host, container, server, name) -> list[str]:
+    """The A records of `name`, asked of `server` over TCP from `container`
+    (busybox's nslookup asks over UDP only): the length-prefixed question
+    through nc, the reply read back as hex."""
+    question = DNSRecord.question(name)
+    question.header.id = 1  # every byte of the question is then ASCII (text stdin)
+    packed = question.pack()
+    wire = (len(packed).to_bytes(2, "big") + packed).decode("ascii")
+    result = host.docker("exec", "-i", container, "sh", "-c",
+                         f"nc -w 2 {server} 53 | od -An -v -tx1", input=wire, timeout=30)
+    data = bytes.fromhex("".join(result.stdout.split()))
+    assert len(data) > 2, f"no answer over TCP from {server}: {result.stderr}"
+    reply = DNSRecord.parse(data[2:2 + int.from_bytes(data[:2], "big")])
+    return [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
 
 
 def names_report(host) -> dict:
@@ -204,3 +229,22 @@ def test_lookups_do_not_hang_when_the_agent_dies(hosts):
     # The plugin restarts its agent, which serves names again.
     assert wait_until(lambda: resolves(h1, "workload-A", "workload-E"), 15), \
         diagnose(hosts, h1, "workload-A", "workload-E")
+
+
+def test_dns_off_on_a_running_host_leaves_names_to_docker(hosts):
+    """Last in this module: h1's plugin restarted with
+    CALICO_LIBNETWORK_DNS=false (the module's teardown stops it). Its agent
+    runs but takes no question: another host's container, which resolved
+    before, no longer does, while Docker's own names and external ones do."""
+    h1 = hosts.h1
+    assert resolves(h1, "workload-A", "workload-E")
+    hosts.plugins["h1"].stop()
+    h1.plugin = hosts.plugins["h1"] = start_plugin(h1, IP=f"{LINK['h1']}/24",
+                                                   CALICO_LIBNETWORK_DNS="false")
+    # Its agent started its name service, if any, before its first sync.
+    assert wait_until(lambda: "full sync" in h1.plugin.log_tail(), 20), h1.plugin.log_tail()
+    assert "calico-libnetwork-dns" not in h1.run_in_netns("nft list tables").stdout
+    assert not resolves(h1, "workload-A", "workload-E")
+    assert resolves(h1, "workload-A", "workload-C")  # same host: Docker's answer
+    out = h1.docker("exec", "workload-A", "nslookup", EXTERNAL[0]).stdout
+    assert EXTERNAL[1] in out, out
