@@ -106,9 +106,14 @@ def _policy_line(policy: dict) -> str:
         return f"unknown ({policy['error']})"
     if not policy.get("programmed"):
         return "not programmed yet (is the node agent running?)"
-    return (f"enforced on {_count(policy.get('endpoints'), 'endpoint')} "
+    line = (f"enforced on {_count(policy.get('endpoints'), 'endpoint')} "
             f"({_count(policy.get('rules'), 'rule')}, {_count(policy.get('sets'), 'set')}), "
             f"last programmed {policy['programmed']} ({policy.get('milliseconds')} ms)")
+    to_host = policy.get("defaultEndpointToHostAction")
+    if isinstance(to_host, dict):
+        line += (f"; workloads to this host: {to_host.get('value')} "
+                 f"(from {to_host.get('source')})")
+    return line
 
 
 def _count(n, thing: str) -> str:

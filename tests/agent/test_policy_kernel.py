@@ -63,7 +63,7 @@ def host(tmp_path):
         # One thread that joined the host namespace: the libnftables context
         # the engine makes in it acts there.
         with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns, initargs=(ns,)) as inside:
-            yield inside, workloads, str(tmp_path / "status.json")
+            yield inside, workloads, str(tmp_path / "status.json"), ns
 
 
 def engine_run(inside, engine, *records):
@@ -84,19 +84,25 @@ def pings(workloads, src, dst):
 
 def tcp_open(workloads, src, dst, port):
     """A TCP connect from src to a listener on dst:port."""
-    server = subprocess.Popen(["ip", "netns", "exec", workloads[dst], "busybox", "nc", "-l",
+    return tcp_reaches(workloads[src], workloads[dst], WORKLOADS[dst][1], port)
+
+
+def tcp_reaches(src_ns, listener_ns, address, port):
+    """A TCP connect from namespace src_ns to address:port, where a listener
+    in listener_ns waits on every address."""
+    server = subprocess.Popen(["ip", "netns", "exec", listener_ns, "busybox", "nc", "-l",
                                "-p", str(port)], stdout=subprocess.DEVNULL)
 
     def listening():
         return f":{port} " in subprocess.run(
-            ["ip", "netns", "exec", workloads[dst], "ss", "-Hltn"], capture_output=True,
+            ["ip", "netns", "exec", listener_ns, "ss", "-Hltn"], capture_output=True,
             text=True).stdout
 
     try:
         assert wait_until(listening, 5, 0.02), "the listener did not start"
         return subprocess.run(
-            ["ip", "netns", "exec", workloads[src], "busybox", "sh", "-c",
-             f"echo hi | busybox nc -w 1 {WORKLOADS[dst][1]} {port}"],
+            ["ip", "netns", "exec", src_ns, "busybox", "sh", "-c",
+             f"echo hi | busybox nc -w 1 {address} {port}"],
             capture_output=True, timeout=10).returncode == 0
     finally:
         server.kill()
@@ -104,7 +110,7 @@ def tcp_open(workloads, src, dst, port):
 
 
 def test_networks_are_isolated_and_changes_apply_incrementally(host):
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     assert pings(workloads, "a", "b")  # flat before the engine runs
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
@@ -127,7 +133,7 @@ def test_networks_are_isolated_and_changes_apply_incrementally(host):
 
 
 def test_a_remote_endpoint_joins_a_set_without_rule_changes(host):
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
     chains = dict(engine.nft.programmed.chains)
@@ -150,7 +156,7 @@ def counted(monkeypatch, owner, name):
 def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatch):
     """Join's sandbox annotation and the DNS names written later change
     nothing policy sees: no compile, no nft; the endpoint's deletion does."""
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
     scripts, compiles = counted(monkeypatch, nft, "run"), \
@@ -167,7 +173,7 @@ def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatc
 
 
 def test_stop_removes_the_table(host):
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"))
     assert os.path.exists(status)
@@ -179,3 +185,40 @@ def test_stop_removes_the_table(host):
                         text=True).result().stdout
     assert nft.TABLE not in listing
     ns.submit(remove_policy).result()  # again: nothing to remove, no error
+
+
+def felix_configuration(name, **spec):
+    res = Resource("FelixConfiguration", name, spec=spec)
+    return res.key, res.to_json().encode()
+
+
+def test_workloads_reach_their_host_as_default_endpoint_to_host_action_says(host):
+    """Felix's default drops a workload's new connections to its own host,
+    DNS to the responder's address excepted; node.<name> wins over default,
+    the environment over both; a change applies without a restart."""
+    ns, workloads, status, host_ns = host
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
+                        wep("a"), wep("b"), wep("c"))
+    gateway = "169.254.1.1"
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 53)  # DNS, whatever the action
+    assert pings(workloads, "a", "c")  # between workloads: unchanged
+    engine = engine_run(ns, engine, felix_configuration("default",
+                                                        defaultEndpointToHostAction="Accept"))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    engine = engine_run(ns, engine, felix_configuration(
+        "node." + NODE, defaultEndpointToHostAction="drop"))  # any case, as Felix
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    assert engine.endpoint_to_host_action() == ("Drop", "FelixConfiguration node." + NODE)
+    engine = engine_run(ns, engine, (felix_configuration("node." + NODE)[0], None))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    # Return: on to the host's own rules, which here accept.
+    engine = engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Return"),
+                        profile("net1"), felix_configuration("node." + NODE,
+                                                             defaultEndpointToHostAction="Drop"),
+                        wep("a"))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    # The workload's egress policy still comes first.
+    engine_run(ns, engine, policy("no-egress", {"selector": "has(net1)", "types": ["Egress"],
+                                                "egress": [{"action": "Deny"}]}))
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)

@@ -129,7 +129,9 @@ def test_etcd_down(cli, etcd_clean, plugin_dir):
 
 
 POLICY_STATUS = {"enabled": True, "endpoints": 3, "rules": 42, "sets": 6, "clusterEndpoints": 7,
-                 "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5}
+                 "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5,
+                 "defaultEndpointToHostAction": {"value": "Accept",
+                                                 "source": "FelixConfiguration node.test-node"}}
 
 
 def _policy_line(result):
@@ -145,7 +147,9 @@ def test_policy_enforced(cli, plugin_dir, tmp_path, monkeypatch):
     result = cli("status", "--plugin-dir", plugin_dir)
     assert result.code == 0, result.err
     assert _policy_line(result) == ("Policy: enforced on 3 endpoints (42 rules, 6 sets), last "
-                                    "programmed 2026-11-29T17:01:02+00:00 (12.5 ms)")
+                                    "programmed 2026-11-29T17:01:02+00:00 (12.5 ms); "
+                                    "workloads to this host: Accept (from FelixConfiguration "
+                                    "node.test-node)")
     report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
     assert report["policy"] == POLICY_STATUS and report["healthy"]
 
