@@ -19,6 +19,7 @@ import time
 from agent import nftables
 from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
+from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import Nftables, Ruleset
 from agent.policy.state import PREFIXES, PolicyState
@@ -33,12 +34,13 @@ class PolicyEngine:
     prefixes = PREFIXES
 
     def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0,
-                 endpoint_to_host_action: str | None = None):
+                 endpoint_to_host_action: str | None = None, etcd_endpoints=()):
         self.nodename = nodename
         self.status_path = status_path
         self.resync_interval = resync_interval
         # FELIX_DEFAULTENDPOINTTOHOSTACTION: wins over every FelixConfiguration
         self.endpoint_to_host_env = endpoint_to_host_action
+        self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
         self.nft = Nftables()
         self.reset()
 
@@ -46,7 +48,7 @@ class PolicyEngine:
         """Forget everything: a new snapshot follows."""
         self.state = PolicyState()
         self.membership = Membership()
-        self.compiler = Compiler(self.nodename)
+        self.compiler = Compiler(self.nodename, guarded_destinations(self.etcd_endpoints))
         self._chains = None  # compiled chains; None: compile what is stale
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -92,6 +94,7 @@ class PolicyEngine:
             # Someone may have deleted our table (nft flush ruleset): repair it.
             self._full = not self.nft.present()
             self._last_full = started
+            self._guard(guarded_destinations(self.etcd_endpoints))  # names may move
         if self._chains is None:
             self._chains = self.compiler.compile(self.state)
             self.membership.set_selectors(self.state, self._chains.selectors)
@@ -108,6 +111,12 @@ class PolicyEngine:
             self._last_full = started
         self._full = False
         self._write_status(started)
+
+    def _guard(self, guarded) -> None:
+        if guarded != self.compiler.guarded:
+            self.compiler.guarded = guarded
+            self.compiler.forget_all()
+            self._chains = None
 
     def desired(self) -> Ruleset:
         chains = self._chains
@@ -139,6 +148,7 @@ class PolicyEngine:
         status = {
             "enabled": True,
             "defaultEndpointToHostAction": {"value": action, "source": source},
+            "guarded": [str(g) for g in sorted(self.compiler.guarded)],
             "endpoints": len(chains.ingress),
             "rules": chains.rule_count,
             "sets": len(chains.selectors) * len(SET_TYPES),

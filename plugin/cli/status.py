@@ -179,10 +179,12 @@ def _print(report: dict) -> None:
     else:
         address = "unknown (etcd unreachable)"
     state = "reachable" if etcd["reachable"] else "UNREACHABLE"
-    table(None, [["Node:", node["name"]], ["Node address:", address],
-                 ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"],
-                 ["Policy:", _policy_line(report["policy"])],
-                 ["Names:", names_check.line(report["names"])]])
+    rows = [["Node:", node["name"]], ["Node address:", address],
+            ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"],
+            ["Policy:", _policy_line(report["policy"])]]
+    if report["policy"].get("guarded"):
+        rows.append(["Closed to containers:", ", ".join(report["policy"]["guarded"])])
+    table(None, rows + [["Names:", names_check.line(report["names"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],
           [[s["path"], s["state"], s.get("implements") or s.get("error")]

@@ -4,6 +4,7 @@ thread that joined the host, real packets between the workloads.  No dockerd
 and no etcd: the engine is fed the records etcd would hold."""
 
 import hashlib
+import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -222,3 +223,44 @@ def test_workloads_reach_their_host_as_default_endpoint_to_host_action_says(host
     engine_run(ns, engine, policy("no-egress", {"selector": "has(net1)", "types": ["Egress"],
                                                 "egress": [{"action": "Deny"}]}))
     assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+
+
+def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
+    """The etcd endpoints' client ports are closed to workloads on this host
+    (input, here with Accept) and beyond it (forward: an "etcd" at workload
+    c's address), loopback ones on every address of the host; an egress rule
+    naming address and port opens one, a wider CIDR does not."""
+    ns, workloads, status, host_ns = host
+    subprocess.run(["ip", "-n", host_ns, "addr", "add", "10.0.5.1/32", "dev", "lo"], check=True)
+    engine = engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Accept",
+                                         etcd_endpoints=("http://10.0.5.1:2379",
+                                                         "http://10.65.0.3:2379",
+                                                         "http://localhost:2381")),
+                        profile("net1"), profile("net2"), wep("a"), wep("b"), wep("c"))
+
+    def reaches(address, port):
+        listener = workloads["c"] if address == WORKLOADS["c"][1] else host_ns
+        return tcp_reaches(workloads["a"], listener, address, port)
+
+    assert reaches("10.0.5.1", 7070) and reaches("10.65.0.3", 7070)
+    assert not reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    assert not reaches("169.254.1.1", 2381) and not reaches("10.0.5.1", 2381)
+    with open(status) as f:
+        assert json.load(f)["guarded"] == [
+            "tcp 10.0.5.1:2379 (etcd)", "tcp 10.65.0.3:2379 (etcd)",
+            "tcp any address of this host:2381 (etcd)"]
+
+    def allow(*nets):
+        return policy("etcd-clients", {
+            "selector": "has(net1)", "types": ["Egress"],
+            "egress": [{"action": "Allow", "protocol": "TCP",
+                        "destination": {"nets": list(nets), "ports": ["2000:2400"]}},
+                       {"action": "Pass"}]})
+
+    engine = engine_run(ns, engine, allow("10.0.0.0/8"))  # not named: still closed
+    assert not reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    engine = engine_run(ns, engine, allow("10.0.5.1/32"))
+    assert reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    assert not reaches("10.0.5.1", 2381)  # a loopback endpoint cannot be named
+    engine_run(ns, engine, (allow()[0], None))
+    assert not reaches("10.0.5.1", 2379)

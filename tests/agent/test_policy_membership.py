@@ -203,6 +203,7 @@ def test_status_file(engine, clock):
         "clusterEndpoints": 3,
         "milliseconds": 0.0,  # the test clock stood still
         "defaultEndpointToHostAction": {"value": "Drop", "source": "default"},
+        "guarded": [],
     }
 
 

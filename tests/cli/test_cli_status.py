@@ -131,7 +131,8 @@ def test_etcd_down(cli, etcd_clean, plugin_dir):
 POLICY_STATUS = {"enabled": True, "endpoints": 3, "rules": 42, "sets": 6, "clusterEndpoints": 7,
                  "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5,
                  "defaultEndpointToHostAction": {"value": "Accept",
-                                                 "source": "FelixConfiguration node.test-node"}}
+                                                 "source": "FelixConfiguration node.test-node"},
+                 "guarded": ["tcp 10.0.0.1:2379 (etcd)"]}
 
 
 def _policy_line(result):
@@ -150,6 +151,7 @@ def test_policy_enforced(cli, plugin_dir, tmp_path, monkeypatch):
                                     "programmed 2026-11-29T17:01:02+00:00 (12.5 ms); "
                                     "workloads to this host: Accept (from FelixConfiguration "
                                     "node.test-node)")
+    assert "Closed to containers: tcp 10.0.0.1:2379 (etcd)" in " ".join(result.out.split())
     report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
     assert report["policy"] == POLICY_STATUS and report["healthy"]
 

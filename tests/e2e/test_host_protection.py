@@ -5,8 +5,12 @@ its agent on both), with IPv6 on their link and a dual-stack network.
 * its own host: refused by DefaultEndpointToHostAction, Drop by default as in
   Felix, over IPv4 and IPv6; opened by a FelixConfiguration applied with the
   CLI while everything runs; DNS by name works throughout.
+* etcd's client port, on h1 and from h2, whatever that action, and no key
+  written through it; opened only by a policy that names it.
 """
 
+import base64
+import json
 import sys
 import textwrap
 
@@ -118,3 +122,51 @@ def test_own_host_refused_by_default_opened_by_felix_configuration(hosts):
         delete(h1, "felixconfiguration", name)
     becomes(own_host(c1, False) + own_host(c2, False), "Felix's default Drop")
     assert pings_by_name(h1, "c1", "c2")
+
+
+def writes_key(host, container, key):
+    """A plain HTTP put into etcd from the container, as an attacker would."""
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode(),
+                       "value": base64.b64encode(b"owned").decode()})
+    # busybox 1.35's wget -T crashes: busybox timeout bounds it instead.
+    return host.docker("exec", container, "timeout", "5", "wget", "-q", "-O", "-",
+                       "--post-data", body,
+                       f"http://{LINK['h1']}:2379/v3/kv/put").returncode == 0
+
+
+def test_containers_never_reach_etcd_unless_a_policy_names_it(hosts):
+    h1, h2 = hosts.h1, hosts.h2
+    etcd, etcd_port = LINK["h1"], "tcp/2379"
+    c1, c2 = reach.container(h1, "c1", "net6"), reach.container(h2, "c2", "net6")
+    felix_configuration(h1, "default", "Accept")  # every host service open, but etcd
+    becomes(own_host(c1, True) + own_host(c2, True), "default Accept")
+    closed = [(c1, etcd, etcd_port, False), (c2, etcd, etcd_port, False)]
+    assert reach.mismatches(closed, SERVICE) == []
+    assert not writes_key(h1, "c1", "/owned-from-h1")
+    assert not writes_key(h2, "c2", "/owned-from-h2")
+    assert h1.etcd.get("/owned-from-h1") is None and h1.etcd.get("/owned-from-h2") is None
+
+    # A policy that names etcd's address and port opens it to what it selects.
+    docker(h2, "network", "create", *CALICO, "etcd-clients")
+    client = reach.container(h2, "client", "etcd-clients")
+    apply(h1, "gnp-etcd-clients", f"""
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata:
+          name: etcd-clients
+        spec:
+          selector: has(etcd-clients)
+          types: [Egress]
+          egress:
+          - action: Allow
+            protocol: TCP
+            destination: {{nets: [{etcd}/32], ports: [2379]}}
+          - action: Pass
+        """)
+    becomes([(client, etcd, etcd_port, True)], "the policy naming etcd")
+    assert writes_key(h2, "client", "/written-by-client")
+    assert h1.etcd.get("/written-by-client") is not None
+    assert reach.mismatches(closed, SERVICE) == []  # the others: still closed
+    delete(h1, "globalnetworkpolicy", "etcd-clients")
+    delete(h1, "felixconfiguration", "default")
+    becomes([(client, etcd, etcd_port, False)] + own_host(c1, False), "back to the defaults")
