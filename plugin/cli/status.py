@@ -1,6 +1,8 @@
 """`calico-libnetwork status`: this node as the plugin sees it, like
 `calicoctl node status`, and a health check: exit 1 when etcd cannot be
 reached or a plugin socket does not answer Plugin.Activate as dockerd would.
+An etcd that anyone reaching it may write (plain http, or https without
+client certificates) is a warning.
 A workload endpoint whose cali interface is missing is only a warning: a
 restart of the plugin would not bring it back.  Policy enforcement is shown
 from the file the node agent writes each time it programs the host."""
@@ -15,7 +17,7 @@ from datastore.errors import DatastoreError
 from datastore.resources import Resources
 from datastore.settings import connect
 from driver import dataplane
-from plugin.cli import names_check, probe
+from plugin.cli import etcd_security, names_check, probe
 from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
 from plugin.server import SOCKETS, socket_paths
@@ -49,6 +51,7 @@ def run(args, config) -> int:
             report["node"].update(_node_addresses(resources, config.nodename))
             report["workloadEndpoints"] = _endpoints(resources, config.nodename)
             report.update(other_nodes(resources, config))
+            report["etcd"]["warnings"] = etcd_security.warnings(config.etcd, PROBE_TIMEOUT)
         except DatastoreError as exc:
             report["etcd"]["error"] = str(exc)
     report["sockets"] = [_probe(path)
@@ -57,6 +60,7 @@ def run(args, config) -> int:
     report["warnings"] = [f"workload endpoint {e['name']} has no interface {e['interface']} "
                           "on this host" for e in report.get("workloadEndpoints", [])
                           if not e["interfacePresent"]]
+    report["warnings"] += report["etcd"].get("warnings", [])
     if report["names"].get("advice"):
         report["warnings"].append(f"names across hosts: {report['names']['advice']}")
     report["healthy"] = not report["problems"]
