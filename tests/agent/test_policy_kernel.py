@@ -264,3 +264,21 @@ def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
     assert not reaches("10.0.5.1", 2381)  # a loopback endpoint cannot be named
     engine_run(ns, engine, (allow()[0], None))
     assert not reaches("10.0.5.1", 2379)
+
+
+def test_one_host_port_opened_by_policy_as_the_readme_shows(host):
+    """README, "Containers and their host": Accept, and an egress policy that
+    allows one port of the host, denies the rest of it and passes the rest."""
+    ns, workloads, status, host_ns = host
+    gateway = "169.254.1.1"
+    engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Accept"),
+               profile("net1"), profile("net2"), wep("a"), wep("b"), wep("c"),
+               policy("host-postgres-only", {
+                   "order": 10, "selector": "all()", "types": ["Egress"],
+                   "egress": [{"action": "Allow", "protocol": "TCP",
+                               "destination": {"nets": [f"{gateway}/32"], "ports": [7070]}},
+                              {"action": "Deny", "destination": {"nets": [f"{gateway}/32"]}},
+                              {"action": "Pass"}]}))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7071)
+    assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
