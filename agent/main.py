@@ -57,7 +57,9 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
         reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval,
                                 address6)
         policy = PolicyEngine(settings.nodename, settings.policy_status_path,
-                              settings.resync_interval) if settings.policy else None
+                              settings.resync_interval,
+                              settings.endpoint_to_host_action,
+                              settings.etcd.endpoints) if settings.policy else None
         if policy is None:
             remove_policy()  # left by an earlier run with policy on
         names = _start_names(settings) if settings.names else None

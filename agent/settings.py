@@ -32,6 +32,9 @@ class AgentSettings:
     resync_interval: float = 30.0
     # Enforce Profiles and GlobalNetworkPolicies (off: Felix does it).
     policy: bool = True
+    # FELIX_DEFAULTENDPOINTTOHOSTACTION (Drop, Accept, Return); None: the
+    # FelixConfigurations in etcd decide, else Felix's default Drop.
+    endpoint_to_host_action: str | None = None
     # Answer the names of every host's containers (agent/names).
     names: bool = True
     # Where the agent leaves files for `calico-libnetwork status`.

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from netaddr import IPNetwork
 
+from datastore.felix_configuration import FELIX_CONFIGURATION, FelixSettings
 from datastore.resources import Resource, valid_name
 from datastore.selector import Selector, SelectorError, parse
 
@@ -287,11 +288,15 @@ def validate_resource(res: Resource) -> Resource:
     """For the CLI, before it writes res: PolicyError if res is a policy
     object this plugin will not enforce.  A GlobalNetworkPolicy comes back as
     a copy named default.<name> with `types` filled in as calicoctl does
-    (§1.8); a Profile comes back unchanged.  Kinds that are not policy (IPPool,
-    ...) are returned unchanged; NetworkPolicy, network sets, tiers and host
-    endpoints are refused."""
+    (§1.8); a Profile comes back unchanged, and so does a FelixConfiguration
+    whose fields the agent reads are valid (FelixConfigurationError if not).
+    Other kinds that are not policy (IPPool, ...) are returned unchanged;
+    NetworkPolicy, network sets, tiers and host endpoints are refused."""
     if res.kind == PROFILE:
         profile_from_resource(res)
+        return res
+    if res.kind == FELIX_CONFIGURATION:
+        FelixSettings.from_resource(res)
         return res
     if res.kind in UNSUPPORTED_KINDS:
         raise PolicyError(res.kind, res.name, "kind",

@@ -13,6 +13,8 @@ import netaddr
 
 from agent.errors import SettingsError
 from agent.settings import AgentSettings, check_autodetection_method, parse_ip_setting
+from datastore.felix_configuration import (ENDPOINT_TO_HOST_ENV, FelixConfigurationError,
+                                           endpoint_to_host_action)
 from datastore.resources import valid_name
 from datastore.settings import EtcdSettings
 from driver.settings import DriverSettings
@@ -107,6 +109,7 @@ class Config:
             agent=AgentSettings(
                 nodename=nodename, etcd=etcd, **_node_address(env),
                 policy=_bool(env, "CALICO_LIBNETWORK_POLICY", True),
+                endpoint_to_host_action=_endpoint_to_host_action(env),
                 names=_bool(env, "CALICO_LIBNETWORK_DNS", True),
                 run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir),
             debug=bool(env.get("CALICO_DEBUG")),
@@ -155,6 +158,16 @@ def _node_address(env) -> dict:
         raise ConfigError(str(exc)) from None
     return {"ip": ip, "ip_autodetection_method": method,
             "ip6": ip6, "ip6_autodetection_method": method6}
+
+
+def _endpoint_to_host_action(env) -> str | None:
+    raw = env.get(ENDPOINT_TO_HOST_ENV)
+    if not raw:
+        return None
+    try:
+        return endpoint_to_host_action(raw, ENDPOINT_TO_HOST_ENV)
+    except FelixConfigurationError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _directory(env, name, default) -> str:

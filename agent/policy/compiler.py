@@ -9,11 +9,16 @@ both the sender's egress and the receiver's ingress chain.
 
 Selector matches become named sets of addresses (s4_<id>, s6_<id>), whose
 members the engine keeps up to date without touching the rules.
+
+An egress chain starts with the guard (agent/policy/guarded.py): the
+datastore's client ports, dropped unless a rule of that endpoint's egress
+policies or profiles names them.
 """
 
 import hashlib
 from dataclasses import dataclass, field
 
+from agent.policy.guarded import Guarded, guard_rules, named_by
 from agent.policy.state import Endpoint, PolicyState
 from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
 from datastore.selector import Selector
@@ -78,12 +83,14 @@ class Compiler:
     policy and profile chain until told they are stale: after a change of
     one local endpoint, only that endpoint's chains are compiled again."""
 
-    def __init__(self, node: str):
+    def __init__(self, node: str, guarded: frozenset[Guarded] = frozenset()):
         self.node = node
+        self.guarded = guarded  # set it with forget_all()
         self.forget_all()
 
     def forget_all(self) -> None:
-        """A profile or policy changed: any chain may differ."""
+        """A profile, a policy or the guarded destinations changed: any
+        chain may differ."""
         # endpoint key -> its own chains, and the policy and profile chains they jump to
         self._endpoints: dict[str, tuple[Chains, dict[str, Chains]]] = {}
         self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
@@ -113,10 +120,21 @@ class Compiler:
         for direction in DIRECTIONS:
             policies = self._selection.policies(labels, direction)
             name = ("tw-" if direction == "Ingress" else "fw-") + endpoint.interface
+            guard = () if direction == "Ingress" else \
+                guard_rules(self._closed(state, endpoint, policies))
             own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
-                                                    policies))
+                                                    policies, guard))
             (own.ingress if direction == "Ingress" else own.egress)[endpoint.interface] = name
         return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
+
+    def _closed(self, state: PolicyState, endpoint: Endpoint,
+                policies: list[GlobalNetworkPolicy]) -> list[Guarded]:
+        """The guarded destinations no egress rule of this endpoint names."""
+        rules = [r for p in policies for r in p.egress]
+        rules += [r for name in endpoint.profiles
+                  if isinstance(profile := state.profiles.get(name), Profile)
+                  for r in profile.egress]
+        return [g for g in sorted(self.guarded) if not any(named_by(r, g) for r in rules)]
 
     def _rule_chain(self, name: str, rules) -> Chains:
         """A policy's or profile's chain (its rules for one direction), alone."""
@@ -144,10 +162,11 @@ class _Selection:
 
 
 def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, direction: str,
-                    policies: list[GlobalNetworkPolicy]):
+                    policies: list[GlobalNetworkPolicy], guard):
     """The rules of the endpoint's chain; jumps gets the name and the Calico
     rules of each policy or profile chain it jumps to."""
     inbound = direction == "Ingress"
+    yield from guard
     yield CLEAR_MARKS
     if not inbound:  # no VXLAN from workloads (Felix's default)
         yield f"udp dport {VXLAN_PORT} drop"

@@ -1,10 +1,12 @@
 """Isolation between networks without Felix: the agent's policy engine.
 
 It is fed etcd keys by the agent's watch (workload endpoints of every host,
-Profiles, GlobalNetworkPolicies) and keeps our nftables table in step:
+Profiles, GlobalNetworkPolicies, FelixConfigurations) and keeps our nftables
+table in step:
 a remote endpoint coming or going changes set elements only; a local
 endpoint's change compiles its own chains again, a profile or policy change
-all chains, and the renderer sends only what differs.  Stopping removes the
+all chains, a FelixConfiguration change only wl-to-host, and the renderer
+sends only what differs.  Stopping removes the
 table, so a stopped agent leaves the host as it found it.
 """
 
@@ -17,9 +19,11 @@ import time
 from agent import nftables
 from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
+from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import Nftables, Ruleset
 from agent.policy.state import PREFIXES, PolicyState
+from datastore.felix_configuration import resolve_endpoint_to_host_action
 
 LOG = logging.getLogger(__name__)
 
@@ -29,10 +33,14 @@ SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 class PolicyEngine:
     prefixes = PREFIXES
 
-    def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0):
+    def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0,
+                 endpoint_to_host_action: str | None = None, etcd_endpoints=()):
         self.nodename = nodename
         self.status_path = status_path
         self.resync_interval = resync_interval
+        # FELIX_DEFAULTENDPOINTTOHOSTACTION: wins over every FelixConfiguration
+        self.endpoint_to_host_env = endpoint_to_host_action
+        self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
         self.nft = Nftables()
         self.reset()
 
@@ -40,7 +48,7 @@ class PolicyEngine:
         """Forget everything: a new snapshot follows."""
         self.state = PolicyState()
         self.membership = Membership()
-        self.compiler = Compiler(self.nodename)
+        self.compiler = Compiler(self.nodename, guarded_destinations(self.etcd_endpoints))
         self._chains = None  # compiled chains; None: compile what is stale
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -54,6 +62,8 @@ class PolicyEngine:
         what = self.state.apply(key, value)
         if what is None:
             return False
+        if what == "felix":
+            return True  # desired() reads it afresh
         if what == "endpoint":
             self._endpoints_changed.add(key)
             after = self.state.endpoints.get(key)
@@ -84,6 +94,7 @@ class PolicyEngine:
             # Someone may have deleted our table (nft flush ruleset): repair it.
             self._full = not self.nft.present()
             self._last_full = started
+            self._guard(guarded_destinations(self.etcd_endpoints))  # names may move
         if self._chains is None:
             self._chains = self.compiler.compile(self.state)
             self.membership.set_selectors(self.state, self._chains.selectors)
@@ -101,6 +112,12 @@ class PolicyEngine:
         self._full = False
         self._write_status(started)
 
+    def _guard(self, guarded) -> None:
+        if guarded != self.compiler.guarded:
+            self.compiler.guarded = guarded
+            self.compiler.forget_all()
+            self._chains = None
+
     def desired(self) -> Ruleset:
         chains = self._chains
         sets = {}
@@ -109,7 +126,14 @@ class PolicyEngine:
             for family, kind in SET_TYPES.items():
                 sets[set_name(selector, family)] = (kind, frozenset(
                     a for a in members if (":" in a) == (family == 6)))
-        return Ruleset(sets, {**chains.rules, **Ruleset.dispatch(chains.ingress, chains.egress)})
+        action, _ = self.endpoint_to_host_action()
+        return Ruleset(sets, {**chains.rules,
+                              **Ruleset.dispatch(chains.ingress, chains.egress, action)})
+
+    def endpoint_to_host_action(self) -> tuple[str, str]:
+        """DefaultEndpointToHostAction now, and where it comes from."""
+        return resolve_endpoint_to_host_action(self.endpoint_to_host_env, self.nodename,
+                                               self.state.felix)
 
     def stop(self) -> None:
         """Remove our table and status: the host as it was without us."""
@@ -120,8 +144,11 @@ class PolicyEngine:
 
     def _write_status(self, started: float) -> None:
         chains = self._chains
+        action, source = self.endpoint_to_host_action()
         status = {
             "enabled": True,
+            "defaultEndpointToHostAction": {"value": action, "source": source},
+            "guarded": [str(g) for g in sorted(self.compiler.guarded)],
             "endpoints": len(chains.ingress),
             "rules": chains.rule_count,
             "sets": len(chains.selectors) * len(SET_TYPES),

@@ -9,6 +9,13 @@ sends to its host.  A drop in them is final; an accept only ends our table,
 so dockerd's FORWARD rules still run for what we allow (and accept it in
 CALICO-LIBNETWORK-FWD).  Host-to-workload traffic is not filtered (Felix's
 OUTPUT exemption), and replies pass through conntrack.
+
+A workload's packet to its own host goes to wl-to-host, as in Felix
+(felix/rules/static.go): IPv6 neighbour discovery and our DNS responder
+first, then the workload's egress policy, then DefaultEndpointToHostAction:
+Drop, Accept, or Return (back out of our input chain, on to the host's own
+rules).  In nftables an accept ends only our table, so Accept and Return
+differ only in what our input chain would still check after it.
 """
 
 import logging
@@ -33,10 +40,13 @@ class Ruleset:
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
 
     @staticmethod
-    def dispatch(ingress: dict[str, str], egress: dict[str, str]) -> dict[str, tuple[str, ...]]:
-        """The chains that send a packet to its endpoint's chain by interface;
-        any other cali interface (not ours, or not programmed yet) drops."""
-        return {"from-wl": _dispatch("iifname", egress), "to-wl": _dispatch("oifname", ingress)}
+    def dispatch(ingress: dict[str, str], egress: dict[str, str],
+                 endpoint_to_host_action: str) -> dict[str, tuple[str, ...]]:
+        """The chains that send a packet to its endpoint's chain by interface
+        (any other cali interface, not ours or not programmed yet, drops),
+        and wl-to-host."""
+        return {"from-wl": _dispatch("iifname", egress), "to-wl": _dispatch("oifname", ingress),
+                "wl-to-host": _workload_to_host(endpoint_to_host_action)}
 
 
 def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -48,16 +58,23 @@ def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
     return tuple(rules)
 
 
+def _workload_to_host(action: str) -> tuple[str, ...]:
+    return (f"icmpv6 type {_ND_TYPES} accept",
+            # DNS to the agent's responder, asked directly or redirected
+            # there (agent/names): names resolve whatever the egress rules.
+            "ip daddr 169.254.1.1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
+            "jump from-wl",  # the workload's egress policy: drops, or returns allowed
+            *_HOST_ACTIONS[action])
+
+
+# DefaultEndpointToHostAction -> the end of wl-to-host; Return adds nothing.
+_HOST_ACTIONS = {"Drop": ("drop",), "Accept": ("accept",), "Return": ()}
+
 BASE_CHAINS = {
     "forward": ("type filter hook forward priority filter; policy accept;",
                 ('iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl')),
     "input": ("type filter hook input priority filter; policy accept;",
-              (f'iifname "cali*" icmpv6 type {_ND_TYPES} accept',
-               # DNS to the agent's responder, asked directly or redirected
-               # there (agent/names): names resolve whatever the egress rules.
-               'iifname "cali*" ip daddr 169.254.1.1 meta l4proto { tcp, udp } '
-               'ct original proto-dst 53 accept',
-               'iifname "cali*" jump from-wl')),
+              ('iifname "cali*" goto wl-to-host',)),
 }
 
 

@@ -1,7 +1,8 @@
-"""What the policy engine knows: every workload endpoint in the cluster, and
-the Profiles and GlobalNetworkPolicies, kept from etcd keys.  Pure
-bookkeeping, like agent/model.py: a key is applied with its whole new value
-(None when deleted), so replayed events end in the right state.
+"""What the policy engine knows: every workload endpoint in the cluster, the
+Profiles and GlobalNetworkPolicies, and the FelixConfigurations, kept from
+etcd keys.  Pure bookkeeping, like agent/model.py: a key is applied with its
+whole new value (None when deleted), so replayed events end in the right
+state.
 
 Invalid objects count as absent, as in Felix (calico-policy.md §1.9), except
 a listed Profile that does not parse: it denies (§4.3, "missing profile").
@@ -10,6 +11,7 @@ a listed Profile that does not parse: it denies (§4.3, "missing profile").
 import logging
 from dataclasses import dataclass
 
+from datastore.felix_configuration import FelixConfigurationError, FelixSettings
 from datastore.policy import (GlobalNetworkPolicy, PolicyError, Profile, policy_from_resource,
                               profile_from_resource)
 from datastore.resources import PREFIX, Resource
@@ -19,7 +21,8 @@ LOG = logging.getLogger(__name__)
 WEP_PREFIX = PREFIX + "workloadendpoints/"
 PROFILE_PREFIX = PREFIX + "profiles/"
 POLICY_PREFIX = PREFIX + "globalnetworkpolicies/"
-PREFIXES = (WEP_PREFIX, PROFILE_PREFIX, POLICY_PREFIX)
+FELIX_PREFIX = PREFIX + "felixconfigurations/"
+PREFIXES = (WEP_PREFIX, PROFILE_PREFIX, POLICY_PREFIX, FELIX_PREFIX)
 # Felix drops these from an endpoint's own labels (calico-policy.md §3.6).
 _DROPPED_LABEL_PREFIXES = ("pcns.", "pcsa.")
 
@@ -54,12 +57,16 @@ class PolicyState:
         self.endpoints: dict[str, Endpoint] = {}
         self.profiles: dict[str, Profile | object] = {}  # name -> Profile or INVALID
         self.policies: dict[str, GlobalNetworkPolicy] = {}  # stored name -> policy
+        # FelixConfiguration name -> the fields the agent reads (every node's;
+        # the engine picks default and its own node.<name>)
+        self.felix: dict[str, FelixSettings] = {}
 
     def apply(self, key: str, value: bytes | None) -> str | None:
         """Record one key; returns what changed ("endpoint", "profile",
-        "policy"), or None when policy sees no change: not a key it reads,
-        or a record equal to the one held as policy sees it (an endpoint
-        whose annotations alone changed: its sandbox, its DNS names)."""
+        "policy", "felix"), or None when policy sees no change: not a key
+        it reads, or a record equal to the one held as policy sees it (an
+        endpoint whose annotations alone changed: its sandbox, its DNS
+        names)."""
         if key.startswith(WEP_PREFIX):
             what, held, name = "endpoint", self.endpoints, key
             new = None if value is None else _parse(key, value, Endpoint.from_resource)
@@ -71,6 +78,12 @@ class PolicyState:
             what, held, name = "policy", self.policies, key[len(POLICY_PREFIX):]
             new = None if value is None else \
                 _parse(key, value, lambda _, res: policy_from_resource(res))
+        elif key.startswith(FELIX_PREFIX):
+            what, held, name = "felix", self.felix, key[len(FELIX_PREFIX):]
+            # An invalid field counts as unset: the next source decides.
+            new = None if value is None else \
+                _parse(key, value, lambda _, res: FelixSettings.from_resource(res)) \
+                or FelixSettings()
         else:
             return None
         if held.get(name) == new:
@@ -100,7 +113,7 @@ class PolicyState:
 def _parse(key, value, build):
     try:
         return build(key, Resource.from_json(value))
-    except PolicyError as exc:
+    except (PolicyError, FelixConfigurationError) as exc:
         LOG.warning("not enforcing %s: %s", key, exc)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         LOG.warning("ignoring unreadable %s: %s", key, exc)

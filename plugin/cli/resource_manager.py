@@ -17,6 +17,7 @@ import sys
 from agent import node
 from datastore import policy
 from datastore.errors import ResourceAlreadyExists
+from datastore.felix_configuration import FelixConfigurationError
 from datastore.resources import Resource, Resources, valid_name
 from ipam import pools
 from ipam.errors import InvalidPool, PoolInUse
@@ -103,12 +104,13 @@ def checked(objects: list[Resource]) -> list[Resource]:
     """The objects of a manifest as they are to be written, all checked
     before the first is: a Profile or GlobalNetworkPolicy this plugin would not
     enforce is refused with the field it names (a GlobalNetworkPolicy comes
-    back named default.<name>, `types` filled in), and so is an IP pool that
+    back named default.<name>, `types` filled in), and so are a
+    FelixConfiguration field the agent reads and an IP pool that
     fails the checks needing no datastore.  Warnings about legal objects that
     are probably not meant go to stderr."""
     try:
         out = [policy.validate_resource(res) for res in objects]
-    except policy.PolicyError as exc:
+    except (policy.PolicyError, FelixConfigurationError) as exc:
         raise CommandError(str(exc)) from None
     for res in out:
         if res.kind == "IPPool":

@@ -1,6 +1,8 @@
 """`calico-libnetwork status`: this node as the plugin sees it, like
 `calicoctl node status`, and a health check: exit 1 when etcd cannot be
 reached or a plugin socket does not answer Plugin.Activate as dockerd would.
+An etcd that anyone reaching it may write (plain http, or https without
+client certificates) is a warning.
 A workload endpoint whose cali interface is missing is only a warning: a
 restart of the plugin would not bring it back.  Policy enforcement is shown
 from the file the node agent writes each time it programs the host."""
@@ -15,7 +17,7 @@ from datastore.errors import DatastoreError
 from datastore.resources import Resources
 from datastore.settings import connect
 from driver import dataplane
-from plugin.cli import names_check, probe
+from plugin.cli import etcd_security, names_check, probe
 from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
 from plugin.server import SOCKETS, socket_paths
@@ -49,6 +51,7 @@ def run(args, config) -> int:
             report["node"].update(_node_addresses(resources, config.nodename))
             report["workloadEndpoints"] = _endpoints(resources, config.nodename)
             report.update(other_nodes(resources, config))
+            report["etcd"]["warnings"] = etcd_security.warnings(config.etcd, PROBE_TIMEOUT)
         except DatastoreError as exc:
             report["etcd"]["error"] = str(exc)
     report["sockets"] = [_probe(path)
@@ -57,6 +60,7 @@ def run(args, config) -> int:
     report["warnings"] = [f"workload endpoint {e['name']} has no interface {e['interface']} "
                           "on this host" for e in report.get("workloadEndpoints", [])
                           if not e["interfacePresent"]]
+    report["warnings"] += report["etcd"].get("warnings", [])
     if report["names"].get("advice"):
         report["warnings"].append(f"names across hosts: {report['names']['advice']}")
     report["healthy"] = not report["problems"]
@@ -106,9 +110,14 @@ def _policy_line(policy: dict) -> str:
         return f"unknown ({policy['error']})"
     if not policy.get("programmed"):
         return "not programmed yet (is the node agent running?)"
-    return (f"enforced on {_count(policy.get('endpoints'), 'endpoint')} "
+    line = (f"enforced on {_count(policy.get('endpoints'), 'endpoint')} "
             f"({_count(policy.get('rules'), 'rule')}, {_count(policy.get('sets'), 'set')}), "
             f"last programmed {policy['programmed']} ({policy.get('milliseconds')} ms)")
+    to_host = policy.get("defaultEndpointToHostAction")
+    if isinstance(to_host, dict):
+        line += (f"; workloads to this host: {to_host.get('value')} "
+                 f"(from {to_host.get('source')})")
+    return line
 
 
 def _count(n, thing: str) -> str:
@@ -174,10 +183,12 @@ def _print(report: dict) -> None:
     else:
         address = "unknown (etcd unreachable)"
     state = "reachable" if etcd["reachable"] else "UNREACHABLE"
-    table(None, [["Node:", node["name"]], ["Node address:", address],
-                 ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"],
-                 ["Policy:", _policy_line(report["policy"])],
-                 ["Names:", names_check.line(report["names"])]])
+    rows = [["Node:", node["name"]], ["Node address:", address],
+            ["etcd:", f"{state} at {', '.join(etcd['endpoints'])}"],
+            ["Policy:", _policy_line(report["policy"])]]
+    if report["policy"].get("guarded"):
+        rows.append(["Closed to containers:", ", ".join(report["policy"]["guarded"])])
+    table(None, rows + [["Names:", names_check.line(report["names"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],
           [[s["path"], s["state"], s.get("implements") or s.get("error")]

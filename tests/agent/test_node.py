@@ -106,7 +106,11 @@ def test_agent_settings_from_the_plugin_config():
     assert (s.nodename, s.ip, s.ip_autodetection_method) == ("h1", None, "interface=eth.*")
     assert s.etcd.endpoints == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
     assert Config.from_env({"HOSTNAME": "h2", "IP": "10.0.0.2/24"}).agent.ip == "10.0.0.2/24"
-    for bad in ({"IP": "10.0.0.2"}, {"IP_AUTODETECTION_METHOD": "magic"}):
+    assert s.endpoint_to_host_action is None  # the FelixConfigurations decide
+    assert Config.from_env({"NODENAME": "h1", "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT"}) \
+        .agent.endpoint_to_host_action == "Accept"
+    for bad in ({"IP": "10.0.0.2"}, {"IP_AUTODETECTION_METHOD": "magic"},
+                {"FELIX_DEFAULTENDPOINTTOHOSTACTION": "Allow"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             Config.from_env({"NODENAME": "h1", **bad})
 

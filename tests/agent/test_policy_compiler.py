@@ -415,11 +415,11 @@ def netns():
 @pytest.fixture
 def ruleset_of(monkeypatch, tmp_path):
     """ruleset_of(*records): the Ruleset a fresh engine fed those records
-    programs (its nft runs nothing)."""
+    programs (its nft runs nothing), guarding an etcd of each kind."""
     monkeypatch.setattr(nft, "run", lambda script: None)
 
     def build(*records) -> Ruleset:
-        engine = PolicyEngine(NODE, str(tmp_path / "status.json"))
+        engine = PolicyEngine(NODE, str(tmp_path / "status.json"), etcd_endpoints=GUARDED)
         for key, value in records:
             engine.apply(key, value)
         engine.batch_done(True, True)
@@ -427,6 +427,7 @@ def ruleset_of(monkeypatch, tmp_path):
     return build
 
 
+GUARDED = ("http://10.0.0.1:2379", "https://[fd00::1]:2379", "http://127.0.0.1:2379")
 LONG_PROFILES = ("p" * 251, "q" * 252)  # pri-<251> is 255 characters, the longest name
 EVERY_RULE = [{"action": "Allow", **fields} for fields, _ in RENDERED] + [
     {"action": action, "protocol": "UDP"} for action in ("Log", "Deny", "Pass")]
@@ -467,6 +468,7 @@ def test_the_rich_ruleset_has_everything_to_check(ruleset_of):
     rich = ruleset_of(*STATES[NAMES.index("profiles with every rule")])
     chains = "\n".join(rule for rules in rich.chains.values() for rule in rules)
     for needle in ("icmpv6 type . icmpv6 code", "ip6 daddr !=", "th sport", "log prefix",
+                   "ip daddr . tcp dport", "ip6 daddr . tcp dport", "fib daddr type local",
                    *(chain_name("pri-", name) for name in LONG_PROFILES),
                    chain_name("pi-", "default." + "x" * 245), "vmap"):
         assert needle in chains

@@ -4,6 +4,7 @@ thread that joined the host, real packets between the workloads.  No dockerd
 and no etcd: the engine is fed the records etcd would hold."""
 
 import hashlib
+import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,7 @@ def host(tmp_path):
         # One thread that joined the host namespace: the libnftables context
         # the engine makes in it acts there.
         with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns, initargs=(ns,)) as inside:
-            yield inside, workloads, str(tmp_path / "status.json")
+            yield inside, workloads, str(tmp_path / "status.json"), ns
 
 
 def engine_run(inside, engine, *records):
@@ -84,19 +85,25 @@ def pings(workloads, src, dst):
 
 def tcp_open(workloads, src, dst, port):
     """A TCP connect from src to a listener on dst:port."""
-    server = subprocess.Popen(["ip", "netns", "exec", workloads[dst], "busybox", "nc", "-l",
+    return tcp_reaches(workloads[src], workloads[dst], WORKLOADS[dst][1], port)
+
+
+def tcp_reaches(src_ns, listener_ns, address, port):
+    """A TCP connect from namespace src_ns to address:port, where a listener
+    in listener_ns waits on every address."""
+    server = subprocess.Popen(["ip", "netns", "exec", listener_ns, "busybox", "nc", "-l",
                                "-p", str(port)], stdout=subprocess.DEVNULL)
 
     def listening():
         return f":{port} " in subprocess.run(
-            ["ip", "netns", "exec", workloads[dst], "ss", "-Hltn"], capture_output=True,
+            ["ip", "netns", "exec", listener_ns, "ss", "-Hltn"], capture_output=True,
             text=True).stdout
 
     try:
         assert wait_until(listening, 5, 0.02), "the listener did not start"
         return subprocess.run(
-            ["ip", "netns", "exec", workloads[src], "busybox", "sh", "-c",
-             f"echo hi | busybox nc -w 1 {WORKLOADS[dst][1]} {port}"],
+            ["ip", "netns", "exec", src_ns, "busybox", "sh", "-c",
+             f"echo hi | busybox nc -w 1 {address} {port}"],
             capture_output=True, timeout=10).returncode == 0
     finally:
         server.kill()
@@ -104,7 +111,7 @@ def tcp_open(workloads, src, dst, port):
 
 
 def test_networks_are_isolated_and_changes_apply_incrementally(host):
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     assert pings(workloads, "a", "b")  # flat before the engine runs
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
@@ -127,7 +134,7 @@ def test_networks_are_isolated_and_changes_apply_incrementally(host):
 
 
 def test_a_remote_endpoint_joins_a_set_without_rule_changes(host):
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
     chains = dict(engine.nft.programmed.chains)
@@ -150,7 +157,7 @@ def counted(monkeypatch, owner, name):
 def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatch):
     """Join's sandbox annotation and the DNS names written later change
     nothing policy sees: no compile, no nft; the endpoint's deletion does."""
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
     scripts, compiles = counted(monkeypatch, nft, "run"), \
@@ -167,7 +174,7 @@ def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatc
 
 
 def test_stop_removes_the_table(host):
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"))
     assert os.path.exists(status)
@@ -185,7 +192,7 @@ def test_deny_log_nets_and_port_ranges_with_real_packets(host):
     """Each rule kind a user writes, decided by the kernel: Deny ends
     evaluation before the profile's allow, Log goes on to the next rule,
     source nets, destination notNets and a port range (both ends in it)."""
-    ns, workloads, status = host
+    ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"), policy("ranges", {
                             "order": 10, "selector": "has(net1)", "types": ["Ingress"],
@@ -219,3 +226,99 @@ def test_deny_log_nets_and_port_ranges_with_real_packets(host):
         "ingress": [{"action": "Log", "protocol": "TCP"}, {"action": "Pass"}]}))
     assert pings(workloads, "c", "a")
     assert not tcp_open(workloads, "b", "a", 7001)
+
+
+def felix_configuration(name, **spec):
+    res = Resource("FelixConfiguration", name, spec=spec)
+    return res.key, res.to_json().encode()
+
+
+def test_workloads_reach_their_host_as_default_endpoint_to_host_action_says(host):
+    """Felix's default drops a workload's new connections to its own host,
+    DNS to the responder's address excepted; node.<name> wins over default,
+    the environment over both; a change applies without a restart."""
+    ns, workloads, status, host_ns = host
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
+                        wep("a"), wep("b"), wep("c"))
+    gateway = "169.254.1.1"
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 53)  # DNS, whatever the action
+    assert pings(workloads, "a", "c")  # between workloads: unchanged
+    engine = engine_run(ns, engine, felix_configuration("default",
+                                                        defaultEndpointToHostAction="Accept"))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    engine = engine_run(ns, engine, felix_configuration(
+        "node." + NODE, defaultEndpointToHostAction="drop"))  # any case, as Felix
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    assert engine.endpoint_to_host_action() == ("Drop", "FelixConfiguration node." + NODE)
+    engine = engine_run(ns, engine, (felix_configuration("node." + NODE)[0], None))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    # Return: on to the host's own rules, which here accept.
+    engine = engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Return"),
+                        profile("net1"), felix_configuration("node." + NODE,
+                                                             defaultEndpointToHostAction="Drop"),
+                        wep("a"))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    # The workload's egress policy still comes first.
+    engine_run(ns, engine, policy("no-egress", {"selector": "has(net1)", "types": ["Egress"],
+                                                "egress": [{"action": "Deny"}]}))
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+
+
+def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
+    """The etcd endpoints' client ports are closed to workloads on this host
+    (input, here with Accept) and beyond it (forward: an "etcd" at workload
+    c's address), loopback ones on every address of the host; an egress rule
+    naming address and port opens one, a wider CIDR does not."""
+    ns, workloads, status, host_ns = host
+    subprocess.run(["ip", "-n", host_ns, "addr", "add", "10.0.5.1/32", "dev", "lo"], check=True)
+    engine = engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Accept",
+                                         etcd_endpoints=("http://10.0.5.1:2379",
+                                                         "http://10.65.0.3:2379",
+                                                         "http://localhost:2381")),
+                        profile("net1"), profile("net2"), wep("a"), wep("b"), wep("c"))
+
+    def reaches(address, port):
+        listener = workloads["c"] if address == WORKLOADS["c"][1] else host_ns
+        return tcp_reaches(workloads["a"], listener, address, port)
+
+    assert reaches("10.0.5.1", 7070) and reaches("10.65.0.3", 7070)
+    assert not reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    assert not reaches("169.254.1.1", 2381) and not reaches("10.0.5.1", 2381)
+    with open(status) as f:
+        assert json.load(f)["guarded"] == [
+            "tcp 10.0.5.1:2379 (etcd)", "tcp 10.65.0.3:2379 (etcd)",
+            "tcp any address of this host:2381 (etcd)"]
+
+    def allow(*nets):
+        return policy("etcd-clients", {
+            "selector": "has(net1)", "types": ["Egress"],
+            "egress": [{"action": "Allow", "protocol": "TCP",
+                        "destination": {"nets": list(nets), "ports": ["2000:2400"]}},
+                       {"action": "Pass"}]})
+
+    engine = engine_run(ns, engine, allow("10.0.0.0/8"))  # not named: still closed
+    assert not reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    engine = engine_run(ns, engine, allow("10.0.5.1/32"))
+    assert reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    assert not reaches("10.0.5.1", 2381)  # a loopback endpoint cannot be named
+    engine_run(ns, engine, (allow()[0], None))
+    assert not reaches("10.0.5.1", 2379)
+
+
+def test_one_host_port_opened_by_policy_as_the_readme_shows(host):
+    """README, "Containers and their host": Accept, and an egress policy that
+    allows one port of the host, denies the rest of it and passes the rest."""
+    ns, workloads, status, host_ns = host
+    gateway = "169.254.1.1"
+    engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Accept"),
+               profile("net1"), profile("net2"), wep("a"), wep("b"), wep("c"),
+               policy("host-postgres-only", {
+                   "order": 10, "selector": "all()", "types": ["Egress"],
+                   "egress": [{"action": "Allow", "protocol": "TCP",
+                               "destination": {"nets": [f"{gateway}/32"], "ports": [7070]}},
+                              {"action": "Deny", "destination": {"nets": [f"{gateway}/32"]}},
+                              {"action": "Pass"}]}))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+    assert not tcp_reaches(workloads["a"], host_ns, gateway, 7071)
+    assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")

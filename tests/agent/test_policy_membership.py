@@ -202,6 +202,8 @@ def test_status_file(engine, clock):
         "sets": 2 * 2,  # has(net1), has(net2): IPv4 and IPv6 each
         "clusterEndpoints": 3,
         "milliseconds": 0.0,  # the test clock stood still
+        "defaultEndpointToHostAction": {"value": "Drop", "source": "default"},
+        "guarded": [],
     }
 
 

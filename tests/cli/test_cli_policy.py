@@ -118,3 +118,28 @@ def test_profiles_are_checked_and_warned_about(cli, resources):
     assert result.code == 1
     assert "Profile net1: spec.ingress[0].destination.ports: ports need protocol" in result.err
     assert "ingress" not in resources.get("Profile", "net1").spec
+
+
+FELIX_CONFIGURATION = """
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata:
+  name: node.test-node
+spec:
+  defaultEndpointToHostAction: {action}
+  vxlanEnabled: true
+"""
+
+
+def test_felix_configuration_action_is_checked_before_anything_is_written(cli, resources):
+    result = cli("apply", "-f", "-",
+                 stdin=PROFILE + "---" + FELIX_CONFIGURATION.format(action="Allow"))
+    assert result.code == 1
+    no_traceback(result)
+    assert ("FelixConfiguration node.test-node: spec.defaultEndpointToHostAction: 'Allow' is "
+            "not Drop, Accept or Return") in result.err
+    assert resources.list("Profile") == [] and resources.list("FelixConfiguration") == []
+    # Any case, as Felix reads it; stored as given.
+    assert cli("apply", "-f", "-", stdin=FELIX_CONFIGURATION.format(action="accept")).code == 0
+    assert resources.get("FelixConfiguration", "node.test-node").spec == {
+        "defaultEndpointToHostAction": "accept", "vxlanEnabled": True}

@@ -63,7 +63,10 @@ def test_all_good(cli, plugin_dir, resources):
     assert result.err == ""
     assert "Status: healthy" in result.out and "10.0.0.1/24" in result.out
     report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
-    assert report["healthy"] and report["problems"] == [] and report["warnings"] == []
+    # The tests' etcd is plain http: its warning only (tests/cli/test_cli_tls.py).
+    assert report["healthy"] and report["problems"] == []
+    assert report["warnings"] == report["etcd"]["warnings"] and \
+        [w.split(":")[0] for w in report["warnings"]] == ["etcd at http"]
     assert report["node"] == {"name": NODE, "resource": True, "ipv4Address": "10.0.0.1/24",
                               "ipv6Address": None}
     assert [s["state"] for s in report["sockets"]] == ["answering", "answering"]
@@ -77,7 +80,8 @@ def test_missing_interface_is_a_warning(cli, plugin_dir, resources):
     result = cli("status", "--plugin-dir", plugin_dir, "-o", "json")
     assert result.code == 0
     assert result.json()["warnings"] == [
-        "workload endpoint gone has no interface calideadbeef0 on this host"]
+        "workload endpoint gone has no interface calideadbeef0 on this host",
+        *result.json()["etcd"]["warnings"]]
 
 
 def test_sockets_missing(cli, tmp_path):
@@ -129,7 +133,10 @@ def test_etcd_down(cli, etcd_clean, plugin_dir):
 
 
 POLICY_STATUS = {"enabled": True, "endpoints": 3, "rules": 42, "sets": 6, "clusterEndpoints": 7,
-                 "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5}
+                 "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5,
+                 "defaultEndpointToHostAction": {"value": "Accept",
+                                                 "source": "FelixConfiguration node.test-node"},
+                 "guarded": ["tcp 10.0.0.1:2379 (etcd)"]}
 
 
 def _policy_line(result):
@@ -145,7 +152,10 @@ def test_policy_enforced(cli, plugin_dir, tmp_path, monkeypatch):
     result = cli("status", "--plugin-dir", plugin_dir)
     assert result.code == 0, result.err
     assert _policy_line(result) == ("Policy: enforced on 3 endpoints (42 rules, 6 sets), last "
-                                    "programmed 2026-11-29T17:01:02+00:00 (12.5 ms)")
+                                    "programmed 2026-11-29T17:01:02+00:00 (12.5 ms); "
+                                    "workloads to this host: Accept (from FelixConfiguration "
+                                    "node.test-node)")
+    assert "Closed to containers: tcp 10.0.0.1:2379 (etcd)" in " ".join(result.out.split())
     report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
     assert report["policy"] == POLICY_STATUS and report["healthy"]
 

@@ -11,6 +11,8 @@ import pytest
 
 from plugin import startup
 from tests.cli.conftest import no_traceback
+from tests.lab import EtcdServer
+from tests.lab.etcd import EtcdTls
 
 REPO = str(Path(__file__).resolve().parents[2])
 
@@ -79,7 +81,35 @@ def test_status_with_the_right_files_reaches_etcd(tls_cli, etcd_pki, monkeypatch
     monkeypatch.setenv("ETCD_CERT_FILE", p["client"].cert)
     monkeypatch.setenv("ETCD_KEY_FILE", p["client"].key)
     result = tls_cli("status", "-o", "json", "--plugin-dir", tmp_path)
-    assert result.json()["etcd"]["reachable"] is True  # unhealthy: no plugin sockets here
+    etcd = result.json()["etcd"]
+    assert etcd["reachable"] is True  # unhealthy: no plugin sockets here
+    assert etcd["warnings"] == []  # https, and a certificate is required: as it should be
+
+
+ADVICE = ("anyone who reaches it can rewrite every policy and address; serve it over https "
+          "and require client certificates (README, Security)")
+
+
+def test_status_warns_of_an_etcd_anyone_reaching_it_may_write(cli, etcd_clean, etcd_pki,
+                                                               monkeypatch, tmp_path):
+    report = cli("status", "-o", "json", "--plugin-dir", tmp_path).json()
+    warning = f"etcd at {etcd_clean.endpoints} is plain http: {ADVICE}"
+    assert report["etcd"]["warnings"] == [warning] and warning in report["warnings"]
+    result = cli("status", "--plugin-dir", tmp_path)
+    assert f"warning: {warning}" in result.out
+
+    p = etcd_pki
+    tls = EtcdTls(p["ca"].cert, p["server"].cert, p["server"].key, p["client"].cert,
+                  p["client"].key, client_cert_auth=False)
+    with EtcdServer(tls=tls) as anyone:
+        monkeypatch.setenv("ETCD_ENDPOINTS", anyone.endpoints)
+        monkeypatch.setenv("ETCD_CA_CERT_FILE", p["ca"].cert)
+        monkeypatch.setenv("ETCD_CERT_FILE", p["client"].cert)
+        monkeypatch.setenv("ETCD_KEY_FILE", p["client"].key)
+        report = cli("status", "-o", "json", "--plugin-dir", tmp_path).json()
+    assert report["etcd"]["warnings"] == [
+        f"etcd at {anyone.endpoints} accepts clients without a certificate (no "
+        f"--client-cert-auth): {ADVICE}"]
 
 
 def test_the_message_is_all_a_command_prints(tls_etcd, etcd_pki):

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 from agent.names.upstreams import GATEWAY
 from plugin.cli.names_check import HOST_NETNS_FROM
 from tests.e2e.calico_host import CALICO, REPO, docker, start_plugin
@@ -46,6 +48,15 @@ def machine_nameserver():
         if address.version == 4 and not address.is_loopback:
             return server
     return None
+
+
+def nameserver_or_skip():
+    """machine_nameserver(), or skip the module that needs one."""
+    nameserver = machine_nameserver()
+    if nameserver is None:
+        pytest.skip("/etc/resolv.conf has no IPv4 non-loopback nameserver for dockerd to "
+                    "ask from the containers")
+    return nameserver
 
 
 def daemon_config(nameserver, major=None):

@@ -15,7 +15,7 @@ from dnslib import QTYPE, DNSRecord
 
 from tests.e2e.calico_host import Project, calicoctl, container_ip, docker, start_plugin
 from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
-from tests.e2e.names_lab import EXTERNAL, LINK, machine_nameserver, names_lab
+from tests.e2e.names_lab import EXTERNAL, LINK, names_lab, nameserver_or_skip
 from tests.lab.common import wait_until
 from tests.lab.dockerd import COMPOSE, engine_major
 
@@ -24,11 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
 @pytest.fixture(scope="module")
 def hosts(docker_host_factory):
-    nameserver = machine_nameserver()
-    if nameserver is None:
-        pytest.skip("/etc/resolv.conf has no IPv4 non-loopback nameserver for dockerd to "
-                    "ask from the containers")
-    with names_lab(docker_host_factory, nameserver) as lab:
+    with names_lab(docker_host_factory, nameserver_or_skip()) as lab:
         yield lab
 
 

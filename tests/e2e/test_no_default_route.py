@@ -48,7 +48,10 @@ def hosts():
         air1.etcd = EtcdServer(host=LINK["air1"], netns=air1.netns).start()
         air2.etcd = types.SimpleNamespace(endpoints=air1.etcd.endpoints, close=lambda: None)
         for host in made:
-            start_plugin(host, IP=f"{LINK[host.name]}/24")
+            # The containers ping their gateway and hosts, which Felix's
+            # default DefaultEndpointToHostAction (Drop) would refuse.
+            start_plugin(host, IP=f"{LINK[host.name]}/24",
+                         FELIX_DEFAULTENDPOINTTOHOSTACTION="Accept")
             docker(host, "network", "create", *CALICO, "net1")
         yield air1, air2
     finally:

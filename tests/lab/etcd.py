@@ -28,6 +28,7 @@ class EtcdTls(NamedTuple):
     key: str
     client_cert: str  # a client certificate and key for etcdctl
     client_key: str
+    client_cert_auth: bool = True  # False: any client may connect (no certificate)
 
 
 class EtcdServer:
@@ -70,8 +71,9 @@ class EtcdServer:
                 # One member: a short election timeout makes it leader sooner.
                 "--heartbeat-interval", "10", "--election-timeout", "100",
                 "--logger", "zap", "--log-outputs", "stderr",
-                *(["--cert-file", self.tls.cert, "--key-file", self.tls.key,
-                   "--client-cert-auth", "--trusted-ca-file", self.tls.ca] if self.tls else [])]
+                *(["--cert-file", self.tls.cert, "--key-file", self.tls.key] if self.tls else []),
+                *(["--client-cert-auth", "--trusted-ca-file", self.tls.ca]
+                  if self.tls and self.tls.client_cert_auth else [])]
 
     def start(self, timeout=15):
         """Start etcd (unless running) and wait until it serves requests."""
