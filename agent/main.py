@@ -11,7 +11,7 @@ from netaddr import IPNetwork
 from agent import antispoofing, autodetect, node
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
-from agent.policy.engine import PolicyEngine, remove_policy
+from agent.policy.engine import PolicyEngine, policy_off
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings, parse_ip_setting
 from agent.watch import RETRY_DELAYS, Syncer
@@ -61,7 +61,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
                               settings.endpoint_to_host_action,
                               settings.etcd.endpoints) if settings.policy else None
         if policy is None:
-            remove_policy()  # left by an earlier run with policy on
+            policy_off(settings.policy_status_path)
         names = _start_names(settings) if settings.names else None
         views = tuple(v for v in (policy, names and names.index) if v)
         syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop, views=views)

@@ -157,11 +157,27 @@ class PolicyEngine:
                 timespec="seconds"),
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         }
-        os.makedirs(os.path.dirname(self.status_path), mode=0o755, exist_ok=True)
-        tmp = self.status_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(status, f)
-        os.replace(tmp, self.status_path)
+        write_status(self.status_path, status)
+
+
+def write_status(path: str, status: dict) -> None:
+    """Replace the policy status file `status` reads, atomically."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(status, f)
+    os.replace(tmp, path)
+
+
+def policy_off(status_path: str) -> None:
+    """Policy is left to Felix: no table of ours (one may be left by an
+    earlier run with policy on), and a status file saying so, so that
+    `status` tells it whatever its own environment says."""
+    remove_policy()
+    try:
+        write_status(status_path, {"enabled": False})
+    except OSError as exc:
+        LOG.error("could not write %s: %s", status_path, exc)
 
 
 def remove_policy(status_path: str | None = None) -> None:

@@ -85,16 +85,15 @@ def other_nodes(resources: Resources, config) -> dict:
 def policy_status(agent) -> dict:
     """What the node agent last programmed (its status file: enabled,
     endpoints, rules, sets, clusterEndpoints, programmed, milliseconds);
-    {"enabled": False} when it does not enforce policy, "programmed": None
-    before it has."""
-    if not agent.policy:
-        return {"enabled": False}
+    {"enabled": False} when it does not enforce policy (the agent's file
+    says so, else this command's CALICO_LIBNETWORK_POLICY), "programmed":
+    None before it has."""
     path = agent.policy_status_path
     try:
         with open(path, encoding="utf-8") as f:
             status = json.load(f)
     except FileNotFoundError:
-        return {"enabled": True, "programmed": None}
+        return {"enabled": True, "programmed": None} if agent.policy else {"enabled": False}
     except (OSError, ValueError) as exc:
         return {"enabled": True, "programmed": None,
                 "error": f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"}

@@ -168,12 +168,21 @@ def test_policy_not_programmed_yet(cli, tmp_path):
 
 
 def test_policy_off(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))  # no agent file
     monkeypatch.setenv("CALICO_LIBNETWORK_POLICY", "false")
     result = cli("status", "--plugin-dir", tmp_path)
     assert _policy_line(result) == ("Policy: off (CALICO_LIBNETWORK_POLICY=false; Felix "
                                     "enforces policy)")
     assert cli("status", "--plugin-dir", tmp_path, "-o", "json").json()["policy"] == {
         "enabled": False}
+
+
+def test_policy_off_as_the_agent_says(cli, tmp_path, monkeypatch):
+    """The agent runs with policy off; `status` is run without the variable."""
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    (tmp_path / f"policy-{NODE}.json").write_text('{"enabled": false}')
+    assert _policy_line(cli("status", "--plugin-dir", tmp_path)) == (
+        "Policy: off (CALICO_LIBNETWORK_POLICY=false; Felix enforces policy)")
 
 
 def test_policy_status_unreadable(cli, tmp_path, monkeypatch):

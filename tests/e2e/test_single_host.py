@@ -324,9 +324,12 @@ def test_policy_off_leaves_networks_flat_and_no_table(clean):
         run(host, "flat-a", "flat1")
         run(host, "flat-b", "flat2")
         assert ping(host, "flat-a", container_ip(host, "flat-b", "flat2")).returncode == 0
-        # Its agent programmed no policy: it wrote no policy status (which the
-        # agent with policy on had written; its stop removed it).
-        assert not status_file.exists()
+        # Its agent says policy is off in its status file, so `status` run
+        # without the variable (policy on, as far as it knows) tells it.
+        wait_for(lambda: json.loads(status_file.read_text()) == {"enabled": False}, 20,
+                 "the agent with policy off to say so in its status file")
+        report = json.loads(calicoctl(host, "status", "-o", "json", check=False).stdout)
+        assert report["policy"] == {"enabled": False}
     finally:
         remove_all(host)
         host.plugin.stop()
