@@ -25,9 +25,10 @@ def plugin_env(host, **extra):
     return env
 
 
-def start_plugin(host, **extra_env):
-    """Start `calico-libnetwork run` in the host and wait for its sockets."""
-    argv = [sys.executable, "-m", "plugin.cli", "run", "--plugin-dir", host.plugin_dir]
+def start_plugin(host, command=(sys.executable, "-m", "plugin.cli"), **extra_env):
+    """Start `calico-libnetwork run` in the host and wait for its sockets;
+    `command` is what runs the CLI."""
+    argv = [*command, "run", "--plugin-dir", host.plugin_dir]
     process = host.start_process(argv, env=plugin_env(host, **extra_env), name="plugin")
     sockets = [Path(host.plugin_dir) / name for name in ("calico.sock", "calico-ipam.sock")]
     if not wait_until(lambda: all(_answers(s) for s in sockets) or not process.running, 30):
