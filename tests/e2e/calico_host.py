@@ -15,6 +15,8 @@ PROFILE_PREFIX = "/calico/resources/v3/projectcalico.org/profiles/"
 CALICO = ("--driver", "calico", "--ipam-driver", "calico-ipam")
 IPV4_POOL = "192.169.0.0/16"
 IPV6_POOL = "fd80:24e2:f998:72d6::/64"
+# The console script, as systemd, the managed plugin and the quick start run it.
+ENTRY_POINT = str(Path(sys.executable).with_name("calico-libnetwork"))
 
 
 def plugin_env(host, **extra):

@@ -5,17 +5,15 @@ booby-trapped `plugin/`, `agent/`, `driver/`, `ipam/`, `datastore/` packages
 and a `json.py`, each of which writes a marker when imported."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.calico_host import CALICO, docker, in_host, remove_all, start_plugin, wait_for
+from tests.e2e.calico_host import (CALICO, ENTRY_POINT, docker, in_host, remove_all,
+                                   start_plugin, wait_for)
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-# The console script, as systemd, the managed plugin and the quick start run it.
-ENTRY_POINT = str(Path(sys.executable).with_name("calico-libnetwork"))
 TRAPPED = ("plugin", "plugin/cli", "agent", "driver", "ipam", "datastore")
 
 
