@@ -43,6 +43,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -81,21 +82,64 @@ def burst(host, network, containers, parallel):
     return time.perf_counter() - start
 
 
-def measure(host, networks, rounds, warm_up, once, rng):
-    """[{network: seconds} of each round], each network once per round in an
-    order drawn from `rng`, and the plugin's call times in them (call_times),
-    after warm_up(network) for each network."""
+class Measured(NamedTuple):
+    rounds: list  # {network: seconds} of each round
+    calls: dict  # the plugin's call times in them (call_times)
+    cpu: dict  # CPU seconds each Calico process used in them (cpu_seconds)
+
+
+def measure(host, networks, rounds, warm_up, once, rng) -> Measured:
+    """Each network once per round, in an order drawn from `rng`, after
+    warm_up(network) for each network."""
     for network in networks:
         warm_up(network)
     log = Path(host.plugin.log_path)
     offset = log.stat().st_size
+    processes = calico_processes(host)
+    cpu_before = cpu_seconds(processes)
     results = []
     for _ in range(rounds):
         order = rng.sample(networks, len(networks))
         results.append({network: once(network) for network in order})
+    cpu_after = cpu_seconds(processes)
     with open(log, "rb") as f:
         f.seek(offset)
-        return results, call_times(f.read().decode(errors="replace"))
+        calls = call_times(f.read().decode(errors="replace"))
+    return Measured(results, calls, {name: cpu_after[name] - cpu_before[name]
+                                     for name in processes})
+
+
+def calico_processes(host) -> dict[str, list[int]]:
+    """The pids of the plugin (gunicorn's arbiter and workers), of its node
+    agent and of etcd."""
+    children = [int(pid) for task in Path(f"/proc/{host.plugin.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    agent = [pid for pid in children if b"plugin.cli\0agent" in _cmdline(pid)]
+    return {"plugin": [host.plugin.pid, *(p for p in children if p not in agent)],
+            "node agent": agent, "etcd": [host.etcd.process.pid]}
+
+
+def _cmdline(pid) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def cpu_seconds(processes) -> dict[str, float]:
+    """CPU time (user + system, with reaped children such as the agent's
+    nft) of each group of pids."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pids in processes.items():
+        used[name] = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone (a restarted agent): its time is lost, not wrong
+            used[name] += sum(int(f) for f in fields[11:15]) / tick
+    return used
 
 
 def call_times(log_text):
@@ -144,7 +188,7 @@ def print_comparison(rounds, show, rng):
 
 def single_runs(host, args, rng):
     networks = [USER_BRIDGE, CALICO] + ([DEFAULT_BRIDGE] if args.default_bridge else [])
-    rounds, calls = measure(
+    rounds, calls, cpu = measure(
         host, networks, args.runs,
         warm_up=lambda network: [docker_run(host, network) for _ in range(WARMUP_RUNS)],
         once=lambda network: docker_run(host, network), rng=rng)
@@ -159,11 +203,12 @@ def single_runs(host, args, rng):
     for call in SETUP:
         print(f"    {call.split('.')[1]:34} {p50_p99(calls[call], rng)}")
     print(f"  Leave+DeleteEndpoint+ReleaseAddress  {p50_p99(teardown, rng)}")
+    print_cpu(cpu, len(setup))
 
 
 def bursts(host, args, rng):
     warmup_size = 2 * args.parallel
-    rounds, calls = measure(
+    rounds, calls, cpu = measure(
         host, [CALICO, USER_BRIDGE], args.rounds,
         warm_up=lambda network: burst(host, network, warmup_size, args.parallel),
         once=lambda network: burst(host, network, args.burst, args.parallel), rng=rng)
@@ -175,6 +220,14 @@ def bursts(host, args, rng):
     for call in SETUP + TEARDOWN:
         if calls.get(call):
             print(f"  {call:30} {p50_p99(calls[call], rng)}  ({len(calls[call])} calls)")
+    print_cpu(cpu, args.rounds * args.burst)
+
+
+def print_cpu(cpu, containers):
+    print("CPU time per Calico container (the whole measurement's, over its Calico "
+          "containers; the machine has " f"{os.cpu_count()} CPUs):")
+    print("  " + ", ".join(f"{name} {seconds / containers * 1000:.1f} ms"
+                           for name, seconds in cpu.items()))
 
 
 def plugin_env(pairs) -> dict:
