@@ -48,6 +48,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import bootstrap_interval, percentile, ratio_of_medians, verdict  # noqa: E402
+from plugin.cli.probe import _UnixConnection as UnixConnection  # noqa: E402
 from tests.e2e.calico_host import CALICO as CALICO_OPTIONS  # noqa: E402
 from tests.e2e.calico_host import ENTRY_POINT, start_plugin  # noqa: E402
 from tests.lab.dockerd import DockerHost, versions  # noqa: E402
@@ -203,6 +204,9 @@ def single_runs(host, args, rng):
     for call in SETUP:
         print(f"    {call.split('.')[1]:34} {p50_p99(calls[call], rng)}")
     print(f"  Leave+DeleteEndpoint+ReleaseAddress  {p50_p99(teardown, rng)}")
+    hops = http_round_trips(host)
+    print(f"  HTTP: {sum(map(len, calls.values())) / len(setup):.1f} calls per container; "
+          f"a no-op call (GetCapabilities) round trip {p50_p99(hops, rng)}")
     print_cpu(cpu, len(setup))
 
 
@@ -221,6 +225,22 @@ def bursts(host, args, rng):
         if calls.get(call):
             print(f"  {call:30} {p50_p99(calls[call], rng)}  ({len(calls[call])} calls)")
     print_cpu(cpu, args.rounds * args.burst)
+
+
+def http_round_trips(host, calls=300) -> list[float]:
+    """Milliseconds of each no-op call on one kept-alive connection to
+    calico.sock, as dockerd makes them: what the HTTP hop costs a call."""
+    conn = UnixConnection(str(Path(host.plugin_dir) / "calico.sock"), timeout=30)
+    times = []
+    try:
+        for _ in range(calls):
+            start = time.perf_counter()
+            conn.request("POST", "/NetworkDriver.GetCapabilities", body=b"{}")
+            conn.getresponse().read()
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        conn.close()
+    return times
 
 
 def print_cpu(cpu, containers):
