@@ -16,7 +16,9 @@ medians) with its 95 % interval (percentile bootstrap over the paired
 rounds) and whether it is below 1.00 with that confidence; and, from the
 plugin's log line per request, per container, RequestAddress +
 CreateEndpoint + Join (each part too) and Leave + DeleteEndpoint +
-ReleaseAddress, p50 (with its 95 % bootstrap interval) and p99.
+ReleaseAddress, p50 (with its 95 % bootstrap interval) and p99; the HTTP
+calls per container and what a no-op call's round trip costs; and the CPU
+time the plugin, its node agent and etcd used per Calico container.
 --default-bridge adds Docker's default bridge as a reference.
 
 Burst (--burst N --parallel P): N containers started and removed by P
