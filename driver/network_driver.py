@@ -10,6 +10,7 @@ DeleteEndpoint undo it.  Every step is safe to replay.
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -53,6 +54,12 @@ IPV6_ONLY_REFUSED = (
     "networks (--ipv4=false) are not supported. Create the network without --ipv4=false "
     "(add --ipv6 for IPv4 and IPv6).")
 _CACHE_LIMIT = 4096
+# Threads kept for the work Join starts beside its own: the sandbox claim
+# (etcd) while Join makes the veth (netlink), and learning the container
+# (dockerd, up to label_poll_timeout each).  Starting a thread instead costs
+# Join about 0.5 ms, as the new thread must run before start() returns.
+_CLAIM_THREADS = 16  # gunicorn's threads: no Join waits for a claim's thread
+_LEARN_THREADS = 32  # more containers starting at once queue their learning
 
 
 class NetworkDriver:
@@ -70,6 +77,8 @@ class NetworkDriver:
         self._profiles = set()  # profiles this process created or saw exist
         self._weps = {}  # endpoint id -> _Known: its WorkloadEndpoint as last written
         self._learning = {}  # network id -> Event set when its name learning ends
+        self._claims = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="claim-sandbox")
+        self._learners = ThreadPoolExecutor(_LEARN_THREADS, thread_name_prefix="learn-ep")
 
     # -- capabilities and no-ops ---------------------------------------
 
@@ -260,6 +269,7 @@ class NetworkDriver:
         """Ask dockerd, until it shows the endpoint's container, for its DNS
         names and network name (and its labels when labelling), and record
         them on the WorkloadEndpoint, where every host's agent reads them."""
+        threading.current_thread().name = f"learn-ep-{endpoint_id[:12]}"  # for logs, profilers
         container, _ = _ask_until_shown(
             lambda: self.docker.endpoint_container(network_id, endpoint_id),
             self.settings.label_poll_timeout, max_delay=0.2, first_delay=CONTAINER_SHOWN_SECONDS)
@@ -353,9 +363,9 @@ class NetworkDriver:
         # legacy link is removed (Sandbox.Refresh); it keeps the connected
         # routes of the first Join on the interface, and would add them twice.
         rejoined = bool(sandbox_key) and wep.annotations.get(ep.SANDBOX_ANNOTATION) == sandbox_key
-        if sandbox_key:
-            wep = self._claim_sandbox(wep, sandbox_key)
-            _remember(self._weps, endpoint_id, _Known(wep, claim_revision=wep.revision))
+        # The claim's etcd round trip and the veth's netlink requests both
+        # wait on other processes: overlapped, Join costs the longer of them.
+        claim = self._claims.submit(self._claim_sandbox, wep, sandbox_key) if sandbox_key else None
         host_if, temp_if = ep.host_ifname(endpoint_id), ep.temp_ifname(endpoint_id)
         v4, v6 = _split_addresses(wep.spec.get("ipNetworks", []))
         try:
@@ -364,8 +374,18 @@ class NetworkDriver:
                                   proc_sys=self.settings.proc_sys)
         except dataplane.DataplaneError as exc:
             # The claim goes with the endpoint: dockerd deletes it next.
+            if claim is not None:
+                claim.exception()  # done, whichever way, before the answer
             raise DriverError(f"could not set up the veth for endpoint {endpoint_id[:12]}: "
                               f"{exc}") from exc
+        if claim is not None:
+            try:
+                wep = claim.result()
+            except Exception:
+                if not rejoined:  # a pair this Join made; a rejoined one goes at DeleteEndpoint
+                    self.reaper.delete(host_if)
+                raise
+            _remember(self._weps, endpoint_id, _Known(wep, claim_revision=wep.revision))
         answer = {
             "InterfaceName": {"SrcName": temp_if, "DstPrefix": self.settings.ifprefix},
             "Gateway": IPV4_GATEWAY,
@@ -380,8 +400,7 @@ class NetworkDriver:
             answer["StaticRoutes"] = []
         # Its DNS names (and labels) are learned from dockerd in the background:
         # dockerd shows the container only once it has this answer.
-        threading.Thread(target=self._learn_endpoint, args=(network_id, endpoint_id),
-                         daemon=True, name=f"learn-ep-{endpoint_id[:12]}").start()
+        self._learners.submit(self._learn_endpoint, network_id, endpoint_id)
         return answer
 
     def _claim_sandbox(self, wep, sandbox_key) -> Resource:

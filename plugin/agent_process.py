@@ -9,6 +9,12 @@ An agent that dies at once is restarted after a delay that doubles up to
 30 s; one that had run for HEALTHY_RUN seconds is restarted after the
 first delay again (else an agent killed now and then, over weeks, would
 come back only after 30 s each time).
+
+The agent runs as root: `-P` keeps the caller's working directory out of its
+sys.path, so a `plugin/` (or `agent/`, `json.py`...) in whatever directory
+`run` was started from is never imported in place of the installed package.
+Not `-I`: that also drops PYTHONUNBUFFERED (the managed plugin's logs) and
+PYTHONPATH, which the root environment that started `run` set for both.
 """
 
 import logging
@@ -18,7 +24,7 @@ import threading
 import time
 
 LOG = logging.getLogger(__name__)
-AGENT_ARGV = [sys.executable, "-m", "plugin.cli", "agent"]
+AGENT_ARGV = [sys.executable, "-P", "-m", "plugin.cli", "agent"]
 _RESTART_DELAYS = (1.0, 30.0)
 HEALTHY_RUN = 10.0  # seconds an agent must have run for its restart to be prompt
 _POLL = 1.0  # seconds between looks at the agent

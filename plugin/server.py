@@ -4,6 +4,10 @@ One app answers on calico.sock (NetworkDriver) and calico-ipam.sock
 (IpamDriver); both announce both interfaces, so `--ipam-driver calico` works
 as well as `calico-ipam`.  Threaded workers; the domain objects (and their
 gRPC channels) are built in each worker after fork.
+
+A BaseApplication, not gunicorn's Application: that one chdirs to its
+`chdir` setting (by default the caller's working directory) and puts it first
+on sys.path, which would let a root server import from wherever it was run.
 """
 
 import errno

@@ -83,7 +83,7 @@ _calico_docker_versions() (  # a subshell, like deps.sh
 # and keyrings) with their suites renamed: bookworm* -> trixie* for trixie;
 # for sid only the main archive's bookworm -> sid (no -updates/-security).
 _sources_for() {
-    python3 - "$1" <<'EOF'
+    python3 -I - "$1" <<'EOF'
 import glob, re, sys
 
 target = sys.argv[1]

@@ -113,7 +113,7 @@ wait_for 30 "the plugin sockets" sockets_up
 docker_major=$(dockerd --version | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p')
 if [ "${docker_major:-0}" -ge 28 ]; then
     mkdir -p /etc/docker
-    if python3 - /etc/docker/daemon.json /etc/resolv.conf <<'PY'
+    if python3 -I - /etc/docker/daemon.json /etc/resolv.conf <<'PY'
 import ipaddress, json, os, sys
 path, resolv = sys.argv[1:]
 config = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}

@@ -17,6 +17,8 @@ IPV4_POOL = "192.169.0.0/16"
 IPV6_POOL = "fd80:24e2:f998:72d6::/64"
 POLICY_TABLE = "table inet calico-libnetwork"
 ANTISPOOFING_TABLE = "table inet calico-libnetwork-raw"
+# The console script, as systemd, the managed plugin and the quick start run it.
+ENTRY_POINT = str(Path(sys.executable).with_name("calico-libnetwork"))
 
 
 def plugin_env(host, **extra):
@@ -35,12 +37,13 @@ def agent_run_dir(host) -> Path:
     return host.dir / "agent-run"
 
 
-def start_plugin(host, *options, code=REPO, **extra_env):
+def start_plugin(host, *options, code=REPO, command=(sys.executable, "-m", "plugin.cli"),
+                 **extra_env):
     """Start `calico-libnetwork run [options]` in the host and wait for its
     sockets.  code: the source tree to run (another release's, extracted),
     its folder the plugin's working directory, where `python -m` looks first
-    (for the node agent the plugin starts as well)."""
-    argv = [sys.executable, "-m", "plugin.cli", "run", "--plugin-dir", host.plugin_dir, *options]
+    (for the node agent the plugin starts as well); command: what runs the CLI."""
+    argv = [*command, "run", "--plugin-dir", host.plugin_dir, *options]
     process = host.start_process(argv, env=plugin_env(host, PYTHONPATH=str(code), **extra_env),
                                  name="plugin", cwd=code)
     sockets = [Path(host.plugin_dir) / name for name in ("calico.sock", "calico-ipam.sock")]

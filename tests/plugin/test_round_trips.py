@@ -11,6 +11,7 @@ import json
 import pytest
 
 from datastore.resources import Resources
+from driver import dataplane
 from driver import endpoints as ep
 from driver.sandboxes import PREFIX as SANDBOXES
 from tests.lab.common import wait_until
@@ -130,7 +131,9 @@ def test_leave_then_join_again(plugin, store, round_trips):
     assert leftovers(store, 1) == set()
 
 
-def test_one_calico_endpoint_per_sandbox(plugin, store, round_trips):
+def test_one_calico_endpoint_per_sandbox(plugin, store, no_netlink, monkeypatch):
+    removed = []
+    monkeypatch.setattr(dataplane, "remove_veth", removed.append)
     client = plugin
     create(client, 1)
     create(client, 2)
@@ -140,6 +143,9 @@ def test_one_calico_endpoint_per_sandbox(plugin, store, round_trips):
     assert status == 500 and "only one Calico network" in answer["Err"]
     assert endpoint(1)[:12] in answer["Err"] and NET[:12] in answer["Err"]
     assert (all_keys(store), store.revision()) == before
+    # Join made the veth while it claimed the sandbox: the refusal removes it.
+    assert no_netlink[-1][0] == ep.host_ifname(endpoint(2))
+    assert wait_until(lambda: removed == [ep.host_ifname(endpoint(2))], 10), removed
     # Once the holder is deleted behind the plugin's back, its claim is a
     # leftover that the next Join takes over.
     assert Resources(store).delete("WorkloadEndpoint", ep.wep_name(NODE, endpoint(1)),
