@@ -12,9 +12,9 @@ One set of rules serves two readers:
 
 Validation follows calicoctl's v3 validator (shared/reference/calico-policy.md
 §1-§2: names are case-sensitive, nets strictly masked, ports only with
-TCP/UDP/SCTP, ...).  Beyond that, everything this plugin cannot enforce on
-Docker workloads is refused by name rather than ignored: host-endpoint flags,
-HTTP matches, service accounts, Kubernetes services and namespaces, named
+TCP/UDP/SCTP, ...).  Beyond that, everything this plugin cannot enforce is
+refused by name rather than ignored: the doNotTrack, preDNAT and
+applyOnForward flags, HTTP matches, service accounts, Kubernetes services and namespaces, named
 ports, other tiers.  Unknown fields are refused too.
 """
 
@@ -40,7 +40,7 @@ GLOBAL_NETWORK_POLICY = "GlobalNetworkPolicy"
 # Policy kinds Calico has and this plugin does not enforce.
 UNSUPPORTED_KINDS = ("NetworkPolicy", "GlobalNetworkSet", "NetworkSet", "Tier",
                      "StagedNetworkPolicy", "StagedGlobalNetworkPolicy",
-                     "StagedKubernetesNetworkPolicy", "HostEndpoint")
+                     "StagedKubernetesNetworkPolicy")
 
 INGRESS, EGRESS = "Ingress", "Egress"
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
@@ -259,8 +259,9 @@ def policy_from_resource(res: Resource) -> GlobalNetworkPolicy:
         if value is not None and not isinstance(value, bool):
             c.fail(f"spec.{flag}", "must be true or false")
         if value:
-            c.fail(f"spec.{flag}", "applies only to host endpoints, which this plugin does "
-                                   "not have; remove it or set it to false")
+            c.fail(f"spec.{flag}", "not supported: this plugin applies policies to host "
+                                   "endpoints as normal (tracked, after DNAT, not on "
+                                   "forwarded traffic); remove it or set it to false")
     if _present(spec.get("serviceAccountSelector")):
         c.fail("spec.serviceAccountSelector", "not supported: " + _NOT_SUPPORTED_SA)
     if _present(spec.get("namespaceSelector")):
@@ -288,10 +289,15 @@ def validate_resource(res: Resource) -> Resource:
     """For the CLI, before it writes res: PolicyError if res is a policy
     object this plugin will not enforce.  A GlobalNetworkPolicy comes back as
     a copy named default.<name> with `types` filled in as calicoctl does
-    (§1.8); a Profile comes back unchanged, and so does a FelixConfiguration
-    whose fields the agent reads are valid (FelixConfigurationError if not).
-    Other kinds that are not policy (IPPool, ...) are returned unchanged;
-    NetworkPolicy, network sets, tiers and host endpoints are refused."""
+    (§1.8); a Profile comes back unchanged, and so does a valid HostEndpoint
+    or a FelixConfiguration whose fields the agent reads are valid
+    (FelixConfigurationError if not).  Other kinds that are not policy
+    (IPPool, ...) are returned unchanged; NetworkPolicy, network sets and
+    tiers are refused."""
+    from datastore.host_endpoint import HOST_ENDPOINT, host_endpoint_from_resource  # builds on us
+    if res.kind == HOST_ENDPOINT:
+        host_endpoint_from_resource(res)
+        return res
     if res.kind == PROFILE:
         profile_from_resource(res)
         return res

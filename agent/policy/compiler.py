@@ -10,9 +10,17 @@ both the sender's egress and the receiver's ingress chain.
 Selector matches become named sets of addresses (s4_<id>, s6_<id>), whose
 members the engine keeps up to date without touching the rules.
 
-An egress chain starts with the guard (agent/policy/guarded.py): the
-datastore's client ports, dropped unless a rule of that endpoint's egress
-policies or profiles names them.
+A workload's egress chain starts with the guard (agent/policy/guarded.py):
+the datastore's client ports, dropped unless a rule of that endpoint's
+egress policies or profiles names them.
+
+A host endpoint of this node gets the same two chains, as Felix renders
+them (felix/rules/endpoints.go): fh-<if> for what enters the host from the
+interface, th-<if> for what the host sends out of it, fh-/th-
+any-interface-at-all for the "*" endpoint.  Each starts with IPv6 neighbour
+discovery, conntrack (replies pass) and the failsafe chain, then the same
+policy tier and profiles, then drop: a host endpoint without policies or
+profiles passes only the failsafe ports.
 """
 
 import hashlib
@@ -20,6 +28,7 @@ from dataclasses import dataclass, field
 
 from agent.policy.guarded import Guarded, guard_rules, named_by
 from agent.policy.state import Endpoint, PolicyState
+from datastore.host_endpoint import ALL_INTERFACES
 from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
 from datastore.selector import Selector
 
@@ -30,6 +39,9 @@ ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == {ACCEPT_MARK:#x}"
 NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
 LOG_PREFIX = "calico-packet: "
 VXLAN_PORT = 4789
+ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
+FAILSAFE_IN, FAILSAFE_OUT = "failsafe-in", "failsafe-out"
+_ALL_INTERFACES_CHAIN = "any-interface-at-all"  # Felix's; no interface has so long a name
 DIRECTIONS = ("Ingress", "Egress")
 _MAX_NAME = 255
 _FAMILY = {4: ("ipv4", "ip", "icmp"), 6: ("ipv6", "ip6", "icmpv6")}
@@ -49,6 +61,10 @@ class Chains:
     rules: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chain -> rules
     ingress: dict[str, str] = field(default_factory=dict)  # interface -> its ingress chain
     egress: dict[str, str] = field(default_factory=dict)
+    # host endpoints: interface ("*" too) -> the chain of what enters the
+    # host from it, and of what the host sends out of it
+    host_ingress: dict[str, str] = field(default_factory=dict)
+    host_egress: dict[str, str] = field(default_factory=dict)
     selectors: set[Selector] = field(default_factory=set)  # each needs s4_/s6_ sets
 
     @property
@@ -59,6 +75,8 @@ class Chains:
         self.rules.update(other.rules)
         self.ingress.update(other.ingress)
         self.egress.update(other.egress)
+        self.host_ingress.update(other.host_ingress)
+        self.host_egress.update(other.host_egress)
         self.selectors |= other.selectors
 
 
@@ -104,7 +122,8 @@ class Compiler:
         if self._selection is None:
             self._selection = _Selection(state)
         chains, compiled, jumped = Chains(), {}, {}
-        for endpoint in state.local_endpoints(self.node):
+        for endpoint in state.local_endpoints(self.node) + \
+                state.local_host_endpoints(self.node):
             own, jumps = compiled[endpoint.key] = \
                 self._endpoints.get(endpoint.key) or self._endpoint(state, endpoint)
             chains.add(own)
@@ -118,13 +137,20 @@ class Compiler:
         own, jumps = Chains(), {}
         labels = state.labels_of(endpoint)
         for direction in DIRECTIONS:
+            inbound = direction == "Ingress"
             policies = self._selection.policies(labels, direction)
-            name = ("tw-" if direction == "Ingress" else "fw-") + endpoint.interface
-            guard = () if direction == "Ingress" else \
-                guard_rules(self._closed(state, endpoint, policies))
+            if endpoint.host:
+                name = host_chain_name(inbound, endpoint.interface)
+                prelude = _host_prelude(inbound)
+                dispatch = own.host_ingress if inbound else own.host_egress
+            else:
+                name = ("tw-" if inbound else "fw-") + endpoint.interface
+                prelude = () if inbound else \
+                    guard_rules(self._closed(state, endpoint, policies))
+                dispatch = own.ingress if inbound else own.egress
             own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
-                                                    policies, guard))
-            (own.ingress if direction == "Ingress" else own.egress)[endpoint.interface] = name
+                                                    policies, prelude))
+            dispatch[endpoint.interface] = name
         return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
 
     def _closed(self, state: PolicyState, endpoint: Endpoint,
@@ -161,14 +187,26 @@ class _Selection:
         return self._memo[key]
 
 
+def host_chain_name(inbound: bool, interface: str) -> str:
+    """fh-<if> (into the host from the interface) or th-<if> (out of it)."""
+    return ("fh-" if inbound else "th-") + \
+        (_ALL_INTERFACES_CHAIN if interface == ALL_INTERFACES else interface)
+
+
+def _host_prelude(inbound: bool) -> tuple[str, ...]:
+    return (f"icmpv6 type {ND_TYPES} accept",  # or the host loses its IPv6 neighbours
+            "ct state established,related accept", "ct state invalid drop",
+            f"jump {FAILSAFE_IN if inbound else FAILSAFE_OUT}")
+
+
 def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, direction: str,
-                    policies: list[GlobalNetworkPolicy], guard):
+                    policies: list[GlobalNetworkPolicy], prelude):
     """The rules of the endpoint's chain; jumps gets the name and the Calico
     rules of each policy or profile chain it jumps to."""
     inbound = direction == "Ingress"
-    yield from guard
+    yield from prelude
     yield CLEAR_MARKS
-    if not inbound:  # no VXLAN from workloads (Felix's default)
+    if not (inbound or endpoint.host):  # no VXLAN from workloads (Felix's default)
         yield f"udp dport {VXLAN_PORT} drop"
     for policy in policies:
         chain = chain_name("pi-" if inbound else "po-", policy.name)

@@ -23,7 +23,7 @@ from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import Nftables, Ruleset
 from agent.policy.state import PREFIXES, PolicyState
-from datastore.felix_configuration import resolve_endpoint_to_host_action
+from datastore.felix_configuration import FelixSettings, resolve
 
 LOG = logging.getLogger(__name__)
 
@@ -34,12 +34,12 @@ class PolicyEngine:
     prefixes = PREFIXES
 
     def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0,
-                 endpoint_to_host_action: str | None = None, etcd_endpoints=()):
+                 felix_env: FelixSettings = FelixSettings(), etcd_endpoints=()):
         self.nodename = nodename
         self.status_path = status_path
         self.resync_interval = resync_interval
-        # FELIX_DEFAULTENDPOINTTOHOSTACTION: wins over every FelixConfiguration
-        self.endpoint_to_host_env = endpoint_to_host_action
+        # the FELIX_* variables: they win over every FelixConfiguration
+        self.felix_env = felix_env
         self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
         self.nft = Nftables()
         self.reset()
@@ -126,14 +126,14 @@ class PolicyEngine:
             for family, kind in SET_TYPES.items():
                 sets[set_name(selector, family)] = (kind, frozenset(
                     a for a in members if (":" in a) == (family == 6)))
-        action, _ = self.endpoint_to_host_action()
-        return Ruleset(sets, {**chains.rules,
-                              **Ruleset.dispatch(chains.ingress, chains.egress, action)})
+        return Ruleset(sets, {**chains.rules, **Ruleset.dispatch(
+            chains, *(self.felix(name)[0] for name in (
+                "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+                "failsafe_outbound_host_ports")))})
 
-    def endpoint_to_host_action(self) -> tuple[str, str]:
-        """DefaultEndpointToHostAction now, and where it comes from."""
-        return resolve_endpoint_to_host_action(self.endpoint_to_host_env, self.nodename,
-                                               self.state.felix)
+    def felix(self, field: str) -> tuple:
+        """A FelixConfiguration field's value now, and where it comes from."""
+        return resolve(field, self.felix_env, self.nodename, self.state.felix)
 
     def stop(self) -> None:
         """Remove our table and status: the host as it was without us."""
@@ -144,10 +144,16 @@ class PolicyEngine:
 
     def _write_status(self, started: float) -> None:
         chains = self._chains
-        action, source = self.endpoint_to_host_action()
+        action, source = self.felix("default_endpoint_to_host_action")
+        failsafe = {}
+        for direction in ("inbound", "outbound"):
+            ports, where = self.felix(f"failsafe_{direction}_host_ports")
+            failsafe[direction] = {"value": [str(p) for p in ports], "source": where}
         status = {
             "enabled": True,
             "defaultEndpointToHostAction": {"value": action, "source": source},
+            "hostEndpoints": sorted(chains.host_ingress),
+            "failsafe": failsafe,
             "guarded": [str(g) for g in sorted(self.compiler.guarded)],
             "endpoints": len(chains.ingress),
             "rules": chains.rule_count,

@@ -16,6 +16,14 @@ first, then the workload's egress policy, then DefaultEndpointToHostAction:
 Drop, Accept, or Return (back out of our input chain, on to the host's own
 rules).  In nftables an accept ends only our table, so Accept and Return
 differ only in what our input chain would still check after it.
+
+What the host itself receives and sends on other interfaces meets this
+node's host endpoints (felix/rules/static.go, dispatch.go): after the
+workloads' own traffic and VXLAN between hosts (which Felix admits from
+the Calico hosts before host endpoint policy), from-hep and to-hep send it
+by interface to its host endpoint's chain, else to the "*" endpoint's,
+else it passes.  Traffic the host forwards is not host endpoint policy's
+(no applyOnForward policies: Felix then allows it).
 """
 
 import logging
@@ -23,12 +31,14 @@ from dataclasses import dataclass, field
 
 from agent.errors import KernelError
 from agent.nftables import run
+from agent.policy.compiler import FAILSAFE_IN, FAILSAFE_OUT, ND_TYPES, VXLAN_PORT, Chains
+from datastore.felix_configuration import ProtoPort
+from datastore.host_endpoint import ALL_INTERFACES
 
 LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
-_ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
 
 
 @dataclass
@@ -40,13 +50,38 @@ class Ruleset:
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
 
     @staticmethod
-    def dispatch(ingress: dict[str, str], egress: dict[str, str],
-                 endpoint_to_host_action: str) -> dict[str, tuple[str, ...]]:
+    def dispatch(chains: Chains, endpoint_to_host_action: str,
+                 failsafe_in: tuple[ProtoPort, ...],
+                 failsafe_out: tuple[ProtoPort, ...]) -> dict[str, tuple[str, ...]]:
         """The chains that send a packet to its endpoint's chain by interface
         (any other cali interface, not ours or not programmed yet, drops),
-        and wl-to-host."""
-        return {"from-wl": _dispatch("iifname", egress), "to-wl": _dispatch("oifname", ingress),
-                "wl-to-host": _workload_to_host(endpoint_to_host_action)}
+        wl-to-host, and the host endpoints' dispatch and failsafe chains."""
+        return {"from-wl": _dispatch("iifname", chains.egress),
+                "to-wl": _dispatch("oifname", chains.ingress),
+                "wl-to-host": _workload_to_host(endpoint_to_host_action),
+                "from-hep": _host_dispatch("iifname", chains.host_ingress),
+                "to-hep": _host_dispatch("oifname", chains.host_egress),
+                FAILSAFE_IN: tuple(_failsafe(p, "saddr") for p in failsafe_in),
+                FAILSAFE_OUT: tuple(_failsafe(p, "daddr") for p in failsafe_out)}
+
+
+def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
+    """By interface to its host endpoint's chain, else to the "*" one's,
+    else back: no host endpoint, no host endpoint policy."""
+    named = sorted((i, c) for i, c in chains.items() if i != ALL_INTERFACES)
+    rules = []
+    if named:
+        vmap = ", ".join(f'"{iface}" : goto {chain}' for iface, chain in named)
+        rules.append(f"{match} vmap {{ {vmap} }}")
+    if ALL_INTERFACES in chains:
+        rules.append(f"goto {chains[ALL_INTERFACES]}")
+    return tuple(rules)
+
+
+def _failsafe(port: ProtoPort, side: str) -> str:
+    """Accept one failsafe port; `side` is where the peer's net is matched."""
+    peer = "" if port.net is None else f"{'ip' if port.family == 4 else 'ip6'} {side} {port.net} "
+    return f"{peer}{port.protocol} dport {port.port} accept"
 
 
 def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -59,7 +94,7 @@ def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
 
 
 def _workload_to_host(action: str) -> tuple[str, ...]:
-    return (f"icmpv6 type {_ND_TYPES} accept",
+    return (f"icmpv6 type {ND_TYPES} accept",
             # DNS to the agent's responder, asked directly or redirected
             # there (agent/names): names resolve whatever the egress rules.
             "ip daddr 169.254.1.1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
@@ -74,7 +109,13 @@ BASE_CHAINS = {
     "forward": ("type filter hook forward priority filter; policy accept;",
                 ('iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl')),
     "input": ("type filter hook input priority filter; policy accept;",
-              ('iifname "cali*" goto wl-to-host',)),
+              ('iifname "cali*" goto wl-to-host',
+               f"udp dport {VXLAN_PORT} fib daddr type local accept",
+               "jump from-hep")),
+    "output": ("type filter hook output priority filter; policy accept;",
+               ('oifname "cali*" accept',  # to this host's workloads: not filtered
+                f"udp dport {VXLAN_PORT} accept",
+                "jump to-hep")),
 }
 
 

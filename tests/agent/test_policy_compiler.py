@@ -23,8 +23,8 @@ from agent.policy.state import INVALID, PROFILE_PREFIX
 from datastore.policy import policy_from_resource
 from datastore.resources import Resource
 from datastore.selector import parse
-from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
-                                        state_of, wep)
+from tests.agent.policy_records import (NODE, OTHER_NODE, felix_configuration, gnp, gone, hep,
+                                        interface, profile, state_of, wep)
 from tests.lab import Lab
 
 T = f"{FAMILY} {TABLE}"
@@ -446,11 +446,22 @@ STEPS = [
         profile("rules", ingress=EVERY_RULE, egress=EVERY_RULE[::-1], labels={"rules": ""}),
         *(profile(name, labels={}) for name in LONG_PROFILES),
         wep("c", "10.65.0.3", profiles=(*LONG_PROFILES, "rules", "missing"))]),
+    ("host endpoints", [
+        hep("h1-eth0", "eth0", "10.0.0.11", "fd00::11", profiles=("net1",),
+            labels={"role": "lan"}),
+        hep("h1-all", "*"), hep("h2-eth0", "eth0", "10.0.0.12", node=OTHER_NODE),
+        gnp("hosts", selector="role == 'lan'", ingress=[
+            {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'lan'"},
+             "destination": {"ports": [7070]}}]),
+        felix_configuration("default", failsafeInboundHostPorts=[
+            {"protocol": "TCP", "port": 22, "net": "10.0.0.0/8"},
+            {"protocol": "UDP", "port": 68, "net": "fd00::/64"}, {"port": 2379}])]),
     ("policy changed", [gnp("rich", order=5, ingress=EVERY_RULE[::2], egress=[])]),
     ("local endpoint removed", [gone(wep("a"))]),
     ("remote endpoint removed", [gone(wep("r1", node=OTHER_NODE))]),
     ("policy removed", [gone(gnp("rich"))]),
     ("profile removed", [gone(profile("rules"))]),
+    ("host endpoint removed", [gone(hep("h1-eth0", "eth0"))]),
     ("local endpoints removed", [gone(wep("b")), gone(wep("c"))]),
 ]
 STATES = list(itertools.accumulate((list(records) for _, records in STEPS),
