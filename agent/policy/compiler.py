@@ -14,16 +14,29 @@ A workload's egress chain starts with the guard (agent/policy/guarded.py):
 the datastore's client ports, dropped unless a rule of that endpoint's
 egress policies or profiles names them.
 
-A host endpoint of this node gets the same two chains, as Felix renders
-them (felix/rules/endpoints.go): fh-<if> for what enters the host from the
-interface, th-<if> for what the host sends out of it, fh-/th-
-any-interface-at-all for the "*" endpoint.  Each starts with IPv6 neighbour
-discovery, conntrack (replies pass) and the failsafe chain, then the same
-policy tier and profiles, then drop: a host endpoint without policies or
-profiles passes only the failsafe ports.
+A host endpoint of this node gets chains of four kinds, as Felix renders
+them (felix/rules/endpoints.go), each named for its interface (<if>, or
+any-interface-at-all for the "*" endpoint):
+* normal: fh-<if> for what enters the host from the interface, th-<if> for
+  what the host sends out of it: IPv6 neighbour discovery, conntrack
+  (replies pass), the failsafe chain, the policy tier, the profiles, drop.
+  A host endpoint without policies or profiles passes only the failsafe
+  ports.  Policies flagged doNotTrack or preDNAT are not here.
+* forward: fhfw-<if>/thfw-<if> for what the host forwards from or to the
+  interface: conntrack, then the applyOnForward policies (tier ending in a
+  drop), no profiles; without such policies, allowed.
+* preDNAT: mangle-fh-<if>, before DNAT: conntrack, failsafe, the preDNAT
+  policies (ingress only); what none decides goes on to normal policy.
+* untracked: raw-fh-<if>/raw-th-<if>, before conntrack: the raw failsafe
+  chains (which also pass replies by source port), the doNotTrack
+  policies, whose Allow also skips conntrack; what none decides goes on.
+  Not for the "*" endpoint, as in Felix.
+An Allow in the preDNAT or untracked chains is final: the packet carries the
+accept mark, which the later hooks accept at once.
 """
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from agent.policy.guarded import Guarded, guard_rules, named_by
@@ -32,22 +45,39 @@ from datastore.host_endpoint import ALL_INTERFACES
 from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
 from datastore.selector import Selector
 
+LOG = logging.getLogger(__name__)
+
 ACCEPT_MARK = 0x10000
 PASS_MARK = 0x20000
 CLEAR_MARKS = f"meta mark set meta mark & {0xFFFFFFFF & ~(ACCEPT_MARK | PASS_MARK):#010x}"
 ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == {ACCEPT_MARK:#x}"
+NOT_ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == 0"
 NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
 LOG_PREFIX = "calico-packet: "
 VXLAN_PORT = 4789
 ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
 FAILSAFE_IN, FAILSAFE_OUT = "failsafe-in", "failsafe-out"
+RAW_FAILSAFE_IN, RAW_FAILSAFE_OUT = "raw-failsafe-in", "raw-failsafe-out"
+ACCEPT_AND_RETURN = f"meta mark set meta mark | {ACCEPT_MARK:#x} return"
+# Kinds of endpoint chain (Felix's chain types).
+NORMAL, FORWARD, PRE_DNAT, UNTRACKED = "normal", "forward", "preDNAT", "untracked"
+# Host endpoint chains: kind -> direction -> (chain prefix, dispatch chain);
+# preDNAT policy applies to ingress only.
+HOST_CHAINS = {
+    NORMAL: {"Ingress": ("fh-", "from-hep"), "Egress": ("th-", "to-hep")},
+    FORWARD: {"Ingress": ("fhfw-", "from-hep-fwd"), "Egress": ("thfw-", "to-hep-fwd")},
+    PRE_DNAT: {"Ingress": ("mangle-fh-", "mangle-from-hep")},
+    UNTRACKED: {"Ingress": ("raw-fh-", "raw-from-hep"), "Egress": ("raw-th-", "raw-to-hep")},
+}
+HOST_DISPATCH = tuple(d for kind in HOST_CHAINS.values() for _, d in kind.values())
+_CONNTRACK = ("ct state established,related accept", "ct state invalid drop")
 _ALL_INTERFACES_CHAIN = "any-interface-at-all"  # Felix's; no interface has so long a name
 DIRECTIONS = ("Ingress", "Egress")
 _MAX_NAME = 255
 _FAMILY = {4: ("ipv4", "ip", "icmp"), 6: ("ipv6", "ip6", "icmpv6")}
 _VERSION = {"ip": 4, "ip6": 6}
 _ACTIONS = {
-    "Allow": f"meta mark set meta mark | {ACCEPT_MARK:#x} return",
+    "Allow": ACCEPT_AND_RETURN,
     "Pass": f"meta mark set meta mark | {PASS_MARK:#x} return",
     "Deny": "drop",
     "Log": f'log prefix "{LOG_PREFIX}" level notice',
@@ -61,10 +91,9 @@ class Chains:
     rules: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chain -> rules
     ingress: dict[str, str] = field(default_factory=dict)  # interface -> its ingress chain
     egress: dict[str, str] = field(default_factory=dict)
-    # host endpoints: interface ("*" too) -> the chain of what enters the
-    # host from it, and of what the host sends out of it
-    host_ingress: dict[str, str] = field(default_factory=dict)
-    host_egress: dict[str, str] = field(default_factory=dict)
+    # host endpoints: dispatch chain (HOST_DISPATCH) -> interface ("*" too)
+    # -> its chain
+    host: dict[str, dict[str, str]] = field(default_factory=dict)
     selectors: set[Selector] = field(default_factory=set)  # each needs s4_/s6_ sets
 
     @property
@@ -75,8 +104,8 @@ class Chains:
         self.rules.update(other.rules)
         self.ingress.update(other.ingress)
         self.egress.update(other.egress)
-        self.host_ingress.update(other.host_ingress)
-        self.host_egress.update(other.host_egress)
+        for dispatch, chains in other.host.items():
+            self.host.setdefault(dispatch, {}).update(chains)
         self.selectors |= other.selectors
 
 
@@ -136,22 +165,38 @@ class Compiler:
     def _endpoint(self, state: PolicyState, endpoint: Endpoint):
         own, jumps = Chains(), {}
         labels = state.labels_of(endpoint)
-        for direction in DIRECTIONS:
+        if endpoint.host:
+            self._host_endpoint(own, jumps, state, endpoint, labels)
+        for direction in () if endpoint.host else DIRECTIONS:
             inbound = direction == "Ingress"
-            policies = self._selection.policies(labels, direction)
-            if endpoint.host:
-                name = host_chain_name(inbound, endpoint.interface)
-                prelude = _host_prelude(inbound)
-                dispatch = own.host_ingress if inbound else own.host_egress
-            else:
-                name = ("tw-" if inbound else "fw-") + endpoint.interface
-                prelude = () if inbound else \
-                    guard_rules(self._closed(state, endpoint, policies))
-                dispatch = own.ingress if inbound else own.egress
+            policies = self._selection.policies(labels, direction, NORMAL)
+            name = ("tw-" if inbound else "fw-") + endpoint.interface
+            prelude = () if inbound else guard_rules(self._closed(state, endpoint, policies))
             own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
                                                     policies, prelude))
-            dispatch[endpoint.interface] = name
+            (own.ingress if inbound else own.egress)[endpoint.interface] = name
         return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
+
+    def _host_endpoint(self, own: Chains, jumps: dict, state: PolicyState, endpoint: Endpoint,
+                       labels: dict) -> None:
+        """A host endpoint's chains of each kind that it needs: normal and
+        forward always, preDNAT and untracked when such policies select it."""
+        for kind, directions in HOST_CHAINS.items():
+            selected = {d: self._selection.policies(labels, d, kind) for d in directions}
+            if kind in (PRE_DNAT, UNTRACKED) and not any(selected.values()):
+                continue
+            if kind == UNTRACKED and endpoint.interface == ALL_INTERFACES:
+                LOG.warning("doNotTrack policies do not apply to %s: not to a host endpoint "
+                            "of every interface (\"*\"), as in Felix", endpoint.key)
+                continue
+            for direction, policies in selected.items():
+                prefix, dispatch = directions[direction]
+                name = prefix + (_ALL_INTERFACES_CHAIN if endpoint.interface == ALL_INTERFACES
+                                 else endpoint.interface)
+                own.rules[name] = tuple(_endpoint_chain(
+                    jumps, state, endpoint, direction, policies,
+                    _host_prelude(kind, direction == "Ingress"), kind))
+                own.host.setdefault(dispatch, {})[endpoint.interface] = name
 
     def _closed(self, state: PolicyState, endpoint: Endpoint,
                 policies: list[GlobalNetworkPolicy]) -> list[Guarded]:
@@ -179,30 +224,38 @@ class _Selection:
         self._sorted = sorted(state.policies.values(), key=lambda p: p.sort_key)
         self._memo = {}
 
-    def policies(self, labels: dict, direction: str) -> list[GlobalNetworkPolicy]:
+    def policies(self, labels: dict, direction: str, kind: str) -> list[GlobalNetworkPolicy]:
+        """Those of one kind of chain (Felix's tiers: normal, forward, preDNAT, untracked)."""
         key = (frozenset(labels.items()), direction)
         if key not in self._memo:
             self._memo[key] = [p for p in self._sorted
                                if p.governs(direction) and p.selector.evaluate(labels)]
-        return self._memo[key]
+        return [p for p in self._memo[key] if _of_kind(p, kind)]
 
 
-def host_chain_name(inbound: bool, interface: str) -> str:
-    """fh-<if> (into the host from the interface) or th-<if> (out of it)."""
-    return ("fh-" if inbound else "th-") + \
-        (_ALL_INTERFACES_CHAIN if interface == ALL_INTERFACES else interface)
+def _of_kind(policy: GlobalNetworkPolicy, kind: str) -> bool:
+    if kind == UNTRACKED:
+        return policy.do_not_track
+    if kind == PRE_DNAT:
+        return policy.pre_dnat
+    normal = not (policy.do_not_track or policy.pre_dnat)
+    return normal and (kind == NORMAL or policy.apply_on_forward)
 
 
-def _host_prelude(inbound: bool) -> tuple[str, ...]:
-    return (f"icmpv6 type {ND_TYPES} accept",  # or the host loses its IPv6 neighbours
-            "ct state established,related accept", "ct state invalid drop",
-            f"jump {FAILSAFE_IN if inbound else FAILSAFE_OUT}")
+def _host_prelude(kind: str, inbound: bool) -> tuple[str, ...]:
+    if kind == UNTRACKED:
+        return (f"jump {RAW_FAILSAFE_IN if inbound else RAW_FAILSAFE_OUT}",)
+    if kind == FORWARD:
+        return _CONNTRACK  # no failsafe for forwarded traffic
+    nd = () if kind == PRE_DNAT else \
+        (f"icmpv6 type {ND_TYPES} accept",)  # or the host loses its IPv6 neighbours
+    return (*nd, *_CONNTRACK, f"jump {FAILSAFE_IN if inbound else FAILSAFE_OUT}")
 
 
 def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, direction: str,
-                    policies: list[GlobalNetworkPolicy], prelude):
-    """The rules of the endpoint's chain; jumps gets the name and the Calico
-    rules of each policy or profile chain it jumps to."""
+                    policies: list[GlobalNetworkPolicy], prelude, kind: str = NORMAL):
+    """The rules of the endpoint's chain of that kind; jumps gets the name and
+    the Calico rules of each policy or profile chain it jumps to."""
     inbound = direction == "Ingress"
     yield from prelude
     yield CLEAR_MARKS
@@ -212,9 +265,15 @@ def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, directi
         chain = chain_name("pi-" if inbound else "po-", policy.name)
         jumps[chain] = policy.rules(direction)
         yield f"{NOT_PASSED} jump {chain}"
+        if kind == UNTRACKED:
+            yield f"{ACCEPTED} notrack"
         yield f"{ACCEPTED} return"
-    if policies:
-        yield f"{NOT_PASSED} drop"  # end of tier
+    if policies and kind in (NORMAL, FORWARD):
+        yield f"{NOT_PASSED} drop"  # end of tier; preDNAT and untracked pass on
+    if kind == FORWARD and not policies:
+        yield ACCEPT_AND_RETURN  # no applyOnForward policy: forwarded traffic is allowed
+    if kind != NORMAL:
+        return  # profiles apply to normal chains only
     for name in endpoint.profiles:
         profile = state.profiles.get(name)
         if not isinstance(profile, Profile):

@@ -152,7 +152,7 @@ class PolicyEngine:
         status = {
             "enabled": True,
             "defaultEndpointToHostAction": {"value": action, "source": source},
-            "hostEndpoints": sorted(chains.host_ingress),
+            "hostEndpoints": sorted(chains.host.get("from-hep", ())),
             "failsafe": failsafe,
             "guarded": [str(g) for g in sorted(self.compiler.guarded)],
             "endpoints": len(chains.ingress),

@@ -22,8 +22,13 @@ node's host endpoints (felix/rules/static.go, dispatch.go): after the
 workloads' own traffic and VXLAN between hosts (which Felix admits from
 the Calico hosts before host endpoint policy), from-hep and to-hep send it
 by interface to its host endpoint's chain, else to the "*" endpoint's,
-else it passes.  Traffic the host forwards is not host endpoint policy's
-(no applyOnForward policies: Felix then allows it).
+else it passes.  Forwarded traffic meets from-hep-fwd before the workload
+chains (unless a preDNAT or doNotTrack policy allowed it) and to-hep-fwd
+after them.  preDNAT policy runs in a prerouting chain at mangle priority,
+before DNAT; doNotTrack policy in prerouting and output chains at raw
+priority, before conntrack, which first clear our mark bits (Felix's raw
+chains do).  Workload interfaces are never host endpoint policy's, except
+in forward chains of the "*" endpoint, as in Felix.
 """
 
 import logging
@@ -31,7 +36,9 @@ from dataclasses import dataclass, field
 
 from agent.errors import KernelError
 from agent.nftables import run
-from agent.policy.compiler import FAILSAFE_IN, FAILSAFE_OUT, ND_TYPES, VXLAN_PORT, Chains
+from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
+                                   HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
+                                   RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
 from datastore.felix_configuration import ProtoPort
 from datastore.host_endpoint import ALL_INTERFACES
 
@@ -59,10 +66,10 @@ class Ruleset:
         return {"from-wl": _dispatch("iifname", chains.egress),
                 "to-wl": _dispatch("oifname", chains.ingress),
                 "wl-to-host": _workload_to_host(endpoint_to_host_action),
-                "from-hep": _host_dispatch("iifname", chains.host_ingress),
-                "to-hep": _host_dispatch("oifname", chains.host_egress),
-                FAILSAFE_IN: tuple(_failsafe(p, "saddr") for p in failsafe_in),
-                FAILSAFE_OUT: tuple(_failsafe(p, "daddr") for p in failsafe_out)}
+                **{name: _host_dispatch("iifname" if "from" in name else "oifname",
+                                        chains.host.get(name, {}))
+                   for name in HOST_DISPATCH},
+                **_failsafe_chains(failsafe_in, failsafe_out)}
 
 
 def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -78,10 +85,20 @@ def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
     return tuple(rules)
 
 
-def _failsafe(port: ProtoPort, side: str) -> str:
-    """Accept one failsafe port; `side` is where the peer's net is matched."""
+def _failsafe_chains(inbound, outbound) -> dict[str, tuple[str, ...]]:
+    """Felix's failsafe chains: the raw ones, before conntrack, also pass
+    the replies by source port."""
+    ins = tuple(_failsafe(p, "saddr", "dport") for p in inbound)
+    outs = tuple(_failsafe(p, "daddr", "dport") for p in outbound)
+    return {FAILSAFE_IN: ins, FAILSAFE_OUT: outs,
+            RAW_FAILSAFE_IN: ins + tuple(_failsafe(p, "saddr", "sport") for p in outbound),
+            RAW_FAILSAFE_OUT: outs + tuple(_failsafe(p, "daddr", "sport") for p in inbound)}
+
+
+def _failsafe(port: ProtoPort, side: str, port_side: str) -> str:
+    """Accept one failsafe port; the peer's net is matched on `side`."""
     peer = "" if port.net is None else f"{'ip' if port.family == 4 else 'ip6'} {side} {port.net} "
-    return f"{peer}{port.protocol} dport {port.port} accept"
+    return f"{peer}{port.protocol} {port_side} {port.port} accept"
 
 
 def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -106,14 +123,25 @@ def _workload_to_host(action: str) -> tuple[str, ...]:
 _HOST_ACTIONS = {"Drop": ("drop",), "Accept": ("accept",), "Return": ()}
 
 BASE_CHAINS = {
+    "raw-prerouting": ("type filter hook prerouting priority raw; policy accept;",
+                       (CLEAR_MARKS, 'iifname "cali*" accept', "jump raw-from-hep")),
+    "raw-output": ("type filter hook output priority raw; policy accept;",
+                   (CLEAR_MARKS, "jump raw-to-hep")),
+    "mangle-prerouting": ("type filter hook prerouting priority mangle; policy accept;",
+                          ("ct state established,related accept", f"{ACCEPTED} accept",
+                           "jump mangle-from-hep")),
     "forward": ("type filter hook forward priority filter; policy accept;",
-                ('iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl')),
+                (f"{NOT_ACCEPTED} jump from-hep-fwd",
+                 'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
+                 "jump to-hep-fwd")),
     "input": ("type filter hook input priority filter; policy accept;",
               ('iifname "cali*" goto wl-to-host',
+               f"{ACCEPTED} accept",  # by a preDNAT or doNotTrack policy
                f"udp dport {VXLAN_PORT} fib daddr type local accept",
                "jump from-hep")),
     "output": ("type filter hook output priority filter; policy accept;",
-               ('oifname "cali*" accept',  # to this host's workloads: not filtered
+               (f"{ACCEPTED} accept",  # by a doNotTrack policy
+                'oifname "cali*" accept',  # to this host's workloads: not filtered
                 f"udp dport {VXLAN_PORT} accept",
                 "jump to-hep")),
 }

@@ -453,6 +453,14 @@ STEPS = [
         gnp("hosts", selector="role == 'lan'", ingress=[
             {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'lan'"},
              "destination": {"ports": [7070]}}]),
+        gnp("untracked", selector="role == 'lan'", doNotTrack=True, applyOnForward=True,
+            ingress=[{"action": "Allow", "protocol": "UDP", "destination": {"ports": [53]}}],
+            egress=[{"action": "Allow", "protocol": "UDP", "source": {"ports": [53]}}]),
+        gnp("pre-dnat", selector="has(role)", preDNAT=True, applyOnForward=True,
+            types=["Ingress"], ingress=[{"action": "Deny", "source": {"nets": ["10.9.0.0/16"]}}]),
+        gnp("forwarded", selector="all()", applyOnForward=True, types=["Ingress", "Egress"],
+            ingress=[{"action": "Allow", "source": {"selector": "has(net1)"}}],
+            egress=[{"action": "Pass"}]),
         felix_configuration("default", failsafeInboundHostPorts=[
             {"protocol": "TCP", "port": 22, "net": "10.0.0.0/8"},
             {"protocol": "UDP", "port": 68, "net": "fd00::/64"}, {"port": 2379}])]),

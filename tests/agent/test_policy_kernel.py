@@ -416,3 +416,54 @@ def test_host_endpoints_protect_the_host_but_failsafe_ports(host, lan):
     # Without host endpoints the host is open again.
     engine_run(ns, engine, (host_endpoint("h1-all", "*")[0], None))
     assert tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
+
+
+def test_apply_on_forward_pre_dnat_and_do_not_track_policies(host, lan):
+    """eth1's endpoint (role lan) has a profile that allows everything,
+    eth2's (role edge) neither profile nor policy: normal policy drops all on
+    eth2.  applyOnForward: a workload's ICMP forwarded out of eth1 is denied,
+    its TCP allowed, out of eth2 untouched.  preDNAT: a Deny before eth1's
+    open profile, an Allow that skips eth2's drop.  doNotTrack: an Allow in
+    both directions that also skips it, and leaves no conntrack entry."""
+    ns, workloads, status, host_ns = host
+    n1, n2 = lan["n1"], lan["n2"]
+
+    def workload_pings(address):
+        return subprocess.run(["ip", "netns", "exec", workloads["a"], "busybox", "ping", "-c1",
+                               "-W1", address], capture_output=True).returncode == 0
+
+    flagged = {"applyOnForward": True}
+    engine_run(ns, PolicyEngine(NODE, status), profile("net1"), wep("a"), open_profile("open"),
+               host_endpoint("h1-eth1", "eth1", labels={"role": "lan"}, profiles=["open"]),
+               host_endpoint("h1-eth2", "eth2", labels={"role": "edge"}),
+               policy("forwarded", {**flagged, "selector": "role == 'lan'", "types": ["Egress"],
+                                    "egress": [{"action": "Deny", "protocol": "ICMP"},
+                                               {"action": "Allow"}]}),
+               policy("pre-deny", {**flagged, "preDNAT": True, "selector": "role == 'lan'",
+                                   "types": ["Ingress"],
+                                   "ingress": [{"action": "Deny", "protocol": "TCP",
+                                                "destination": {"ports": [7070]}}]}),
+               policy("pre-allow", {**flagged, "preDNAT": True, "selector": "role == 'edge'",
+                                    "types": ["Ingress"],
+                                    "ingress": [{"action": "Allow", "protocol": "TCP",
+                                                 "destination": {"ports": [7072]}}]}),
+               policy("untracked", {**flagged, "doNotTrack": True, "selector": "role == 'edge'",
+                                    "types": ["Ingress", "Egress"],
+                                    "ingress": [{"action": "Allow", "protocol": "TCP",
+                                                 "destination": {"ports": [7073]}}],
+                                    "egress": [{"action": "Allow", "protocol": "TCP",
+                                                "source": {"ports": [7073]}}]}))
+    assert not workload_pings("10.0.7.2") and workload_pings("10.0.8.2")
+    assert tcp_reaches(workloads["a"], n1, "10.0.7.2", 7000)
+    assert not tcp_reaches(n1, host_ns, "10.0.7.1", 7070)  # preDNAT Deny
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 7071)  # on to eth1's open profile
+    assert not tcp_reaches(n2, host_ns, "10.0.8.1", 7071)  # eth2: normal policy drops
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7072)  # preDNAT Allow is final
+
+    def tracked(port):
+        return f"dport={port} " in subprocess.run(
+            ["ip", "netns", "exec", host_ns, "cat", "/proc/net/nf_conntrack"],
+            capture_output=True, text=True, check=True).stdout
+
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7073)  # untracked both ways
+    assert tracked(7072) and not tracked(7073)

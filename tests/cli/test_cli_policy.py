@@ -83,7 +83,7 @@ def test_unsupported_field_refused_before_anything_is_written(cli, resources):
     result = cli("apply", "-f", "-", stdin=PROFILE + "---" + bad)
     assert result.code == 1
     no_traceback(result)
-    assert "GlobalNetworkPolicy db: spec.doNotTrack: not supported" in result.err
+    assert "GlobalNetworkPolicy db: spec.applyOnForward: applyOnForward must be true" in result.err
     assert result.out == ""
     assert resources.list("Profile") == [] and resources.list("GlobalNetworkPolicy") == []
 

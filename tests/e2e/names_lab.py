@@ -90,7 +90,8 @@ def names_lab(make_host, nameserver, code=REPO):
     plugins = {}
     try:
         for host in (h1, h2):
-            plugins[host.name] = host.plugin = start_plugin(host, code=code, IP=f"{LINK[host.name]}/24")
+            plugins[host.name] = host.plugin = start_plugin(host, code=code,
+                                                            IP=f"{LINK[host.name]}/24")
             for net in ("net1", "net2"):
                 docker(host, "network", "create", *CALICO, net)
         yield types.SimpleNamespace(h1=h1, h2=h2, plugins=plugins, nameserver=nameserver,
