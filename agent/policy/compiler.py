@@ -165,9 +165,13 @@ class Compiler:
     def _endpoint(self, state: PolicyState, endpoint: Endpoint):
         own, jumps = Chains(), {}
         labels = state.labels_of(endpoint)
-        if endpoint.host:
-            self._host_endpoint(own, jumps, state, endpoint, labels)
-        for direction in () if endpoint.host else DIRECTIONS:
+        (self._host_endpoint if endpoint.host else self._workload_endpoint)(
+            own, jumps, state, endpoint, labels)
+        return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
+
+    def _workload_endpoint(self, own: Chains, jumps: dict, state: PolicyState,
+                           endpoint: Endpoint, labels: dict) -> None:
+        for direction in DIRECTIONS:
             inbound = direction == "Ingress"
             policies = self._selection.policies(labels, direction, NORMAL)
             name = ("tw-" if inbound else "fw-") + endpoint.interface
@@ -175,7 +179,6 @@ class Compiler:
             own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
                                                     policies, prelude))
             (own.ingress if inbound else own.egress)[endpoint.interface] = name
-        return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
 
     def _host_endpoint(self, own: Chains, jumps: dict, state: PolicyState, endpoint: Endpoint,
                        labels: dict) -> None:
