@@ -135,6 +135,45 @@ def test_an_endpoint_without_profiles_ends_in_a_drop():
     assert skeleton(egress) == ["no vxlan", "drop"]
 
 
+HOST_PRELUDE = ("icmpv6 type { 130, 131, 132, 133, 135, 136 } accept",
+                "ct state established,related accept", "ct state invalid drop")
+
+
+def test_host_endpoints_get_felixs_chains_of_each_kind():
+    """Normal chains always (failsafe, policies, profiles, drop; nothing but
+    failsafe without them); forward chains always (allowed without
+    applyOnForward policies); preDNAT and untracked chains only for such
+    policies, untracked not for "*"; the first endpoint by name wins an
+    interface; another node's endpoints get none."""
+    lan = {"role": "lan"}
+    chains = compile_chains(state_of(
+        profile("open", ingress=[{"action": "Allow"}]),
+        hep("a-eth0", "eth0", labels=lan, profiles=("open",)), hep("b-eth0", "eth0"),
+        hep("all", "*", labels=lan), hep("h2", "eth1", node=OTHER_NODE, labels=lan),
+        gnp("normal", selector="has(role)", types=["Ingress"], ingress=[{"action": "Pass"}]),
+        gnp("untracked", selector="has(role)", doNotTrack=True, applyOnForward=True,
+            types=["Ingress"], ingress=[{"action": "Allow"}])), NODE)
+    assert {d: sorted(c.items()) for d, c in chains.host.items()} == {
+        "from-hep": [("*", "fh-any-interface-at-all"), ("eth0", "fh-eth0")],
+        "to-hep": [("*", "th-any-interface-at-all"), ("eth0", "th-eth0")],
+        "from-hep-fwd": [("*", "fhfw-any-interface-at-all"), ("eth0", "fhfw-eth0")],
+        "to-hep-fwd": [("*", "thfw-any-interface-at-all"), ("eth0", "thfw-eth0")],
+        "raw-from-hep": [("eth0", "raw-fh-eth0")], "raw-to-hep": [("eth0", "raw-th-eth0")]}
+    assert chains.rules["fh-eth0"] == (*HOST_PRELUDE, "jump failsafe-in", CLEAR_MARKS,
+                                       f"{NOT_PASSED} jump pi-default.normal",
+                                       f"{ACCEPTED} return", f"{NOT_PASSED} drop",
+                                       "jump pri-open", f"{ACCEPTED} return", "drop")
+    assert chains.rules["th-eth0"] == (*HOST_PRELUDE, "jump failsafe-out", CLEAR_MARKS,
+                                       "jump pro-open", f"{ACCEPTED} return", "drop")
+    assert chains.rules["th-any-interface-at-all"] == (*HOST_PRELUDE, "jump failsafe-out",
+                                                       CLEAR_MARKS, "drop")
+    assert chains.rules["fhfw-eth0"] == (*HOST_PRELUDE[1:], CLEAR_MARKS, ALLOW)
+    assert chains.rules["raw-fh-eth0"] == (
+        "jump raw-failsafe-in", CLEAR_MARKS, f"{NOT_PASSED} jump pi-default.untracked",
+        f"{ACCEPTED} notrack", f"{ACCEPTED} return")
+    assert chains.rules["raw-th-eth0"] == ("jump raw-failsafe-out", CLEAR_MARKS)
+
+
 def test_only_local_endpoints_with_an_interface_get_chains():
     no_interface = wep("x")
     record = json.loads(no_interface[1])
