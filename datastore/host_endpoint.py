@@ -2,11 +2,11 @@
 policies and CLI as workloads (the "protect hosts" guide): a typed model and
 its validation, for the CLI before it writes and for the agent as it reads.
 
-This plugin matches a host endpoint to an interface by `interfaceName`
-(`"*"` for every interface of the host); Felix can also find the interface
-from `expectedIPs` alone, which this plugin does not, so it requires the
-name.  `expectedIPs` are the addresses policies' selectors see for it.
-Named ports (`ports`) are refused: policies here match port numbers.
+A host endpoint names its interface (`interfaceName`, `"*"` for every
+interface of the host), or leaves it to `expectedIPs`: then it is the
+endpoint of each interface holding one of them, as in Felix.  `expectedIPs`
+are also the addresses policies' selectors see for it.  Named ports
+(`ports`) are refused: policies here match port numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _INTERFACE_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")  # libcalico-go's validato
 class HostEndpoint:
     name: str
     node: str
-    interface: str  # an interface name, or ALL_INTERFACES
+    interface: str  # an interface name, ALL_INTERFACES, or "": by expected_ips
     expected_ips: tuple[str, ...]
     labels: dict[str, str]
     profiles: tuple[str, ...]
@@ -50,12 +50,11 @@ def host_endpoint_from_resource(res: Resource) -> HostEndpoint:
     expected = tuple(_address(c, f"spec.expectedIPs[{i}]", a) for i, a in
                      enumerate(c.sequence("spec.expectedIPs", spec.get("expectedIPs"))))
     interface = spec.get("interfaceName") or ""
-    if not interface:
-        c.fail("spec.interfaceName", "is required by this plugin (Felix can find the "
-                                     "interface from expectedIPs; this plugin cannot): name "
-                                     "the interface, or \"*\" for every interface of the host")
-    if interface != ALL_INTERFACES and (not isinstance(interface, str)
-                                        or not _INTERFACE_RE.match(interface)):
+    if not interface and not expected:
+        c.fail("spec", "needs interfaceName (\"*\" for every interface of the host) or "
+                       "expectedIPs (the addresses of the interface)")
+    if interface and interface != ALL_INTERFACES and (not isinstance(interface, str)
+                                                      or not _INTERFACE_RE.match(interface)):
         c.fail("spec.interfaceName", f"{interface!r} is not an interface name (at most 15 "
                                      "letters, digits, '_', '.' and '-') nor \"*\"")
     profiles = c.sequence("spec.profiles", spec.get("profiles"))

@@ -121,8 +121,8 @@ def set_name(selector: Selector, family: int) -> str:
     return f"s{family}_{selector.unique_id[2:].replace('-', '_')[:40]}"
 
 
-def compile_chains(state: PolicyState, node: str) -> Chains:
-    return Compiler(node).compile(state)
+def compile_chains(state: PolicyState, node: str, host_addresses=None) -> Chains:
+    return Compiler(node).compile(state, host_addresses)
 
 
 class Compiler:
@@ -138,23 +138,30 @@ class Compiler:
     def forget_all(self) -> None:
         """A profile, a policy or the guarded destinations changed: any
         chain may differ."""
-        # endpoint key -> its own chains, and the policy and profile chains they jump to
-        self._endpoints: dict[str, tuple[Chains, dict[str, Chains]]] = {}
+        # (endpoint key, interface) -> its own chains, and the policy and
+        # profile chains they jump to (a host endpoint may have several
+        # interfaces, by its expectedIPs)
+        self._endpoints: dict[tuple[str, str], tuple[Chains, dict[str, Chains]]] = {}
         self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
         self._selection = None
 
     def forget(self, key: str) -> None:
         """Local endpoint `key` changed, or is gone."""
-        self._endpoints.pop(key, None)
+        for cached in [k for k in self._endpoints if k[0] == key]:
+            del self._endpoints[cached]
 
-    def compile(self, state: PolicyState) -> Chains:
+    def compile(self, state: PolicyState,
+                host_addresses: dict[str, frozenset[str]] | None = None) -> Chains:
+        """host_addresses: interface -> its addresses, for host endpoints
+        without interfaceName."""
         if self._selection is None:
             self._selection = _Selection(state)
         chains, compiled, jumped = Chains(), {}, {}
         for endpoint in state.local_endpoints(self.node) + \
-                state.local_host_endpoints(self.node):
-            own, jumps = compiled[endpoint.key] = \
-                self._endpoints.get(endpoint.key) or self._endpoint(state, endpoint)
+                state.local_host_endpoints(self.node, host_addresses):
+            cached = (endpoint.key, endpoint.interface)
+            own, jumps = compiled[cached] = \
+                self._endpoints.get(cached) or self._endpoint(state, endpoint)
             chains.add(own)
             jumped.update(jumps)  # many endpoints jump to one chain: add it once
         for chain in jumped.values():

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 
-from agent import nftables
+from agent import kernel, nftables
 from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
@@ -50,6 +50,7 @@ class PolicyEngine:
         self.membership = Membership()
         self.compiler = Compiler(self.nodename, guarded_destinations(self.etcd_endpoints))
         self._chains = None  # compiled chains; None: compile what is stale
+        self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
         self._full = True
@@ -95,8 +96,10 @@ class PolicyEngine:
             self._full = not self.nft.present()
             self._last_full = started
             self._guard(guarded_destinations(self.etcd_endpoints))  # names may move
+        if self.state.matches_by_address(self.nodename):
+            self._host_interfaces(host_addresses())
         if self._chains is None:
-            self._chains = self.compiler.compile(self.state)
+            self._chains = self.compiler.compile(self.state, self._host_addresses)
             self.membership.set_selectors(self.state, self._chains.selectors)
         changed = self._endpoints_changed
         if self._relabel:
@@ -111,6 +114,14 @@ class PolicyEngine:
             self._last_full = started
         self._full = False
         self._write_status(started)
+
+    def _host_interfaces(self, addresses: dict[str, frozenset[str]]) -> None:
+        """The host's addresses by interface, which pick the interfaces of
+        host endpoints without interfaceName; read at each sync (a change,
+        or the resync interval) while there are such endpoints."""
+        if addresses != self._host_addresses:
+            self._host_addresses = addresses
+            self._chains = None
 
     def _guard(self, guarded) -> None:
         if guarded != self.compiler.guarded:
@@ -164,6 +175,15 @@ class PolicyEngine:
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         }
         write_status(self.status_path, status)
+
+
+def host_addresses() -> dict[str, frozenset[str]]:
+    """This host's global addresses (IPv4 and IPv6) by interface."""
+    found = {}
+    for version in (4, 6):
+        for address in kernel.addresses(version):
+            found.setdefault(address.ifname, set()).add(str(address.network.ip))
+    return {name: frozenset(held) for name, held in found.items()}
 
 
 def write_status(path: str, status: dict) -> None:

@@ -9,7 +9,7 @@ a listed Profile that does not parse: it denies (§4.3, "missing profile").
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from datastore.felix_configuration import FelixConfigurationError, FelixSettings
 from datastore.host_endpoint import host_endpoint_from_resource
@@ -124,14 +124,30 @@ class PolicyState:
                        if e.node == node and e.interface and not e.host),
                       key=lambda e: e.interface)
 
-    def local_host_endpoints(self, node: str) -> list[Endpoint]:
-        """This node's host endpoints in force, by interface ("*" too): of
-        several naming one interface, the first by name, as in Felix."""
+    def local_host_endpoints(self, node: str,
+                             addresses: dict[str, frozenset[str]] | None = None
+                             ) -> list[Endpoint]:
+        """This node's host endpoints in force, by interface ("*" too), as
+        Felix picks them (endpoint_mgr.go): an endpoint without
+        interfaceName is the endpoint of each interface holding one of its
+        expectedIPs (`addresses`: interface -> its addresses); of several for
+        one interface, the first by name.  Each comes with its interface."""
         chosen = {}
         for endpoint in sorted((e for e in self.endpoints.values() if e.node == node and e.host),
                                key=lambda e: e.key):
-            chosen.setdefault(endpoint.interface, endpoint)
+            if endpoint.interface:
+                chosen.setdefault(endpoint.interface, endpoint)
+                continue
+            for interface, held in (addresses or {}).items():
+                if held.intersection(endpoint.addresses):
+                    chosen.setdefault(interface, replace(endpoint, interface=interface))
         return [chosen[i] for i in sorted(chosen)]
+
+    def matches_by_address(self, node: str) -> bool:
+        """Whether one of this node's host endpoints has no interfaceName:
+        then the host's addresses pick its interfaces."""
+        return any(e.host and e.node == node and not e.interface
+                   for e in self.endpoints.values())
 
 
 def _parse(key, value, build):

@@ -174,6 +174,21 @@ def test_host_endpoints_get_felixs_chains_of_each_kind():
     assert chains.rules["raw-th-eth0"] == ("jump raw-failsafe-out", CLEAR_MARKS)
 
 
+def test_a_host_endpoint_without_interface_name_takes_the_interfaces_of_its_addresses():
+    """As Felix: each interface holding one of its expectedIPs, unless an
+    endpoint first by name claims it; none while no interface holds them."""
+    state = state_of(hep("b-by-address", "", "10.0.0.11", "fd00::12"),
+                     hep("a-eth1", "eth1"), hep("c-eth2", "eth2"))
+    addresses = {"eth0": frozenset({"10.0.0.11"}), "eth1": frozenset({"fd00::12"}),
+                 "eth2": frozenset({"fd00::12"}), "eth3": frozenset({"10.0.0.99"})}
+    assert [(e.key.rsplit("/", 1)[1], e.interface)
+            for e in state.local_host_endpoints(NODE, addresses)] == [
+        ("b-by-address", "eth0"), ("a-eth1", "eth1"), ("b-by-address", "eth2")]
+    assert sorted(compile_chains(state, NODE, addresses).host["from-hep"]) == [
+        "eth0", "eth1", "eth2"]
+    assert sorted(compile_chains(state, NODE).host["from-hep"]) == ["eth1", "eth2"]
+
+
 def test_only_local_endpoints_with_an_interface_get_chains():
     no_interface = wep("x")
     record = json.loads(no_interface[1])

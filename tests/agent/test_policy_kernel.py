@@ -402,6 +402,13 @@ def test_host_endpoints_protect_the_host_but_failsafe_ports(host, lan):
     assert tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
     assert tcp_reaches(host_ns, n1, "10.0.7.2", 7070)
     assert not tcp_reaches(n2, host_ns, "10.0.8.1", 7071)  # eth2: still "*"
+    # An endpoint without interfaceName: the interface holding its expectedIPs.
+    engine = engine_run(ns, engine, host_endpoint("by-address", "", "10.0.8.1",
+                                                  profiles=["open"]))
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7071)
+    with open(status) as f:
+        assert json.load(f)["hostEndpoints"] == ["*", "eth1", "eth2"]
+    engine = engine_run(ns, engine, (host_endpoint("by-address", "")[0], None))
 
     # No failsafe ports: ssh closes on eth2 too; the environment wins again.
     engine = engine_run(ns, engine, felix_configuration("default", failsafeInboundHostPorts=[]))

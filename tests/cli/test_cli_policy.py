@@ -175,7 +175,8 @@ def test_apply_get_delete_host_endpoint(cli, resources):
 def test_a_host_endpoint_is_checked_before_anything_is_written(cli, resources):
     for line, instead, message in (
             ("  node: test-node\n", "", "spec.node: is required"),
-            ("  interfaceName: eth0\n", "", "spec.interfaceName: is required by this plugin"),
+            ("  interfaceName: eth0\n  expectedIPs: [10.0.0.11]\n", "",
+             "spec: needs interfaceName"),
             ("[10.0.0.11]", "[10.0.0.1/24]", "spec.expectedIPs[0]: '10.0.0.1/24' is not an IP"),
             ("  profiles: [net1]\n", "  ports: [{name: ssh, port: 22, protocol: TCP}]\n",
              "spec.ports: named ports are not supported")):

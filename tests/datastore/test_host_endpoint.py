@@ -17,6 +17,11 @@ def hep(**spec):
                     metadata={"labels": {"role": "lan"}})
 
 
+def test_a_host_endpoint_by_its_addresses():
+    parsed = host_endpoint_from_resource(hep(expectedIPs=["10.0.0.1"]))
+    assert (parsed.interface, parsed.expected_ips) == ("", ("10.0.0.1",))
+
+
 def test_a_host_endpoint_as_policy_sees_it():
     parsed = host_endpoint_from_resource(hep(interfaceName="*", expectedIPs=["10.0.0.1",
                                                                              "fd00::1"],
@@ -27,7 +32,7 @@ def test_a_host_endpoint_as_policy_sees_it():
 
 @pytest.mark.parametrize("spec, path", [
     ({"interfaceName": "eth0", "node": ""}, "spec.node"),
-    ({"expectedIPs": ["10.0.0.1"]}, "spec.interfaceName"),
+    ({"expectedIPs": []}, "spec: needs interfaceName"),
     ({"interfaceName": "a-very-long-interface"}, "spec.interfaceName"),
     ({"interfaceName": "eth0", "expectedIPs": [17]}, "spec.expectedIPs[0]"),
     ({"interfaceName": "eth0", "profiles": ["Bad"]}, "spec.profiles[0]"),
