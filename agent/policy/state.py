@@ -1,8 +1,8 @@
 """What the policy engine knows: every workload and host endpoint in the
-cluster, the Profiles and GlobalNetworkPolicies, and the FelixConfigurations, kept from
-etcd keys.  Pure bookkeeping, like agent/model.py: a key is applied with its
-whole new value (None when deleted), so replayed events end in the right
-state.
+cluster, the Profiles and GlobalNetworkPolicies, and the
+FelixConfigurations, kept from etcd keys.  Pure bookkeeping, like
+agent/model.py: a key is applied with its whole new value (None when
+deleted), so replayed events end in the right state.
 
 Invalid objects count as absent, as in Felix (calico-policy.md §1.9), except
 a listed Profile that does not parse: it denies (§4.3, "missing profile").
@@ -35,7 +35,9 @@ class Endpoint:
 
     key: str
     node: str
-    interface: str  # a host endpoint's may be "*": every interface of its host
+    # a host endpoint's may be "*" (every interface of its host) or "" (those
+    # holding its expectedIPs)
+    interface: str
     # "10.65.0.3", "fd00::3": a workload's ipNetworks without prefix, a host
     # endpoint's expectedIPs
     addresses: tuple[str, ...]
