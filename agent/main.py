@@ -58,7 +58,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
                                 address6)
         policy = PolicyEngine(settings.nodename, settings.policy_status_path,
                               settings.resync_interval,
-                              settings.endpoint_to_host_action,
+                              settings.felix_env,
                               settings.etcd.endpoints) if settings.policy else None
         if policy is None:
             policy_off(settings.policy_status_path)

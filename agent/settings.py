@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from netaddr import AddrFormatError, IPNetwork
 
 from agent.errors import SettingsError
+from datastore.felix_configuration import FelixSettings
 from datastore.settings import EtcdSettings
 
 AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
@@ -32,9 +33,9 @@ class AgentSettings:
     resync_interval: float = 30.0
     # Enforce Profiles and GlobalNetworkPolicies (off: Felix does it).
     policy: bool = True
-    # FELIX_DEFAULTENDPOINTTOHOSTACTION (Drop, Accept, Return); None: the
-    # FelixConfigurations in etcd decide, else Felix's default Drop.
-    endpoint_to_host_action: str | None = None
+    # FELIX_DEFAULTENDPOINTTOHOSTACTION, FELIX_FAILSAFE*HOSTPORTS: what they
+    # set wins over the FelixConfigurations in etcd, then Felix's defaults.
+    felix_env: FelixSettings = FelixSettings()
     # Answer the names of every host's containers (agent/names).
     names: bool = True
     # Where the agent leaves files for `calico-libnetwork status`.

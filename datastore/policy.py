@@ -12,10 +12,9 @@ One set of rules serves two readers:
 
 Validation follows calicoctl's v3 validator (shared/reference/calico-policy.md
 §1-§2: names are case-sensitive, nets strictly masked, ports only with
-TCP/UDP/SCTP, ...).  Beyond that, everything this plugin cannot enforce on
-Docker workloads is refused by name rather than ignored: host-endpoint flags,
-HTTP matches, service accounts, Kubernetes services and namespaces, named
-ports, other tiers.  Unknown fields are refused too.
+TCP/UDP/SCTP, ...).  Beyond that, everything this plugin cannot enforce is
+refused by name rather than ignored: HTTP matches, service accounts,
+Kubernetes services and namespaces, named ports, other tiers.  Unknown fields are refused too.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ GLOBAL_NETWORK_POLICY = "GlobalNetworkPolicy"
 # Policy kinds Calico has and this plugin does not enforce.
 UNSUPPORTED_KINDS = ("NetworkPolicy", "GlobalNetworkSet", "NetworkSet", "Tier",
                      "StagedNetworkPolicy", "StagedGlobalNetworkPolicy",
-                     "StagedKubernetesNetworkPolicy", "HostEndpoint")
+                     "StagedKubernetesNetworkPolicy")
 
 INGRESS, EGRESS = "Ingress", "Egress"
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
@@ -192,6 +191,13 @@ class GlobalNetworkPolicy:
     types: frozenset[str]  # subset of {"Ingress", "Egress"}
     ingress: tuple[Rule, ...] = ()
     egress: tuple[Rule, ...] = ()
+    # Host endpoints only (Felix): before conntrack, allowed packets untracked
+    # (doNotTrack); before DNAT, ingress only (preDNAT); also on traffic the
+    # host forwards through the endpoint's interface (applyOnForward, which
+    # both others need).
+    do_not_track: bool = False
+    pre_dnat: bool = False
+    apply_on_forward: bool = False
 
     @property
     def sort_key(self) -> tuple:
@@ -254,13 +260,7 @@ def policy_from_resource(res: Resource) -> GlobalNetworkPolicy:
     c.fields("spec", spec, ("order", "selector", "types", "ingress", "egress", "doNotTrack",
                             "preDNAT", "applyOnForward", "serviceAccountSelector",
                             "namespaceSelector", "performanceHints", "tier"))
-    for flag in ("doNotTrack", "preDNAT", "applyOnForward"):
-        value = spec.get(flag)
-        if value is not None and not isinstance(value, bool):
-            c.fail(f"spec.{flag}", "must be true or false")
-        if value:
-            c.fail(f"spec.{flag}", "applies only to host endpoints, which this plugin does "
-                                   "not have; remove it or set it to false")
+    flags = _host_endpoint_flags(c, spec)
     if _present(spec.get("serviceAccountSelector")):
         c.fail("spec.serviceAccountSelector", "not supported: " + _NOT_SUPPORTED_SA)
     if _present(spec.get("namespaceSelector")):
@@ -281,17 +281,43 @@ def policy_from_resource(res: Resource) -> GlobalNetworkPolicy:
         selector=_selector(c, "spec.selector", spec.get("selector")) or parse("all()"),
         types=frozenset(types or (INGRESS, EGRESS)),
         ingress=_rules(c, "spec.ingress", spec.get("ingress")),
-        egress=_rules(c, "spec.egress", spec.get("egress")))
+        egress=_rules(c, "spec.egress", spec.get("egress")), **flags)
+
+
+def _host_endpoint_flags(c: _Checker, spec: dict) -> dict[str, bool]:
+    """doNotTrack, preDNAT and applyOnForward, with calicoctl's rules."""
+    flags = {}
+    for flag, field_name in (("doNotTrack", "do_not_track"), ("preDNAT", "pre_dnat"),
+                             ("applyOnForward", "apply_on_forward")):
+        value = spec.get(flag)
+        if value is not None and not isinstance(value, bool):
+            c.fail(f"spec.{flag}", "must be true or false")
+        flags[field_name] = bool(value)
+    if flags["do_not_track"] and flags["pre_dnat"]:
+        c.fail("spec.preDNAT", "preDNAT and doNotTrack cannot both be true")
+    if (flags["do_not_track"] or flags["pre_dnat"]) and not flags["apply_on_forward"]:
+        c.fail("spec.applyOnForward", "applyOnForward must be true if either preDNAT or "
+                                      "doNotTrack is true")
+    if flags["pre_dnat"] and spec.get("egress"):
+        c.fail("spec.egress", "preDNAT policy cannot have any egress rules")
+    if flags["pre_dnat"] and EGRESS in (spec.get("types") or ()):
+        c.fail("spec.types", "preDNAT policy cannot have 'Egress' type")
+    return flags
 
 
 def validate_resource(res: Resource) -> Resource:
     """For the CLI, before it writes res: PolicyError if res is a policy
     object this plugin will not enforce.  A GlobalNetworkPolicy comes back as
     a copy named default.<name> with `types` filled in as calicoctl does
-    (§1.8); a Profile comes back unchanged, and so does a FelixConfiguration
-    whose fields the agent reads are valid (FelixConfigurationError if not).
-    Other kinds that are not policy (IPPool, ...) are returned unchanged;
-    NetworkPolicy, network sets, tiers and host endpoints are refused."""
+    (§1.8); a Profile comes back unchanged, and so does a valid HostEndpoint
+    or a FelixConfiguration whose fields the agent reads are valid
+    (FelixConfigurationError if not).  Other kinds that are not policy
+    (IPPool, ...) are returned unchanged; NetworkPolicy, network sets and
+    tiers are refused."""
+    from datastore.host_endpoint import HOST_ENDPOINT, host_endpoint_from_resource  # builds on us
+    if res.kind == HOST_ENDPOINT:
+        host_endpoint_from_resource(res)
+        return res
     if res.kind == PROFILE:
         profile_from_resource(res)
         return res

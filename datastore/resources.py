@@ -32,6 +32,7 @@ PLURALS = {
     "ClusterInformation": "clusterinformations",
     "FelixConfiguration": "felixconfigurations",
     "BGPConfiguration": "bgpconfigurations",
+    "HostEndpoint": "hostendpoints",
 }
 NAMESPACED = {"WorkloadEndpoint"}
 _META_ORDER = {k: i for i, k in enumerate(

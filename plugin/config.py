@@ -13,8 +13,7 @@ import netaddr
 
 from agent.errors import SettingsError
 from agent.settings import AgentSettings, check_autodetection_method, parse_ip_setting
-from datastore.felix_configuration import (ENDPOINT_TO_HOST_ENV, FelixConfigurationError,
-                                           endpoint_to_host_action)
+from datastore.felix_configuration import FelixConfigurationError, FelixSettings
 from datastore.resources import valid_name
 from datastore.settings import EtcdSettings
 from driver.settings import DriverSettings
@@ -109,7 +108,7 @@ class Config:
             agent=AgentSettings(
                 nodename=nodename, etcd=etcd, **_node_address(env),
                 policy=_bool(env, "CALICO_LIBNETWORK_POLICY", True),
-                endpoint_to_host_action=_endpoint_to_host_action(env),
+                felix_env=_felix_env(env),
                 names=_bool(env, "CALICO_LIBNETWORK_DNS", True),
                 run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir),
             debug=bool(env.get("CALICO_DEBUG")),
@@ -160,12 +159,9 @@ def _node_address(env) -> dict:
             "ip6": ip6, "ip6_autodetection_method": method6}
 
 
-def _endpoint_to_host_action(env) -> str | None:
-    raw = env.get(ENDPOINT_TO_HOST_ENV)
-    if not raw:
-        return None
+def _felix_env(env) -> FelixSettings:
     try:
-        return endpoint_to_host_action(raw, ENDPOINT_TO_HOST_ENV)
+        return FelixSettings.from_env(env)
     except FelixConfigurationError as exc:
         raise ConfigError(str(exc)) from None
 

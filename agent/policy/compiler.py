@@ -10,32 +10,74 @@ both the sender's egress and the receiver's ingress chain.
 Selector matches become named sets of addresses (s4_<id>, s6_<id>), whose
 members the engine keeps up to date without touching the rules.
 
-An egress chain starts with the guard (agent/policy/guarded.py): the
-datastore's client ports, dropped unless a rule of that endpoint's egress
-policies or profiles names them.
+A workload's egress chain starts with the guard (agent/policy/guarded.py):
+the datastore's client ports, dropped unless a rule of that endpoint's
+egress policies or profiles names them.
+
+A host endpoint of this node gets chains of four kinds, as Felix renders
+them (felix/rules/endpoints.go), each named for its interface (<if>, or
+any-interface-at-all for the "*" endpoint):
+* normal: fh-<if> for what enters the host from the interface, th-<if> for
+  what the host sends out of it: IPv6 neighbour discovery, conntrack
+  (replies pass), the failsafe chain, the policy tier, the profiles, drop.
+  A host endpoint without policies or profiles passes only the failsafe
+  ports.  Policies flagged doNotTrack or preDNAT are not here.
+* forward: fhfw-<if>/thfw-<if> for what the host forwards from or to the
+  interface: conntrack, then the applyOnForward policies (tier ending in a
+  drop), no profiles; without such policies, allowed.
+* preDNAT: mangle-fh-<if>, before DNAT: conntrack, failsafe, the preDNAT
+  policies (ingress only); what none decides goes on to normal policy.
+* untracked: raw-fh-<if>/raw-th-<if>, before conntrack: the raw failsafe
+  chains (which also pass replies by source port), the doNotTrack
+  policies, whose Allow also skips conntrack; what none decides goes on.
+  Not for the "*" endpoint, as in Felix.
+An Allow in the preDNAT or untracked chains is final: the packet carries the
+accept mark, which the later hooks accept at once.
 """
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from agent.policy.guarded import Guarded, guard_rules, named_by
 from agent.policy.state import Endpoint, PolicyState
+from datastore.host_endpoint import ALL_INTERFACES
 from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
 from datastore.selector import Selector
+
+LOG = logging.getLogger(__name__)
 
 ACCEPT_MARK = 0x10000
 PASS_MARK = 0x20000
 CLEAR_MARKS = f"meta mark set meta mark & {0xFFFFFFFF & ~(ACCEPT_MARK | PASS_MARK):#010x}"
 ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == {ACCEPT_MARK:#x}"
+NOT_ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == 0"
 NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
 LOG_PREFIX = "calico-packet: "
 VXLAN_PORT = 4789
+ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
+FAILSAFE_IN, FAILSAFE_OUT = "failsafe-in", "failsafe-out"
+RAW_FAILSAFE_IN, RAW_FAILSAFE_OUT = "raw-failsafe-in", "raw-failsafe-out"
+ACCEPT_AND_RETURN = f"meta mark set meta mark | {ACCEPT_MARK:#x} return"
+# Kinds of endpoint chain (Felix's chain types).
+NORMAL, FORWARD, PRE_DNAT, UNTRACKED = "normal", "forward", "preDNAT", "untracked"
+# Host endpoint chains: kind -> direction -> (chain prefix, dispatch chain);
+# preDNAT policy applies to ingress only.
+HOST_CHAINS = {
+    NORMAL: {"Ingress": ("fh-", "from-hep"), "Egress": ("th-", "to-hep")},
+    FORWARD: {"Ingress": ("fhfw-", "from-hep-fwd"), "Egress": ("thfw-", "to-hep-fwd")},
+    PRE_DNAT: {"Ingress": ("mangle-fh-", "mangle-from-hep")},
+    UNTRACKED: {"Ingress": ("raw-fh-", "raw-from-hep"), "Egress": ("raw-th-", "raw-to-hep")},
+}
+HOST_DISPATCH = tuple(d for kind in HOST_CHAINS.values() for _, d in kind.values())
+_CONNTRACK = ("ct state established,related accept", "ct state invalid drop")
+_ALL_INTERFACES_CHAIN = "any-interface-at-all"  # Felix's; no interface has so long a name
 DIRECTIONS = ("Ingress", "Egress")
 _MAX_NAME = 255
 _FAMILY = {4: ("ipv4", "ip", "icmp"), 6: ("ipv6", "ip6", "icmpv6")}
 _VERSION = {"ip": 4, "ip6": 6}
 _ACTIONS = {
-    "Allow": f"meta mark set meta mark | {ACCEPT_MARK:#x} return",
+    "Allow": ACCEPT_AND_RETURN,
     "Pass": f"meta mark set meta mark | {PASS_MARK:#x} return",
     "Deny": "drop",
     "Log": f'log prefix "{LOG_PREFIX}" level notice',
@@ -49,6 +91,9 @@ class Chains:
     rules: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chain -> rules
     ingress: dict[str, str] = field(default_factory=dict)  # interface -> its ingress chain
     egress: dict[str, str] = field(default_factory=dict)
+    # host endpoints: dispatch chain (HOST_DISPATCH) -> interface ("*" too)
+    # -> its chain
+    host: dict[str, dict[str, str]] = field(default_factory=dict)
     selectors: set[Selector] = field(default_factory=set)  # each needs s4_/s6_ sets
 
     @property
@@ -59,6 +104,8 @@ class Chains:
         self.rules.update(other.rules)
         self.ingress.update(other.ingress)
         self.egress.update(other.egress)
+        for dispatch, chains in other.host.items():
+            self.host.setdefault(dispatch, {}).update(chains)
         self.selectors |= other.selectors
 
 
@@ -74,8 +121,8 @@ def set_name(selector: Selector, family: int) -> str:
     return f"s{family}_{selector.unique_id[2:].replace('-', '_')[:40]}"
 
 
-def compile_chains(state: PolicyState, node: str) -> Chains:
-    return Compiler(node).compile(state)
+def compile_chains(state: PolicyState, node: str, host_addresses=None) -> Chains:
+    return Compiler(node).compile(state, host_addresses)
 
 
 class Compiler:
@@ -91,22 +138,30 @@ class Compiler:
     def forget_all(self) -> None:
         """A profile, a policy or the guarded destinations changed: any
         chain may differ."""
-        # endpoint key -> its own chains, and the policy and profile chains they jump to
-        self._endpoints: dict[str, tuple[Chains, dict[str, Chains]]] = {}
+        # (endpoint key, interface) -> its own chains, and the policy and
+        # profile chains they jump to (a host endpoint may have several
+        # interfaces, by its expectedIPs)
+        self._endpoints: dict[tuple[str, str], tuple[Chains, dict[str, Chains]]] = {}
         self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
         self._selection = None
 
     def forget(self, key: str) -> None:
         """Local endpoint `key` changed, or is gone."""
-        self._endpoints.pop(key, None)
+        for cached in [k for k in self._endpoints if k[0] == key]:
+            del self._endpoints[cached]
 
-    def compile(self, state: PolicyState) -> Chains:
+    def compile(self, state: PolicyState,
+                host_addresses: dict[str, frozenset[str]] | None = None) -> Chains:
+        """host_addresses: interface -> its addresses, for host endpoints
+        without interfaceName."""
         if self._selection is None:
             self._selection = _Selection(state)
         chains, compiled, jumped = Chains(), {}, {}
-        for endpoint in state.local_endpoints(self.node):
-            own, jumps = compiled[endpoint.key] = \
-                self._endpoints.get(endpoint.key) or self._endpoint(state, endpoint)
+        for endpoint in state.local_endpoints(self.node) + \
+                state.local_host_endpoints(self.node, host_addresses):
+            cached = (endpoint.key, endpoint.interface)
+            own, jumps = compiled[cached] = \
+                self._endpoints.get(cached) or self._endpoint(state, endpoint)
             chains.add(own)
             jumped.update(jumps)  # many endpoints jump to one chain: add it once
         for chain in jumped.values():
@@ -117,15 +172,41 @@ class Compiler:
     def _endpoint(self, state: PolicyState, endpoint: Endpoint):
         own, jumps = Chains(), {}
         labels = state.labels_of(endpoint)
-        for direction in DIRECTIONS:
-            policies = self._selection.policies(labels, direction)
-            name = ("tw-" if direction == "Ingress" else "fw-") + endpoint.interface
-            guard = () if direction == "Ingress" else \
-                guard_rules(self._closed(state, endpoint, policies))
-            own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
-                                                    policies, guard))
-            (own.ingress if direction == "Ingress" else own.egress)[endpoint.interface] = name
+        (self._host_endpoint if endpoint.host else self._workload_endpoint)(
+            own, jumps, state, endpoint, labels)
         return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
+
+    def _workload_endpoint(self, own: Chains, jumps: dict, state: PolicyState,
+                           endpoint: Endpoint, labels: dict) -> None:
+        for direction in DIRECTIONS:
+            inbound = direction == "Ingress"
+            policies = self._selection.policies(labels, direction, NORMAL)
+            name = ("tw-" if inbound else "fw-") + endpoint.interface
+            prelude = () if inbound else guard_rules(self._closed(state, endpoint, policies))
+            own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
+                                                    policies, prelude))
+            (own.ingress if inbound else own.egress)[endpoint.interface] = name
+
+    def _host_endpoint(self, own: Chains, jumps: dict, state: PolicyState, endpoint: Endpoint,
+                       labels: dict) -> None:
+        """A host endpoint's chains of each kind that it needs: normal and
+        forward always, preDNAT and untracked when such policies select it."""
+        for kind, directions in HOST_CHAINS.items():
+            selected = {d: self._selection.policies(labels, d, kind) for d in directions}
+            if kind in (PRE_DNAT, UNTRACKED) and not any(selected.values()):
+                continue
+            if kind == UNTRACKED and endpoint.interface == ALL_INTERFACES:
+                LOG.warning("doNotTrack policies do not apply to %s: not to a host endpoint "
+                            "of every interface (\"*\"), as in Felix", endpoint.key)
+                continue
+            for direction, policies in selected.items():
+                prefix, dispatch = directions[direction]
+                name = prefix + (_ALL_INTERFACES_CHAIN if endpoint.interface == ALL_INTERFACES
+                                 else endpoint.interface)
+                own.rules[name] = tuple(_endpoint_chain(
+                    jumps, state, endpoint, direction, policies,
+                    _host_prelude(kind, direction == "Ingress"), kind))
+                own.host.setdefault(dispatch, {})[endpoint.interface] = name
 
     def _closed(self, state: PolicyState, endpoint: Endpoint,
                 policies: list[GlobalNetworkPolicy]) -> list[Guarded]:
@@ -153,30 +234,56 @@ class _Selection:
         self._sorted = sorted(state.policies.values(), key=lambda p: p.sort_key)
         self._memo = {}
 
-    def policies(self, labels: dict, direction: str) -> list[GlobalNetworkPolicy]:
+    def policies(self, labels: dict, direction: str, kind: str) -> list[GlobalNetworkPolicy]:
+        """Those of one kind of chain (Felix's tiers: normal, forward, preDNAT, untracked)."""
         key = (frozenset(labels.items()), direction)
         if key not in self._memo:
             self._memo[key] = [p for p in self._sorted
                                if p.governs(direction) and p.selector.evaluate(labels)]
-        return self._memo[key]
+        return [p for p in self._memo[key] if _of_kind(p, kind)]
+
+
+def _of_kind(policy: GlobalNetworkPolicy, kind: str) -> bool:
+    if kind == UNTRACKED:
+        return policy.do_not_track
+    if kind == PRE_DNAT:
+        return policy.pre_dnat
+    normal = not (policy.do_not_track or policy.pre_dnat)
+    return normal and (kind == NORMAL or policy.apply_on_forward)
+
+
+def _host_prelude(kind: str, inbound: bool) -> tuple[str, ...]:
+    if kind == UNTRACKED:
+        return (f"jump {RAW_FAILSAFE_IN if inbound else RAW_FAILSAFE_OUT}",)
+    if kind == FORWARD:
+        return _CONNTRACK  # no failsafe for forwarded traffic
+    nd = () if kind == PRE_DNAT else \
+        (f"icmpv6 type {ND_TYPES} accept",)  # or the host loses its IPv6 neighbours
+    return (*nd, *_CONNTRACK, f"jump {FAILSAFE_IN if inbound else FAILSAFE_OUT}")
 
 
 def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, direction: str,
-                    policies: list[GlobalNetworkPolicy], guard):
-    """The rules of the endpoint's chain; jumps gets the name and the Calico
-    rules of each policy or profile chain it jumps to."""
+                    policies: list[GlobalNetworkPolicy], prelude, kind: str = NORMAL):
+    """The rules of the endpoint's chain of that kind; jumps gets the name and
+    the Calico rules of each policy or profile chain it jumps to."""
     inbound = direction == "Ingress"
-    yield from guard
+    yield from prelude
     yield CLEAR_MARKS
-    if not inbound:  # no VXLAN from workloads (Felix's default)
+    if not (inbound or endpoint.host):  # no VXLAN from workloads (Felix's default)
         yield f"udp dport {VXLAN_PORT} drop"
     for policy in policies:
         chain = chain_name("pi-" if inbound else "po-", policy.name)
         jumps[chain] = policy.rules(direction)
         yield f"{NOT_PASSED} jump {chain}"
+        if kind == UNTRACKED:
+            yield f"{ACCEPTED} notrack"
         yield f"{ACCEPTED} return"
-    if policies:
-        yield f"{NOT_PASSED} drop"  # end of tier
+    if policies and kind in (NORMAL, FORWARD):
+        yield f"{NOT_PASSED} drop"  # end of tier; preDNAT and untracked pass on
+    if kind == FORWARD and not policies:
+        yield ACCEPT_AND_RETURN  # no applyOnForward policy: forwarded traffic is allowed
+    if kind != NORMAL:
+        return  # profiles apply to normal chains only
     for name in endpoint.profiles:
         profile = state.profiles.get(name)
         if not isinstance(profile, Profile):

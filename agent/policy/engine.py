@@ -16,14 +16,14 @@ import logging
 import os
 import time
 
-from agent import nftables
+from agent import kernel, nftables
 from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import Nftables, Ruleset
 from agent.policy.state import PREFIXES, PolicyState
-from datastore.felix_configuration import resolve_endpoint_to_host_action
+from datastore.felix_configuration import FelixSettings, resolve
 
 LOG = logging.getLogger(__name__)
 
@@ -34,12 +34,12 @@ class PolicyEngine:
     prefixes = PREFIXES
 
     def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0,
-                 endpoint_to_host_action: str | None = None, etcd_endpoints=()):
+                 felix_env: FelixSettings = FelixSettings(), etcd_endpoints=()):
         self.nodename = nodename
         self.status_path = status_path
         self.resync_interval = resync_interval
-        # FELIX_DEFAULTENDPOINTTOHOSTACTION: wins over every FelixConfiguration
-        self.endpoint_to_host_env = endpoint_to_host_action
+        # the FELIX_* variables: they win over every FelixConfiguration
+        self.felix_env = felix_env
         self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
         self.nft = Nftables()
         self.reset()
@@ -50,6 +50,7 @@ class PolicyEngine:
         self.membership = Membership()
         self.compiler = Compiler(self.nodename, guarded_destinations(self.etcd_endpoints))
         self._chains = None  # compiled chains; None: compile what is stale
+        self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
         self._full = True
@@ -95,8 +96,10 @@ class PolicyEngine:
             self._full = not self.nft.present()
             self._last_full = started
             self._guard(guarded_destinations(self.etcd_endpoints))  # names may move
+        if self.state.matches_by_address(self.nodename):
+            self._host_interfaces(host_addresses())
         if self._chains is None:
-            self._chains = self.compiler.compile(self.state)
+            self._chains = self.compiler.compile(self.state, self._host_addresses)
             self.membership.set_selectors(self.state, self._chains.selectors)
         changed = self._endpoints_changed
         if self._relabel:
@@ -112,6 +115,14 @@ class PolicyEngine:
         self._full = False
         self._write_status(started)
 
+    def _host_interfaces(self, addresses: dict[str, frozenset[str]]) -> None:
+        """The host's addresses by interface, which pick the interfaces of
+        host endpoints without interfaceName; read at each sync (a change,
+        or the resync interval) while there are such endpoints."""
+        if addresses != self._host_addresses:
+            self._host_addresses = addresses
+            self._chains = None
+
     def _guard(self, guarded) -> None:
         if guarded != self.compiler.guarded:
             self.compiler.guarded = guarded
@@ -126,14 +137,14 @@ class PolicyEngine:
             for family, kind in SET_TYPES.items():
                 sets[set_name(selector, family)] = (kind, frozenset(
                     a for a in members if (":" in a) == (family == 6)))
-        action, _ = self.endpoint_to_host_action()
-        return Ruleset(sets, {**chains.rules,
-                              **Ruleset.dispatch(chains.ingress, chains.egress, action)})
+        return Ruleset(sets, {**chains.rules, **Ruleset.dispatch(
+            chains, *(self.felix(name)[0] for name in (
+                "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+                "failsafe_outbound_host_ports")))})
 
-    def endpoint_to_host_action(self) -> tuple[str, str]:
-        """DefaultEndpointToHostAction now, and where it comes from."""
-        return resolve_endpoint_to_host_action(self.endpoint_to_host_env, self.nodename,
-                                               self.state.felix)
+    def felix(self, field: str) -> tuple:
+        """A FelixConfiguration field's value now, and where it comes from."""
+        return resolve(field, self.felix_env, self.nodename, self.state.felix)
 
     def stop(self) -> None:
         """Remove our table and status: the host as it was without us."""
@@ -144,10 +155,16 @@ class PolicyEngine:
 
     def _write_status(self, started: float) -> None:
         chains = self._chains
-        action, source = self.endpoint_to_host_action()
+        action, source = self.felix("default_endpoint_to_host_action")
+        failsafe = {}
+        for direction in ("inbound", "outbound"):
+            ports, where = self.felix(f"failsafe_{direction}_host_ports")
+            failsafe[direction] = {"value": [str(p) for p in ports], "source": where}
         status = {
             "enabled": True,
             "defaultEndpointToHostAction": {"value": action, "source": source},
+            "hostEndpoints": sorted(chains.host.get("from-hep", ())),
+            "failsafe": failsafe,
             "guarded": [str(g) for g in sorted(self.compiler.guarded)],
             "endpoints": len(chains.ingress),
             "rules": chains.rule_count,
@@ -158,6 +175,15 @@ class PolicyEngine:
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         }
         write_status(self.status_path, status)
+
+
+def host_addresses() -> dict[str, frozenset[str]]:
+    """This host's global addresses (IPv4 and IPv6) by interface."""
+    found = {}
+    for version in (4, 6):
+        for address in kernel.addresses(version):
+            found.setdefault(address.ifname, set()).add(str(address.network.ip))
+    return {name: frozenset(held) for name, held in found.items()}
 
 
 def write_status(path: str, status: dict) -> None:

@@ -16,6 +16,19 @@ first, then the workload's egress policy, then DefaultEndpointToHostAction:
 Drop, Accept, or Return (back out of our input chain, on to the host's own
 rules).  In nftables an accept ends only our table, so Accept and Return
 differ only in what our input chain would still check after it.
+
+What the host itself receives and sends on other interfaces meets this
+node's host endpoints (felix/rules/static.go, dispatch.go): after the
+workloads' own traffic and VXLAN between hosts (which Felix admits from
+the Calico hosts before host endpoint policy), from-hep and to-hep send it
+by interface to its host endpoint's chain, else to the "*" endpoint's,
+else it passes.  Forwarded traffic meets from-hep-fwd before the workload
+chains (unless a preDNAT or doNotTrack policy allowed it) and to-hep-fwd
+after them.  preDNAT policy runs in a prerouting chain at mangle priority,
+before DNAT; doNotTrack policy in prerouting and output chains at raw
+priority, before conntrack, which first clear our mark bits (Felix's raw
+chains do).  Workload interfaces are never host endpoint policy's, except
+in forward chains of the "*" endpoint, as in Felix.
 """
 
 import logging
@@ -23,12 +36,16 @@ from dataclasses import dataclass, field
 
 from agent.errors import KernelError
 from agent.nftables import run
+from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
+                                   HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
+                                   RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
+from datastore.felix_configuration import ProtoPort
+from datastore.host_endpoint import ALL_INTERFACES
 
 LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
-_ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
 
 
 @dataclass
@@ -40,13 +57,48 @@ class Ruleset:
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
 
     @staticmethod
-    def dispatch(ingress: dict[str, str], egress: dict[str, str],
-                 endpoint_to_host_action: str) -> dict[str, tuple[str, ...]]:
+    def dispatch(chains: Chains, endpoint_to_host_action: str,
+                 failsafe_in: tuple[ProtoPort, ...],
+                 failsafe_out: tuple[ProtoPort, ...]) -> dict[str, tuple[str, ...]]:
         """The chains that send a packet to its endpoint's chain by interface
         (any other cali interface, not ours or not programmed yet, drops),
-        and wl-to-host."""
-        return {"from-wl": _dispatch("iifname", egress), "to-wl": _dispatch("oifname", ingress),
-                "wl-to-host": _workload_to_host(endpoint_to_host_action)}
+        wl-to-host, and the host endpoints' dispatch and failsafe chains."""
+        return {"from-wl": _dispatch("iifname", chains.egress),
+                "to-wl": _dispatch("oifname", chains.ingress),
+                "wl-to-host": _workload_to_host(endpoint_to_host_action),
+                **{name: _host_dispatch("iifname" if "from" in name else "oifname",
+                                        chains.host.get(name, {}))
+                   for name in HOST_DISPATCH},
+                **_failsafe_chains(failsafe_in, failsafe_out)}
+
+
+def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
+    """By interface to its host endpoint's chain, else to the "*" one's,
+    else back: no host endpoint, no host endpoint policy."""
+    named = sorted((i, c) for i, c in chains.items() if i != ALL_INTERFACES)
+    rules = []
+    if named:
+        vmap = ", ".join(f'"{iface}" : goto {chain}' for iface, chain in named)
+        rules.append(f"{match} vmap {{ {vmap} }}")
+    if ALL_INTERFACES in chains:
+        rules.append(f"goto {chains[ALL_INTERFACES]}")
+    return tuple(rules)
+
+
+def _failsafe_chains(inbound, outbound) -> dict[str, tuple[str, ...]]:
+    """Felix's failsafe chains: the raw ones, before conntrack, also pass
+    the replies by source port."""
+    ins = tuple(_failsafe(p, "saddr", "dport") for p in inbound)
+    outs = tuple(_failsafe(p, "daddr", "dport") for p in outbound)
+    return {FAILSAFE_IN: ins, FAILSAFE_OUT: outs,
+            RAW_FAILSAFE_IN: ins + tuple(_failsafe(p, "saddr", "sport") for p in outbound),
+            RAW_FAILSAFE_OUT: outs + tuple(_failsafe(p, "daddr", "sport") for p in inbound)}
+
+
+def _failsafe(port: ProtoPort, side: str, port_side: str) -> str:
+    """Accept one failsafe port; the peer's net is matched on `side`."""
+    peer = "" if port.net is None else f"{'ip' if port.family == 4 else 'ip6'} {side} {port.net} "
+    return f"{peer}{port.protocol} {port_side} {port.port} accept"
 
 
 def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -59,7 +111,7 @@ def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
 
 
 def _workload_to_host(action: str) -> tuple[str, ...]:
-    return (f"icmpv6 type {_ND_TYPES} accept",
+    return (f"icmpv6 type {ND_TYPES} accept",
             # DNS to the agent's responder, asked directly or redirected
             # there (agent/names): names resolve whatever the egress rules.
             "ip daddr 169.254.1.1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
@@ -71,10 +123,27 @@ def _workload_to_host(action: str) -> tuple[str, ...]:
 _HOST_ACTIONS = {"Drop": ("drop",), "Accept": ("accept",), "Return": ()}
 
 BASE_CHAINS = {
+    "raw-prerouting": ("type filter hook prerouting priority raw; policy accept;",
+                       (CLEAR_MARKS, 'iifname "cali*" accept', "jump raw-from-hep")),
+    "raw-output": ("type filter hook output priority raw; policy accept;",
+                   (CLEAR_MARKS, "jump raw-to-hep")),
+    "mangle-prerouting": ("type filter hook prerouting priority mangle; policy accept;",
+                          ("ct state established,related accept", f"{ACCEPTED} accept",
+                           "jump mangle-from-hep")),
     "forward": ("type filter hook forward priority filter; policy accept;",
-                ('iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl')),
+                (f"{NOT_ACCEPTED} jump from-hep-fwd",
+                 'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
+                 "jump to-hep-fwd")),
     "input": ("type filter hook input priority filter; policy accept;",
-              ('iifname "cali*" goto wl-to-host',)),
+              ('iifname "cali*" goto wl-to-host',
+               f"{ACCEPTED} accept",  # by a preDNAT or doNotTrack policy
+               f"udp dport {VXLAN_PORT} fib daddr type local accept",
+               "jump from-hep")),
+    "output": ("type filter hook output priority filter; policy accept;",
+               (f"{ACCEPTED} accept",  # by a doNotTrack policy
+                'oifname "cali*" accept',  # to this host's workloads: not filtered
+                f"udp dport {VXLAN_PORT} accept",
+                "jump to-hep")),
 }
 
 

@@ -52,6 +52,9 @@ COLUMNS = {
     "Profile": ([NAME], [NAME, ("LABELS", lambda res: res.metadata.get("labels"))]),
     "GlobalNetworkPolicy": ([NAME], [NAME, ("ORDER", _spec("order")),
                                      ("SELECTOR", _spec("selector"))]),
+    "HostEndpoint": ([NAME, ("NODE", _spec("node"))],
+                     [NAME, ("NODE", _spec("node")), ("INTERFACE", _spec("interfaceName")),
+                      ("IPS", _spec("expectedIPs")), ("PROFILES", _spec("profiles"))]),
 }
 
 

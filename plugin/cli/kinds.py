@@ -21,6 +21,7 @@ _SHORT = {
     "WorkloadEndpoint": ("wep", "weps"),
     "Profile": ("pro", "pros"),
     "GlobalNetworkPolicy": ("gnp", "gnps"),
+    "HostEndpoint": ("hep", "heps"),
     "ClusterInformation": ("clusterinfo", "clusterinfos"),
     "FelixConfiguration": ("felixconfig", "felixconfigs"),
     "BGPConfiguration": ("bgpconfig", "bgpconfigs"),

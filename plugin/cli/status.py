@@ -119,6 +119,15 @@ def _policy_line(policy: dict) -> str:
     return line
 
 
+def _host_endpoints_line(policy: dict) -> str:
+    """This node's host endpoint interfaces, and what they never close."""
+    line = ", ".join(policy["hostEndpoints"])
+    for direction, failsafe in (policy.get("failsafe") or {}).items():
+        ports = ", ".join(failsafe.get("value") or ()) or "none"
+        line += f"; failsafe {direction}: {ports} (from {failsafe.get('source')})"
+    return line
+
+
 def _count(n, thing: str) -> str:
     return f"{n} {thing}" + ("" if n == 1 else "s")
 
@@ -187,6 +196,8 @@ def _print(report: dict) -> None:
             ["Policy:", _policy_line(report["policy"])]]
     if report["policy"].get("guarded"):
         rows.append(["Closed to containers:", ", ".join(report["policy"]["guarded"])])
+    if report["policy"].get("hostEndpoints"):
+        rows.append(["Host endpoints:", _host_endpoints_line(report["policy"])])
     table(None, rows + [["Names:", names_check.line(report["names"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],

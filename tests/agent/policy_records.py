@@ -64,3 +64,17 @@ def state_of(*records) -> PolicyState:
     for key, value in records:
         state.apply(key, value)
     return state
+
+
+def hep(name, interface, *expected_ips, node=NODE, profiles=(), labels=None):
+    """HostEndpoint `name` of `node` on `interface` ("*": all of them)."""
+    spec = {"node": node, "interfaceName": interface}
+    if expected_ips:
+        spec["expectedIPs"] = list(expected_ips)
+    if profiles:
+        spec["profiles"] = list(profiles)
+    return record(Resource("HostEndpoint", name, spec=spec, metadata={"labels": labels or {}}))
+
+
+def felix_configuration(name, **spec):
+    return record(Resource("FelixConfiguration", name, spec=spec))

@@ -12,6 +12,7 @@ from agent.liveness import Heartbeat, live_nodes
 from agent.node import ensure_cluster_information, register
 from plugin.config import Config, ConfigError
 from datastore.etcd import Etcd
+from datastore.felix_configuration import FelixSettings, ProtoPort
 from datastore.resources import Resource, Resources
 from tests.dataplane.test_dataplane import run_in
 from tests.lab import Lab
@@ -106,11 +107,17 @@ def test_agent_settings_from_the_plugin_config():
     assert (s.nodename, s.ip, s.ip_autodetection_method) == ("h1", None, "interface=eth.*")
     assert s.etcd.endpoints == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
     assert Config.from_env({"HOSTNAME": "h2", "IP": "10.0.0.2/24"}).agent.ip == "10.0.0.2/24"
-    assert s.endpoint_to_host_action is None  # the FelixConfigurations decide
-    assert Config.from_env({"NODENAME": "h1", "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT"}) \
-        .agent.endpoint_to_host_action == "Accept"
+    assert s.felix_env == FelixSettings()  # the FelixConfigurations decide
+    felix_env = Config.from_env({"NODENAME": "h1", "FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT",
+                                 "FELIX_FAILSAFEINBOUNDHOSTPORTS": "none",
+                                 "FELIX_FAILSAFEOUTBOUNDHOSTPORTS": "udp:53,tcp:[fd00::/64]:22"}) \
+        .agent.felix_env
+    assert felix_env == FelixSettings("Accept", (), (ProtoPort("udp", 53),
+                                                     ProtoPort("tcp", 22, "fd00::/64")))
     for bad in ({"IP": "10.0.0.2"}, {"IP_AUTODETECTION_METHOD": "magic"},
-                {"FELIX_DEFAULTENDPOINTTOHOSTACTION": "Allow"}):
+                {"FELIX_DEFAULTENDPOINTTOHOSTACTION": "Allow"},
+                {"FELIX_FAILSAFEINBOUNDHOSTPORTS": "sctp:22"},
+                {"FELIX_FAILSAFEOUTBOUNDHOSTPORTS": "tcp:10.0.0.0/33:22"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             Config.from_env({"NODENAME": "h1", **bad})
 

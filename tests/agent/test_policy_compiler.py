@@ -23,8 +23,8 @@ from agent.policy.state import INVALID, PROFILE_PREFIX
 from datastore.policy import policy_from_resource
 from datastore.resources import Resource
 from datastore.selector import parse
-from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
-                                        state_of, wep)
+from tests.agent.policy_records import (NODE, OTHER_NODE, felix_configuration, gnp, gone, hep,
+                                        interface, profile, state_of, wep)
 from tests.lab import Lab
 
 T = f"{FAMILY} {TABLE}"
@@ -133,6 +133,60 @@ def test_an_endpoint_without_profiles_ends_in_a_drop():
     _, ingress, egress = endpoint_chains(state_of(wep("a", profiles=())))
     assert skeleton(ingress) == ["drop"]
     assert skeleton(egress) == ["no vxlan", "drop"]
+
+
+HOST_PRELUDE = ("icmpv6 type { 130, 131, 132, 133, 135, 136 } accept",
+                "ct state established,related accept", "ct state invalid drop")
+
+
+def test_host_endpoints_get_felixs_chains_of_each_kind():
+    """Normal chains always (failsafe, policies, profiles, drop; nothing but
+    failsafe without them); forward chains always (allowed without
+    applyOnForward policies); preDNAT and untracked chains only for such
+    policies, untracked not for "*"; the first endpoint by name wins an
+    interface; another node's endpoints get none."""
+    lan = {"role": "lan"}
+    chains = compile_chains(state_of(
+        profile("open", ingress=[{"action": "Allow"}]),
+        hep("a-eth0", "eth0", labels=lan, profiles=("open",)), hep("b-eth0", "eth0"),
+        hep("all", "*", labels=lan), hep("h2", "eth1", node=OTHER_NODE, labels=lan),
+        gnp("normal", selector="has(role)", types=["Ingress"], ingress=[{"action": "Pass"}]),
+        gnp("untracked", selector="has(role)", doNotTrack=True, applyOnForward=True,
+            types=["Ingress"], ingress=[{"action": "Allow"}])), NODE)
+    assert {d: sorted(c.items()) for d, c in chains.host.items()} == {
+        "from-hep": [("*", "fh-any-interface-at-all"), ("eth0", "fh-eth0")],
+        "to-hep": [("*", "th-any-interface-at-all"), ("eth0", "th-eth0")],
+        "from-hep-fwd": [("*", "fhfw-any-interface-at-all"), ("eth0", "fhfw-eth0")],
+        "to-hep-fwd": [("*", "thfw-any-interface-at-all"), ("eth0", "thfw-eth0")],
+        "raw-from-hep": [("eth0", "raw-fh-eth0")], "raw-to-hep": [("eth0", "raw-th-eth0")]}
+    assert chains.rules["fh-eth0"] == (*HOST_PRELUDE, "jump failsafe-in", CLEAR_MARKS,
+                                       f"{NOT_PASSED} jump pi-default.normal",
+                                       f"{ACCEPTED} return", f"{NOT_PASSED} drop",
+                                       "jump pri-open", f"{ACCEPTED} return", "drop")
+    assert chains.rules["th-eth0"] == (*HOST_PRELUDE, "jump failsafe-out", CLEAR_MARKS,
+                                       "jump pro-open", f"{ACCEPTED} return", "drop")
+    assert chains.rules["th-any-interface-at-all"] == (*HOST_PRELUDE, "jump failsafe-out",
+                                                       CLEAR_MARKS, "drop")
+    assert chains.rules["fhfw-eth0"] == (*HOST_PRELUDE[1:], CLEAR_MARKS, ALLOW)
+    assert chains.rules["raw-fh-eth0"] == (
+        "jump raw-failsafe-in", CLEAR_MARKS, f"{NOT_PASSED} jump pi-default.untracked",
+        f"{ACCEPTED} notrack", f"{ACCEPTED} return")
+    assert chains.rules["raw-th-eth0"] == ("jump raw-failsafe-out", CLEAR_MARKS)
+
+
+def test_a_host_endpoint_without_interface_name_takes_the_interfaces_of_its_addresses():
+    """As Felix: each interface holding one of its expectedIPs, unless an
+    endpoint first by name claims it; none while no interface holds them."""
+    state = state_of(hep("b-by-address", "", "10.0.0.11", "fd00::12"),
+                     hep("a-eth1", "eth1"), hep("c-eth2", "eth2"))
+    addresses = {"eth0": frozenset({"10.0.0.11"}), "eth1": frozenset({"fd00::12"}),
+                 "eth2": frozenset({"fd00::12"}), "eth3": frozenset({"10.0.0.99"})}
+    assert [(e.key.rsplit("/", 1)[1], e.interface)
+            for e in state.local_host_endpoints(NODE, addresses)] == [
+        ("b-by-address", "eth0"), ("a-eth1", "eth1"), ("b-by-address", "eth2")]
+    assert sorted(compile_chains(state, NODE, addresses).host["from-hep"]) == [
+        "eth0", "eth1", "eth2"]
+    assert sorted(compile_chains(state, NODE).host["from-hep"]) == ["eth1", "eth2"]
 
 
 def test_only_local_endpoints_with_an_interface_get_chains():
@@ -446,11 +500,30 @@ STEPS = [
         profile("rules", ingress=EVERY_RULE, egress=EVERY_RULE[::-1], labels={"rules": ""}),
         *(profile(name, labels={}) for name in LONG_PROFILES),
         wep("c", "10.65.0.3", profiles=(*LONG_PROFILES, "rules", "missing"))]),
+    ("host endpoints", [
+        hep("h1-eth0", "eth0", "10.0.0.11", "fd00::11", profiles=("net1",),
+            labels={"role": "lan"}),
+        hep("h1-all", "*"), hep("h2-eth0", "eth0", "10.0.0.12", node=OTHER_NODE),
+        gnp("hosts", selector="role == 'lan'", ingress=[
+            {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'lan'"},
+             "destination": {"ports": [7070]}}]),
+        gnp("untracked", selector="role == 'lan'", doNotTrack=True, applyOnForward=True,
+            ingress=[{"action": "Allow", "protocol": "UDP", "destination": {"ports": [53]}}],
+            egress=[{"action": "Allow", "protocol": "UDP", "source": {"ports": [53]}}]),
+        gnp("pre-dnat", selector="has(role)", preDNAT=True, applyOnForward=True,
+            types=["Ingress"], ingress=[{"action": "Deny", "source": {"nets": ["10.9.0.0/16"]}}]),
+        gnp("forwarded", selector="all()", applyOnForward=True, types=["Ingress", "Egress"],
+            ingress=[{"action": "Allow", "source": {"selector": "has(net1)"}}],
+            egress=[{"action": "Pass"}]),
+        felix_configuration("default", failsafeInboundHostPorts=[
+            {"protocol": "TCP", "port": 22, "net": "10.0.0.0/8"},
+            {"protocol": "UDP", "port": 68, "net": "fd00::/64"}, {"port": 2379}])]),
     ("policy changed", [gnp("rich", order=5, ingress=EVERY_RULE[::2], egress=[])]),
     ("local endpoint removed", [gone(wep("a"))]),
     ("remote endpoint removed", [gone(wep("r1", node=OTHER_NODE))]),
     ("policy removed", [gone(gnp("rich"))]),
     ("profile removed", [gone(profile("rules"))]),
+    ("host endpoint removed", [gone(hep("h1-eth0", "eth0"))]),
     ("local endpoints removed", [gone(wep("b")), gone(wep("c"))]),
 ]
 STATES = list(itertools.accumulate((list(records) for _, records in STEPS),

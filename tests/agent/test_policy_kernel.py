@@ -14,6 +14,7 @@ import pytest
 from agent.policy import nft
 from agent.policy.compiler import Compiler
 from agent.policy.engine import PolicyEngine, remove_policy
+from datastore.felix_configuration import FelixSettings, ProtoPort
 from datastore.resources import Resource
 from driver.endpoints import (SANDBOX_ANNOTATION, names_annotations, network_profile,
                               workload_endpoint)
@@ -228,6 +229,11 @@ def test_deny_log_nets_and_port_ranges_with_real_packets(host):
     assert not tcp_open(workloads, "b", "a", 7001)
 
 
+def action(value):
+    """FELIX_DEFAULTENDPOINTTOHOSTACTION=value."""
+    return FelixSettings(default_endpoint_to_host_action=value)
+
+
 def felix_configuration(name, **spec):
     res = Resource("FelixConfiguration", name, spec=spec)
     return res.key, res.to_json().encode()
@@ -250,11 +256,12 @@ def test_workloads_reach_their_host_as_default_endpoint_to_host_action_says(host
     engine = engine_run(ns, engine, felix_configuration(
         "node." + NODE, defaultEndpointToHostAction="drop"))  # any case, as Felix
     assert not tcp_reaches(workloads["a"], host_ns, gateway, 7070)
-    assert engine.endpoint_to_host_action() == ("Drop", "FelixConfiguration node." + NODE)
+    assert engine.felix("default_endpoint_to_host_action") == (
+        "Drop", "FelixConfiguration node." + NODE)
     engine = engine_run(ns, engine, (felix_configuration("node." + NODE)[0], None))
     assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
     # Return: on to the host's own rules, which here accept.
-    engine = engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Return"),
+    engine = engine_run(ns, PolicyEngine(NODE, status, felix_env=action("Return")),
                         profile("net1"), felix_configuration("node." + NODE,
                                                              defaultEndpointToHostAction="Drop"),
                         wep("a"))
@@ -272,7 +279,7 @@ def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
     naming address and port opens one, a wider CIDR does not."""
     ns, workloads, status, host_ns = host
     subprocess.run(["ip", "-n", host_ns, "addr", "add", "10.0.5.1/32", "dev", "lo"], check=True)
-    engine = engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Accept",
+    engine = engine_run(ns, PolicyEngine(NODE, status, felix_env=action("Accept"),
                                          etcd_endpoints=("http://10.0.5.1:2379",
                                                          "http://10.65.0.3:2379",
                                                          "http://localhost:2381")),
@@ -311,7 +318,7 @@ def test_one_host_port_opened_by_policy_as_the_readme_shows(host):
     allows one port of the host, denies the rest of it and passes the rest."""
     ns, workloads, status, host_ns = host
     gateway = "169.254.1.1"
-    engine_run(ns, PolicyEngine(NODE, status, endpoint_to_host_action="Accept"),
+    engine_run(ns, PolicyEngine(NODE, status, felix_env=action("Accept")),
                profile("net1"), profile("net2"), wep("a"), wep("b"), wep("c"),
                policy("host-postgres-only", {
                    "order": 10, "selector": "all()", "types": ["Egress"],
@@ -322,3 +329,148 @@ def test_one_host_port_opened_by_policy_as_the_readme_shows(host):
     assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
     assert not tcp_reaches(workloads["a"], host_ns, gateway, 7071)
     assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
+
+
+@pytest.fixture
+def lan(host):
+    """Two neighbours of the host, n1 on its eth1 (10.0.7.1 <-> .2) and n2 on
+    its eth2 (10.0.8.1 <-> .2), routing the workloads' addresses through it."""
+    host_ns = host[3]
+    with Lab() as lab:
+        neighbours = {}
+        for name, subnet in (("n1", 7), ("n2", 8)):
+            ns = neighbours[name] = lab.netns(f"policy-{name}")
+            lab.veth(host_ns, f"eth{subnet - 6}", ns, "eth0", f"10.0.{subnet}.1/24",
+                     f"10.0.{subnet}.2/24")
+            lab.route(ns, "10.65.0.0/24", via=f"10.0.{subnet}.1")
+        yield neighbours
+
+
+def host_endpoint(name, interface, *expected_ips, node=NODE, labels=None, profiles=()):
+    spec = {"node": node, "interfaceName": interface, "expectedIPs": list(expected_ips),
+            "profiles": list(profiles)}
+    res = Resource("HostEndpoint", name, spec=spec, metadata={"labels": labels or {}})
+    return res.key, res.to_json().encode()
+
+
+def open_profile(name):
+    res = Resource("Profile", name, spec={"ingress": [{"action": "Allow"}],
+                                          "egress": [{"action": "Allow"}]})
+    return res.key, res.to_json().encode()
+
+
+def test_host_endpoints_protect_the_host_but_failsafe_ports(host, lan):
+    """The "*" endpoint with neither policy nor profile: the host answers
+    its neighbours on the failsafe ports only, and opens only those to them;
+    forwarded traffic (the workloads') and workloads between them unchanged.
+    A policy opens one port to one neighbour, selected by the labels of its
+    own (remote) host endpoint; a named endpoint beats "*"; failsafe ports
+    come from the FelixConfiguration."""
+    ns, workloads, status, host_ns = host
+    n1, n2 = lan["n1"], lan["n2"]
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 7070)  # open before
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
+                        wep("a"), wep("b"), wep("c"),
+                        host_endpoint("h1-all", "*", labels={"role": "docker-host"}))
+    assert not tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
+    assert not tcp_reaches(n2, host_ns, "10.0.8.1", 7070)
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 22)  # failsafe inbound (ssh)
+    assert not tcp_reaches(host_ns, n1, "10.0.7.2", 7070)  # the host's own egress
+    assert tcp_reaches(host_ns, n1, "10.0.7.2", 2379)  # failsafe outbound (etcd)
+    assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
+    assert subprocess.run(["ip", "netns", "exec", workloads["a"], "busybox", "ping", "-c1",
+                           "-W1", "10.0.7.2"], capture_output=True).returncode == 0  # forwarded
+    with open(status) as f:
+        assert json.load(f)["hostEndpoints"] == ["*"]
+
+    # One port, from the neighbour whose host endpoint says it is trusted.
+    engine = engine_run(ns, engine, host_endpoint("n2", "eth0", "10.0.8.2", node="n2",
+                                                  labels={"trusted": "yes"}),
+                        policy("host-7070", {
+                            "selector": "role == 'docker-host'", "types": ["Ingress"],
+                            "ingress": [{"action": "Allow", "protocol": "TCP",
+                                         "source": {"selector": "trusted == 'yes'"},
+                                         "destination": {"ports": [7070]}}]}))
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7070)
+    assert not tcp_reaches(n2, host_ns, "10.0.8.1", 7071)
+    assert not tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 22)
+
+    # eth1's own endpoint, with a profile that allows everything, beats "*".
+    engine = engine_run(ns, engine, open_profile("open"),
+                        host_endpoint("h1-eth1", "eth1", "10.0.7.1", profiles=["open"]))
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
+    assert tcp_reaches(host_ns, n1, "10.0.7.2", 7070)
+    assert not tcp_reaches(n2, host_ns, "10.0.8.1", 7071)  # eth2: still "*"
+    # An endpoint without interfaceName: the interface holding its expectedIPs.
+    engine = engine_run(ns, engine, host_endpoint("by-address", "", "10.0.8.1",
+                                                  profiles=["open"]))
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7071)
+    with open(status) as f:
+        assert json.load(f)["hostEndpoints"] == ["*", "eth1", "eth2"]
+    engine = engine_run(ns, engine, (host_endpoint("by-address", "")[0], None))
+
+    # No failsafe ports: ssh closes on eth2 too; the environment wins again.
+    engine = engine_run(ns, engine, felix_configuration("default", failsafeInboundHostPorts=[]))
+    assert not tcp_reaches(n2, host_ns, "10.0.8.1", 22)
+    engine = engine_run(ns, PolicyEngine(NODE, status, felix_env=FelixSettings(
+        failsafe_inbound_host_ports=(ProtoPort("tcp", 22, "10.0.8.0/24"),))),
+        profile("net1"), host_endpoint("h1-all", "*"),
+        felix_configuration("default", failsafeInboundHostPorts=[]))
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 22)
+    assert not tcp_reaches(n1, host_ns, "10.0.7.1", 22)  # not from that net
+
+    # Without host endpoints the host is open again.
+    engine_run(ns, engine, (host_endpoint("h1-all", "*")[0], None))
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
+
+
+def test_apply_on_forward_pre_dnat_and_do_not_track_policies(host, lan):
+    """eth1's endpoint (role lan) has a profile that allows everything,
+    eth2's (role edge) neither profile nor policy: normal policy drops all on
+    eth2.  applyOnForward: a workload's ICMP forwarded out of eth1 is denied,
+    its TCP allowed, out of eth2 untouched.  preDNAT: a Deny before eth1's
+    open profile, an Allow that skips eth2's drop.  doNotTrack: an Allow in
+    both directions that also skips it, and leaves no conntrack entry."""
+    ns, workloads, status, host_ns = host
+    n1, n2 = lan["n1"], lan["n2"]
+
+    def workload_pings(address):
+        return subprocess.run(["ip", "netns", "exec", workloads["a"], "busybox", "ping", "-c1",
+                               "-W1", address], capture_output=True).returncode == 0
+
+    flagged = {"applyOnForward": True}
+    engine_run(ns, PolicyEngine(NODE, status), profile("net1"), wep("a"), open_profile("open"),
+               host_endpoint("h1-eth1", "eth1", labels={"role": "lan"}, profiles=["open"]),
+               host_endpoint("h1-eth2", "eth2", labels={"role": "edge"}),
+               policy("forwarded", {**flagged, "selector": "role == 'lan'", "types": ["Egress"],
+                                    "egress": [{"action": "Deny", "protocol": "ICMP"},
+                                               {"action": "Allow"}]}),
+               policy("pre-deny", {**flagged, "preDNAT": True, "selector": "role == 'lan'",
+                                   "types": ["Ingress"],
+                                   "ingress": [{"action": "Deny", "protocol": "TCP",
+                                                "destination": {"ports": [7070]}}]}),
+               policy("pre-allow", {**flagged, "preDNAT": True, "selector": "role == 'edge'",
+                                    "types": ["Ingress"],
+                                    "ingress": [{"action": "Allow", "protocol": "TCP",
+                                                 "destination": {"ports": [7072]}}]}),
+               policy("untracked", {**flagged, "doNotTrack": True, "selector": "role == 'edge'",
+                                    "types": ["Ingress", "Egress"],
+                                    "ingress": [{"action": "Allow", "protocol": "TCP",
+                                                 "destination": {"ports": [7073]}}],
+                                    "egress": [{"action": "Allow", "protocol": "TCP",
+                                                "source": {"ports": [7073]}}]}))
+    assert not workload_pings("10.0.7.2") and workload_pings("10.0.8.2")
+    assert tcp_reaches(workloads["a"], n1, "10.0.7.2", 7000)
+    assert not tcp_reaches(n1, host_ns, "10.0.7.1", 7070)  # preDNAT Deny
+    assert tcp_reaches(n1, host_ns, "10.0.7.1", 7071)  # on to eth1's open profile
+    assert not tcp_reaches(n2, host_ns, "10.0.8.1", 7071)  # eth2: normal policy drops
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7072)  # preDNAT Allow is final
+
+    def tracked(port):
+        return f"dport={port} " in subprocess.run(
+            ["ip", "netns", "exec", host_ns, "cat", "/proc/net/nf_conntrack"],
+            capture_output=True, text=True, check=True).stdout
+
+    assert tcp_reaches(n2, host_ns, "10.0.8.1", 7073)  # untracked both ways
+    assert tracked(7072) and not tracked(7073)

@@ -204,6 +204,14 @@ def test_status_file(engine, clock):
         "milliseconds": 0.0,  # the test clock stood still
         "defaultEndpointToHostAction": {"value": "Drop", "source": "default"},
         "guarded": [],
+        "hostEndpoints": [],
+        "failsafe": {  # Felix's defaults
+            "inbound": {"value": ["tcp:22", "udp:68", "tcp:179", "tcp:2379", "tcp:2380",
+                                  "tcp:5473", "tcp:6443", "tcp:6666", "tcp:6667"],
+                        "source": "default"},
+            "outbound": {"value": ["udp:53", "udp:67", "tcp:179", "tcp:2379", "tcp:2380",
+                                   "tcp:5473", "tcp:6443", "tcp:6666", "tcp:6667"],
+                         "source": "default"}},
     }
 
 

@@ -83,7 +83,7 @@ def test_unsupported_field_refused_before_anything_is_written(cli, resources):
     result = cli("apply", "-f", "-", stdin=PROFILE + "---" + bad)
     assert result.code == 1
     no_traceback(result)
-    assert "GlobalNetworkPolicy db: spec.doNotTrack: applies only to host endpoints" in result.err
+    assert "GlobalNetworkPolicy db: spec.applyOnForward: applyOnForward must be true" in result.err
     assert result.out == ""
     assert resources.list("Profile") == [] and resources.list("GlobalNetworkPolicy") == []
 
@@ -143,3 +143,63 @@ def test_felix_configuration_action_is_checked_before_anything_is_written(cli, r
     assert cli("apply", "-f", "-", stdin=FELIX_CONFIGURATION.format(action="accept")).code == 0
     assert resources.get("FelixConfiguration", "node.test-node").spec == {
         "defaultEndpointToHostAction": "accept", "vxlanEnabled": True}
+
+
+HOST_ENDPOINT = """
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: h1-eth0
+  labels: {role: docker-host}
+spec:
+  node: test-node
+  interfaceName: eth0
+  expectedIPs: [10.0.0.11]
+  profiles: [net1]
+"""
+
+
+def test_apply_get_delete_host_endpoint(cli, resources):
+    applied = cli("apply", "-f", "-", stdin=HOST_ENDPOINT)
+    assert applied.code == 0, applied.err
+    stored = resources.get("HostEndpoint", "h1-eth0")
+    assert (stored.labels, stored.spec["interfaceName"]) == ({"role": "docker-host"}, "eth0")
+    got = cli("get", "hep", "-o", "wide")
+    assert got.code == 0, got.err
+    assert got.out.split("\n")[0].split() == ["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"]
+    assert got.out.split("\n")[1].split()[:3] == ["h1-eth0", "test-node", "eth0"]
+    assert cli("delete", "heps", "h1-eth0").code == 0
+    assert resources.list("HostEndpoint") == []
+
+
+def test_a_host_endpoint_is_checked_before_anything_is_written(cli, resources):
+    for line, instead, message in (
+            ("  node: test-node\n", "", "spec.node: is required"),
+            ("  interfaceName: eth0\n  expectedIPs: [10.0.0.11]\n", "",
+             "spec: needs interfaceName"),
+            ("[10.0.0.11]", "[10.0.0.1/24]", "spec.expectedIPs[0]: '10.0.0.1/24' is not an IP"),
+            ("  profiles: [net1]\n", "  ports: [{name: ssh, port: 22, protocol: TCP}]\n",
+             "spec.ports: named ports are not supported")):
+        result = cli("apply", "-f", "-",
+                     stdin=PROFILE + "---" + HOST_ENDPOINT.replace(line, instead))
+        assert result.code == 1, line
+        no_traceback(result)
+        assert f"HostEndpoint h1-eth0: {message}" in result.err
+        assert resources.list("Profile") == [] and resources.list("HostEndpoint") == []
+
+
+def test_failsafe_ports_are_checked_before_anything_is_written(cli, resources):
+    felix = """
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata:
+  name: default
+spec:
+  failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 10.0.0.0/8}, {port: %s}]
+"""
+    result = cli("apply", "-f", "-", stdin=felix % "70000")
+    assert result.code == 1
+    assert ("FelixConfiguration default: spec.failsafeInboundHostPorts[1]: port 70000 is not "
+            "a number 0-65535") in result.err
+    assert resources.list("FelixConfiguration") == []
+    assert cli("apply", "-f", "-", stdin=felix % "2379").code == 0

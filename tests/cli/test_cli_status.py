@@ -136,7 +136,10 @@ POLICY_STATUS = {"enabled": True, "endpoints": 3, "rules": 42, "sets": 6, "clust
                  "programmed": "2026-11-29T17:01:02+00:00", "milliseconds": 12.5,
                  "defaultEndpointToHostAction": {"value": "Accept",
                                                  "source": "FelixConfiguration node.test-node"},
-                 "guarded": ["tcp 10.0.0.1:2379 (etcd)"]}
+                 "guarded": ["tcp 10.0.0.1:2379 (etcd)"], "hostEndpoints": ["*", "eth0"],
+                 "failsafe": {"inbound": {"value": ["tcp:22"], "source": "default"},
+                              "outbound": {"value": [],
+                                           "source": "FELIX_FAILSAFEOUTBOUNDHOSTPORTS"}}}
 
 
 def _policy_line(result):
@@ -156,6 +159,8 @@ def test_policy_enforced(cli, plugin_dir, tmp_path, monkeypatch):
                                     "workloads to this host: Accept (from FelixConfiguration "
                                     "node.test-node)")
     assert "Closed to containers: tcp 10.0.0.1:2379 (etcd)" in " ".join(result.out.split())
+    assert ("Host endpoints: *, eth0; failsafe inbound: tcp:22 (from default); failsafe "
+            "outbound: none (from FELIX_FAILSAFEOUTBOUNDHOSTPORTS)") in " ".join(result.out.split())
     report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
     assert report["policy"] == POLICY_STATUS and report["healthy"]
 

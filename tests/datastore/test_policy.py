@@ -362,9 +362,25 @@ def test_namespace_refused():
 
 @pytest.mark.parametrize("flag", ["doNotTrack", "preDNAT", "applyOnForward"])
 def test_host_endpoint_flags(flag):
-    refused(gnp({flag: True}), f"spec.{flag}", "host endpoints")
     refused(gnp({flag: "yes"}), f"spec.{flag}", "true or false")
     policy_from_resource(gnp({flag: False}))
+    parsed = policy_from_resource(gnp({flag: True, "applyOnForward": True}))
+    assert (parsed.do_not_track, parsed.pre_dnat, parsed.apply_on_forward) == (
+        flag == "doNotTrack", flag == "preDNAT", True)
+
+
+def test_host_endpoint_flags_as_calicoctl_checks_them():
+    refused(gnp({"doNotTrack": True}), "spec.applyOnForward",
+            "applyOnForward must be true if either preDNAT or doNotTrack is true")
+    refused(gnp({"preDNAT": True, "doNotTrack": True, "applyOnForward": True}),
+            "spec.preDNAT", "preDNAT and doNotTrack cannot both be true")
+    pre_dnat = {"preDNAT": True, "applyOnForward": True}
+    refused(gnp({**pre_dnat, "egress": [{"action": "Allow"}]}), "spec.egress",
+            "preDNAT policy cannot have any egress rules")
+    refused(gnp({**pre_dnat, "types": ["Ingress", "Egress"]}), "spec.types",
+            "preDNAT policy cannot have 'Egress' type")
+    assert validate_resource(gnp({**pre_dnat, "ingress": [{"action": "Deny"}]})) \
+        .spec["types"] == ["Ingress"]
 
 
 def test_service_account_and_namespace_selectors():

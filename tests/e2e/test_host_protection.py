@@ -7,6 +7,10 @@ its agent on both), with IPv6 on their link and a dual-stack network.
   CLI while everything runs; DNS by name works throughout.
 * etcd's client port, on h1 and from h2, whatever that action, and no key
   written through it; opened only by a policy that names it.
+* h1 protected by a HostEndpoint on its lab link and a policy that opens a
+  host port to one Calico network of h2 only: the failsafe ports (ssh,
+  etcd for h2's agent and CLI) stay open, names, routes and isolation
+  between containers are unchanged, and deleting them opens the port again.
 """
 
 import base64
@@ -170,3 +174,62 @@ def test_containers_never_reach_etcd_unless_a_policy_names_it(hosts):
     delete(h1, "globalnetworkpolicy", "etcd-clients")
     delete(h1, "felixconfiguration", "default")
     becomes([(client, etcd, etcd_port, False)] + own_host(c1, False), "back to the defaults")
+
+
+TRUSTED_POOL = "10.66.0.0/24"  # not NAT'd: its containers reach h1 with their own address
+
+
+def test_a_host_endpoint_closes_a_host_port_but_failsafe_and_one_network(hosts):
+    h1, h2 = hosts.h1, hosts.h2
+    listen(h1, 22)  # "ssh", a failsafe port
+    apply(h1, "trusted-pool", f"""
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata: {{name: trusted-pool}}
+        spec: {{cidr: {TRUSTED_POOL}, natOutgoing: false}}
+        """)
+    docker(h2, "network", "create", *CALICO, "--subnet", TRUSTED_POOL, "trusted")
+    trusted, other = reach.container(h2, "trusted", "trusted"), reach.container(h2, "c2", "net6")
+    c1, h2_itself = reach.container(h1, "c1", "net6"), reach.host_node(h2, LINK["h2"])
+    h1_port = [(node, LINK["h1"], f"tcp/{SERVICE}", True) for node in (trusted, other, h2_itself)]
+    assert reach.mismatches(h1_port, SERVICE) == []
+    try:
+        apply(h1, "host-endpoint", f"""
+            apiVersion: projectcalico.org/v3
+            kind: HostEndpoint
+            metadata:
+              name: h1-eth1
+              labels: {{role: docker-host}}
+            spec:
+              node: h1
+              interfaceName: eth1
+              expectedIPs: [{LINK["h1"]}]
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkPolicy
+            metadata:
+              name: docker-hosts
+            spec:
+              selector: role == 'docker-host'
+              types: [Ingress, Egress]
+              ingress:
+              - action: Allow
+                protocol: TCP
+                source: {{selector: has(trusted)}}
+                destination: {{ports: [{SERVICE}]}}
+              egress:
+              - action: Allow
+            """)
+        becomes([(other, LINK["h1"], f"tcp/{SERVICE}", False)], "the host endpoint")
+        assert reach.mismatches([
+            (trusted, LINK["h1"], f"tcp/{SERVICE}", True),
+            (h2_itself, LINK["h1"], f"tcp/{SERVICE}", False),  # h2 itself: not that network
+            (h2_itself, LINK["h1"], "tcp/22", True), (h2_itself, LINK["h1"], "tcp/2379", True),
+            (c1, other, "icmp", True), (trusted, c1, "icmp", False)], SERVICE) == []
+        # h2's agent and CLI still reach etcd on h1; names and routes work across.
+        assert calicoctl(h2, "get", "hostendpoints").stdout.split()[-1] == "h1"
+        assert pings_by_name(h2, "c2", "c1") and pings_by_name(h1, "c1", "c2")
+    finally:
+        delete(h1, "globalnetworkpolicy", "docker-hosts")
+        delete(h1, "hostendpoint", "h1-eth1")
+    becomes(h1_port, "the host endpoint deleted")
