@@ -80,6 +80,12 @@ class NetworkDriver:
         self._claims = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="claim-sandbox")
         self._learners = ThreadPoolExecutor(_LEARN_THREADS, thread_name_prefix="learn-ep")
 
+    def close(self) -> None:
+        """Wait for the claims and learning Join started, then end the kept
+        threads (the process is done with this driver)."""
+        self._claims.shutdown(wait=True)
+        self._learners.shutdown(wait=True)
+
     # -- capabilities and no-ops ---------------------------------------
 
     def get_capabilities(self):
