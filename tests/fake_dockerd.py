@@ -46,6 +46,7 @@ class FakeDockerd:
         self.release = "fake"  # what /version calls Version
         self.hang = False
         self.requests = []  # (method, path) in arrival order
+        self.connections = 0  # accepted so far
         self._dir = tempfile.mkdtemp(prefix="fake-dockerd-")
         self.socket_path = os.path.join(self._dir, "docker.sock")
         self.url = "unix://" + self.socket_path
@@ -57,6 +58,10 @@ class FakeDockerd:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                fake.connections += 1
+                super().setup()
 
             def do_GET(self):  # noqa: N802 - http.server's name
                 fake._answer(self)

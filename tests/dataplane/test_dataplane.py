@@ -511,14 +511,17 @@ def test_start_up_gives_endpoints_joined_before_the_gateway(make_host, join_on):
 
 
 def _fail_to_add_the_route(host_if, temp_if, address):
-    """set_up_veth with netlink refusing the host route, its last step."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    """set_up_veth with the kernel refusing the host route, its last step
+    (sent in one batch with the gateway address): its request names an
+    interface index that does not exist."""
+    message = dataplane._Netlink.message
 
-    class FlakyIPRoute(dataplane.IPRoute):
-        def route(self, command, **kwargs):
-            raise NetlinkError(1, 'Operation not permitted')
+    def through_no_device(self, kind, command, kwarg):
+        if kind == 'route':
+            kwarg = {**kwarg, 'oif': 2**31 - 1}
+        return message(self, kind, command, kwarg)
 
-    dataplane.IPRoute = FlakyIPRoute  # only in this forked child
+    dataplane._Netlink.message = through_no_device  # only in this forked child
     dataplane.set_up_veth(host_if, temp_if, [address])
 
 

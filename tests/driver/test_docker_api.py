@@ -119,3 +119,21 @@ def test_a_dockerd_that_never_answers_costs_one_timeout(dockerd, negotiated):
     assert str(failure.value) == (f"dockerd at {dockerd.url} did not answer within 0.3s "
                                   "(while dockerd starts it answers no API call)")
     assert api.endpoint_container(NET, EP) is None
+
+
+def test_questions_share_a_connection_until_one_fails(dockerd):
+    """Each thread keeps its client and connection; a failed question (here
+    a timeout, as while dockerd starts) drops them, and the next question
+    opens a new one."""
+    api = DockerApi(dockerd.url, timeout=0.3)
+    assert api.network_name(NET) == "net1"  # the version probe included
+    opened = dockerd.connections
+    for _ in range(4):
+        assert api.network_name(NET) == "net1"
+    assert dockerd.connections == opened
+    dockerd.hang = True
+    with pytest.raises(DockerUnavailable):
+        api.network_name(NET)
+    dockerd.hang = False
+    assert api.network_name(NET) == "net1"
+    assert dockerd.connections == opened + 1
