@@ -20,7 +20,7 @@ import threading
 
 from agent.errors import KernelError
 from agent.names.upstreams import GATEWAY
-from agent.nftables import Nft
+from agent.nftables import NftContext
 
 LOG = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Interception:
 
     def _program(self) -> None:
         if self.nft is None:
-            self.nft = Nft()
+            self.nft = NftContext()
         try:
             self.nft.run(script(self.redirects))
         except KernelError:

@@ -475,7 +475,7 @@ def ruleset_of(monkeypatch, tmp_path):
     def build(*records) -> Ruleset:
         engine = PolicyEngine(NODE, str(tmp_path / "status.json"), etcd_endpoints=GUARDED)
         for key, value in records:
-            engine.apply(key, value)
+            engine.on_change(key, value)
         engine.batch_done(True, True)
         return engine.nft.programmed
     return build
