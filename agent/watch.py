@@ -68,7 +68,6 @@ class Syncer:
                  stop: threading.Event, views: tuple[View, ...] = ()):
         self.etcd, self.on_batch, self.views = etcd, on_batch, views
         self.idle_timeout, self.stop = idle_timeout, stop
-        self.snapshots = 0  # how many snapshots were taken (for tests and logs)
         self._delay = RETRY_DELAYS[0]
 
     def run(self) -> None:
@@ -85,7 +84,6 @@ class Syncer:
 
     def _sync_once(self) -> None:
         state, revision = load_state(self.etcd, self.views)
-        self.snapshots += 1
         self._delay = RETRY_DELAYS[0]
         LOG.info("snapshot at revision %d: %d nodes, %d pools, %d affinities, %d blocks",
                  revision, len(state.nodes), len(state.pools), len(state.affinities),

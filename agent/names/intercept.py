@@ -60,11 +60,6 @@ class Interception:
             self.redirects = dict(redirects)
             self._program()
 
-    def present(self) -> bool:
-        """Whether our table is in the kernel."""
-        with self._lock:
-            return self._present()
-
     def keep(self, redirects: dict[str, int], on_change=None) -> "Interception":
         """Program the table and keep it; on_change(programmed) is called
         from the thread each time that changes."""
