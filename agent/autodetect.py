@@ -10,7 +10,10 @@ IP_AUTODETECTION_METHOD (IP6_AUTODETECTION_METHOD):
   ADDRESS (a route lookup: no packet is sent).
 
 The result is the address with its interface's prefix length, "10.0.0.11/24"
-("fd00::11/64"); link-local IPv6 addresses never count.
+("fd00::11/64"); link-local IPv6 addresses never count.  node_address and
+node_address6 give the address the settings name (IP, IP6), else the one
+found; both `run` (registering the node before it serves) and the agent use
+them.
 """
 
 import re
@@ -20,13 +23,29 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import AutodetectError
 from agent.kernel import FAMILIES, Address, addresses, netlink
-from agent.settings import variable
+from agent.settings import AgentSettings, variable
 
 # calico/node's DEFAULT_INTERFACES_TO_EXCLUDE, plus what docker and our lab make.
 EXCLUDED = re.compile(
     r"^(docker.*|cbr.*|dummy.*|virbr.*|lxcbr.*|veth.*|lo|cali.*|tunl.*|flannel.*|"
     r"kube-ipvs.*|cni.*|vxlan\.calico.*|vxlan-v6\.calico.*|vxlan.*|wireguard\.cali.*|"
     r"wg-v6\.cali.*|nodelocaldns.*|podman.*|br-.*|ifb.*)$")
+
+
+def node_address(settings: AgentSettings) -> IPNetwork:
+    """IP as set (Config has checked it), else autodetected."""
+    if settings.ip:
+        return IPNetwork(settings.ip)
+    return detect(settings.ip_autodetection_method)
+
+
+def node_address6(settings: AgentSettings) -> IPNetwork | None:
+    """IP6: None for none (calico/node's default), else the address."""
+    if settings.ip6 == "none":
+        return None
+    if settings.ip6 == "autodetect":
+        return detect(settings.ip6_autodetection_method, 6)
+    return IPNetwork(settings.ip6)
 
 
 def detect(method: str, version: int = 4) -> IPNetwork:

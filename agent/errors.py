@@ -5,10 +5,6 @@ class AgentError(Exception):
     """Base of every error raised by agent/."""
 
 
-class SettingsError(AgentError):
-    """A setting (environment variable) has a bad value."""
-
-
 class AutodetectError(AgentError):
     """No IPv4 address could be found for this node."""
 

@@ -8,7 +8,7 @@ import os
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.kernel import netlink
-from agent.routes import IPIP_DEVICE
+from agent.desired_routes import IPIP_DEVICE
 
 
 def ensure_tunl0() -> bool:

@@ -2,8 +2,9 @@
 by their protocol number, and nothing else is ever touched), the static ARP
 and FDB entries on vxlan.calico, and the host facts routing depends on.
 
-As in driver/dataplane.py each call opens its own IPRoute, and "exists" or
-"already gone" answers count as done, so every step can be replayed.
+Each call opens its own IPRoute (driver/dataplane.py keeps one per thread
+instead), and "exists" or "already gone" answers count as done, so every
+step can be replayed.
 """
 
 import errno
@@ -16,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import KernelError
-from agent.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
+from agent.desired_routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
 
 LOG = logging.getLogger(__name__)
 

@@ -8,12 +8,13 @@ import threading
 
 from netaddr import IPNetwork
 
-from agent import antispoofing, autodetect, node
+from agent import antispoofing, node
+from agent.autodetect import node_address, node_address6
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, policy_off
 from agent.reconciler import Reconciler
-from agent.settings import AgentSettings, parse_ip_setting
+from agent.settings import AgentSettings
 from agent.watch import RETRY_DELAYS, Syncer
 from datastore.errors import DatastoreUnavailable
 from datastore.etcd import Etcd
@@ -21,21 +22,6 @@ from datastore.resources import Resources
 from datastore.settings import connect
 
 LOG = logging.getLogger(__name__)
-
-
-def node_address(settings: AgentSettings) -> IPNetwork:
-    if settings.ip:
-        return parse_ip_setting(settings.ip)
-    return autodetect.detect(settings.ip_autodetection_method)
-
-
-def node_address6(settings: AgentSettings) -> IPNetwork | None:
-    """IP6: None for none (calico/node's default), else the address."""
-    if settings.ip6 == "none":
-        return None
-    if settings.ip6 == "autodetect":
-        return autodetect.detect(settings.ip6_autodetection_method, 6)
-    return parse_ip_setting(settings.ip6, 6)
 
 
 def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> None:
@@ -95,7 +81,13 @@ def _start_names(settings: AgentSettings) -> NameService | None:
 
 def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,
               address6: IPNetwork | None, stop: threading.Event) -> bool:
-    """Register, waiting for etcd as long as it takes; False if stopped first."""
+    """Register, waiting for etcd as long as it takes; False if stopped first.
+
+    `run` has done both steps already before it started this agent (see
+    plugin/cli/main.py).  They are repeated here on purpose: the agent also
+    runs alone (`calico-libnetwork agent`), and `run` restarts it after a
+    crash, when the Node may have been deleted meanwhile.  Both are
+    compare-and-swap writes that write nothing when all is in place."""
     resources = Resources(etcd)
     delay = RETRY_DELAYS[0]
     while not stop.is_set():

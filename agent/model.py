@@ -86,16 +86,16 @@ class ClusterState:
         self.affinities: dict[tuple[str, IPNetwork], str] = {}  # (node, block) -> state
         self.blocks: dict[IPNetwork, Block] = {}
 
-    def apply(self, key: str, value: bytes | None) -> bool:
+    def on_change(self, key: str, value: bytes | None) -> bool:
         """Record one key's new value (None: deleted); False if the key is
         not one the agent routes by."""
         try:
-            return self._apply(key, value)
+            return self._on_change(key, value)
         except (ValueError, KeyError, TypeError, AddrFormatError, InvalidPool) as exc:
             LOG.warning("ignoring unreadable %s: %s", key, exc)
             return False
 
-    def _apply(self, key, value) -> bool:
+    def _on_change(self, key, value) -> bool:
         if key.startswith(HOST_PREFIX):
             parsed = parse_affinity_key(key)
             if parsed is None:

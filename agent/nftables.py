@@ -49,7 +49,7 @@ def available() -> bool:
         return False
 
 
-class Nft:
+class NftContext:
     """One libnftables context.  Its netlink socket is opened in the network
     namespace of the thread that makes it, and a table flagged `owner` lives
     as long as the context does (close, or the end of the process)."""
@@ -98,5 +98,5 @@ def run(script: str) -> str:
     namespace a thread of its own)."""
     nft = getattr(_per_thread, "nft", None)
     if nft is None:
-        nft = _per_thread.nft = Nft()
+        nft = _per_thread.nft = NftContext()
     return nft.run(script)

@@ -17,7 +17,7 @@ from agent import ipip, kernel, vxlan
 from agent.errors import AgentError, KernelError
 from agent.model import ClusterState
 from agent.nat import Nat
-from agent.routes import Local, desired_state, needs_ipip
+from agent.desired_routes import Local, desired_state, needs_ipip
 from datastore.etcd import Etcd
 from datastore.resources import Resources
 from ipam.allocator import Ipam

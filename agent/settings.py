@@ -1,16 +1,10 @@
-"""The agent's settings: a part of the plugin's one Config, and the checks
-of IP, IP6 and their autodetection methods that Config runs when it reads
-them."""
+"""The agent's settings: a part of the plugin's one Config (plugin/config.py
+reads and checks them), and the name of a setting for an IP version."""
 
 from dataclasses import dataclass
 
-from netaddr import AddrFormatError, IPNetwork
-
-from agent.errors import SettingsError
 from datastore.felix_configuration import FelixSettings
 from datastore.settings import EtcdSettings
-
-AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
 
 
 @dataclass(frozen=True)
@@ -48,32 +42,6 @@ class AgentSettings:
     @property
     def names_status_path(self) -> str:
         return f"{self.run_dir}/names-{self.nodename}.json"
-
-
-def parse_ip_setting(text: str, version: int = 4) -> IPNetwork:
-    """IP (IP6) in calico/node's form: an address with its prefix,
-    "10.0.0.11/24" ("fd00::11/64")."""
-    try:
-        net = IPNetwork(text)
-    except (AddrFormatError, ValueError):
-        net = None
-    if net is None or net.version != version or "/" not in text:
-        example, other = ("10.0.0.11/24", "autodetect") if version == 4 else \
-            ("fd00::11/64", "autodetect or IP6=none")
-        raise SettingsError(f"{variable('IP', version)}: {text!r} is not an IPv{version} "
-                            f"address with its prefix length, e.g. {example} (or set "
-                            f"{variable('IP', version)}={other})")
-    return net
-
-
-def check_autodetection_method(method: str, version: int = 4) -> str:
-    """IP_AUTODETECTION_METHOD (IP6_...): first-found, interface=REGEX or
-    can-reach=ADDRESS."""
-    if not method.startswith(AUTODETECT_METHODS):
-        raise SettingsError(
-            f"{variable('IP_AUTODETECTION_METHOD', version)}: {method!r} is not "
-            "first-found, interface=REGEX or can-reach=ADDRESS")
-    return method
 
 
 def variable(name: str, version: int) -> str:

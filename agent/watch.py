@@ -31,7 +31,7 @@ class View(Protocol):
 
     # False: nothing it holds changed (not its key, or a record equal to
     # the one it holds as it sees it), so batch_done need not work for it.
-    def apply(self, key: str, value: bytes | None) -> bool: ...
+    def on_change(self, key: str, value: bytes | None) -> bool: ...
 
     def batch_done(self, changed: bool, snapshot: bool) -> None: ...
 
@@ -48,7 +48,7 @@ def load_state(etcd: Etcd, views=()) -> tuple[ClusterState, int]:
         kvs, revision = etcd.get_prefix(prefix)
         revisions.append(revision)
         for kv in kvs:
-            state.apply(kv.key, kv.value)
+            state.on_change(kv.key, kv.value)
     for view in views:
         view.reset()
     # Several views may read one prefix (every workload endpoint, for policy
@@ -59,7 +59,7 @@ def load_state(etcd: Etcd, views=()) -> tuple[ClusterState, int]:
         readers = [view for view in views if prefix in view.prefixes]
         for kv in kvs:
             for view in readers:
-                view.apply(kv.key, kv.value)
+                view.on_change(kv.key, kv.value)
     return state, min(revisions)
 
 
@@ -68,7 +68,6 @@ class Syncer:
                  stop: threading.Event, views: tuple[View, ...] = ()):
         self.etcd, self.on_batch, self.views = etcd, on_batch, views
         self.idle_timeout, self.stop = idle_timeout, stop
-        self.snapshots = 0  # how many snapshots were taken (for tests and logs)
         self._delay = RETRY_DELAYS[0]
 
     def run(self) -> None:
@@ -85,7 +84,6 @@ class Syncer:
 
     def _sync_once(self) -> None:
         state, revision = load_state(self.etcd, self.views)
-        self.snapshots += 1
         self._delay = RETRY_DELAYS[0]
         LOG.info("snapshot at revision %d: %d nodes, %d pools, %d affinities, %d blocks",
                  revision, len(state.nodes), len(state.pools), len(state.affinities),
@@ -97,11 +95,11 @@ class Syncer:
                 return
             routing, seen = False, {view: False for view in self.views}
             for event in batch:
-                if state.apply(event.key, event.value):
+                if state.on_change(event.key, event.value):
                     routing = True
                     continue
                 for view in self.views:  # several views may read one key
-                    if view.apply(event.key, event.value):
+                    if view.on_change(event.key, event.value):
                         seen[view] = True
             self.on_batch(state, routing, False)
             for view, changed in seen.items():

@@ -144,9 +144,10 @@ def cleanup(etcd, procs):
     for key in BlockStore(etcd).block_revisions(4):
         if cidr_from_key(key) in pool.cidr:
             etcd.delete(block_key(cidr_from_key(key)))
-    for n in range(procs + 1):
-        etcd.delete_prefix(affinity_prefix(f"bench-node-{n}"))
-    etcd.delete_prefix(handle_key("bench."))
+    prefixes = [affinity_prefix(f"bench-node-{n}") for n in range(procs + 1)]
+    for prefix in prefixes + [handle_key("bench.")]:
+        for kv in etcd.get_prefix(prefix, keys_only=True)[0]:
+            etcd.delete(kv.key)
     Resources(etcd).delete("IPPool", POOL)
 
 

@@ -10,9 +10,9 @@ cost of one change in the agent's name index (no lab, no root).
   holds N endpoints (each with a name and a short id, as the driver writes
   them, across --index-networks networks), then --index-containers
   containers each go through the driver's four writes, each its own watch
-  batch as the agent's watch hands it over (apply, then batch_done): the
+  batch as the agent's watch hands it over (on_change, then batch_done): the
   endpoint created, its sandbox annotation (no answer changes), its DNS-name
-  annotations, its deletion.  CPU time (time.process_time) of apply +
+  annotations, its deletion.  CPU time (time.process_time) of on_change +
   batch_done, median and max per write; and of the snapshot that loaded the
   N endpoints;
 - start-to-resolvable: from `docker run` on h2 to the new container's name
@@ -149,18 +149,18 @@ def index_figures(size: int, networks: int, containers: int) -> None:
     index = NameIndex()
     started = time.process_time()
     for key, value in records:
-        index.apply(key, value)
+        index.on_change(key, value)
     index.batch_done(True, True)
     loaded = time.process_time() - started
     cpu = {}
     for i in range(size, size + containers):
         for step, key, value in container_writes(i, networks):
             started = time.process_time()
-            index.batch_done(index.apply(key, value), False)
+            index.batch_done(index.on_change(key, value), False)
             cpu.setdefault(step, []).append(time.process_time() - started)
-    print(f"name index, {size} endpoints in {networks} networks: snapshot (apply of each, "
+    print(f"name index, {size} endpoints in {networks} networks: snapshot (on_change of each, "
           f"batch_done) {loaded * 1000:.1f} ms CPU; then {containers} containers, "
-          "CPU of apply + batch_done per write:")
+          "CPU of on_change + batch_done per write:")
     for step, seconds in cpu.items():
         print(f"   {step:22s} median {statistics.median(seconds) * 1000:8.3f} ms  "
               f"max {max(seconds) * 1000:8.3f} ms")

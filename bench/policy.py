@@ -1,6 +1,6 @@
 """Policy engine benchmark (not a test; prints figures).
 
-    /work/main/.venv/bin/python bench/policy.py [--quick] [--parts 1,2,3,4,5] [--profile]
+    .venv/bin/python bench/policy.py [--quick] [--parts 1,2,3,4,5] [--profile]
 
 Needs root, nft, busybox and etcd.  Everything runs in network namespaces
 the bench makes (and deletes, with every process inside, on exit or Ctrl-C);
@@ -195,12 +195,12 @@ def profile_set(n: int) -> str:
 
 class Phases:
     """Time spent in the engine's stages, by wrapping them (no edit to the
-    engine): parse (state.apply), compile, membership, desired, script,
+    engine): parse (state.on_change), compile, membership, desired, script,
     nft.  Used as a context manager around the measured code."""
 
     TARGETS = [
         (Etcd, "get_prefix", "etcd reads"),
-        (PolicyState, "apply", "parse"),
+        (PolicyState, "on_change", "parse"),
         (Compiler, "compile", "compile"),
         (Membership, "set_selectors", "membership"),
         (Membership, "update", "membership"),
@@ -333,7 +333,7 @@ def bench_program(args, lab, status_dir):
         with Phases() if measure else contextlib.nullcontext(Phases()) as phases:
             started = time.perf_counter()
             for key, value in records:
-                engine.apply(key, value)
+                engine.on_change(key, value)
             applied = time.perf_counter()
             engine.batch_done(True, True)
             done = time.perf_counter()
@@ -343,7 +343,7 @@ def bench_program(args, lab, status_dir):
         with Phases() as phases:
             started = time.perf_counter()
             for key, value in records:
-                engine.apply(key, value)
+                engine.on_change(key, value)
             engine.batch_done(True, False)
             return time.perf_counter() - started, phases
 
@@ -665,14 +665,14 @@ def bench_datapath(args, lab, status_dir):
 
             def load(engine, records):
                 for key, value in records:
-                    engine.apply(key, value)
+                    engine.on_change(key, value)
                 engine.batch_done(True, True)
 
             inside.submit(load, engines["on"], records).result()
             inside.submit(load, engines["on+cluster"], big).result()
 
             def switch(mode):
-                nft.Nftables().remove()
+                nft.PolicyTable().remove()
                 for table in (CT_TABLE, f"{antispoofing.FAMILY} {antispoofing.TABLE}"):
                     nft.run(f"add table {table}\ndelete table {table}\n")
                 if mode == "ct only":
@@ -767,7 +767,7 @@ def sync_once(args):
                 ("policy changed", policy(0, args.big_networks, port=20000))):
             with Phases() as phases:
                 started = time.perf_counter()
-                engine.apply(key, value)
+                engine.on_change(key, value)
                 engine.batch_done(True, False)
                 out["changes"][kind] = {"total": time.perf_counter() - started,
                                         **phases.seconds}
@@ -886,14 +886,14 @@ def bench_lifecycle(args, lab, status_dir):
         with Phases(cpu_seconds) as phases:
             for name, view in views.items():
                 started = cpu_seconds()
-                view.batch_done(view.apply(key, value), False)
+                view.batch_done(view.on_change(key, value), False)
                 cpu[name] = cpu_seconds() - started
         return cpu, phases
 
     def snapshot():
         for key, value in records:
             for view in views.values():
-                view.apply(key, value)
+                view.on_change(key, value)
         for view in views.values():
             view.batch_done(True, True)
 

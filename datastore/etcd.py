@@ -317,10 +317,6 @@ class Etcd:
         resp = self._call(lambda c: c.put(key, _bytes(value)))
         return resp.header.revision
 
-    def delete_prefix(self, prefix: str) -> int:
-        resp = self._call(lambda c: c.delete_prefix(prefix))
-        return resp.deleted
-
     # -- watch ----------------------------------------------------------
 
     def watch_prefix(self, prefix: str, start_revision: int,

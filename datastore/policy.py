@@ -106,9 +106,6 @@ class EntityRule:
         return (tuple(n for n in self.nets if n.version == family),
                 tuple(n for n in self.not_nets if n.version == family))
 
-    def selectors(self) -> set[Selector]:
-        return {s for s in (self.selector, self.not_selector) if s is not None}
-
 
 class RuleNets(NamedTuple):
     """A rule's four net lists, filtered to one family (Rule.nets_for)."""
@@ -163,9 +160,6 @@ class Rule:
             source=replace(self.source, nets=nets.source_nets, not_nets=nets.source_not_nets),
             destination=replace(self.destination, nets=nets.destination_nets,
                                 not_nets=nets.destination_not_nets))
-
-    def selectors(self) -> set[Selector]:
-        return self.source.selectors() | self.destination.selectors()
 
     def _net_lists(self):
         return (self.source.nets, self.source.not_nets,
@@ -346,16 +340,6 @@ def default_types(spec: Mapping) -> list[str]:
     if not spec.get("ingress"):
         return [EGRESS]
     return [INGRESS, EGRESS]
-
-
-def selectors_of(obj: Profile | GlobalNetworkPolicy) -> set[Selector]:
-    """Every selector obj's rules use (source/destination selector and
-    notSelector): the address sets the agent must keep.  Not the policy's own
-    selector, which picks endpoints rather than addresses."""
-    found = set()
-    for rule in obj.ingress + obj.egress:
-        found |= rule.selectors()
-    return found
 
 
 def policy_warnings(res: Resource) -> list[str]:

@@ -68,15 +68,6 @@ class _Failure(Exception):
         self.why, self.pos = why, pos
 
 
-def tokenize(text: str) -> list[tuple[str, str, int]]:
-    """Calico's tokens for `text` as (kind, value, offset), ending with EOF.
-    Raises SelectorError.  (Exposed for the tests' port of tokenizer_test.go.)"""
-    try:
-        return _tokenize(text)
-    except _Failure as exc:
-        raise _error(text, exc.why, exc.pos) from None
-
-
 def _tokenize(text):
     tokens, pos, end = [], 0, len(text)
     while True:
@@ -174,8 +165,8 @@ def _cut_words(text, pos, words):
 
 
 # -- syntax tree (ast.go) -----------------------------------------------------
-# Each node knows its canonical fragments, the label keys it reads, how to
-# compile itself to a predicate, and how to rename its keys (PrefixVisitor).
+# Each node knows its canonical fragments, how to compile itself to a
+# predicate, and how to rename its keys (PrefixVisitor).
 
 def _quoted(value):
     quote = "'" if '"' in value else '"'
@@ -184,9 +175,6 @@ def _quoted(value):
 
 class _Node:
     __slots__ = ()
-
-    def keys(self, into: set) -> None:
-        pass
 
     def prefixed(self, prefix: str) -> "_Node":
         return self
@@ -221,9 +209,6 @@ class _Has(_Node):
     def fragments(self, out):
         out.extend(("has(", self.key, ")"))
 
-    def keys(self, into):
-        into.add(self.key)
-
     def prefixed(self, prefix):
         return _Has(prefix + self.key)
 
@@ -241,9 +226,6 @@ class _Compare(_Node):
 
     def fragments(self, out):
         out.extend((self.key, " ", self.op, " ", _quoted(self.value)))
-
-    def keys(self, into):
-        into.add(self.key)
 
     def prefixed(self, prefix):
         return _Compare(self.op, prefix + self.key, self.value)
@@ -271,9 +253,6 @@ class _InSet(_Node):
     def fragments(self, out):
         out.extend((self.key, " ", self.op, " {", ", ".join(map(_quoted, self.values)), "}"))
 
-    def keys(self, into):
-        into.add(self.key)
-
     def prefixed(self, prefix):
         return _InSet(self.op, prefix + self.key, self.values)
 
@@ -293,9 +272,6 @@ class _Not(_Node):
     def fragments(self, out):
         out.append("!")
         self.operand.fragments(out)
-
-    def keys(self, into):
-        self.operand.keys(into)
 
     def prefixed(self, prefix):
         return _Not(self.operand.prefixed(prefix))
@@ -322,10 +298,6 @@ class _Group(_Node):
                 out.append(f" {self.op} ")
             operand.fragments(out)
         out.append(")")
-
-    def keys(self, into):
-        for operand in self.operands:
-            operand.keys(into)
 
     def prefixed(self, prefix):
         return _Group(self.op, [o.prefixed(prefix) for o in self.operands])
@@ -486,26 +458,20 @@ class Selector:
     canonical  Calico's canonical form (Selector.String()); "all()" when empty
     unique_id  Calico's UniqueID, "s:" + base64url(SHA-224("s:" + canonical))
     """
-    __slots__ = ("text", "canonical", "unique_id", "_root", "_evaluate", "_keys")
+    __slots__ = ("text", "canonical", "unique_id", "_root", "_evaluate")
 
     def __init__(self, text: str, root: _Node):
         fragments = []
         root.fragments(fragments)
         canonical = "".join(fragments)
-        keys = set()
-        root.keys(keys)
         for name, value in (("text", text), ("canonical", canonical),
                             ("unique_id", _unique_id(canonical)), ("_root", root),
-                            ("_evaluate", root.compile()), ("_keys", frozenset(keys))):
+                            ("_evaluate", root.compile())):
             object.__setattr__(self, name, value)
 
     def evaluate(self, labels: Labels) -> bool:
         """Whether a label set (any mapping of str to str) matches."""
         return self._evaluate(labels)
-
-    def label_keys(self) -> frozenset[str]:
-        """Every label key the selector reads, for indexing."""
-        return self._keys
 
     def prefixed(self, prefix: str) -> "Selector":
         """This selector with `prefix` put before every label key, as Calico's

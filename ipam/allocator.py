@@ -311,8 +311,8 @@ class Ipam:
                 self._room[pool.name] = cidr
         return ips[0] if ips else None
 
-    def _write(self, cidr, apply, new_handle=None, found=None):
-        """apply(block) written through the block's group commit; (result,
+    def _write(self, cidr, edit, new_handle=None, found=None):
+        """edit(block) written through the block's group commit; (result,
         revision).  A handle the caller gave that already exists is
         counted up first, then the block written alone (libcalico-go's
         order: a failure in between overcounts the handle, never misses an
@@ -324,7 +324,7 @@ class Ipam:
         if found is not None:
             writer.seed(*found)
         try:
-            return writer.run(apply, new_handle)
+            return writer.run(edit, new_handle)
         except HandleExists:
             pass
         for _ in attempts(f"writing block {cidr} for handle {new_handle}"):
@@ -332,7 +332,7 @@ class Ipam:
             if found is None:
                 raise BlockGone(str(cidr))
             block, revision = found
-            result = apply(block)
+            result = edit(block)
             if not result:
                 return result, revision
             handles.increment(self.etcd, new_handle, cidr, len(result))

@@ -69,8 +69,8 @@ class KnownHandles:
 
 
 class _Change:
-    def __init__(self, apply: Callable[[AllocationBlock], Any], new_handle: str | None):
-        self.apply = apply  # mutates the block; returns the caller's result or raises
+    def __init__(self, edit: Callable[[AllocationBlock], Any], new_handle: str | None):
+        self.edit = edit  # mutates the block; returns the caller's result or raises
         self.new_handle = new_handle  # the handle the assigned addresses carry
         self.result = self.error = None
         self.revision = 0  # of the block the result was written to (or read from)
@@ -101,14 +101,14 @@ class BlockWriter:
                                                and revision == self._revision):
                 self._block, self._revision = block, revision
 
-    def run(self, apply: Callable[[AllocationBlock], Any], new_handle: str | None = None):
-        """apply(block) in the next group write; (its result, the block's
+    def run(self, edit: Callable[[AllocationBlock], Any], new_handle: str | None = None):
+        """edit(block) in the next group write; (its result, the block's
         revision) once written.
 
-        apply must only change the block, and be safe to run again on a
-        fresher copy.  Raises what apply raised, BlockGone, HandleExists
+        edit must only change the block, and be safe to run again on a
+        fresher copy.  Raises what edit raised, BlockGone, HandleExists
         (new_handle is already stored), or the datastore's error."""
-        change = _Change(apply, new_handle)
+        change = _Change(edit, new_handle)
         with self._lock:
             self._queue.append(change)
             lead = not self._leading
@@ -180,7 +180,7 @@ class BlockWriter:
         for change in live:
             change.error, change.count_down = None, []
             try:
-                change.result = change.apply(block)
+                change.result = change.edit(block)
             except Exception as exc:  # noqa: BLE001 - the change's own answer, e.g. in use
                 change.result, change.error = None, exc
                 continue

@@ -2,7 +2,9 @@
 (libcalico-go's blockReaderWriter, calico-datastore.md §4.4 and §4.9).
 
 Every write is a create (key must not exist) or an update/delete on the
-mod_revision last read; there are no multi-key transactions.  Claiming a
+mod_revision last read, one key at a time here; a block and the handles
+its addresses name are written together in one multi-key transaction by
+ipam/group_commit.py (datastore.etcd.Etcd.commit).  Claiming a
 block is the pending -> confirmed affinity protocol, so a claim that died
 half-way is found and finished (or undone) by the next one.
 """

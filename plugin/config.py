@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import netaddr
 
-from agent.errors import SettingsError
-from agent.settings import AgentSettings, check_autodetection_method, parse_ip_setting
+from agent.settings import AgentSettings, variable
 from datastore.felix_configuration import FelixConfigurationError, FelixSettings
 from datastore.resources import valid_name
 from datastore.settings import EtcdSettings
@@ -22,10 +21,11 @@ DEFAULT_PLUGIN_DIR = "/run/docker/plugins"
 _IFPREFIX_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,9}$")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+_AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
 
 
 class ConfigError(Exception):
-    pass
+    """A setting (environment variable) has a bad value; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -146,17 +146,38 @@ def _node_address(env) -> dict:
     method = (env.get("IP_AUTODETECTION_METHOD") or "first-found").strip()
     ip6 = (env.get("IP6") or "").strip() or "none"
     method6 = (env.get("IP6_AUTODETECTION_METHOD") or "first-found").strip()
-    try:
-        if ip is not None:
-            parse_ip_setting(ip)
-        check_autodetection_method(method)
-        if ip6 not in ("none", "autodetect"):
-            parse_ip_setting(ip6, 6)
-        check_autodetection_method(method6, 6)
-    except SettingsError as exc:
-        raise ConfigError(str(exc)) from None
+    if ip is not None:
+        _check_ip(ip)
+    _check_autodetection_method(method)
+    if ip6 not in ("none", "autodetect"):
+        _check_ip(ip6, 6)
+    _check_autodetection_method(method6, 6)
     return {"ip": ip, "ip_autodetection_method": method,
             "ip6": ip6, "ip6_autodetection_method": method6}
+
+
+def _check_ip(text: str, version: int = 4) -> None:
+    """IP (IP6) in calico/node's form: an address with its prefix,
+    "10.0.0.11/24" ("fd00::11/64")."""
+    try:
+        net = netaddr.IPNetwork(text)
+    except (netaddr.AddrFormatError, ValueError):
+        net = None
+    if net is None or net.version != version or "/" not in text:
+        example, other = ("10.0.0.11/24", "autodetect") if version == 4 else \
+            ("fd00::11/64", "autodetect or IP6=none")
+        raise ConfigError(f"{variable('IP', version)}: {text!r} is not an IPv{version} "
+                          f"address with its prefix length, e.g. {example} (or set "
+                          f"{variable('IP', version)}={other})")
+
+
+def _check_autodetection_method(method: str, version: int = 4) -> None:
+    """IP_AUTODETECTION_METHOD (IP6_...): first-found, interface=REGEX or
+    can-reach=ADDRESS."""
+    if not method.startswith(_AUTODETECT_METHODS):
+        raise ConfigError(
+            f"{variable('IP_AUTODETECTION_METHOD', version)}: {method!r} is not "
+            "first-found, interface=REGEX or can-reach=ADDRESS")
 
 
 def _felix_env(env) -> FelixSettings:

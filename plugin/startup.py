@@ -10,7 +10,7 @@ import logging
 
 from agent import antispoofing, node
 from agent.errors import KernelError
-from agent.main import node_address, node_address6
+from agent.autodetect import node_address, node_address6
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
 from datastore.settings import connect
@@ -31,6 +31,7 @@ def prepare_datastore(config: Config) -> None:
     etcd = connect(config.etcd)
     try:
         resources = Resources(etcd)
+        # Here, not only in the agent: with --no-agent nothing else sets it.
         node.ensure_cluster_information(resources)
         if not config.default_pools.disabled:
             ensure_default_pools(resources, config)

@@ -1,7 +1,7 @@
 """Which names resolve to which addresses, per network, from the workload
 endpoints in etcd (their dns-names and network-name annotations).
 
-A View of the agent's watch (agent/watch.py): apply() records one endpoint
+A View of the agent's watch (agent/watch.py): on_change() records one endpoint
 key, batch_done() publishes a new immutable NameTable that the responder's
 thread reads without locks (one reference assignment).  A batch costs what
 it changes: the new table shares all but the shards its names and
@@ -94,7 +94,7 @@ class NameIndex:
         self._changed_names: set[tuple[str, str]] = set()  # since the last table
         self._changed_addresses: set[str] = set()
 
-    def apply(self, key: str, value: bytes | None) -> bool:
+    def on_change(self, key: str, value: bytes | None) -> bool:
         """Record one key; False when no answer changes (not an endpoint, or
         one whose names, network and addresses are as they were)."""
         if not key.startswith(WEP_PREFIX):

@@ -20,7 +20,7 @@ import threading
 
 from agent.errors import KernelError
 from agent.names.upstreams import GATEWAY
-from agent.nftables import Nft
+from agent.nftables import NftContext
 
 LOG = logging.getLogger(__name__)
 
@@ -59,11 +59,6 @@ class Interception:
         with self._lock:
             self.redirects = dict(redirects)
             self._program()
-
-    def present(self) -> bool:
-        """Whether our table is in the kernel."""
-        with self._lock:
-            return self._present()
 
     def keep(self, redirects: dict[str, int], on_change=None) -> "Interception":
         """Program the table and keep it; on_change(programmed) is called
@@ -120,7 +115,7 @@ class Interception:
 
     def _program(self) -> None:
         if self.nft is None:
-            self.nft = Nft()
+            self.nft = NftContext()
         try:
             self.nft.run(script(self.redirects))
         except KernelError:

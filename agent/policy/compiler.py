@@ -121,12 +121,8 @@ def set_name(selector: Selector, family: int) -> str:
     return f"s{family}_{selector.unique_id[2:].replace('-', '_')[:40]}"
 
 
-def compile_chains(state: PolicyState, node: str, host_addresses=None) -> Chains:
-    return Compiler(node).compile(state, host_addresses)
-
-
 class Compiler:
-    """compile_chains, remembering each local endpoint's chains and each
+    """Compiles a node's chains, remembering each local endpoint's chains and each
     policy and profile chain until told they are stale: after a change of
     one local endpoint, only that endpoint's chains are compiled again."""
 

@@ -21,7 +21,7 @@ from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
-from agent.policy.nft import Nftables, Ruleset
+from agent.policy.nft import PolicyTable, Ruleset
 from agent.policy.state import PREFIXES, PolicyState
 from datastore.felix_configuration import FelixSettings, resolve
 
@@ -41,7 +41,7 @@ class PolicyEngine:
         # the FELIX_* variables: they win over every FelixConfiguration
         self.felix_env = felix_env
         self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
-        self.nft = Nftables()
+        self.nft = PolicyTable()
         self.reset()
 
     def reset(self) -> None:
@@ -56,11 +56,11 @@ class PolicyEngine:
         self._full = True
         self._last_full = 0.0
 
-    def apply(self, key: str, value: bytes | None) -> bool:
+    def on_change(self, key: str, value: bytes | None) -> bool:
         """Record one key; False when policy sees no change in it (then
         batch_done has nothing to do for it: no compile, no nft)."""
         before = self.state.endpoints.get(key)
-        what = self.state.apply(key, value)
+        what = self.state.on_change(key, value)
         if what is None:
             return False
         if what == "felix":
@@ -109,7 +109,7 @@ class PolicyEngine:
         self._endpoints_changed, self._relabel = set(), False
         if self._full:
             self.nft.programmed = None
-        self.nft.apply(self.desired())
+        self.nft.program(self.desired())
         if self._full:
             self._last_full = started
         self._full = False
@@ -210,7 +210,7 @@ def remove_policy(status_path: str | None = None) -> None:
     """Delete our table and status file if present; never raises."""
     if nftables.available():
         try:
-            Nftables().remove()
+            PolicyTable().remove()
             LOG.info("policy table removed")
         except KernelError as exc:
             LOG.error("could not remove the policy table: %s", exc)

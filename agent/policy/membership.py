@@ -19,10 +19,6 @@ class Membership:
     def members(self, selector: Selector) -> set[str]:
         return set(self._counts.get(selector, ()))
 
-    @property
-    def selectors(self) -> set[Selector]:
-        return set(self._counts)
-
     def set_selectors(self, state: PolicyState, selectors: set[Selector]) -> None:
         """Track exactly these selectors: a scan of every endpoint for the
         new ones (each distinct label set evaluated once)."""

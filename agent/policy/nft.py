@@ -147,11 +147,13 @@ BASE_CHAINS = {
 }
 
 
-class Nftables:
+class PolicyTable:
+    """Our policy table in the kernel, and the ruleset last written to it."""
+
     def __init__(self):
         self.programmed: Ruleset | None = None  # None: write the whole table next
 
-    def apply(self, desired: Ruleset) -> None:
+    def program(self, desired: Ruleset) -> None:
         script = full_script(desired) if self.programmed is None \
             else diff_script(self.programmed, desired)
         if script:

@@ -74,7 +74,7 @@ class PolicyState:
         # the engine picks default and its own node.<name>)
         self.felix: dict[str, FelixSettings] = {}
 
-    def apply(self, key: str, value: bytes | None) -> str | None:
+    def on_change(self, key: str, value: bytes | None) -> str | None:
         """Record one key; returns what changed ("endpoint", "profile",
         "policy", "felix"), or None when policy sees no change: not a key
         it reads, or a record equal to the one held as policy sees it (an

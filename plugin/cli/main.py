@@ -39,7 +39,10 @@ def cmd_run(args, config: Config) -> int:
         server.serve(config, paths)
         return 0
     # Registering here, not only in the agent, makes a node name or address
-    # clash stop the start with its message.
+    # clash stop the start with its message.  The agent registers (and
+    # checks ClusterInformation) again: it also runs alone, and is restarted
+    # (agent/main.py _register).  --no-agent registers no Node: no agent
+    # keeps it alive or routes to it.
     startup.register_node(config)
     with AgentProcess():
         server.serve(config, paths)

@@ -43,5 +43,5 @@ def block_record(cidr, host, allocations=()):
 def state_of(*records) -> ClusterState:
     state = ClusterState()
     for key, value in records:
-        assert state.apply(key, value), key
+        assert state.on_change(key, value), key
     return state

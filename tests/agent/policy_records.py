@@ -62,7 +62,7 @@ def gnp(name, **spec):
 def state_of(*records) -> PolicyState:
     state = PolicyState()
     for key, value in records:
-        state.apply(key, value)
+        state.on_change(key, value)
     return state
 
 

@@ -136,7 +136,7 @@ def test_vxlan_device_keeps_its_mac_and_is_rebuilt_when_wrong(host):
 
 
 def test_vxlan_peers_arp_and_fdb(host):
-    from agent.routes import FdbEntry, Neighbour
+    from agent.desired_routes import FdbEntry, Neighbour
     run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), None, IPAddress("10.0.0.1"), 1450)
     want_n = {Neighbour(IPAddress("192.168.1.1"), "66:00:00:00:00:02")}
     want_f = {FdbEntry("66:00:00:00:00:02", IPAddress("10.0.0.2"))}

@@ -12,7 +12,7 @@ from netaddr import IPAddress, IPNetwork
 
 from agent import kernel, nat, vxlan
 from agent.reconciler import Reconciler
-from agent.routes import FdbEntry, Neighbour
+from agent.desired_routes import FdbEntry, Neighbour
 from tests.agent.cluster import affinity_record, block_record, node_record, pool_record, state_of
 from tests.agent.test_kernel import reconcile_with
 from tests.lab import Lab

@@ -31,11 +31,11 @@ def wep(name, node, network, names, networks):
 
 def guide_index() -> NameIndex:
     index = NameIndex()
-    index.apply(WEP_PREFIX + "libnetwork/a", wep("a", "h1", "net1", ["workload-a"],
+    index.on_change(WEP_PREFIX + "libnetwork/a", wep("a", "h1", "net1", ["workload-a"],
                                                  [f"{A_IP}/32"]))
-    index.apply(WEP_PREFIX + "libnetwork/e", wep("e", "h2", "net1", ["workload-e", "db"],
+    index.on_change(WEP_PREFIX + "libnetwork/e", wep("e", "h2", "net1", ["workload-e", "db"],
                                                  [f"{E_IP}/32", "fd00::5/128"]))
-    index.apply(WEP_PREFIX + "libnetwork/b", wep("b", "h1", "net2", ["workload-b"],
+    index.on_change(WEP_PREFIX + "libnetwork/b", wep("b", "h1", "net2", ["workload-b"],
                                                  [f"{B_IP}/32"]))
     index.batch_done(True, True)
     return index
@@ -63,11 +63,11 @@ def test_index_answers_names_of_the_queriers_network_only():
 
 def test_index_forgets_a_deleted_endpoint_at_the_end_of_the_batch():
     index = guide_index()
-    assert index.apply(WEP_PREFIX + "libnetwork/e", None)
+    assert index.on_change(WEP_PREFIX + "libnetwork/e", None)
     assert index.table.lookup("net1", "workload-e") is not None  # until the batch ends
     index.batch_done(True, False)
     assert index.table.lookup("net1", "workload-e") is None
-    assert not index.apply("/calico/resources/v3/projectcalico.org/profiles/net1", b"{}")
+    assert not index.on_change("/calico/resources/v3/projectcalico.org/profiles/net1", b"{}")
 
 
 def test_an_update_that_changes_no_answer_keeps_the_table():
@@ -76,10 +76,10 @@ def test_an_update_that_changes_no_answer_keeps_the_table():
     record = json.loads(wep("e", "h2", "net1", ["workload-e", "db"],
                             [f"{E_IP}/32", "fd00::5/128"]))
     record["metadata"]["annotations"]["libnetwork.projectcalico.org/sandbox"] = "/var/run/x"
-    assert not index.apply(key, json.dumps(record).encode())  # Join's annotation
+    assert not index.on_change(key, json.dumps(record).encode())  # Join's annotation
     index.batch_done(False, False)
     assert index.table is table
-    assert index.apply(key, wep("e", "h2", "net1", ["workload-e"], [f"{E_IP}/32"]))
+    assert index.on_change(key, wep("e", "h2", "net1", ["workload-e"], [f"{E_IP}/32"]))
     index.batch_done(True, False)
     assert index.table.lookup("net1", "db") is None
 
@@ -286,9 +286,9 @@ def test_local_a_and_aaaa_over_the_wire(exchange):
     """A querier's own network's names, IPv4 and IPv6, answered by the
     responder itself; another network's name goes to the upstream."""
     index = guide_index()
-    index.apply(WEP_PREFIX + "libnetwork/q", wep("q", "h1", "net1", ["querier"],
+    index.on_change(WEP_PREFIX + "libnetwork/q", wep("q", "h1", "net1", ["querier"],
                                                  ["127.0.0.1/32", "fd00::7/128"]))
-    index.apply(WEP_PREFIX + "libnetwork/f", wep("f", "h3", "net1", ["workload-f"],
+    index.on_change(WEP_PREFIX + "libnetwork/f", wep("f", "h3", "net1", ["workload-f"],
                                                  ["10.65.2.6/32", "fd00::6/128",
                                                   "fd00::16/128"]))
     index.batch_done(True, False)

@@ -96,7 +96,7 @@ def snapshot(index: NameIndex, values: dict) -> None:
     """A new snapshot, as agent.watch.load_state feeds it (etcd's key order)."""
     index.reset()
     for key in sorted(values):
-        index.apply(key, values[key])
+        index.on_change(key, values[key])
     index.batch_done(True, True)
 
 
@@ -114,7 +114,7 @@ def test_incremental_answers_equal_a_rebuild(seed):
             key = rng.choice(KEYS) if rng.random() < 0.95 else \
                 "/calico/resources/v3/projectcalico.org/profiles/net1"
             value = record(rng)
-            changed |= index.apply(key, value)
+            changed |= index.on_change(key, value)
             if key.startswith(WEP_PREFIX):
                 write(values, key, value)
                 endpoint = parsed(value)

@@ -12,6 +12,7 @@ from pyroute2 import netns as pyroute2_netns
 
 from agent.errors import KernelError
 from agent.names.intercept import TABLE, Interception
+from tests.introspect import interception_present
 from tests.lab import Lab
 from tests.lab.common import wait_until
 
@@ -48,7 +49,7 @@ def test_the_table_is_written_again_when_flushed_and_removed_at_stop(ns):
         inside.submit(interception.program, REDIRECTS).result()
     interception.keep(REDIRECTS, changes.append)
     try:
-        assert TABLE in tables(ns) and interception.present()
+        assert TABLE in tables(ns) and interception_present(interception)
         subprocess.run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"], check=True)
         assert wait_until(lambda: TABLE in tables(ns), 2, 0.05)
         assert "dnat to 169.254.1.1:40001" in subprocess.run(

@@ -16,7 +16,7 @@ import pytest
 
 from agent.policy import nft
 from agent.policy.compiler import (ACCEPT_MARK, ACCEPTED, CLEAR_MARKS, NOT_PASSED, VXLAN_PORT,
-                                   Chains, chain_name, compile_chains, render_rule, set_name)
+                                   Chains, chain_name, render_rule, set_name)
 from agent.policy.engine import PolicyEngine
 from agent.policy.nft import FAMILY, TABLE, Ruleset, diff_script, full_script
 from agent.policy.state import INVALID, PROFILE_PREFIX
@@ -25,6 +25,7 @@ from datastore.resources import Resource
 from datastore.selector import parse
 from tests.agent.policy_records import (NODE, OTHER_NODE, felix_configuration, gnp, gone, hep,
                                         interface, profile, state_of, wep)
+from tests.introspect import compile_chains, rule_selectors
 from tests.lab import Lab
 
 T = f"{FAMILY} {TABLE}"
@@ -394,7 +395,7 @@ def test_a_rule_renders_one_nft_rule_per_family_it_applies_to(fields, matches):
     rule = rule_of(fields)
     assert list(render_rule(chains, rule)) == [f"{m} {ALLOW}".replace("  ", " ")
                                                for m in matches]
-    assert chains.selectors == rule.selectors()  # each one needs its sets
+    assert chains.selectors == rule_selectors(rule)  # each one needs its sets
 
 
 @pytest.mark.parametrize("action, verdict", [
@@ -475,7 +476,7 @@ def ruleset_of(monkeypatch, tmp_path):
     def build(*records) -> Ruleset:
         engine = PolicyEngine(NODE, str(tmp_path / "status.json"), etcd_endpoints=GUARDED)
         for key, value in records:
-            engine.apply(key, value)
+            engine.on_change(key, value)
         engine.batch_done(True, True)
         return engine.nft.programmed
     return build

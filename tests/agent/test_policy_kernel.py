@@ -72,7 +72,7 @@ def engine_run(inside, engine, *records):
     """Apply records (key, value-or-None) as one watch batch in the host."""
     def batch():
         for key, value in records:
-            engine.apply(key, value)
+            engine.on_change(key, value)
         engine.batch_done(True, False)
         return engine
     return inside.submit(batch).result()

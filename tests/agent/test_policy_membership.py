@@ -15,10 +15,11 @@ from agent.policy import nft
 from agent.policy.compiler import set_name
 from agent.policy.engine import PolicyEngine
 from agent.policy.membership import Membership
-from agent.policy.nft import FAMILY, TABLE, Nftables, full_script
+from agent.policy.nft import FAMILY, TABLE, PolicyTable, full_script
 from datastore.selector import parse
 from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
                                         state_of, wep)
+from tests.introspect import tracked_selectors
 
 DB, NET1, TIER_A, TIER_B = (parse(s) for s in ("role == 'db'", "has(net1)", "tier == 'a'",
                                                "tier == 'b'"))
@@ -34,7 +35,7 @@ def tracking(*selectors, records=()):
 
 def change(state, membership, *records):
     for key, value in records:
-        state.apply(key, value)
+        state.on_change(key, value)
         membership.update(state, key)
 
 
@@ -53,13 +54,13 @@ NETWORKS = (profile("net1"), profile("net2"),
 
 def test_set_selectors_adds_and_removes_selectors():
     state, membership = tracking(DB, records=NETWORKS)
-    assert membership.selectors == {DB}
+    assert tracked_selectors(membership) == {DB}
     assert members(membership, DB, NET1) == [{"10.0.0.1", "fd00::1", "10.0.0.2"}, set()]
     membership.set_selectors(state, {DB, NET1})
     assert members(membership, DB, NET1) == [{"10.0.0.1", "fd00::1", "10.0.0.2"},
                                              {"10.0.0.1", "fd00::1", "10.0.0.3"}]
     membership.set_selectors(state, {NET1})
-    assert membership.selectors == {NET1}
+    assert tracked_selectors(membership) == {NET1}
     assert members(membership, DB) == [set()]
     # The dropped selector is forgotten everywhere: changes and re-adding work.
     change(state, membership, wep("a", "10.0.0.1", "fd00::1"), gone(wep("r", node=OTHER_NODE)))
@@ -105,14 +106,14 @@ def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
         wep("later", "10.0.0.3", profiles=("q", "p")),  # q comes first
         wep("other", "10.0.0.4", profiles=("q",))))
     assert membership.relabelled(state) == []
-    state.apply(*profile("p", labels={"tier": "b"}))
+    state.on_change(*profile("p", labels={"tier": "b"}))
     assert membership.relabelled(state) == [wep("x")[0]]
     for key in membership.relabelled(state):
         membership.update(state, key)
     assert membership.relabelled(state) == []
     assert members(membership, TIER_A, TIER_B) == [{"10.0.0.2", "10.0.0.3", "10.0.0.4"},
                                                    {"10.0.0.1"}]
-    state.apply(*gone(profile("q")))
+    state.on_change(*gone(profile("q")))
     assert sorted(membership.relabelled(state)) == sorted([wep("later")[0], wep("other")[0]])
 
 
@@ -142,7 +143,7 @@ def engine(scripts, clock, tmp_path):
 
 def feed(engine, *records, snapshot=False):
     """One watch batch."""
-    changed = [engine.apply(key, value) for key, value in records]
+    changed = [engine.on_change(key, value) for key, value in records]
     engine.batch_done(any(changed), snapshot)
 
 
@@ -179,10 +180,10 @@ def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
 
 def test_a_batch_that_changes_nothing_sends_nothing(engine, scripts):
     feed(engine, *NETWORKS)
-    assert engine.apply("/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
+    assert engine.on_change("/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
     feed(engine, ("/calico/resources/v3/projectcalico.org/ippools/p", b"{}"))
     feed(engine, NETWORKS[-1])  # the same record again
-    assert [engine.apply(key, value) for key, value in NETWORKS] == [False] * len(NETWORKS)
+    assert [engine.on_change(key, value) for key, value in NETWORKS] == [False] * len(NETWORKS)
     assert len(scripts) == 1
 
 
@@ -219,7 +220,7 @@ def test_status_file(engine, clock):
 def test_a_resync_rewrites_the_table_when_it_is_missing(engine, scripts, clock, monkeypatch,
                                                         present, rewritten):
     asked = []
-    monkeypatch.setattr(Nftables, "present", lambda self: asked.append(1) or present)
+    monkeypatch.setattr(PolicyTable, "present", lambda self: asked.append(1) or present)
     feed(engine, *NETWORKS)
     clock.now += 29
     engine.batch_done(False, False)

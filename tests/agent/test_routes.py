@@ -1,11 +1,11 @@
 """The desired routes, ARP and FDB entries from nodes, pools, affinities and
-blocks (agent.routes.desired_state): pure, no etcd, no kernel."""
+blocks (agent.desired_routes.desired_state): pure, no etcd, no kernel."""
 
 from dataclasses import replace
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.routes import (BLACKHOLE, FdbEntry, Local, Neighbour, Route, VXLAN_DEVICE,
+from agent.desired_routes import (BLACKHOLE, FdbEntry, Local, Neighbour, Route, VXLAN_DEVICE,
                           desired_state)
 from tests.agent.cluster import (affinity_record, block_record, node_record, pool_record,
                                  state_of)
@@ -124,11 +124,11 @@ def test_ipip_cross_subnet_tunnels_to_other_subnets_only():
 def test_deleting_keys_removes_routes():
     state = state_of(*base(), affinity_record("h2", "192.168.1.0/26"))
     key, _ = affinity_record("h2", "192.168.1.0/26")
-    assert state.apply(key, None)
+    assert state.on_change(key, None)
     assert desired_state(state, LOCAL).routes == {}
     node_key, _ = node_record("h2", "x")
     state = state_of(*base(), affinity_record("h2", "192.168.1.0/26"))
-    state.apply(node_key, None)
+    state.on_change(node_key, None)
     assert desired_state(state, LOCAL).routes == {}
 
 
@@ -142,6 +142,6 @@ def test_stale_double_affinity_goes_to_the_block_record_owner():
 
 def test_unrelated_and_unreadable_keys_are_ignored():
     state = state_of(*base())
-    assert not state.apply("/calico/ipam/v2/handle/x", b"{}")
-    assert not state.apply("/calico/ipam/v2/host/h2", b"{}")
-    assert not state.apply("/calico/ipam/v2/assignment/ipv4/block/1.2.3.0-26", b"not json")
+    assert not state.on_change("/calico/ipam/v2/handle/x", b"{}")
+    assert not state.on_change("/calico/ipam/v2/host/h2", b"{}")
+    assert not state.on_change("/calico/ipam/v2/assignment/ipv4/block/1.2.3.0-26", b"not json")

@@ -21,12 +21,12 @@ from datastore.policy import (
     policy_from_resource,
     policy_warnings,
     profile_from_resource,
-    selectors_of,
     storage_name,
     validate_resource,
 )
 from datastore.resources import Resource
 from datastore.selector import parse
+from tests.introspect import rule_selectors, selectors_of
 
 
 def load(text: str) -> list[Resource]:
@@ -585,7 +585,7 @@ def test_entity_rule_fields():
     assert r.destination == EntityRule(
         ports=(PortRange(80, 80), PortRange(443, 443), PortRange(8000, 8080),
                PortRange(9000, 9000)), not_ports=(PortRange(8080, 8080),))
-    assert r.selectors() == {parse("role == 'a'"), parse("has(b)")}
+    assert rule_selectors(r) == {parse("role == 'a'"), parse("has(b)")}
 
 
 def test_bare_ipv6_is_128():
