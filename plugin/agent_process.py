@@ -69,7 +69,7 @@ class AgentProcess:
                 return
             if time.monotonic() - started >= HEALTHY_RUN:
                 delay = _RESTART_DELAYS[0]
-            LOG.warning("node agent exited (status %s); restarting in %.0fs",
+            LOG.warning("node agent exited (status %s); restarting in %.2g s",
                         self._process.returncode, delay)
             self._stop.wait(delay)
             delay = min(delay * 2, _RESTART_DELAYS[1])
