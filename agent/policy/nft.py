@@ -129,6 +129,7 @@ BASE_CHAINS = {
                    (CLEAR_MARKS, "jump raw-to-hep")),
     "mangle-prerouting": ("type filter hook prerouting priority mangle; policy accept;",
                           ("ct state established,related accept", f"{ACCEPTED} accept",
+                           'iifname "cali*" accept',  # workloads: never host endpoint policy
                            "jump mangle-from-hep")),
     "forward": ("type filter hook forward priority filter; policy accept;",
                 (f"{NOT_ACCEPTED} jump from-hep-fwd",

@@ -425,6 +425,22 @@ def test_host_endpoints_protect_the_host_but_failsafe_ports(host, lan):
     assert tcp_reaches(n1, host_ns, "10.0.7.1", 7070)
 
 
+def test_pre_dnat_policy_of_the_any_interface_endpoint_leaves_workloads_alone(host):
+    """A preDNAT Deny selecting the "*" host endpoint refuses nothing a
+    workload sends: workloads never meet host endpoint policy (Felix's
+    mangle prerouting accepts workload interfaces before it dispatches)."""
+    ns, workloads, status, host_ns = host
+    gateway = "169.254.1.1"
+    engine_run(ns, PolicyEngine(NODE, status, felix_env=action("Accept")),
+               profile("net1"), wep("a"), open_profile("open"),
+               host_endpoint("h1-all", "*", labels={"role": "docker-host"}, profiles=["open"]),
+               policy("pre-deny", {"applyOnForward": True, "preDNAT": True,
+                                   "selector": "role == 'docker-host'", "types": ["Ingress"],
+                                   "ingress": [{"action": "Deny", "protocol": "TCP",
+                                                "destination": {"ports": [7070]}}]}))
+    assert tcp_reaches(workloads["a"], host_ns, gateway, 7070)
+
+
 def test_apply_on_forward_pre_dnat_and_do_not_track_policies(host, lan):
     """eth1's endpoint (role lan) has a profile that allows everything,
     eth2's (role edge) neither profile nor policy: normal policy drops all on
