@@ -8,9 +8,11 @@ The guard is the first rule of each local workload's egress chain, dropping
 the (address, port) pairs that none of the Allow egress rules applying to
 that workload names explicitly: a rule with protocol TCP whose
 destination.nets holds the address as a /32 or /128 (a wider CIDR such as
-0.0.0.0/0 does not count) and whose destination.ports hold the port.  A
-loopback endpoint (etcd on 127.0.0.1 of each host) guards its port on every
-address of this host, and no rule can name that.
+0.0.0.0/0 does not count) and whose destination.ports hold the port.
+Every endpoint's port is also guarded on every address of the workload's
+own host, where no rule can open it: etcd on this host may listen on any of
+its addresses (169.254.1.1 and docker0's included), not only on the one
+ETCD_ENDPOINTS names, and a loopback endpoint is on every host.
 """
 
 import ipaddress
@@ -50,13 +52,15 @@ def guarded_destinations(etcd_endpoints) -> frozenset[Guarded]:
 
 
 def datastore_destinations(endpoints) -> frozenset[Guarded]:
-    """The client ports of the etcd endpoints, their names resolved to every
-    address of every family.  A name that does not resolve now is logged and
-    left out; the engine asks again at its next resync."""
+    """The client ports of the etcd endpoints on every address of this host,
+    and at the endpoints' addresses (names resolved to every address of
+    every family; a name that does not resolve now is logged and left out,
+    the engine asks again at its next resync)."""
     found = set()
     for url in endpoints:
         parts = urlsplit(url)
         port = parts.port or 2379
+        found.add(Guarded(LOCAL, port, "etcd"))
         try:
             infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
@@ -65,7 +69,8 @@ def datastore_destinations(endpoints) -> frozenset[Guarded]:
             continue
         for info in infos:
             address = ipaddress.ip_address(info[4][0].split("%")[0])
-            found.add(Guarded(LOCAL if address.is_loopback else str(address), port, "etcd"))
+            if not address.is_loopback:
+                found.add(Guarded(str(address), port, "etcd"))
     return frozenset(found)
 
 

@@ -1,5 +1,6 @@
 """The datastore guard without a kernel: which destinations the etcd
-endpoints give (names resolved, loopback meaning every address of the host),
+endpoints give (names resolved; every endpoint's port on every address of
+this host),
 and which rules name one explicitly.  tests/agent/test_policy_kernel.py
 sends real packets at it."""
 
@@ -13,14 +14,17 @@ ETCD = Guarded("10.0.0.1", 2379, "etcd")
 ETCD6 = Guarded("fd00::1", 2379, "etcd")
 
 
-def test_endpoints_give_their_addresses_of_every_family_and_loopback_as_local(caplog):
+def test_endpoints_give_their_addresses_of_every_family_and_their_port_here(caplog):
+    """Each endpoint's port on every address of this host (etcd here may
+    listen on any), and its addresses of every family; loopback ones only here."""
     assert datastore_destinations(("http://10.0.0.1:2379", "https://[fd00::1]:2379")) == \
-        {ETCD, ETCD6}
+        {ETCD, ETCD6, Guarded(LOCAL, 2379, "etcd")}
     assert datastore_destinations(("http://localhost:2381", "http://127.0.0.1")) == \
         {Guarded(LOCAL, 2381, "etcd"), Guarded(LOCAL, 2379, "etcd")}
     with caplog.at_level(logging.WARNING):
-        assert datastore_destinations(("http://etcd.invalid:2379",)) == frozenset()
-    assert "cannot resolve etcd endpoint http://etcd.invalid:2379" in caplog.text
+        assert datastore_destinations(("http://etcd.invalid:4001",)) == \
+            {Guarded(LOCAL, 4001, "etcd")}
+    assert "cannot resolve etcd endpoint http://etcd.invalid:4001" in caplog.text
 
 
 def test_guard_rules_by_family():

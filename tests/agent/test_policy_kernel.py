@@ -273,10 +273,12 @@ def test_workloads_reach_their_host_as_default_endpoint_to_host_action_says(host
 
 
 def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
-    """The etcd endpoints' client ports are closed to workloads on this host
-    (input, here with Accept) and beyond it (forward: an "etcd" at workload
-    c's address), loopback ones on every address of the host; an egress rule
-    naming address and port opens one, a wider CIDR does not."""
+    """The etcd endpoints' client ports are closed to workloads beyond this
+    host (forward: an "etcd" at workload c's address) and on every address
+    of this host (input, here with Accept: etcd here may listen on any of
+    them, 169.254.1.1 included), where no rule opens them; an egress rule
+    naming a remote endpoint's address and port opens it, a wider CIDR does
+    not."""
     ns, workloads, status, host_ns = host
     subprocess.run(["ip", "-n", host_ns, "addr", "add", "10.0.5.1/32", "dev", "lo"], check=True)
     engine = engine_run(ns, PolicyEngine(NODE, status, felix_env=action("Accept"),
@@ -291,10 +293,12 @@ def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
 
     assert reaches("10.0.5.1", 7070) and reaches("10.65.0.3", 7070)
     assert not reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
+    assert not reaches("169.254.1.1", 2379)  # the local etcd by another address
     assert not reaches("169.254.1.1", 2381) and not reaches("10.0.5.1", 2381)
     with open(status) as f:
         assert json.load(f)["guarded"] == [
             "tcp 10.0.5.1:2379 (etcd)", "tcp 10.65.0.3:2379 (etcd)",
+            "tcp any address of this host:2379 (etcd)",
             "tcp any address of this host:2381 (etcd)"]
 
     def allow(*nets):
@@ -306,11 +310,12 @@ def test_workloads_never_reach_the_datastore_unless_a_policy_names_it(host):
 
     engine = engine_run(ns, engine, allow("10.0.0.0/8"))  # not named: still closed
     assert not reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
-    engine = engine_run(ns, engine, allow("10.0.5.1/32"))
-    assert reaches("10.0.5.1", 2379) and not reaches("10.65.0.3", 2379)
-    assert not reaches("10.0.5.1", 2381)  # a loopback endpoint cannot be named
+    engine = engine_run(ns, engine, allow("10.65.0.3/32", "10.0.5.1/32"))
+    assert reaches("10.65.0.3", 2379)
+    # This host's addresses cannot be named.
+    assert not reaches("10.0.5.1", 2379) and not reaches("169.254.1.1", 2379)
     engine_run(ns, engine, (allow()[0], None))
-    assert not reaches("10.0.5.1", 2379)
+    assert not reaches("10.65.0.3", 2379)
 
 
 def test_one_host_port_opened_by_policy_as_the_readme_shows(host):
