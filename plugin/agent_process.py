@@ -54,6 +54,7 @@ class AgentProcess:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        self._thread.join(timeout=10)  # it sees the stop at once: nothing of it outlives us
 
     def _supervise(self):
         delay = _RESTART_DELAYS[0]
