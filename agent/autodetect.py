@@ -22,7 +22,7 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import AutodetectError
-from agent.kernel import FAMILIES, Address, addresses, netlink
+from agent.routing.kernel import FAMILIES, Address, addresses, netlink
 from agent.settings import AgentSettings, variable
 
 # calico/node's DEFAULT_INTERFACES_TO_EXCLUDE, plus what docker and our lab make.

@@ -13,7 +13,7 @@ from agent.autodetect import node_address, node_address6
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, policy_off
-from agent.reconciler import Reconciler
+from agent.routing.reconciler import Reconciler
 from agent.settings import AgentSettings
 from agent.watch import RETRY_DELAYS, Syncer
 from datastore.errors import DatastoreUnavailable

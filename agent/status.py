@@ -3,7 +3,7 @@ their agents beat, and whether this host has our routes to their blocks."""
 
 import time
 
-from agent.kernel import read_routes
+from agent.routing.kernel import read_routes
 from agent.liveness import ALIVE_PREFIX, STALE_AFTER
 from agent.settings import AgentSettings
 from agent.watch import load_state

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from agent.model import SNAPSHOT_PREFIXES, WATCH_PREFIX, ClusterState
+from agent.routing.model import SNAPSHOT_PREFIXES, WATCH_PREFIX, ClusterState
 from datastore.errors import DatastoreError
 from datastore.etcd import Etcd
 

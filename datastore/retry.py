@@ -1,4 +1,6 @@
-"""Bounded compare-and-swap retries, as libcalico-go's datastoreRetries."""
+"""Retrying: bounded compare-and-swap retries (`attempts`, as libcalico-go's
+datastoreRetries) and doubling waits for loops that wait for something
+outside to come back (`Backoff`)."""
 
 import random
 import time
@@ -24,3 +26,22 @@ def attempts(what: str, retries: int = RETRIES):
         f"gave up {what} after {retries} attempts lost against concurrent "
         "writers; etcd is very busy or another client keeps changing the "
         "same records, try again")
+
+
+class Backoff:
+    """Waits that double from `first` up to `longest`, for loops that retry
+    until something outside comes back (etcd, a watch, dockerd, a child
+    process); `reset()` after a success starts again from `first`."""
+
+    def __init__(self, first: float, longest: float):
+        self.first, self.longest = first, longest
+        self.delay = first
+
+    def next(self) -> float:
+        """The wait to take now; the one after it is twice as long."""
+        delay = self.delay
+        self.delay = min(delay * 2, self.longest)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first

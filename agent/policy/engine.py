@@ -16,7 +16,8 @@ import logging
 import os
 import time
 
-from agent import kernel, nftables
+from agent import nftables
+from agent.routing import kernel
 from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations

@@ -1,7 +1,7 @@
 """What the policy engine knows: every workload and host endpoint in the
 cluster, the Profiles and GlobalNetworkPolicies, and the
 FelixConfigurations, kept from etcd keys.  Pure bookkeeping, like
-agent/model.py: a key is applied with its whole new value (None when
+agent/routing/model.py: a key is applied with its whole new value (None when
 deleted), so replayed events end in the right state.
 
 Invalid objects count as absent, as in Felix (calico-policy.md §1.9), except

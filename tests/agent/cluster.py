@@ -4,7 +4,7 @@ import json
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.model import ClusterState
+from agent.routing.model import ClusterState
 from datastore.resources import Resource
 from ipam.blocks import AllocationBlock, affinity_key, affinity_value, block_key
 from ipam.pools import build_pool

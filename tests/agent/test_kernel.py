@@ -11,8 +11,8 @@ from unittest import mock
 import pytest
 from netaddr import IPAddress, IPNetwork
 
-from agent import kernel, nat, vxlan
-from agent.reconciler import Reconciler
+from agent.routing import kernel, nat, vxlan
+from agent.routing.reconciler import Reconciler
 from tests.agent.cluster import affinity_record, block_record, node_record, pool_record, state_of
 from tests.lab.netns import run_in
 from tests.lab import Lab
@@ -136,7 +136,7 @@ def test_vxlan_device_keeps_its_mac_and_is_rebuilt_when_wrong(host):
 
 
 def test_vxlan_peers_arp_and_fdb(host):
-    from agent.desired_routes import FdbEntry, Neighbour
+    from agent.routing.routes import FdbEntry, Neighbour
     run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), None, IPAddress("10.0.0.1"), 1450)
     want_n = {Neighbour(IPAddress("192.168.1.1"), "66:00:00:00:00:02")}
     want_f = {FdbEntry("66:00:00:00:00:02", IPAddress("10.0.0.2"))}

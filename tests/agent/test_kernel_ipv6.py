@@ -10,9 +10,9 @@ import subprocess
 import pytest
 from netaddr import IPAddress, IPNetwork
 
-from agent import kernel, nat, vxlan
-from agent.reconciler import Reconciler
-from agent.desired_routes import FdbEntry, Neighbour
+from agent.routing import kernel, nat, vxlan
+from agent.routing.reconciler import Reconciler
+from agent.routing.routes import FdbEntry, Neighbour
 from tests.agent.cluster import affinity_record, block_record, node_record, pool_record, state_of
 from tests.agent.test_kernel import reconcile_with
 from tests.lab import Lab

@@ -1,11 +1,11 @@
 """The desired routes, ARP and FDB entries from nodes, pools, affinities and
-blocks (agent.desired_routes.desired_state): pure, no etcd, no kernel."""
+blocks (agent.routing.routes.desired_state): pure, no etcd, no kernel."""
 
 from dataclasses import replace
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.desired_routes import (BLACKHOLE, FdbEntry, Local, Neighbour, Route, VXLAN_DEVICE,
+from agent.routing.routes import (BLACKHOLE, FdbEntry, Local, Neighbour, Route, VXLAN_DEVICE,
                           desired_state)
 from tests.agent.cluster import (affinity_record, block_record, node_record, pool_record,
                                  state_of)

@@ -1,11 +1,11 @@
-"""IPv6 in the desired routes (agent.desired_routes.desired_state): the same rules
+"""IPv6 in the desired routes (agent.routing.routes.desired_state): the same rules
 as IPv4, via the nodes' bgp.ipv6Address; pure, no etcd, no kernel."""
 
 from dataclasses import replace
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.desired_routes import BLACKHOLE, VXLAN6_DEVICE, Local, Route, desired_state
+from agent.routing.routes import BLACKHOLE, VXLAN6_DEVICE, Local, Route, desired_state
 from tests.agent.cluster import (affinity_record, block_record, node_record, pool_record,
                                  state_of)
 

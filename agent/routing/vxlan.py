@@ -14,8 +14,8 @@ from netaddr import IPAddress
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import AgentError
-from agent.kernel import netlink
-from agent.desired_routes import VXLAN6_DEVICE, VXLAN_DEVICE
+from agent.routing.kernel import netlink
+from agent.routing.routes import VXLAN6_DEVICE, VXLAN_DEVICE
 from datastore.errors import ResourceNotFound, TooManyConflicts
 from datastore.resources import Resource, Resources
 from ipam.allocator import Ipam

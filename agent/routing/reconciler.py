@@ -13,11 +13,11 @@ import time
 
 from netaddr import IPNetwork
 
-from agent import ipip, kernel, vxlan
+from agent.routing import ipip, kernel, vxlan
 from agent.errors import AgentError, KernelError
-from agent.model import ClusterState
-from agent.nat import Nat
-from agent.desired_routes import Local, desired_state, needs_ipip
+from agent.routing.model import ClusterState
+from agent.routing.nat import Nat
+from agent.routing.routes import Local, desired_state, needs_ipip
 from datastore.etcd import Etcd
 from datastore.resources import Resources
 from ipam.allocator import Ipam

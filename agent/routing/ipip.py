@@ -7,8 +7,8 @@ import os
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.kernel import netlink
-from agent.desired_routes import IPIP_DEVICE
+from agent.routing.kernel import netlink
+from agent.routing.routes import IPIP_DEVICE
 
 
 def ensure_tunl0() -> bool:

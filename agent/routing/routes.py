@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.model import ClusterState, Node
+from agent.routing.model import ClusterState, Node
 from ipam.pools import Pool
 
 LOG = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import KernelError
-from agent.desired_routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
+from agent.routing.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
 
 LOG = logging.getLogger(__name__)
 
