@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from datastore.felix_configuration import FelixSettings
 from datastore.host_endpoint import HostEndpoint
-from datastore.policy import INVALID_PROFILE, GlobalNetworkPolicy, Profile
+from datastore.policy import GlobalNetworkPolicy, Profile
 from datastore.records import (FELIX_CONFIGURATIONS, GLOBAL_NETWORK_POLICIES, HOST_ENDPOINTS,
                                PROFILES, WORKLOAD_ENDPOINTS, Kind)
 from datastore.workload_endpoint import WorkloadEndpoint
