@@ -89,6 +89,7 @@ class Follower:
         self._readers = _readers(self.views)
         self.prefix = watch_prefix(self._readers)
         self._backoff = Backoff(*RETRY_DELAYS)
+        self._lost = True  # the next snapshot is worth a line in the log
 
     def start(self, name: str) -> threading.Thread:
         """Run in a daemon thread of its own: a watch may hang for its idle
@@ -103,7 +104,8 @@ class Follower:
                 self._follow()
                 continue
             except WatchStalled as exc:
-                LOG.info("%s; new snapshot", exc)
+                # Routine where quiet is normal (the pools): not worth a line.
+                LOG.debug("%s; new snapshot", exc)
                 continue
             except DatastoreError as exc:
                 if self.stop.is_set():  # the client was closed under the watch
@@ -114,6 +116,7 @@ class Follower:
             except Exception:  # noqa: BLE001 - a bug must not silently stop following
                 delay = self._backoff.next()
                 LOG.exception("following %s failed; new snapshot in %.1f s", self.prefix, delay)
+            self._lost = True
             for view in self.views:
                 view.reset()
             self.stop.wait(delay)
@@ -122,7 +125,9 @@ class Follower:
         """One snapshot, then the watch until it fails (or stop)."""
         revision = snapshot(self.etcd, self.views)
         self._backoff.reset()
-        LOG.info("snapshot of %s at revision %d", self.prefix, revision)
+        LOG.log(logging.INFO if self._lost else logging.DEBUG,
+                "snapshot of %s at revision %d", self.prefix, revision)
+        self._lost = False
         for view in self.views:
             view.batch_done(True, True)
         for batch in self.etcd.watch_prefix(self.prefix, revision + 1, self.idle_timeout):
