@@ -39,6 +39,8 @@ class Kind:
     parse: Callable[[str, bytes, int], Any]
     errors: tuple[type[Exception], ...] = ()  # unreadable, beyond UNREADABLE
     unreadable: Any = None  # what an unreadable value counts as
+    # the log's words for it: what is enforced says it is not
+    unreadable_log: str = "ignoring unreadable"
 
     def __repr__(self):
         return f"Kind({self.name})"
@@ -58,16 +60,20 @@ def parse(kind: Kind, key: str, value: bytes | None, revision: int = 0):
     try:
         return kind.parse(key, value, revision)
     except UNREADABLE + kind.errors as exc:
-        LOG.warning("unreadable %s %s: %s", kind.name, key, exc)
+        LOG.warning("%s %s: %s", kind.unreadable_log, key, exc)
         return kind.unreadable
 
 
+_POLICY = "not enforcing"
 WORKLOAD_ENDPOINTS = resource_kind("WorkloadEndpoint", WorkloadEndpoint.from_resource)
-HOST_ENDPOINTS = resource_kind("HostEndpoint", host_endpoint_from_resource)
+HOST_ENDPOINTS = resource_kind("HostEndpoint", host_endpoint_from_resource,
+                               unreadable_log=_POLICY)
 # A listed Profile that cannot be enforced denies (calico-policy.md §4.3).
-PROFILES = resource_kind("Profile", profile_from_resource, unreadable=INVALID_PROFILE)
-GLOBAL_NETWORK_POLICIES = resource_kind("GlobalNetworkPolicy", policy_from_resource)
+PROFILES = resource_kind("Profile", profile_from_resource, unreadable=INVALID_PROFILE,
+                         unreadable_log=_POLICY)
+GLOBAL_NETWORK_POLICIES = resource_kind("GlobalNetworkPolicy", policy_from_resource,
+                                        unreadable_log=_POLICY)
 # An invalid field counts as unset: the next source decides.
 FELIX_CONFIGURATIONS = resource_kind("FelixConfiguration", FelixSettings.from_resource,
-                                     unreadable=FelixSettings())
+                                     unreadable=FelixSettings(), unreadable_log=_POLICY)
 NODES = resource_kind("Node", Node.from_resource)

@@ -19,6 +19,7 @@ from ipam.blocks import (AFFINITIES, BLOCKS, CONFIRMED, AllocationBlock, cidr_fr
                          parse_affinity_key)
 from ipam.pools import POOLS, Pool
 
+
 @dataclass(frozen=True)
 class Block:
     """What routing needs of an AllocationBlock."""
