@@ -1,7 +1,7 @@
 """The node agent (`calico-libnetwork agent`, a child of `run`).
 
 main.py starts it: node.py registers the Node (address from autodetect.py,
-liveness.py's heartbeat), watch.py's Syncer follows etcd into its views:
+liveness.py's heartbeat), and one datastore Follower feeds its views:
 routing/ (routes, VXLAN, IPIP, NAT between hosts), policy/ and names/.
 antispoofing.py keeps the reverse-path table; nftables.py is libnftables;
 status.py reads the peers for `calico-libnetwork status`; settings.py,

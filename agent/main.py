@@ -13,11 +13,12 @@ from agent.autodetect import node_address, node_address6
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, policy_off
+from agent.routing.model import ClusterState
 from agent.routing.reconciler import Reconciler
 from agent.settings import AgentSettings
-from agent.watch import RETRY_DELAYS, Syncer
 from datastore.errors import DatastoreUnavailable
 from datastore.etcd import Etcd
+from datastore.follower import RETRY_DELAYS, Follower
 from datastore.resources import Resources
 from datastore.settings import connect
 
@@ -49,12 +50,8 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
         if policy is None:
             policy_off(settings.policy_status_path)
         names = _start_names(settings) if settings.names else None
-        views = tuple(v for v in (policy, names and names.index) if v)
-        syncer = Syncer(etcd, reconciler, settings.watch_idle_timeout, stop, views=views)
-        # A daemon thread: a watch may hang for its idle timeout, and stopping
-        # must not wait for it.
-        thread = threading.Thread(target=syncer.run, name="syncer", daemon=True)
-        thread.start()
+        views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index) if v)
+        thread = Follower(etcd, views, settings.watch_idle_timeout, stop).start("follower")
         antispoofing.repair()
         while not stop.wait(antispoofing.CHECK_INTERVAL):
             antispoofing.repair()

@@ -9,10 +9,10 @@ from netaddr import IPNetwork
 
 from agent.errors import AgentError, NodeConflict
 from agent.liveness import ALIVE_PREFIX, live_nodes, read_heartbeat
-from agent.routing.model import Node
 from agent.settings import variable
 from agent.routing.vxlan import handle_id as vxlan_handle_id
 from datastore.errors import TooManyConflicts
+from datastore.node import Node
 from datastore.resources import Resource, Resources
 from ipam.allocator import Ipam
 from ipam.store import BlockStore

@@ -3,11 +3,12 @@ their agents beat, and whether this host has our routes to their blocks."""
 
 import time
 
-from agent.routing.kernel import read_routes
 from agent.liveness import ALIVE_PREFIX, STALE_AFTER
+from agent.routing.kernel import read_routes
+from agent.routing.model import ClusterState
 from agent.settings import AgentSettings
-from agent.watch import load_state
 from datastore.etcd import Etcd
+from datastore.follower import snapshot
 
 
 def peer_status(etcd: Etcd, nodename: str,
@@ -17,7 +18,8 @@ def peer_status(etcd: Etcd, nodename: str,
     (its last heartbeat is recent by this host's clock; informative only),
     blocks, IPv4 and IPv6 (each with the kernel route we hold for it, or None) and
     routesProgrammed (every block has one)."""
-    state, _ = load_state(etcd)
+    state = ClusterState()
+    snapshot(etcd, (state,))
     beats = {kv.key[len(ALIVE_PREFIX):]: kv.json() for kv in etcd.get_prefix(ALIVE_PREFIX)[0]}
     routes = read_routes()
     owners = state.block_owners()

@@ -52,6 +52,7 @@ from tests.lab.common import run_all, wait_until  # noqa: E402
 from tests.lab.dockerd import DockerHost  # noqa: E402
 from tests.lab.images import import_busybox  # noqa: E402
 from tests.lab.netns import Lab  # noqa: E402
+from tests.introspect import feed  # noqa: E402
 
 PROBE = r'''
 import json, sys, time
@@ -149,14 +150,14 @@ def index_figures(size: int, networks: int, containers: int) -> None:
     index = NameIndex()
     started = time.process_time()
     for key, value in records:
-        index.on_change(key, value)
+        feed(index, key, value)
     index.batch_done(True, True)
     loaded = time.process_time() - started
     cpu = {}
     for i in range(size, size + containers):
         for step, key, value in container_writes(i, networks):
             started = time.process_time()
-            index.batch_done(index.on_change(key, value), False)
+            index.batch_done(feed(index, key, value), False)
             cpu.setdefault(step, []).append(time.process_time() - started)
     print(f"name index, {size} endpoints in {networks} networks: snapshot (on_change of each, "
           f"batch_done) {loaded * 1000:.1f} ms CPU; then {containers} containers, "

@@ -17,7 +17,7 @@ the profiles.
    then one incremental change at that size: a local endpoint added, a
    remote endpoint added, a policy changed (median and max of --repeats).
    Target: 1,000 endpoints in < 2 s.
-2. Change to enforcement: a real etcd and an agent-like process (Syncer and
+2. Change to enforcement: a real etcd and an agent-like process (Follower and
    PolicyEngine) in namespace "host 2", cluster as in 1; the bench writes
    --changes policy changes, remote endpoints and local endpoints to etcd,
    one at a time, and takes the time until the agent's status file is
@@ -34,7 +34,7 @@ the profiles.
 4. Large cluster: --remote endpoints of --nodes other nodes, --big-networks
    profiles, the policies and ~10 local endpoints in a real etcd; a fresh
    process takes a full sync through the real snapshot path
-   (agent.watch.load_state, then batch_done): its time and where it goes,
+   (datastore.follower.snapshot, then batch_done): its time and where it goes,
    the growth of its peak RSS (VmHWM), one change at that size, and in a
    second fresh process the tracemalloc peak.  Targets: < 10 s, < 300 MB.
 
@@ -83,13 +83,17 @@ from agent.policy import nft  # noqa: E402
 from agent.policy.compiler import Compiler, set_name  # noqa: E402
 from agent.policy.engine import PolicyEngine  # noqa: E402
 from agent.policy.membership import Membership  # noqa: E402
-from agent.policy.state import WEP_PREFIX, PolicyState  # noqa: E402
+from agent.policy.state import PolicyState  # noqa: E402
+from datastore import follower  # noqa: E402
 from datastore.etcd import _PAGE as PAGE  # noqa: E402
 from datastore.etcd import Etcd  # noqa: E402
+from datastore.records import WORKLOAD_ENDPOINTS  # noqa: E402
 from datastore.resources import Resource  # noqa: E402
 from datastore.selector import parse  # noqa: E402
 from driver.endpoints import (DEFAULT_MAC, SANDBOX_ANNOTATION, host_ifname,  # noqa: E402
                               names_annotations, network_profile, workload_endpoint)
+from tests import introspect  # noqa: E402
+from tests.introspect import feed  # noqa: E402
 
 LOCAL = "bench-local"  # the node whose endpoints are local in 1 and 3
 HOST2 = "host-2"  # the agent's node in 2 and 4
@@ -195,11 +199,13 @@ def profile_set(n: int) -> str:
 
 class Phases:
     """Time spent in the engine's stages, by wrapping them (no edit to the
-    engine): parse (state.on_change), compile, membership, desired, script,
+    engine): parse (the follower's parse, state.on_change), compile, membership, desired, script,
     nft.  Used as a context manager around the measured code."""
 
     TARGETS = [
         (Etcd, "get_prefix", "etcd reads"),
+        (follower, "parse", "parse"),
+        (introspect, "parse", "parse"),
         (PolicyState, "on_change", "parse"),
         (Compiler, "compile", "compile"),
         (Membership, "set_selectors", "membership"),
@@ -333,7 +339,7 @@ def bench_program(args, lab, status_dir):
         with Phases() if measure else contextlib.nullcontext(Phases()) as phases:
             started = time.perf_counter()
             for key, value in records:
-                engine.on_change(key, value)
+                feed(engine, key, value)
             applied = time.perf_counter()
             engine.batch_done(True, True)
             done = time.perf_counter()
@@ -343,7 +349,7 @@ def bench_program(args, lab, status_dir):
         with Phases() as phases:
             started = time.perf_counter()
             for key, value in records:
-                engine.on_change(key, value)
+                feed(engine, key, value)
             engine.batch_done(True, False)
             return time.perf_counter() - started, phases
 
@@ -397,10 +403,9 @@ def bench_program(args, lab, status_dir):
 # --- 2. change to enforcement -------------------------------------------------
 
 def run_agent(args):
-    """An agent-like process: the agent's Syncer and a PolicyEngine, no routes."""
+    """An agent-like process: the agent's Follower and a PolicyEngine, no routes."""
     import logging
 
-    from agent.watch import Syncer
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -421,9 +426,7 @@ def run_agent(args):
             phases_log.flush()
 
     engine.batch_done = timed_batch_done
-    syncer = Syncer(etcd, lambda *_: None, 30.0, stop, views=(engine,))
-    thread = threading.Thread(target=syncer.run, name="syncer", daemon=True)
-    thread.start()
+    thread = follower.Follower(etcd, (engine,), 30.0, stop).start("follower")
     stop.wait()
     thread.join(1.0)
     engine.stop()
@@ -447,7 +450,7 @@ def bench_latency(args):
             time.sleep(0.01)
         cold = time.monotonic() - started
         first = json.loads(status.read_text())
-        print(f"2. change -> enforcement: agent-like process (Syncer + PolicyEngine) in "
+        print(f"2. change -> enforcement: agent-like process (Follower + PolicyEngine) in "
               f"host 2, etcd on loopback; {args.endpoints} local endpoints, "
               f"{args.policies} policies\n"
               f"   cold start: table written {cold:.2f} s after the process started "
@@ -665,7 +668,7 @@ def bench_datapath(args, lab, status_dir):
 
             def load(engine, records):
                 for key, value in records:
-                    engine.on_change(key, value)
+                    feed(engine, key, value)
                 engine.batch_done(True, True)
 
             inside.submit(load, engines["on"], records).result()
@@ -728,7 +731,6 @@ def bench_datapath(args, lab, status_dir):
 
 def sync_once(args):
     """In a fresh process: one full sync of a fresh engine, as the agent takes it."""
-    from agent.watch import load_state
     mode = args.sync_once
     etcd = Etcd(args.etcd)
     engine = PolicyEngine(HOST2, args.status)
@@ -739,7 +741,7 @@ def sync_once(args):
 
     def sync():
         started = time.perf_counter()
-        load_state(etcd, views=(engine,))
+        follower.snapshot(etcd, (engine,))
         loaded = time.perf_counter()
         engine.batch_done(True, True)
         return started, loaded, time.perf_counter()
@@ -767,7 +769,7 @@ def sync_once(args):
                 ("policy changed", policy(0, args.big_networks, port=20000))):
             with Phases() as phases:
                 started = time.perf_counter()
-                engine.on_change(key, value)
+                feed(engine, key, value)
                 engine.batch_done(True, False)
                 out["changes"][kind] = {"total": time.perf_counter() - started,
                                         **phases.seconds}
@@ -799,7 +801,7 @@ def bench_large(args):
     print(f"4. large cluster: {args.remote} endpoints of {args.nodes} other nodes, "
           f"{args.big_networks} networks, {args.policies} policies, {args.big_local} local "
           f"endpoints in etcd ({len(records)} keys written in {written:.1f} s)")
-    weps = sorted((k, v) for k, v in records if k.startswith(WEP_PREFIX))
+    weps = sorted((k, v) for k, v in records if k.startswith(WORKLOAD_ENDPOINTS.prefix))
     pages = [sum(len(k) + len(v) for k, v in weps[i:i + PAGE])
              for i in range(0, len(weps), PAGE)]
     print(f"   endpoint records: {sum(pages) / 2**20:.1f} MB in all, read in {len(pages)} "
@@ -820,7 +822,7 @@ def bench_large(args):
     mb = 1024 * 1024
     s = plain["status"]
     print(f"   full sync of a fresh engine: {plain['total']:.2f} s (target < 10 s): "
-          f"load_state {plain['load']:.2f} s (etcd reads and parsing), batch_done "
+          f"snapshot {plain['load']:.2f} s (etcd reads and parsing), batch_done "
           f"{plain['batch']:.2f} s\n"
           f"   {phase_line({'total': plain['total'], **plain['phases']})}\n"
           f"   peak RSS growth {(plain['hwm_after'] - plain['hwm_before']) / mb:.0f} MB "
@@ -880,20 +882,20 @@ def bench_lifecycle(args, lab, status_dir):
     views = {"policy": engine, "names": index}
 
     def batch(key, value):
-        """One watch batch, as agent.watch.Syncer hands it to the views:
+        """One watch batch, as the follower hands it to the views:
         the CPU seconds each view took, and the policy engine's phases."""
         cpu = {}
         with Phases(cpu_seconds) as phases:
             for name, view in views.items():
                 started = cpu_seconds()
-                view.batch_done(view.on_change(key, value), False)
+                view.batch_done(feed(view, key, value), False)
                 cpu[name] = cpu_seconds() - started
         return cpu, phases
 
     def snapshot():
         for key, value in records:
             for view in views.values():
-                view.on_change(key, value)
+                feed(view, key, value)
         for view in views.values():
             view.batch_done(True, True)
 

@@ -3,9 +3,12 @@
 etcd.py is the only module that talks to the etcd client (transactions,
 watches with an idle timeout); settings.py opens it; retry.py bounds
 compare-and-swap retries and holds the one backoff; resources.py stores v3
-resources (keys, JSON, get/create/modify/delete); policy.py, selector.py, host_endpoint.py and
-felix_configuration.py parse and check the resources policy reads;
-annotations.py names the annotations the plugin writes; errors.py.
+resources (keys, JSON, get/create/modify/delete); follower.py is the one
+loop that follows etcd (snapshot, watch, idle timeout, backoff) for its
+views, handing them records.py's records, each key parsed once by its
+Kind; policy.py, selector.py, host_endpoint.py, felix_configuration.py,
+workload_endpoint.py and node.py parse (and check) the records the agent
+reads; annotations.py names the annotations the plugin writes; errors.py.
 
 May import: nothing of this project.
 """

@@ -177,6 +177,10 @@ class Profile:
         return self.ingress if direction == INGRESS else self.egress
 
 
+# A Profile that exists but cannot be enforced (it denies everything).
+INVALID_PROFILE = object()
+
+
 @dataclass(frozen=True)
 class GlobalNetworkPolicy:
     name: str  # the stored name, e.g. default.db: Felix's policy ID

@@ -114,13 +114,17 @@ class Resource:
                    status=obj.get("status"), revision=revision)
 
 
+def kind_prefix(kind: str) -> str:
+    """Where every resource of `kind` is stored: the one home of its prefix."""
+    return f"{PREFIX}{PLURALS[kind]}/"
+
+
 def resource_key(kind: str, name: str, namespace: str | None = None) -> str:
-    plural = PLURALS[kind]
     if kind in NAMESPACED:
         if not namespace:
             raise ValueError(f"{kind} {name} needs a namespace")
-        return f"{PREFIX}{plural}/{namespace}/{name}"
-    return f"{PREFIX}{plural}/{name}"
+        return f"{kind_prefix(kind)}{namespace}/{name}"
+    return f"{kind_prefix(kind)}{name}"
 
 
 def _now() -> str:
@@ -138,7 +142,7 @@ class Resources:
         return None if kv is None else _from_kv(kv)
 
     def list(self, kind, namespace=None, name_prefix="") -> list[Resource]:
-        prefix = f"{PREFIX}{PLURALS[kind]}/"
+        prefix = kind_prefix(kind)
         if namespace:
             prefix += f"{namespace}/"
         kvs, _ = self.etcd.get_prefix(prefix + name_prefix)

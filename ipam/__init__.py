@@ -1,7 +1,8 @@
 """Calico IPAM, compatible with libcalico-go's records in etcd.
 
-pools.py (IPPools) and pool_cache.py (a watched copy for the plugin's
-worker); blocks.py (the AllocationBlock record and IPAM keys); store.py
+pools.py (IPPools, and their follower Kind POOLS) and pool_cache.py (a
+follower's view for the plugin's worker); blocks.py (the AllocationBlock
+record, IPAM keys, and the BLOCKS and AFFINITIES kinds); store.py
 (compare-and-swap steps on blocks, affinities and the IPAM config);
 handles.py; allocator.py (Ipam: auto-assign, assign, release) writing
 through group_commit.py (a block and its handles in one transaction);

@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
@@ -32,7 +32,6 @@ from ipam.blocks import CONFIRMED, AffinityMismatch, AllocationBlock, OrdinalInU
 from ipam.group_commit import BlockGone, BlockWriter, HandleExists, KnownHandles
 from ipam.errors import (AddressInUse, AddressNotInPool, InvalidRequest, NoPoolsConfigured,
                          PoolNotFound, PoolsExhausted)
-from ipam.pool_cache import PoolCache
 from ipam.pools import Pool, describe, list_pools, node_labels
 from ipam.store import Affinity, BlockStore, BlockTaken, Conflict
 
@@ -101,9 +100,16 @@ def _pool_of(cidr: IPNetwork, pools: list[Pool]) -> Pool | None:
     return next((p for p in pools if cidr in p.cidr), None)
 
 
+class Pools(Protocol):
+    """Where the pools come from between etcd reads: the plugin worker's
+    PoolCache, the agent's routing view (ClusterState, via the Reconciler)."""
+
+    def current(self) -> list[Pool] | None: ...  # None: read etcd
+
+
 class Ipam:
     def __init__(self, etcd: Etcd, node: str, resources: Resources | None = None,
-                 pool_cache: PoolCache | None = None):
+                 pool_cache: Pools | None = None):
         self.etcd = etcd
         self.node = node
         self.resources = resources or Resources(etcd)

@@ -10,8 +10,11 @@ from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
 
+from datastore.records import Kind
+
 IPAM_PREFIX = "/calico/ipam/v2/"
 HOST_PREFIX = IPAM_PREFIX + "host/"
+BLOCKS_PREFIX = IPAM_PREFIX + "assignment/"
 HANDLES_KEY_PREFIX = IPAM_PREFIX + "handle/"
 CONFIG_KEY = IPAM_PREFIX + "config"
 
@@ -42,7 +45,7 @@ def cidr_from_key(key: str) -> IPNetwork:
 
 
 def block_prefix(version: int) -> str:
-    return f"{IPAM_PREFIX}assignment/ipv{version}/block/"
+    return f"{BLOCKS_PREFIX}ipv{version}/block/"
 
 
 def block_key(cidr: IPNetwork) -> str:
@@ -94,6 +97,18 @@ def handle_value(blocks: dict[str, int]) -> dict:
 
 def handle_blocks(raw: bytes) -> dict[str, int]:
     return dict(json.loads(raw).get("block") or {})
+
+
+class BlockAffinity(NamedTuple):
+    node: str
+    cidr: IPNetwork
+    state: str
+
+    @classmethod
+    def from_kv(cls, key: str, raw: bytes, _revision=None) -> "BlockAffinity | None":
+        """The affinity an affinity key holds; None for other keys under host/."""
+        parsed = parse_affinity_key(key)
+        return None if parsed is None else cls(*parsed, affinity_state(raw))
 
 
 class IpamConfig(NamedTuple):
@@ -296,3 +311,10 @@ class AllocationBlock:
         renumber = {old: new for new, old in enumerate(used)}
         self.attributes = [self.attributes[i] for i in used]
         self.allocations = [None if i is None else renumber[i] for i in self.allocations]
+
+
+# What the follower hands its views (datastore/records.py).  A block record
+# is shared by every view: views read it, never change it.
+BLOCKS = Kind("AllocationBlock", BLOCKS_PREFIX,
+              lambda _key, value, _revision: AllocationBlock.from_json(value))
+AFFINITIES = Kind("BlockAffinity", HOST_PREFIX, BlockAffinity.from_kv)

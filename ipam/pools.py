@@ -13,6 +13,7 @@ from netaddr import AddrFormatError, IPNetwork
 
 from datastore import selector
 from datastore.errors import ResourceAlreadyExists, ResourceConflict, ResourceNotFound
+from datastore.records import resource_kind
 from datastore.resources import Resource, Resources, valid_name
 from datastore.retry import attempts
 from ipam.blocks import cidr_from_key
@@ -90,6 +91,10 @@ class Pool:
                    disabled=bool(spec.get("disabled")),
                    node_selector=spec.get("nodeSelector") or "all()",
                    resource=res)
+
+
+# What the follower hands its views (datastore/records.py).
+POOLS = resource_kind("IPPool", Pool.from_resource, errors=(InvalidPool,))
 
 
 def describe(pools) -> str:

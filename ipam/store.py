@@ -16,7 +16,7 @@ from netaddr import IPNetwork
 
 from datastore.etcd import Etcd
 from datastore.retry import attempts
-from ipam.blocks import (CONFIG_KEY, CONFIRMED, IPAM_PREFIX, PENDING, PENDING_DELETION,
+from ipam.blocks import (BLOCKS_PREFIX, CONFIG_KEY, CONFIRMED, PENDING, PENDING_DELETION,
                          AllocationBlock, IpamConfig, affinity_key, affinity_prefix,
                          affinity_state, affinity_value, block_key, block_prefix,
                          parse_affinity_key)
@@ -51,7 +51,7 @@ class BlockStore:
 
     def blocks(self, version: int | None = None) -> list[tuple[str, AllocationBlock, int]]:
         """(key, block, revision) of every stored block, in key order."""
-        prefix = block_prefix(version) if version else IPAM_PREFIX + "assignment/"
+        prefix = block_prefix(version) if version else BLOCKS_PREFIX
         kvs, _ = self.etcd.get_prefix(prefix)
         return [(kv.key, AllocationBlock.from_json(kv.value), kv.mod_revision) for kv in kvs]
 

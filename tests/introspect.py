@@ -1,7 +1,8 @@
 """What the tests read of the product's insides and the product itself never
 needs: a selector's tokens and label keys, the selectors a policy's rules use,
-the selectors a Membership tracks, a one-shot compile of a node's chains, and
-whether the name interception's table is in the kernel.  Kept here so the
+the selectors a Membership tracks, a one-shot compile of a node's chains,
+whether the name interception's table is in the kernel, and one etcd key fed
+to a view as the follower feeds it.  Kept here so the
 product carries no code only its tests call."""
 
 from agent.names.intercept import Interception
@@ -10,6 +11,7 @@ from agent.policy.membership import Membership
 from agent.policy.state import PolicyState
 from datastore import selector as _selector
 from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
+from datastore.records import parse
 from datastore.selector import Selector
 
 
@@ -63,3 +65,11 @@ def interception_present(interception: Interception) -> bool:
     """Whether the interception's table is in the kernel."""
     with interception._lock:
         return interception._present()
+
+
+def feed(view, key: str, value: bytes | None, revision: int = 0):
+    """Hand one etcd key to a view as the follower does (the record parsed
+    by the kind whose prefix holds it): the view's answer, or False when it
+    subscribes to no kind holding the key."""
+    kind = next((k for k in view.kinds if key.startswith(k.prefix)), None)
+    return False if kind is None else view.on_change(kind, key, parse(kind, key, value, revision))

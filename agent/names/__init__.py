@@ -2,7 +2,7 @@
 host, the names of every container of the same network on any host, and
 forwards every other question to the server the container was asking.
 
-service.py starts it; index.py is the view the agent's Syncer feeds
+service.py starts it; index.py is the view the agent's follower feeds
 (names from WorkloadEndpoints' annotations), sharded by shards.py;
 responder.py answers on 169.254.1.1; intercept.py redirects containers'
 questions to it (nftables); upstreams.py finds the servers to forward to.

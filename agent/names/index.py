@@ -1,25 +1,19 @@
 """Which names resolve to which addresses, per network, from the workload
 endpoints in etcd (their dns-names and network-name annotations).
 
-A View of the agent's watch (agent/watch.py): on_change() records one endpoint
-key, batch_done() publishes a new immutable NameTable that the responder's
+A view of the agent's follower (datastore/follower.py): on_change() records
+one endpoint, batch_done() publishes a new immutable NameTable that the responder's
 thread reads without locks (one reference assignment).  A batch costs what
 it changes: the new table shares all but the shards its names and
 addresses fall in with the one before (agent/names/shards.py).
 """
 
 import itertools
-import json
-import logging
 from dataclasses import dataclass, field
 
 from agent.names.shards import ShardedMap
-from datastore.annotations import DNS_NAMES, NETWORK_NAME
-from datastore.resources import PREFIX, Resource
-
-LOG = logging.getLogger(__name__)
-
-WEP_PREFIX = PREFIX + "workloadendpoints/"
+from datastore.records import WORKLOAD_ENDPOINTS, Kind
+from datastore.workload_endpoint import WorkloadEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,21 +24,13 @@ class NamedEndpoint:
     v6: tuple[str, ...]
 
     @classmethod
-    def from_resource(cls, res: Resource) -> "NamedEndpoint | None":
-        annotations = res.metadata.get("annotations") or {}
-        network = annotations.get(NETWORK_NAME) or \
-            next(iter(res.spec.get("profiles") or ()), None)
+    def of(cls, wep: WorkloadEndpoint) -> "NamedEndpoint | None":
+        network = wep.network_name or next(iter(wep.profiles), None)
         if not network:
             return None
-        try:
-            names = json.loads(annotations.get(DNS_NAMES) or "[]")
-        except ValueError:
-            names = []
-        addresses = [str(n).split("/")[0] for n in res.spec.get("ipNetworks") or ()]
-        return cls(network.lower(),
-                   tuple(str(n).lower().rstrip(".") for n in names if isinstance(n, str)),
-                   tuple(a for a in addresses if ":" not in a),
-                   tuple(a for a in addresses if ":" in a))
+        return cls(network.lower(), tuple(n.lower().rstrip(".") for n in wep.dns_names),
+                   tuple(a for a in wep.addresses if ":" not in a),
+                   tuple(a for a in wep.addresses if ":" in a))
 
 
 @dataclass(frozen=True)
@@ -70,7 +56,7 @@ class NameTable:
 
 
 class NameIndex:
-    """The agent's watch View that keeps `table` up to date.
+    """The follower's view that keeps `table` up to date.
 
     The answers follow the order endpoints arrived in (an update keeps an
     endpoint's place, a deletion loses it): a name claimed by several
@@ -79,7 +65,7 @@ class NameIndex:
     the last to arrive.  A batch recomputes only the names and addresses of
     the endpoints it changed, from the endpoints claiming them."""
 
-    prefixes = (WEP_PREFIX,)
+    kinds = (WORKLOAD_ENDPOINTS,)
 
     def __init__(self):
         self.table = NameTable()
@@ -94,17 +80,13 @@ class NameIndex:
         self._changed_names: set[tuple[str, str]] = set()  # since the last table
         self._changed_addresses: set[str] = set()
 
-    def on_change(self, key: str, value: bytes | None) -> bool:
-        """Record one key; False when no answer changes (not an endpoint, or
-        one whose names, network and addresses are as they were)."""
-        if not key.startswith(WEP_PREFIX):
+    def on_change(self, kind: Kind, key: str, wep: WorkloadEndpoint | None) -> bool:
+        """Record one endpoint; False when no answer changes (not an
+        endpoint, or one whose names, network and addresses are as they
+        were)."""
+        if kind is not WORKLOAD_ENDPOINTS:
             return False
-        endpoint = None
-        if value is not None:
-            try:
-                endpoint = NamedEndpoint.from_resource(Resource.from_json(value))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                LOG.warning("no names from unreadable %s: %s", key, exc)
+        endpoint = None if wep is None else NamedEndpoint.of(wep)
         old = self._endpoints.get(key)
         if old == endpoint:
             return False

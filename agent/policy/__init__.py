@@ -4,7 +4,7 @@ endpoints and FelixConfiguration enforced in our nftables table.
 state.py holds the records from etcd; compiler.py turns them into chains,
 with guarded.py's datastore guard; membership.py keeps each selector's
 addresses; nft.py writes the table (whole, then by difference); engine.py
-is the view the agent's Syncer feeds.
+is the view the agent's follower feeds.
 
 May import: agent (errors, nftables, kernel) and datastore.  Not
 agent/names, ipam, driver or plugin.

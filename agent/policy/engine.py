@@ -1,6 +1,6 @@
 """Isolation between networks without Felix: the agent's policy engine.
 
-It is fed etcd keys by the agent's watch (workload endpoints of every host,
+It is a view of the agent's follower (workload endpoints of every host,
 Profiles, GlobalNetworkPolicies, FelixConfigurations) and keeps our nftables
 table in step:
 a remote endpoint coming or going changes set elements only; a local
@@ -23,7 +23,7 @@ from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import PolicyTable, Ruleset
-from agent.policy.state import PREFIXES, PolicyState
+from agent.policy.state import PolicyState
 from datastore.felix_configuration import FelixSettings, resolve
 
 LOG = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
 class PolicyEngine:
-    prefixes = PREFIXES
+    kinds = PolicyState.kinds
 
     def __init__(self, nodename: str, status_path: str, resync_interval: float = 30.0,
                  felix_env: FelixSettings = FelixSettings(), etcd_endpoints=()):
@@ -57,11 +57,11 @@ class PolicyEngine:
         self._full = True
         self._last_full = 0.0
 
-    def on_change(self, key: str, value: bytes | None) -> bool:
-        """Record one key; False when policy sees no change in it (then
-        batch_done has nothing to do for it: no compile, no nft)."""
+    def on_change(self, kind, key: str, record) -> bool:
+        """Record one key's record; False when policy sees no change in it
+        (then batch_done has nothing to do for it: no compile, no nft)."""
         before = self.state.endpoints.get(key)
-        what = self.state.on_change(key, value)
+        what = self.state.on_change(kind, key, record)
         if what is None:
             return False
         if what == "felix":

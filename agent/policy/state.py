@@ -1,30 +1,24 @@
 """What the policy engine knows: every workload and host endpoint in the
 cluster, the Profiles and GlobalNetworkPolicies, and the
-FelixConfigurations, kept from etcd keys.  Pure bookkeeping, like
-agent/routing/model.py: a key is applied with its whole new value (None when
-deleted), so replayed events end in the right state.
+FelixConfigurations, kept from the follower's records
+(datastore/records.py).  Pure bookkeeping, like agent/routing/model.py: a
+key is applied with its whole new record (None when deleted), so replayed
+events end in the right state.
 
 Invalid objects count as absent, as in Felix (calico-policy.md §1.9), except
-a listed Profile that does not parse: it denies (§4.3, "missing profile").
+a listed Profile that does not parse: it denies (§4.3, "missing profile"),
+which its Kind says (INVALID_PROFILE).
 """
 
-import logging
 from dataclasses import dataclass, replace
 
-from datastore.felix_configuration import FelixConfigurationError, FelixSettings
-from datastore.host_endpoint import host_endpoint_from_resource
-from datastore.policy import (GlobalNetworkPolicy, PolicyError, Profile, policy_from_resource,
-                              profile_from_resource)
-from datastore.resources import PREFIX, Resource
+from datastore.felix_configuration import FelixSettings
+from datastore.host_endpoint import HostEndpoint
+from datastore.policy import GlobalNetworkPolicy, Profile
+from datastore.records import (FELIX_CONFIGURATIONS, GLOBAL_NETWORK_POLICIES, HOST_ENDPOINTS,
+                               PROFILES, WORKLOAD_ENDPOINTS, Kind)
+from datastore.workload_endpoint import WorkloadEndpoint
 
-LOG = logging.getLogger(__name__)
-
-WEP_PREFIX = PREFIX + "workloadendpoints/"
-PROFILE_PREFIX = PREFIX + "profiles/"
-POLICY_PREFIX = PREFIX + "globalnetworkpolicies/"
-FELIX_PREFIX = PREFIX + "felixconfigurations/"
-HEP_PREFIX = PREFIX + "hostendpoints/"
-PREFIXES = (WEP_PREFIX, HEP_PREFIX, PROFILE_PREFIX, POLICY_PREFIX, FELIX_PREFIX)
 # Felix drops these from an endpoint's own labels (calico-policy.md §3.6).
 _DROPPED_LABEL_PREFIXES = ("pcns.", "pcsa.")
 
@@ -46,59 +40,42 @@ class Endpoint:
     host: bool = False  # a HostEndpoint
 
     @classmethod
-    def from_resource(cls, key: str, res: Resource) -> "Endpoint":
-        spec = res.spec
-        labels = {k: str(v) for k, v in (res.metadata.get("labels") or {}).items()
-                  if not k.startswith(_DROPPED_LABEL_PREFIXES)}
-        return cls(key, spec.get("node") or "", spec.get("interfaceName") or "",
-                   tuple(_address(n) for n in spec.get("ipNetworks") or ()),
-                   tuple(sorted(labels.items())), tuple(spec.get("profiles") or ()))
+    def of_workload(cls, key: str, wep: WorkloadEndpoint) -> "Endpoint":
+        labels = tuple((k, v) for k, v in wep.labels
+                       if not k.startswith(_DROPPED_LABEL_PREFIXES))
+        return cls(key, wep.node, wep.interface, wep.addresses, labels, wep.profiles)
 
     @classmethod
-    def from_host_endpoint(cls, key: str, res: Resource) -> "Endpoint":
-        hep = host_endpoint_from_resource(res)
+    def of_host(cls, key: str, hep: HostEndpoint) -> "Endpoint":
         return cls(key, hep.node, hep.interface, hep.expected_ips,
                    tuple(sorted(hep.labels.items())), hep.profiles, host=True)
 
 
-# A listed profile that exists but cannot be enforced: it denies everything.
-INVALID = object()
-
-
 class PolicyState:
+    kinds = (WORKLOAD_ENDPOINTS, HOST_ENDPOINTS, PROFILES, GLOBAL_NETWORK_POLICIES,
+             FELIX_CONFIGURATIONS)
+
     def __init__(self):
         self.endpoints: dict[str, Endpoint] = {}
-        self.profiles: dict[str, Profile | object] = {}  # name -> Profile or INVALID
+        self.profiles: dict[str, Profile | object] = {}  # name -> Profile or INVALID_PROFILE
         self.policies: dict[str, GlobalNetworkPolicy] = {}  # stored name -> policy
         # FelixConfiguration name -> the fields the agent reads (every node's;
         # the engine picks default and its own node.<name>)
         self.felix: dict[str, FelixSettings] = {}
 
-    def on_change(self, key: str, value: bytes | None) -> str | None:
-        """Record one key; returns what changed ("endpoint", "profile",
-        "policy", "felix"), or None when policy sees no change: not a key
-        it reads, or a record equal to the one held as policy sees it (an
-        endpoint whose annotations alone changed: its sandbox, its DNS
-        names)."""
-        if key.startswith((WEP_PREFIX, HEP_PREFIX)):
+    def on_change(self, kind: Kind, key: str, record) -> str | None:
+        """Record one key's record (None: deleted or unreadable); returns
+        what changed ("endpoint", "profile", "policy", "felix"), or None
+        when policy sees no change: not a kind it reads, or a record equal
+        to the one held as policy sees it (an endpoint whose annotations
+        alone changed: its sandbox, its DNS names)."""
+        if kind is WORKLOAD_ENDPOINTS or kind is HOST_ENDPOINTS:
             what, held, name = "endpoint", self.endpoints, key
-            build = Endpoint.from_resource if key.startswith(WEP_PREFIX) \
-                else Endpoint.from_host_endpoint
-            new = None if value is None else _parse(key, value, build)
-        elif key.startswith(PROFILE_PREFIX):
-            what, held, name = "profile", self.profiles, key[len(PROFILE_PREFIX):]
-            new = None if value is None else \
-                _parse(key, value, lambda _, res: profile_from_resource(res)) or INVALID
-        elif key.startswith(POLICY_PREFIX):
-            what, held, name = "policy", self.policies, key[len(POLICY_PREFIX):]
-            new = None if value is None else \
-                _parse(key, value, lambda _, res: policy_from_resource(res))
-        elif key.startswith(FELIX_PREFIX):
-            what, held, name = "felix", self.felix, key[len(FELIX_PREFIX):]
-            # An invalid field counts as unset: the next source decides.
-            new = None if value is None else \
-                _parse(key, value, lambda _, res: FelixSettings.from_resource(res)) \
-                or FelixSettings()
+            build = Endpoint.of_workload if kind is WORKLOAD_ENDPOINTS else Endpoint.of_host
+            new = None if record is None else build(key, record)
+        elif kind in _HELD:
+            what, attribute = _HELD[kind]
+            held, name, new = getattr(self, attribute), key[len(kind.prefix):], record
         else:
             return None
         if held.get(name) == new:
@@ -152,15 +129,6 @@ class PolicyState:
                    for e in self.endpoints.values())
 
 
-def _parse(key, value, build):
-    try:
-        return build(key, Resource.from_json(value))
-    except (PolicyError, FelixConfigurationError) as exc:
-        LOG.warning("not enforcing %s: %s", key, exc)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        LOG.warning("ignoring unreadable %s: %s", key, exc)
-    return None
-
-
-def _address(network: str) -> str:
-    return str(network).split("/")[0]
+# The kinds held by name (the key's last part): what changed, and where.
+_HELD = {PROFILES: ("profile", "profiles"), GLOBAL_NETWORK_POLICIES: ("policy", "policies"),
+         FELIX_CONFIGURATIONS: ("felix", "felix")}

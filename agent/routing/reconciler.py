@@ -21,6 +21,7 @@ from agent.routing.routes import Local, desired_state, needs_ipip
 from datastore.etcd import Etcd
 from datastore.resources import Resources
 from ipam.allocator import Ipam
+from ipam.pools import Pool
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ class Reconciler:
     def __init__(self, etcd: Etcd, node: str, address: IPNetwork, resync_interval: float,
                  address6: IPNetwork | None = None):
         self.node, self.address, self.address6 = node, address, address6
-        self.ipam = Ipam(etcd, node)
+        # The pools it allocates the tunnel addresses in: those of the
+        # state being synced (the follower's routing view), not etcd's.
+        self.ipam = Ipam(etcd, node, pool_cache=self)
+        self._state: ClusterState | None = None
         self.resources = Resources(etcd)
         self.resync_interval = resync_interval
         self.nat, self.nat6 = Nat(4), Nat(6)
@@ -52,6 +56,7 @@ class Reconciler:
 
     def sync(self, state: ClusterState, full: bool = True) -> None:
         started = time.monotonic()
+        self._state = state
         if full:
             self._last_full = started
             self._connected = kernel.connected_subnets()
@@ -75,6 +80,10 @@ class Reconciler:
             LOG.info("%s sync: %d routes (%s) in %.0f ms", "full" if full else "incremental",
                      len(desired.routes), counts or "no change",
                      (time.monotonic() - started) * 1000)
+
+    def current(self) -> list[Pool] | None:
+        """The pools self.ipam reads (None before the first sync: etcd's)."""
+        return None if self._state is None else self._state.current()
 
     # -- parts ------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.routing.model import ClusterState, Node
+from agent.routing.model import ClusterState
+from datastore.node import Node
 from ipam.pools import Pool
 
 LOG = logging.getLogger(__name__)

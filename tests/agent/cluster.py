@@ -8,6 +8,7 @@ from agent.routing.model import ClusterState
 from datastore.resources import Resource
 from ipam.blocks import AllocationBlock, affinity_key, affinity_value, block_key
 from ipam.pools import build_pool
+from tests.introspect import feed
 
 
 def node_record(name, address, vtep_ip=None, vtep_mac=None, address6=None,
@@ -43,5 +44,5 @@ def block_record(cidr, host, allocations=()):
 def state_of(*records) -> ClusterState:
     state = ClusterState()
     for key, value in records:
-        assert state.on_change(key, value), key
+        assert feed(state, key, value), key
     return state

@@ -8,6 +8,7 @@ import hashlib
 from agent.policy.state import PolicyState
 from datastore.resources import Resource
 from driver.endpoints import host_ifname, network_profile, workload_endpoint
+from tests.introspect import feed
 
 NODE = "h1"
 OTHER_NODE = "h2"
@@ -62,7 +63,7 @@ def gnp(name, **spec):
 def state_of(*records) -> PolicyState:
     state = PolicyState()
     for key, value in records:
-        state.on_change(key, value)
+        feed(state, key, value)
     return state
 
 

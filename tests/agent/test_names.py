@@ -13,9 +13,13 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from agent.names import upstreams
-from agent.names.index import WEP_PREFIX, NameIndex
+from agent.names.index import NameIndex
 from agent.names.intercept import script
 from agent.names.responder import Listener, Responder, local_answer
+from datastore.records import WORKLOAD_ENDPOINTS
+from tests.introspect import feed
+
+WEP_PREFIX = WORKLOAD_ENDPOINTS.prefix
 
 A_IP, E_IP, B_IP = "10.65.0.2", "10.65.1.5", "10.65.0.3"
 
@@ -31,12 +35,12 @@ def wep(name, node, network, names, networks):
 
 def guide_index() -> NameIndex:
     index = NameIndex()
-    index.on_change(WEP_PREFIX + "libnetwork/a", wep("a", "h1", "net1", ["workload-a"],
-                                                 [f"{A_IP}/32"]))
-    index.on_change(WEP_PREFIX + "libnetwork/e", wep("e", "h2", "net1", ["workload-e", "db"],
-                                                 [f"{E_IP}/32", "fd00::5/128"]))
-    index.on_change(WEP_PREFIX + "libnetwork/b", wep("b", "h1", "net2", ["workload-b"],
-                                                 [f"{B_IP}/32"]))
+    feed(index, WEP_PREFIX + "libnetwork/a", wep("a", "h1", "net1", ["workload-a"],
+                                             [f"{A_IP}/32"]))
+    feed(index, WEP_PREFIX + "libnetwork/e", wep("e", "h2", "net1", ["workload-e", "db"],
+                                             [f"{E_IP}/32", "fd00::5/128"]))
+    feed(index, WEP_PREFIX + "libnetwork/b", wep("b", "h1", "net2", ["workload-b"],
+                                             [f"{B_IP}/32"]))
     index.batch_done(True, True)
     return index
 
@@ -63,11 +67,11 @@ def test_index_answers_names_of_the_queriers_network_only():
 
 def test_index_forgets_a_deleted_endpoint_at_the_end_of_the_batch():
     index = guide_index()
-    assert index.on_change(WEP_PREFIX + "libnetwork/e", None)
+    assert feed(index, WEP_PREFIX + "libnetwork/e", None)
     assert index.table.lookup("net1", "workload-e") is not None  # until the batch ends
     index.batch_done(True, False)
     assert index.table.lookup("net1", "workload-e") is None
-    assert not index.on_change("/calico/resources/v3/projectcalico.org/profiles/net1", b"{}")
+    assert not feed(index, "/calico/resources/v3/projectcalico.org/profiles/net1", b"{}")
 
 
 def test_an_update_that_changes_no_answer_keeps_the_table():
@@ -76,10 +80,10 @@ def test_an_update_that_changes_no_answer_keeps_the_table():
     record = json.loads(wep("e", "h2", "net1", ["workload-e", "db"],
                             [f"{E_IP}/32", "fd00::5/128"]))
     record["metadata"]["annotations"]["libnetwork.projectcalico.org/sandbox"] = "/var/run/x"
-    assert not index.on_change(key, json.dumps(record).encode())  # Join's annotation
+    assert not feed(index, key, json.dumps(record).encode())  # Join's annotation
     index.batch_done(False, False)
     assert index.table is table
-    assert index.on_change(key, wep("e", "h2", "net1", ["workload-e"], [f"{E_IP}/32"]))
+    assert feed(index, key, wep("e", "h2", "net1", ["workload-e"], [f"{E_IP}/32"]))
     index.batch_done(True, False)
     assert index.table.lookup("net1", "db") is None
 
@@ -286,11 +290,11 @@ def test_local_a_and_aaaa_over_the_wire(exchange):
     """A querier's own network's names, IPv4 and IPv6, answered by the
     responder itself; another network's name goes to the upstream."""
     index = guide_index()
-    index.on_change(WEP_PREFIX + "libnetwork/q", wep("q", "h1", "net1", ["querier"],
-                                                 ["127.0.0.1/32", "fd00::7/128"]))
-    index.on_change(WEP_PREFIX + "libnetwork/f", wep("f", "h3", "net1", ["workload-f"],
-                                                 ["10.65.2.6/32", "fd00::6/128",
-                                                  "fd00::16/128"]))
+    feed(index, WEP_PREFIX + "libnetwork/q", wep("q", "h1", "net1", ["querier"],
+                                             ["127.0.0.1/32", "fd00::7/128"]))
+    feed(index, WEP_PREFIX + "libnetwork/f", wep("f", "h3", "net1", ["workload-f"],
+                                             ["10.65.2.6/32", "fd00::6/128",
+                                              "fd00::16/128"]))
     index.batch_done(True, False)
     upstream = FakeUpstream()
     listener = Listener("127.0.0.1", 0, (("127.0.0.1", upstream.port),)).bind()

@@ -14,8 +14,11 @@ import random
 
 import pytest
 
-from agent.names.index import WEP_PREFIX, NameIndex, NamedEndpoint
-from datastore.resources import Resource
+from agent.names.index import NameIndex, NamedEndpoint
+from datastore.records import WORKLOAD_ENDPOINTS, parse
+from tests.introspect import feed
+
+WEP_PREFIX = WORKLOAD_ENDPOINTS.prefix
 
 KEYS = [f"{WEP_PREFIX}libnetwork/ep{i}" for i in range(10)]
 NETWORKS = ["net1", "net2", "NET1"]  # NET1 is net1 (network names are lowercased)
@@ -51,10 +54,8 @@ def record(rng: random.Random) -> bytes | None:
 
 
 def parsed(value: bytes | None) -> NamedEndpoint | None:
-    try:
-        return NamedEndpoint.from_resource(Resource.from_dict(json.loads(value)))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+    wep = parse(WORKLOAD_ENDPOINTS, KEYS[0], value)
+    return None if wep is None else NamedEndpoint.of(wep)
 
 
 def model_answers(endpoints) -> tuple[dict, dict]:
@@ -93,10 +94,10 @@ def write(values: dict, key: str, value: bytes | None) -> None:
 
 
 def snapshot(index: NameIndex, values: dict) -> None:
-    """A new snapshot, as agent.watch.load_state feeds it (etcd's key order)."""
+    """A new snapshot, as the follower feeds it (etcd's key order)."""
     index.reset()
     for key in sorted(values):
-        index.on_change(key, values[key])
+        feed(index, key, values[key])
     index.batch_done(True, True)
 
 
@@ -114,7 +115,7 @@ def test_incremental_answers_equal_a_rebuild(seed):
             key = rng.choice(KEYS) if rng.random() < 0.95 else \
                 "/calico/resources/v3/projectcalico.org/profiles/net1"
             value = record(rng)
-            changed |= index.on_change(key, value)
+            changed |= feed(index, key, value)
             if key.startswith(WEP_PREFIX):
                 write(values, key, value)
                 endpoint = parsed(value)

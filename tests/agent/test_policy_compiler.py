@@ -19,14 +19,16 @@ from agent.policy.compiler import (ACCEPT_MARK, ACCEPTED, CLEAR_MARKS, NOT_PASSE
                                    Chains, chain_name, render_rule, set_name)
 from agent.policy.engine import PolicyEngine
 from agent.policy.nft import FAMILY, TABLE, Ruleset, diff_script, full_script
-from agent.policy.state import INVALID, PROFILE_PREFIX
+from datastore.policy import INVALID_PROFILE as INVALID
 from datastore.policy import policy_from_resource
+from datastore.records import PROFILES
 from datastore.resources import Resource
 from datastore.selector import parse
 from tests.agent.policy_records import (NODE, OTHER_NODE, felix_configuration, gnp, gone, hep,
                                         interface, profile, state_of, wep)
 from tests.introspect import compile_chains, rule_selectors
 from tests.lab import Lab
+from tests.introspect import feed
 
 T = f"{FAMILY} {TABLE}"
 V4, V6 = "meta nfproto ipv4", "meta nfproto ipv6"
@@ -117,7 +119,7 @@ def test_a_policy_that_selects_nothing_leaves_profiles_alone():
     None,  # missing: never written
     profile("gone", ingress=[{"action": "allow"}]),  # invalid: actions are case-sensitive
     profile("gone", egress=[{"action": "Allow", "http": {"methods": ["GET"]}}]),  # unsupported
-    (PROFILE_PREFIX + "gone", b"{not json"),  # unreadable
+    (PROFILES.prefix + "gone", b"{not json"),  # unreadable
 ], ids=["missing", "invalid", "unsupported", "unreadable"])
 def test_a_missing_or_invalid_profile_drops_and_ends_the_chain(gone_profile):
     state = state_of(profile("net1"), profile("net2"), *([gone_profile] if gone_profile else ()),
@@ -476,7 +478,7 @@ def ruleset_of(monkeypatch, tmp_path):
     def build(*records) -> Ruleset:
         engine = PolicyEngine(NODE, str(tmp_path / "status.json"), etcd_endpoints=GUARDED)
         for key, value in records:
-            engine.on_change(key, value)
+            feed(engine, key, value)
         engine.batch_done(True, True)
         return engine.nft.programmed
     return build

@@ -21,6 +21,7 @@ from driver.endpoints import (SANDBOX_ANNOTATION, names_annotations, network_pro
 from tests.lab import Lab
 from tests.lab.common import wait_until
 from pyroute2 import netns as pyroute2_netns
+from tests.introspect import feed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
 
@@ -72,7 +73,7 @@ def engine_run(inside, engine, *records):
     """Apply records (key, value-or-None) as one watch batch in the host."""
     def batch():
         for key, value in records:
-            engine.on_change(key, value)
+            feed(engine, key, value)
         engine.batch_done(True, False)
         return engine
     return inside.submit(batch).result()

@@ -20,6 +20,7 @@ from datastore.selector import parse
 from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
                                         state_of, wep)
 from tests.introspect import tracked_selectors
+from tests.introspect import feed as on_change
 
 DB, NET1, TIER_A, TIER_B = (parse(s) for s in ("role == 'db'", "has(net1)", "tier == 'a'",
                                                "tier == 'b'"))
@@ -35,7 +36,7 @@ def tracking(*selectors, records=()):
 
 def change(state, membership, *records):
     for key, value in records:
-        state.on_change(key, value)
+        on_change(state, key, value)
         membership.update(state, key)
 
 
@@ -106,14 +107,14 @@ def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
         wep("later", "10.0.0.3", profiles=("q", "p")),  # q comes first
         wep("other", "10.0.0.4", profiles=("q",))))
     assert membership.relabelled(state) == []
-    state.on_change(*profile("p", labels={"tier": "b"}))
+    on_change(state, *profile("p", labels={"tier": "b"}))
     assert membership.relabelled(state) == [wep("x")[0]]
     for key in membership.relabelled(state):
         membership.update(state, key)
     assert membership.relabelled(state) == []
     assert members(membership, TIER_A, TIER_B) == [{"10.0.0.2", "10.0.0.3", "10.0.0.4"},
                                                    {"10.0.0.1"}]
-    state.on_change(*gone(profile("q")))
+    on_change(state, *gone(profile("q")))
     assert sorted(membership.relabelled(state)) == sorted([wep("later")[0], wep("other")[0]])
 
 
@@ -143,7 +144,7 @@ def engine(scripts, clock, tmp_path):
 
 def feed(engine, *records, snapshot=False):
     """One watch batch."""
-    changed = [engine.on_change(key, value) for key, value in records]
+    changed = [on_change(engine, key, value) for key, value in records]
     engine.batch_done(any(changed), snapshot)
 
 
@@ -180,10 +181,10 @@ def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
 
 def test_a_batch_that_changes_nothing_sends_nothing(engine, scripts):
     feed(engine, *NETWORKS)
-    assert engine.on_change("/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
+    assert on_change(engine, "/calico/resources/v3/projectcalico.org/ippools/p", b"{}") is False
     feed(engine, ("/calico/resources/v3/projectcalico.org/ippools/p", b"{}"))
     feed(engine, NETWORKS[-1])  # the same record again
-    assert [engine.on_change(key, value) for key, value in NETWORKS] == [False] * len(NETWORKS)
+    assert [on_change(engine, key, value) for key, value in NETWORKS] == [False] * len(NETWORKS)
     assert len(scripts) == 1
 
 

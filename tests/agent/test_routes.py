@@ -9,6 +9,7 @@ from agent.routing.routes import (BLACKHOLE, FdbEntry, Local, Neighbour, Route, 
                           desired_state)
 from tests.agent.cluster import (affinity_record, block_record, node_record, pool_record,
                                  state_of)
+from tests.introspect import feed
 
 MAC2 = "66:00:00:00:00:02"
 LOCAL = Local("h1", IPNetwork("10.0.0.1/24"), (IPNetwork("10.0.0.0/24"),))
@@ -124,11 +125,11 @@ def test_ipip_cross_subnet_tunnels_to_other_subnets_only():
 def test_deleting_keys_removes_routes():
     state = state_of(*base(), affinity_record("h2", "192.168.1.0/26"))
     key, _ = affinity_record("h2", "192.168.1.0/26")
-    assert state.on_change(key, None)
+    assert feed(state, key, None)
     assert desired_state(state, LOCAL).routes == {}
     node_key, _ = node_record("h2", "x")
     state = state_of(*base(), affinity_record("h2", "192.168.1.0/26"))
-    state.on_change(node_key, None)
+    feed(state, node_key, None)
     assert desired_state(state, LOCAL).routes == {}
 
 
@@ -142,6 +143,6 @@ def test_stale_double_affinity_goes_to_the_block_record_owner():
 
 def test_unrelated_and_unreadable_keys_are_ignored():
     state = state_of(*base())
-    assert not state.on_change("/calico/ipam/v2/handle/x", b"{}")
-    assert not state.on_change("/calico/ipam/v2/host/h2", b"{}")
-    assert not state.on_change("/calico/ipam/v2/assignment/ipv4/block/1.2.3.0-26", b"not json")
+    assert not feed(state, "/calico/ipam/v2/handle/x", b"{}")
+    assert not feed(state, "/calico/ipam/v2/host/h2", b"{}")
+    assert not feed(state, "/calico/ipam/v2/assignment/ipv4/block/1.2.3.0-26", b"not json")

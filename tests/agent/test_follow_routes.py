@@ -1,6 +1,7 @@
-"""The snapshot + watch loop against a real etcd: a healthy watch (kept busy
-by the heartbeat) takes one snapshot; when etcd is killed and comes back,
-the loop re-snapshots and catches up with what changed meanwhile."""
+"""The routing view on the follower against a real etcd: a healthy watch
+(kept busy by the heartbeat) takes one snapshot; when etcd is killed and
+comes back, the follower re-snapshots and the view catches up with what
+changed meanwhile."""
 
 import threading
 import time
@@ -9,8 +10,9 @@ import pytest
 from netaddr import IPNetwork
 
 from agent.liveness import Heartbeat
-from agent.watch import Syncer
+from agent.routing.model import ClusterState
 from datastore.etcd import Etcd
+from datastore.follower import Follower
 from tests.agent.cluster import affinity_record, node_record
 from tests.lab.common import wait_until
 
@@ -28,15 +30,14 @@ class Recorder:
 
 
 @pytest.fixture
-def syncer(etcd_clean):
+def follower(etcd_clean):
     etcd = Etcd(etcd_clean.endpoints, timeout=1.0)
     stop = threading.Event()
     recorder = Recorder()
-    syncer = Syncer(etcd, recorder, idle_timeout=1.0, stop=stop)
+    follower = Follower(etcd, (ClusterState(recorder),), idle_timeout=1.0, stop=stop)
     beat = Heartbeat(etcd, "h1", "10.0.0.1/24", 0.2).start()
-    thread = threading.Thread(target=syncer.run, daemon=True)
-    thread.start()
-    yield syncer, recorder, etcd_clean
+    thread = follower.start("follower")
+    yield follower, recorder, etcd_clean
     stop.set()
     beat.stop()
     thread.join(5)
@@ -52,8 +53,9 @@ def owns(recorder, cidr, node):
     return lambda: recorder.owners.get(IPNetwork(cidr)) == node
 
 
-def test_watch_follows_changes_without_resnapshotting(syncer):
-    syncer, recorder, server = syncer
+def test_watch_follows_changes_without_resnapshotting(follower):
+    follower, recorder, server = follower
+    assert follower.prefix == "/calico/"  # where the heartbeat writes
     put(server, affinity_record("h2", "192.168.1.0/26"))
     assert wait_until(owns(recorder, "192.168.1.0/26", "h2"), 5)
     server.ctl("del", "/calico/ipam/v2/host/h2/ipv4/block/192.168.1.0-26")
@@ -62,8 +64,8 @@ def test_watch_follows_changes_without_resnapshotting(syncer):
     assert not wait_until(lambda: recorder.snapshots > 1, 2.5)
 
 
-def test_etcd_killed_and_restarted_resnapshots_and_catches_up(syncer):
-    syncer, recorder, server = syncer
+def test_etcd_killed_and_restarted_resnapshots_and_catches_up(follower):
+    follower, recorder, server = follower
     put(server, node_record("h2", "10.0.0.2/24"))
     put(server, affinity_record("h2", "192.168.1.0/26"))
     assert wait_until(owns(recorder, "192.168.1.0/26", "h2"), 5)

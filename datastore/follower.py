@@ -1,0 +1,146 @@
+"""The one loop that follows etcd: a snapshot of what its views subscribe
+to, then one watch from the snapshot's revision, each key parsed once
+(records.py) and handed to every view of its kind.
+
+Models: networking-calico's EtcdWatcher + PathDispatcher, Felix's fetcd.py
+feeding splitter.py.  A quiet watch (nothing for idle_timeout: the client's
+stream can hang silently when etcd dies) is replaced by a new snapshot at
+once; any other failure (etcd down, the stream broken, the revision
+compacted) tells the views that what they hold is no longer followed
+(reset) and re-snapshots after a backoff.
+"""
+
+import logging
+import os
+import threading
+from typing import Protocol
+
+from datastore.errors import DatastoreError, WatchStalled
+from datastore.etcd import Etcd
+from datastore.records import Kind, parse
+from datastore.retry import Backoff
+
+LOG = logging.getLogger(__name__)
+
+RETRY_DELAYS = (0.2, 5.0)  # first and longest wait before re-snapshotting
+
+
+class View(Protocol):
+    """A consumer of the follower's records: the agent's routes, policy and
+    names, the plugin worker's pool cache."""
+
+    kinds: tuple[Kind, ...]  # what it subscribes to
+
+    # Forget what it holds: a snapshot follows, or the watch was lost.
+    def reset(self) -> None: ...
+
+    # One key's record (None: deleted, unreadable or not one of its kind's
+    # records).  False: nothing it holds changed as it sees it, so
+    # batch_done need not work for it.
+    def on_change(self, kind: Kind, key: str, record) -> bool: ...
+
+    # After the snapshot (snapshot True) and after every watch batch.
+    def batch_done(self, changed: bool, snapshot: bool) -> None: ...
+
+
+def snapshot(etcd: Etcd, views) -> int:
+    """Reset the views and hand them every record of their kinds; returns a
+    revision from which a watch misses nothing.
+
+    Each kind's prefix is read once, whatever number of views subscribe to
+    it, at its own revision: watching from the oldest replays some events
+    the snapshot holds, which is harmless because every event carries its
+    key's whole value."""
+    for view in views:
+        view.reset()
+    revisions = []
+    for kind, readers in _readers(views).items():
+        kvs, revision = etcd.get_prefix(kind.prefix)
+        revisions.append(revision)
+        for kv in kvs:
+            record = parse(kind, kv.key, kv.value, kv.mod_revision)
+            for view in readers:
+                view.on_change(kind, kv.key, record)
+    return min(revisions)
+
+
+def _readers(views) -> dict[Kind, list]:
+    """Each kind subscribed to -> its views, in the views' order."""
+    readers = {}
+    for view in views:
+        for kind in view.kinds:
+            readers.setdefault(kind, []).append(view)
+    return readers
+
+
+def watch_prefix(kinds) -> str:
+    """The narrowest prefix holding every kind's keys, cut at a '/'.  The
+    agent's kinds give /calico/, where the liveness keys' regular writes
+    keep a healthy watch from going quiet; the pool cache's, the IPPools
+    alone, where quiet is normal."""
+    common = os.path.commonprefix([kind.prefix for kind in kinds])
+    return common[:common.rfind("/") + 1]
+
+
+class Follower:
+    def __init__(self, etcd: Etcd, views, idle_timeout: float, stop: threading.Event):
+        self.etcd, self.views = etcd, tuple(views)
+        self.idle_timeout, self.stop = idle_timeout, stop
+        self._readers = _readers(self.views)
+        self.prefix = watch_prefix(self._readers)
+        self._backoff = Backoff(*RETRY_DELAYS)
+        self._lost = True  # the next snapshot is worth a line in the log
+
+    def start(self, name: str) -> threading.Thread:
+        """Run in a daemon thread of its own: a watch may hang for its idle
+        timeout, and stopping must not wait for it."""
+        thread = threading.Thread(target=self.run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._follow()
+                continue
+            except WatchStalled as exc:
+                # Routine where quiet is normal (the pools): not worth a line.
+                LOG.debug("%s; new snapshot", exc)
+                continue
+            except DatastoreError as exc:
+                if self.stop.is_set():  # the client was closed under the watch
+                    return
+                delay = self._backoff.next()
+                LOG.warning("lost the etcd watch on %s (%s); new snapshot in %.1f s",
+                            self.prefix, exc, delay)
+            except Exception:  # noqa: BLE001 - a bug must not silently stop following
+                delay = self._backoff.next()
+                LOG.exception("following %s failed; new snapshot in %.1f s", self.prefix, delay)
+            self._lost = True
+            for view in self.views:
+                view.reset()
+            self.stop.wait(delay)
+
+    def _follow(self) -> None:
+        """One snapshot, then the watch until it fails (or stop)."""
+        revision = snapshot(self.etcd, self.views)
+        self._backoff.reset()
+        LOG.log(logging.INFO if self._lost else logging.DEBUG,
+                "snapshot of %s at revision %d", self.prefix, revision)
+        self._lost = False
+        for view in self.views:
+            view.batch_done(True, True)
+        for batch in self.etcd.watch_prefix(self.prefix, revision + 1, self.idle_timeout):
+            if self.stop.is_set():
+                return
+            changed = dict.fromkeys(self.views, False)
+            for event in batch:
+                kind = next((k for k in self._readers if event.key.startswith(k.prefix)), None)
+                if kind is None:  # a key no view reads (a liveness key)
+                    continue
+                record = parse(kind, event.key, event.value, event.mod_revision)
+                for view in self._readers[kind]:  # several views may read one key
+                    if view.on_change(kind, event.key, record):
+                        changed[view] = True
+            for view, seen in changed.items():
+                view.batch_done(seen, False)

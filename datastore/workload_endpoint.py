@@ -1,0 +1,38 @@
+"""The WorkloadEndpoint record the agent's views read: what policy needs
+(node, interface, addresses, labels, profiles) and what names need (the
+network's name and DNS names the plugin annotates), parsed once."""
+
+import json
+from dataclasses import dataclass
+
+from datastore.annotations import DNS_NAMES, NETWORK_NAME
+from datastore.resources import Resource
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEndpoint:
+    node: str
+    interface: str
+    addresses: tuple[str, ...]  # ipNetworks without their prefix length
+    labels: tuple[tuple[str, str], ...]  # its own, sorted
+    profiles: tuple[str, ...]
+    network_name: str | None  # the Docker network's name, when the plugin wrote it
+    dns_names: tuple[str, ...]  # as Docker gave them
+
+    @classmethod
+    def from_resource(cls, res: Resource) -> "WorkloadEndpoint":
+        spec = res.spec
+        annotations = res.metadata.get("annotations") or {}
+        try:
+            names = json.loads(annotations.get(DNS_NAMES) or "[]")
+        except ValueError:  # names are optional: the endpoint stays
+            names = []
+        if not isinstance(names, list):
+            names = []
+        labels = res.metadata.get("labels") or {}
+        return cls(spec.get("node") or "", spec.get("interfaceName") or "",
+                   tuple(str(n).split("/")[0] for n in spec.get("ipNetworks") or ()),
+                   tuple(sorted((k, str(v)) for k, v in labels.items())),
+                   tuple(spec.get("profiles") or ()),
+                   annotations.get(NETWORK_NAME),
+                   tuple(n for n in names if isinstance(n, str)))

@@ -1,0 +1,150 @@
+"""The follower against a real etcd: a snapshot of what its views subscribe
+to, the watch after it, a new snapshot after etcd restarts or the watched
+revision is compacted, and each key parsed once for every view of its kind."""
+
+import json
+import threading
+
+import pytest
+
+from datastore.etcd import Etcd
+from datastore.follower import Follower, watch_prefix
+from datastore.records import Kind
+from tests.lab.common import wait_until
+
+THINGS = "/calico/test/things/"
+OTHERS = "/calico/test/others/"
+
+
+class Parses:
+    """A parser that counts its calls; an unreadable value raises."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, key, value, revision):
+        self.calls += 1
+        return json.loads(value)
+
+
+class Recorder:
+    """A view that keeps what it is handed, and every record object it got."""
+
+    def __init__(self, *kinds):
+        self.kinds = kinds
+        self.held, self.seen = {}, []
+        self.snapshots = 0
+        self.resets = 0
+        self.on_snapshot = None
+
+    def reset(self):
+        self.held = {}
+        self.resets += 1
+
+    def on_change(self, kind, key, record):
+        self.seen.append(record)
+        old = self.held.pop(key, None)
+        if record is not None:
+            self.held[key] = record
+        return old != record
+
+    def batch_done(self, changed, snapshot):
+        self.snapshots += snapshot
+        if snapshot and self.on_snapshot:
+            self.on_snapshot()
+
+
+@pytest.fixture
+def kinds():
+    return (Kind("Thing", THINGS, Parses()), Kind("Other", OTHERS, Parses()))
+
+
+@pytest.fixture
+def follow(etcd_clean):
+    """follow(*views): a started Follower (idle timeout 1 s)."""
+    etcd = Etcd(etcd_clean.endpoints, timeout=1.0)
+    stop = threading.Event()
+    threads = []
+
+    def start(*views):
+        threads.append(Follower(etcd, views, idle_timeout=1.0, stop=stop).start("follower"))
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    etcd.close()
+
+
+def put(server, key, value):
+    server.put(key, json.dumps(value))
+
+
+def test_snapshot_then_watch_with_each_key_parsed_once_for_every_view(etcd_clean, kinds,
+                                                                      follow):
+    things, others = kinds
+    put(etcd_clean, THINGS + "a", {"n": 1})
+    put(etcd_clean, OTHERS + "x", {"n": 9})
+    both, just_things = Recorder(things, others), Recorder(things)
+    follow(both, just_things)
+    assert wait_until(lambda: both.held == {THINGS + "a": {"n": 1}, OTHERS + "x": {"n": 9}}, 5)
+    assert just_things.held == {THINGS + "a": {"n": 1}}
+    put(etcd_clean, THINGS + "b", {"n": 2})
+    etcd_clean.ctl("del", THINGS + "a")
+    etcd_clean.put(THINGS + "c", "not json")  # unreadable: absent
+    assert wait_until(lambda: just_things.held == {THINGS + "b": {"n": 2}}, 5)
+    assert wait_until(lambda: len(just_things.seen) == 4, 5)
+    # One parse per value (the deletion needs none), one record for both views.
+    assert things.parse.calls == 3 and others.parse.calls == 1
+    things_seen_by_both = [r for r in both.seen if r != {"n": 9}]
+    assert len(things_seen_by_both) == len(just_things.seen)
+    assert all(a is b for a, b in zip(things_seen_by_both, just_things.seen))
+    assert both.snapshots == just_things.snapshots == 1
+
+
+def test_etcd_restarted_means_a_new_snapshot_that_catches_up(etcd_clean, kinds, follow):
+    things, _ = kinds
+    put(etcd_clean, THINGS + "a", {"n": 1})
+    view = Recorder(things)
+    follow(view)
+    assert wait_until(lambda: view.held == {THINGS + "a": {"n": 1}}, 5)
+    etcd_clean.kill()
+    # The watch is lost: what the view holds is no longer followed.
+    assert wait_until(lambda: view.held == {} and view.resets >= 2, 10)
+    etcd_clean.start()
+    put(etcd_clean, THINGS + "b", {"n": 2})  # written while nothing watched
+    assert wait_until(lambda: view.held == {THINGS + "a": {"n": 1},
+                                            THINGS + "b": {"n": 2}}, 20)
+    assert view.snapshots >= 2
+
+
+def test_a_compacted_revision_means_a_new_snapshot(etcd_clean, kinds, follow):
+    """Between the snapshot and the watch, two writes and a compaction past
+    the first: the watch's revision is gone, and a new snapshot brings them."""
+    things, _ = kinds
+    view = Recorder(things)
+
+    def write_and_compact():
+        if view.snapshots == 1:
+            put(etcd_clean, THINGS + "a", {"n": 1})
+            put(etcd_clean, THINGS + "a", {"n": 2})
+            revision = json.loads(etcd_clean.ctl("get", THINGS + "a", "-w", "json").stdout)
+            etcd_clean.ctl("compact", str(revision["header"]["revision"]))
+
+    view.on_snapshot = write_and_compact
+    follow(view)
+    assert wait_until(lambda: view.held == {THINGS + "a": {"n": 2}}, 10)
+    assert view.snapshots == 2
+
+
+def test_a_quiet_watch_is_replaced_at_once(etcd_clean, kinds, follow):
+    """Nothing written under the views' prefix for the idle timeout (1 s):
+    a new snapshot without a backoff."""
+    view = Recorder(kinds[0])
+    follow(view)
+    assert wait_until(lambda: view.snapshots >= 3, 5)
+
+
+def test_the_watch_covers_every_kind_and_no_more(kinds):
+    assert watch_prefix(kinds) == "/calico/test/"
+    assert watch_prefix(kinds[:1]) == THINGS
