@@ -20,6 +20,7 @@ from datastore.errors import DatastoreUnavailable
 from datastore.etcd import Etcd
 from datastore.follower import RETRY_DELAYS, Follower
 from datastore.resources import Resources
+from datastore.retry import Backoff
 from datastore.settings import connect
 
 LOG = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,
     crash, when the Node may have been deleted meanwhile.  Both are
     compare-and-swap writes that write nothing when all is in place."""
     resources = Resources(etcd)
-    delay = RETRY_DELAYS[0]
+    backoff = Backoff(*RETRY_DELAYS)  # etcd's return, as the follower waits for it
     while not stop.is_set():
         try:
             node.ensure_cluster_information(resources)
@@ -95,6 +96,5 @@ def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,
             return True
         except DatastoreUnavailable as exc:
             LOG.warning("cannot register node %s yet: %s", settings.nodename, exc)
-            stop.wait(delay)
-            delay = min(delay * 2, RETRY_DELAYS[1])
+            stop.wait(backoff.next())
     return False

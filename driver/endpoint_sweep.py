@@ -23,6 +23,7 @@ import logging
 import time
 
 from datastore.errors import DatastoreError
+from datastore.retry import Backoff
 from driver import endpoints as ep
 from driver.errors import DockerUnavailable
 
@@ -46,7 +47,7 @@ def after_start(driver, started: datetime.datetime) -> None:
 
 
 def _until_answered(step, what: str) -> None:
-    deadline, delay = time.monotonic() + GIVE_UP_SECONDS, 1.0
+    deadline, backoff = time.monotonic() + GIVE_UP_SECONDS, Backoff(1.0, 30.0)
     while True:
         try:
             step()
@@ -55,8 +56,7 @@ def _until_answered(step, what: str) -> None:
             if time.monotonic() > deadline:
                 LOG.warning("did not %s: %s", what, exc)
                 return
-        time.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        time.sleep(backoff.next())
 
 
 def complete(driver, started: datetime.datetime) -> list[str]:

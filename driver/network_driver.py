@@ -18,6 +18,7 @@ import netaddr
 
 from datastore.errors import (DatastoreError, ResourceAlreadyExists, ResourceNotFound)
 from datastore.resources import Resource, Resources
+from datastore.retry import Backoff
 from driver import dataplane
 from driver import endpoints as ep
 from driver.docker_api import DockerApi
@@ -453,7 +454,7 @@ def _ask_until_shown(question, seconds, max_delay, first_delay=0.0):
     question failed (DockerUnavailable; None when dockerd answered but did
     not show it)."""
     deadline = time.monotonic() + seconds
-    delay, failure = 0.05, None
+    backoff, failure = Backoff(0.05, max_delay), None
     time.sleep(first_delay)
     while time.monotonic() < deadline:
         try:
@@ -462,8 +463,7 @@ def _ask_until_shown(question, seconds, max_delay, first_delay=0.0):
             answer, failure = None, exc
         if answer is not None:
             return answer, None
-        time.sleep(delay)
-        delay = min(delay * 2, max_delay)
+        time.sleep(backoff.next())
     return None, failure
 
 

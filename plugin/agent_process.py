@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from datastore.retry import Backoff
+
 LOG = logging.getLogger(__name__)
 AGENT_ARGV = [sys.executable, "-P", "-m", "plugin.cli", "agent"]
 _RESTART_DELAYS = (1.0, 30.0)
@@ -57,7 +59,7 @@ class AgentProcess:
         self._thread.join(timeout=10)  # it sees the stop at once: nothing of it outlives us
 
     def _supervise(self):
-        delay = _RESTART_DELAYS[0]
+        backoff = Backoff(*_RESTART_DELAYS)
         while True:
             with self._lock:
                 if self._stop.is_set():
@@ -69,8 +71,8 @@ class AgentProcess:
             if self._stop.is_set():
                 return
             if time.monotonic() - started >= HEALTHY_RUN:
-                delay = _RESTART_DELAYS[0]
+                backoff.reset()
+            delay = backoff.next()
             LOG.warning("node agent exited (status %s); restarting in %.2g s",
                         self._process.returncode, delay)
             self._stop.wait(delay)
-            delay = min(delay * 2, _RESTART_DELAYS[1])
