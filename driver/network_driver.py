@@ -167,8 +167,9 @@ class NetworkDriver:
                 return
             try:
                 self.networks.set_name(network_id, name)
-            except Exception:  # noqa: BLE001 - best effort, retried at CreateEndpoint
-                LOG.warning("could not record the name of network %s", network_id[:12])
+            except DatastoreError as exc:  # CreateEndpoint asks dockerd and records it then
+                LOG.warning("could not record the name %r of network %s: %s", name,
+                            network_id[:12], exc)
         finally:
             with _CACHE_LOCK:
                 self._learning.pop(network_id, None)
@@ -194,7 +195,9 @@ class NetworkDriver:
         it: dockerd restarting its --restart=always containers calls
         CreateEndpoint before it serves its API, and finds the name there.
         Raises NetworkNameUnknown, having written nothing, when the name is
-        needed and neither etcd nor dockerd can tell it."""
+        needed and neither etcd nor dockerd can tell it; TooManyConflicts,
+        having written nothing, when recording the name dockerd told kept
+        losing: a restarted dockerd's CreateEndpoint finds names in etcd only."""
         if network_id in self._named_networks:
             return self._named_networks[network_id]
         network = self.networks.get(network_id)

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from datastore.etcd import Etcd
+from datastore.retry import attempts
 
 PREFIX = "/calico/libnetwork/v1/networks/"
 _CAS_RETRIES = 20
@@ -54,14 +55,15 @@ class Networks:
         return [_from_kv(kv) for kv in kvs]
 
     def set_name(self, network_id: str, name: str) -> Network | None:
-        for _ in range(_CAS_RETRIES):
+        """Record the network's name; the network as written, None when it
+        is not (any more) recorded.  TooManyConflicts when every attempt lost."""
+        for _ in attempts(f"recording the name of network {network_id[:12]}", _CAS_RETRIES):
             network = self.get(network_id)
             if network is None or network.name == name:
                 return network
             network.name = name
             if self.etcd.update(PREFIX + network_id, network.to_json(), network.revision):
                 return network
-        return None
 
     def remove(self, network_id: str) -> None:
         self.etcd.delete(PREFIX + network_id)

@@ -21,11 +21,12 @@ import hashlib
 
 from datastore.etcd import Etcd
 from datastore.resources import Resource
+from datastore.retry import attempts
 from driver import endpoints as ep
 from driver.errors import DriverError, UnknownEndpoint
 
 PREFIX = "/calico/libnetwork/v1/sandboxes/"
-_RETRIES = 10
+_RETRIES = 10  # few write one sandbox or endpoint: dockerd's calls for one container
 
 
 class SandboxTaken(DriverError):
@@ -53,13 +54,14 @@ class Sandboxes:
         Returns the WorkloadEndpoint as written: its revision is the
         claim's too.  A holder for which is_live(holder) is False is a
         leftover and is replaced; a live one raises SandboxTaken.
-        UnknownEndpoint when the WorkloadEndpoint is gone.
+        UnknownEndpoint when the WorkloadEndpoint is gone; TooManyConflicts
+        when every attempt lost.
         """
         endpoint_id = wep.spec["endpoint"]
         key = self.key(sandbox_key)
         held = None  # the claim as read back, once a compare failed on it
         wep = copy.deepcopy(wep)  # the caller's copy may be shared with other threads
-        for _ in range(_RETRIES):
+        for _ in attempts(f"claiming sandbox {sandbox_key}", _RETRIES):
             wep.annotations[ep.SANDBOX_ANNOTATION] = sandbox_key
             record = (wep.key, wep.to_json(), wep.revision)
             if held is None:
@@ -78,7 +80,6 @@ class Sandboxes:
             holder = held.value.decode() if held is not None else endpoint_id
             if holder != endpoint_id and is_live(holder):
                 raise SandboxTaken(holder)
-        raise DriverError(f"sandbox {sandbox_key}: too many concurrent changes; retry")
 
     def remove_endpoint(self, wep: Resource, claim_revision: int | None) -> None:
         """Delete the WorkloadEndpoint (`wep`, with the revision it was read
@@ -92,7 +93,7 @@ class Sandboxes:
         sandbox = wep.annotations.get(ep.SANDBOX_ANNOTATION)
         if sandbox:
             revisions[self.key(sandbox)] = claim_revision or wep.revision
-        for _ in range(_RETRIES):
+        for _ in attempts(f"deleting endpoint {endpoint_id[:12]}", _RETRIES):
             done = self.etcd.commit(deletes=list(revisions.items()), read_back=list(revisions))
             if done:
                 return
@@ -104,4 +105,3 @@ class Sandboxes:
                     del revisions[key]
             if not revisions:
                 return
-        raise DriverError(f"endpoint {endpoint_id[:12]}: too many concurrent changes; retry")

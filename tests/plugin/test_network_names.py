@@ -4,6 +4,7 @@ the per-host NetworkID.  Through the HTTP face, against a real etcd and a
 fake dockerd on a unix socket (the plugin's real DockerApi)."""
 
 import json
+import logging
 import threading
 import time
 
@@ -11,7 +12,9 @@ import pytest
 
 from driver import network_driver
 from driver.docker_api import DockerApi
+from driver.networks import Networks
 from tests.fake_dockerd import DOCKER_29_0, FakeDockerd
+from tests.lab.common import wait_until
 from tests.plugin.support import all_keys, call, make_client
 
 NET = "9a" * 32
@@ -147,3 +150,31 @@ def test_without_profiles_no_name_is_needed(store, dockerd):
     assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
     assert endpoint_profiles(store) == []
     assert not [k for k in all_keys(store) if "/profiles/" in k]
+
+
+def test_a_name_that_cannot_be_recorded_is_not_passed_over(store, dockerd, monkeypatch,
+                                                            caplog):
+    """Another writer changes the network's record before each of our writes
+    of its name: CreateNetwork's learning logs that it gave up, and
+    CreateEndpoint refuses the endpoint (a restarted dockerd's CreateEndpoint
+    would find no name in etcd) instead of going on without the record."""
+    read = Networks.get
+
+    def contested(self, network_id):
+        network = read(self, network_id)
+        if network is not None:
+            store.put(NETWORK_KEY, network.to_json())  # same record, newer revision
+        return network
+    monkeypatch.setattr(Networks, "get", contested)
+    caplog.set_level(logging.WARNING, logger=network_driver.__name__)
+    dockerd.networks[NET] = "net1"
+    client = plugin(store, dockerd)
+    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK) == (200, {})
+    status, body = call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    assert status == 500
+    assert body["Err"].startswith(f"gave up recording the name of network {NET[:12]} after ")
+    assert store.get(WEP_KEY) is None and store.get(PROFILE_KEY) is None
+    assert recorded_name(store) is None
+    gave_up = f"could not record the name 'net1' of network {NET[:12]}: gave up recording"
+    assert wait_until(lambda: any(r.getMessage().startswith(gave_up) for r in caplog.records),
+                      10, 0.05)
