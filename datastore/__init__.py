@@ -2,7 +2,9 @@
 
 etcd.py is the only module that talks to the etcd client (transactions,
 watches with an idle timeout); settings.py opens it; retry.py bounds
-compare-and-swap retries and holds the one backoff; resources.py stores v3
+compare-and-swap retries and holds the one backoff; bounded.py is the
+bounded, thread-safe dict for a process's hints about records in etcd
+(ipam's known handles, the driver's endpoints); resources.py stores v3
 resources (keys, JSON, get/create/modify/delete); follower.py is the one
 loop that follows etcd (snapshot, watch, idle timeout, backoff) for its
 views, handing them records.py's records, each key parsed once by its

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import netaddr
 
+from datastore.bounded import BoundedDict
 from datastore.errors import (DatastoreError, ResourceAlreadyExists, ResourceNotFound)
 from datastore.resources import Resource, Resources
 from datastore.retry import Backoff
@@ -72,12 +73,13 @@ class NetworkDriver:
         self.docker = docker
         self.reaper = LinkReaper()
         self.holders = AddressHolders(resources, settings.nodename)
-        # Per-process caches that spare etcd round trips on the endpoint calls.
-        # Each entry is only a hint: writes still compare revisions.
-        self._named_networks = {}  # network id -> Network whose name is known
+        # Per-process caches that spare etcd round trips on the endpoint calls,
+        # shared by gunicorn's threads.  Each entry is only a hint: writes
+        # still compare revisions.
+        self._named_networks = BoundedDict(_CACHE_LIMIT)  # network id -> Network, named
         self._profiles = set()  # profiles this process created or saw exist
-        self._weps = {}  # endpoint id -> _Known: its WorkloadEndpoint as last written
-        self._learning = {}  # network id -> Event set when its name learning ends
+        self._weps = BoundedDict(_CACHE_LIMIT)  # endpoint id -> _Known, as last written
+        self._learning = BoundedDict(_CACHE_LIMIT)  # network id -> Event set when learning ends
         self._claims = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="claim-sandbox")
         self._learners = ThreadPoolExecutor(_LEARN_THREADS, thread_name_prefix="learn-ep")
 
@@ -149,8 +151,7 @@ class NetworkDriver:
         # dockerd stores the network (and so knows its name) only after this
         # call returns: learn the name in the background.
         learned = threading.Event()
-        with _CACHE_LOCK:
-            self._learning[network_id] = learned
+        self._learning.put(network_id, learned)
         threading.Thread(target=self._learn_name, args=(network_id, learned), daemon=True,
                          name=f"learn-name-{network_id[:12]}").start()
         return {}
@@ -171,8 +172,7 @@ class NetworkDriver:
                 LOG.warning("could not record the name %r of network %s: %s", name,
                             network_id[:12], exc)
         finally:
-            with _CACHE_LOCK:
-                self._learning.pop(network_id, None)
+            self._learning.pop(network_id)
             learned.set()
 
     def delete_network(self, network_id):
@@ -198,8 +198,9 @@ class NetworkDriver:
         needed and neither etcd nor dockerd can tell it; TooManyConflicts,
         having written nothing, when recording the name dockerd told kept
         losing: a restarted dockerd's CreateEndpoint finds names in etcd only."""
-        if network_id in self._named_networks:
-            return self._named_networks[network_id]
+        network = self._named_networks.get(network_id)
+        if network is not None:
+            return network
         network = self.networks.get(network_id)
         if network is None or network.name is None:
             name = self._network_name(network_id) if self.settings.create_profiles else None
@@ -212,7 +213,7 @@ class NetworkDriver:
             elif name is not None:
                 network = self.networks.set_name(network_id, name) or replace(network, name=name)
         if network.name is not None:
-            _remember(self._named_networks, network_id, network)
+            self._named_networks.put(network_id, network)
         return network
 
     def _network_name(self, network_id) -> str:
@@ -258,7 +259,7 @@ class NetworkDriver:
             wep = self.resources.create(wep)
         except ResourceAlreadyExists:  # a replayed CreateEndpoint
             wep = self.resources.apply(wep)
-        _remember(self._weps, endpoint_id, _Known(wep))
+        self._weps.put(endpoint_id, _Known(wep))
         self.holders.add(endpoint_id, ip_networks)
         # Give Docker the MAC only when it has none: returning a field Docker
         # already set is an error ("driver modified interface MAC address").
@@ -315,10 +316,7 @@ class NetworkDriver:
             LOG.error("could not record the DNS names of endpoint %s: %s", endpoint_id[:12],
                       exc)
             return False
-        with _CACHE_LOCK:  # not for an endpoint deleted meanwhile
-            known = self._weps.get(endpoint_id)
-            if known is not None:
-                self._weps[endpoint_id] = known._replace(wep=wep)
+        self._weps.replace(endpoint_id, lambda known: known._replace(wep=wep))
         return True
 
     def _wep(self, endpoint_id) -> Resource | None:
@@ -329,7 +327,7 @@ class NetworkDriver:
             return known.wep
         wep = self._stored_wep(endpoint_id)
         if wep is not None:
-            _remember(self._weps, endpoint_id, _Known(wep))
+            self._weps.put(endpoint_id, _Known(wep))
         return wep
 
     def _stored_wep(self, endpoint_id) -> Resource | None:
@@ -340,8 +338,7 @@ class NetworkDriver:
         # The veth's deletion takes its routes along (Leave removed them
         # already, unless dockerd saw Join fail).
         self.reaper.delete(ep.host_ifname(endpoint_id))
-        with _CACHE_LOCK:
-            known = self._weps.pop(endpoint_id, None)
+        known = self._weps.pop(endpoint_id)
         if known is None:
             wep = self._stored_wep(endpoint_id)
             if wep is None:
@@ -395,7 +392,7 @@ class NetworkDriver:
                 if not rejoined:  # a pair this Join made; a rejoined one goes at DeleteEndpoint
                     self.reaper.delete(host_if)
                 raise
-            _remember(self._weps, endpoint_id, _Known(wep, claim_revision=wep.revision))
+            self._weps.put(endpoint_id, _Known(wep, claim_revision=wep.revision))
         answer = {
             "InterfaceName": {"SrcName": temp_if, "DstPrefix": self.settings.ifprefix},
             "Gateway": IPV4_GATEWAY,
@@ -468,16 +465,6 @@ def _ask_until_shown(question, seconds, max_delay, first_delay=0.0):
             return answer, None
         time.sleep(backoff.next())
     return None, failure
-
-
-_CACHE_LOCK = threading.Lock()  # gunicorn's threads share the caches
-
-
-def _remember(cache: dict, key, value):
-    with _CACHE_LOCK:
-        if len(cache) >= _CACHE_LIMIT:
-            cache.pop(next(iter(cache)))
-        cache[key] = value
 
 
 def _check_options(options):

@@ -24,6 +24,7 @@ from typing import Any
 
 from netaddr import IPNetwork
 
+from datastore.bounded import BoundedDict
 from datastore.etcd import Etcd
 from datastore.retry import attempts
 from ipam import handles
@@ -47,25 +48,19 @@ class KnownHandles:
     instead of reading them first."""
 
     def __init__(self):
-        self._known = {}  # handle id -> (block CIDR text, addresses, mod_revision)
-        self._lock = threading.Lock()
+        self._known = BoundedDict(_HANDLES_KEPT)  # id -> (block CIDR text, addresses, revision)
 
     def add(self, handle_id: str, cidr: IPNetwork, num: int, revision: int) -> None:
-        with self._lock:
-            if len(self._known) >= _HANDLES_KEPT:
-                self._known.pop(next(iter(self._known)))
-            self._known[handle_id] = (str(cidr), num, revision)
+        self._known.put(handle_id, (str(cidr), num, revision))
 
     def take(self, handle_id: str, cidr: IPNetwork, num: int) -> int | None:
         """The revision to delete the handle at, when releasing num addresses
         in cidr frees all it holds; the handle is forgotten either way."""
-        with self._lock:
-            known = self._known.pop(handle_id, None)
+        known = self._known.pop(handle_id)
         return known[2] if known and known[:2] == (str(cidr), num) else None
 
     def forget(self, handle_id: str) -> None:
-        with self._lock:
-            self._known.pop(handle_id, None)
+        self._known.pop(handle_id)
 
 
 class _Change:
