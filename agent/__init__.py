@@ -7,6 +7,7 @@ antispoofing.py keeps the reverse-path table; nftables.py is libnftables;
 status.py reads the peers for `calico-libnetwork status`; settings.py,
 errors.py.
 
-May import: ipam (pools, blocks, the allocator for its tunnel address) and
-datastore; policy/ and names/ only from main.py.  Not driver, not plugin.
+May import: ipam (pools, blocks, the allocator for its tunnel address),
+datastore and kernel (netlink, KernelError); policy/ and names/ only from
+main.py.  Not driver, not plugin.
 """

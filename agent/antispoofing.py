@@ -27,7 +27,7 @@ pass the check itself: the host routes fe80::/64 out of each cali interface.
 import logging
 
 from agent import nftables
-from agent.errors import KernelError
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 

@@ -22,8 +22,10 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import AutodetectError
-from agent.routing.kernel import FAMILIES, Address, addresses, netlink
+from agent.routing.kernel import FAMILIES, Address, addresses
 from agent.settings import AgentSettings, variable
+from kernel import netlink
+from kernel.netlink import MAIN_TABLE
 
 # calico/node's DEFAULT_INTERFACES_TO_EXCLUDE, plus what docker and our lab make.
 EXCLUDED = re.compile(
@@ -95,7 +97,7 @@ def _can_reach(target: str, version: int) -> IPNetwork:
     if dst is None or dst.version != version:
         raise AutodetectError(f"{variable('IP_AUTODETECTION_METHOD', version)}: "
                               f"can-reach={target!r} is not an IPv{version} address") from None
-    with netlink(f"look up the route to {dst}") as ipr:
+    with netlink.iproute(f"look up the route to {dst}") as ipr:
         try:
             found = ipr.route("get", dst=str(dst), family=FAMILIES[version])
         except NetlinkError as exc:
@@ -116,8 +118,8 @@ def _holding(ip, version: int) -> Address | None:
 
 
 def _default_route_index(version: int) -> int | None:
-    with netlink("look up the default route") as ipr:
-        for route in ipr.route("dump", family=FAMILIES[version], table=254, dst_len=0):
+    with netlink.iproute("look up the default route") as ipr:
+        for route in ipr.route("dump", family=FAMILIES[version], table=MAIN_TABLE, dst_len=0):
             if route.get("RTA_OIF"):
                 return route.get("RTA_OIF")
     return None

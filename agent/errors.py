@@ -2,7 +2,8 @@
 
 
 class AgentError(Exception):
-    """Base of every error raised by agent/."""
+    """Base of the agent's own errors (a failed step on the kernel is a
+    kernel.errors.KernelError)."""
 
 
 class AutodetectError(AgentError):
@@ -11,7 +12,3 @@ class AutodetectError(AgentError):
 
 class NodeConflict(AgentError):
     """Another live node already uses this node's name or address."""
-
-
-class KernelError(AgentError):
-    """A netlink or iptables step failed."""

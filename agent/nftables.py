@@ -14,7 +14,7 @@ import os
 import threading
 import weakref
 
-from agent.errors import KernelError
+from kernel.errors import KernelError
 
 # libnftables does not say that two contexts may run at once; a transaction
 # takes milliseconds, so the policy engine and the interception take turns.

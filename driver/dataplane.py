@@ -27,55 +27,32 @@ reverse-path filter for IPv4 (a second line behind the anti-spoofing table,
 agent/antispoofing.py, which also covers IPv6) and no router advertisements
 accepted from the container.
 
-Netlink goes through one socket per thread, kept between calls (pyroute2's
-sync sockets serve one thread, and opening one costs about as much as a
-request).  Join's and Leave's changes (link, addresses, routes) are messages
-built by pyroute2's own request filters, exactly as ``IPRoute.link/addr/
-route`` build them, but sent on pyroute2's plain ``IPRSocket`` and their acks
-read back in the same thread: ``IPRoute`` runs an asyncio loop for every
-request, which cost ~0.5 ms of CPU each where the kernel needs ~0.1 ms, on
-the path dockerd waits on.  The requests that can go together (a Join's
-addresses and routes, a Leave's route deletes) go in one send, each with its
-own ack, checked in order.  Queries (link get and dump, only on replays and
-at start) still use an ``IPRoute``, opened on first use.  Interface indexes
-come from if_nametoindex, a system call where a netlink link query costs a
-round trip and a parse.  Every function can be replayed: "exists" on create
-and "no such device/route" on delete mean the work is already done.
+Netlink goes through kernel/netlink.py: the thread's socket, kept between
+calls.  The requests that can go together (a Join's addresses and routes, a
+Leave's route deletes) go in one send, each with its own ack; queries (link
+get and dump) happen only on replays and at start.  Every function can be
+replayed: "exists" on create and "no such device/route" on delete mean the
+work is already done.  Every failure is a KernelError (kernel/errors.py)
+whose message is meant for the user.
 
 Sysctls are written under /proc/sys, which always shows the network namespace
 of the calling process, like the netlink socket does.
 """
 
-import contextlib
 import errno
 import ipaddress
-import itertools
 import os
 import re
-import socket
-import threading
 
-from pyroute2 import IPRoute, IPRSocket
-from pyroute2.iproute.linux import get_arguments_processor
-from pyroute2.netlink import NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nlsocket import NetlinkRequest
-from pyroute2.netlink.rtnl import (
-    RTM_DELLINK,
-    RTM_DELROUTE,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTM_NEWROUTE,
-    rt_scope,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl import rt_scope
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
-from driver.errors import DriverError
+from kernel import netlink
+from kernel.errors import KernelError
+from kernel.netlink import MAIN_TABLE
 
 __all__ = [
-    'DataplaneError',
     'add_ipv4_gateway',
     'arp_answers_local_gateway',
     'harden',
@@ -88,16 +65,11 @@ __all__ = [
 
 IPV4_GATEWAY = '169.254.1.1'
 IPV6_GATEWAY = 'fe80::1'
-MAIN_TABLE = 254
 
 # Calico's validator accepts exactly these names for interfaceName; the
 # kernel limit is 15 bytes (IFNAMSIZ minus the NUL).
 _IFNAME = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
 _MAC = re.compile(r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$')
-
-
-class DataplaneError(DriverError):
-    """A host networking step failed; the message is meant for the user."""
 
 
 # ---------------------------------------------------------------- public API
@@ -118,16 +90,16 @@ def set_up_veth(host_ifname, temp_ifname, ipv4_addrs=(), ipv6_addrs=(), mtu=None
     peer is replaced.  ``proc_sys``: where /proc/sys is writable (a managed
     plugin's own /proc/sys is read-only; its config.json mounts the host's
     elsewhere).  Bad arguments change nothing; on any other failure the pair
-    is removed, and ``DataplaneError`` says what failed.
+    is removed, and ``KernelError`` says what failed.
     """
     _check_veth(host_ifname, temp_ifname, mtu, mac)
     v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
     v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
-    with _rtnl() as nl:
+    with netlink.rtnl() as nl:
         index = _create_veth(nl, host_ifname, temp_ifname, mtu, mac)
         try:
             _program_host_side(nl, index, host_ifname, v4, v6, proc_sys)
-        except DataplaneError:
+        except KernelError:
             _delete_link(nl, host_ifname, f'clean up {host_ifname}', quiet=True)
             raise
 
@@ -136,13 +108,13 @@ def _check_veth(host_ifname, temp_ifname, mtu, mac):
     _check_ifname(host_ifname)
     _check_ifname(temp_ifname)
     if host_ifname == temp_ifname:
-        raise DataplaneError(
+        raise KernelError(
             f'veth ends need two different names, got {host_ifname!r} twice'
         )
     if mac is not None and not _MAC.match(mac):
-        raise DataplaneError(f'{mac!r} is not a MAC address (for {temp_ifname})')
+        raise KernelError(f'{mac!r} is not a MAC address (for {temp_ifname})')
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
-        raise DataplaneError(f'MTU for {host_ifname} must be an integer, got {mtu!r}')
+        raise KernelError(f'MTU for {host_ifname} must be an integer, got {mtu!r}')
 
 
 def _create_veth(nl, host_ifname, temp_ifname, mtu, mac):
@@ -158,14 +130,14 @@ def _create_veth(nl, host_ifname, temp_ifname, mtu, mac):
     # The common case first: nothing there yet.  The kernel creates both
     # ends atomically, so a failure leaves nothing to clean up.
     detail = f' with MTU {mtu}' if mtu is not None else ''
-    if _change(nl, [(f'create {pair}{detail}', *add)], ok=(errno.EEXIST,)) != [None]:
+    if nl.change([(f'create {pair}{detail}', *add)], ok=(errno.EEXIST,)) != [None]:
         index = _reuse_or_clear(nl, host_ifname, temp_ifname, mtu, mac, pair)
         if index is not None:
             return index
-        _change(nl, [(f'create {pair}', *add)])
-    index = _index(host_ifname)
+        nl.change([(f'create {pair}', *add)])
+    index = netlink.index(host_ifname)
     if index is None:  # deleted under us: nothing of ours is left
-        raise DataplaneError(f'{host_ifname} vanished while it was being created')
+        raise KernelError(f'{host_ifname} vanished while it was being created')
     return index
 
 
@@ -174,13 +146,12 @@ def _reuse_or_clear(nl, host_ifname, temp_ifname, mtu, mac, pair):
     replay; brought to the asked state), None after removing a stale host
     end; raise when temp_ifname belongs to something else, which we must
     not touch."""
-    ipr = nl.ipr
-    host = _get_link(ipr, host_ifname, f'look up {host_ifname}')
-    if host is not None and _peer_name(ipr, host) == temp_ifname:
-        _set_up_pair(ipr, host['index'], temp_ifname, mtu, mac, pair)
+    host = _get_link(host_ifname)
+    if host is not None and _peer_name(host) == temp_ifname:
+        _set_up_pair(host['index'], temp_ifname, mtu, mac, pair)
         return host['index']
-    if host is None or _get_link(ipr, temp_ifname, f'look up {temp_ifname}') is not None:
-        raise DataplaneError(
+    if host is None or _get_link(temp_ifname) is not None:
+        raise KernelError(
             f'cannot create {pair}: an interface named '
             f'{temp_ifname if host is None else host_ifname + " or " + temp_ifname} '
             f'already exists and is not part of this pair')
@@ -188,16 +159,6 @@ def _reuse_or_clear(nl, host_ifname, temp_ifname, mtu, mac, pair):
     # peer are stale, so start from scratch.
     _delete_link(nl, host_ifname, f'remove stale {host_ifname}')
     return None
-
-
-def _index(ifname):
-    """The interface's index, None when there is no such interface (the
-    only way if_nametoindex fails, short of running out of descriptors;
-    Python reports every failure alike)."""
-    try:
-        return socket.if_nametoindex(ifname)
-    except OSError:
-        return None
 
 
 def _program_host_side(nl, index, host_ifname, v4, v6, proc_sys):
@@ -234,7 +195,7 @@ def _program_host_side(nl, index, host_ifname, v4, v6, proc_sys):
          dict(dst=f'{addr}/128', oif=index, table=MAIN_TABLE))
         for addr in v6
     ]
-    _change(nl, changes)
+    nl.change(changes)
 
 
 def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
@@ -242,14 +203,14 @@ def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
     joined before the plugin did so at Join). A missing link is left alone.
     Returns False when the host's arp_ignore leaves ARP to proxy ARP."""
     _check_ifname(host_ifname)
-    index = _index(host_ifname)
+    index = netlink.index(host_ifname)
     if index is None:
         return False
     gateway = _ipv4_gateway(index, host_ifname, proc_sys)
     if gateway is None:
         return False
-    with _rtnl() as nl:
-        _change(nl, [gateway])
+    with netlink.rtnl() as nl:
+        nl.change([gateway])
     return True
 
 
@@ -257,7 +218,7 @@ def harden(host_ifname, proc_sys='/proc/sys'):
     """Apply the hardening sysctls to an existing host end (one joined
     before the plugin set them at Join).  A missing link is left alone."""
     _check_ifname(host_ifname)
-    if _index(host_ifname) is not None:
+    if netlink.index(host_ifname) is not None:
         _harden(proc_sys, host_ifname)
 
 
@@ -271,7 +232,7 @@ def arp_answers_local_gateway(proc_sys='/proc/sys'):
 def remove_veth(host_ifname):
     """Delete the veth pair (either end takes the other and its routes)."""
     _check_ifname(host_ifname)
-    with _rtnl() as nl:
+    with netlink.rtnl() as nl:
         _delete_link(nl, host_ifname, f'remove {host_ifname}')
 
 
@@ -288,15 +249,15 @@ def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
     v6 = _parse_addrs(ipv6_addrs, 6, host_ifname or 'routes')
     match = {}
     if host_ifname is not None:
-        match['oif'] = _index(host_ifname)
+        match['oif'] = netlink.index(host_ifname)
         if match['oif'] is None:
             return  # the kernel removed its routes with it
     # IPv4 deletes match the scope exactly (pyroute2 sends "universe"
     # unless told), so name ours; IPv6 routes have no scope.
     wanted = [(f'{a}/32', {'scope': 'link'}) for a in v4]
     wanted += [(f'{a}/128', {}) for a in v6]
-    with _rtnl() as nl:
-        _change(nl, [
+    with netlink.rtnl() as nl:
+        nl.change([
             (f'remove route {dst}', 'route', 'del',
              dict(dst=dst, table=MAIN_TABLE, **scope, **match))
             for dst, scope in wanted
@@ -306,14 +267,14 @@ def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
 def link_exists(ifname):
     """True when ``ifname`` exists in this network namespace."""
     _check_ifname(ifname)
-    return _index(ifname) is not None
+    return netlink.index(ifname) is not None
 
 
 def links(prefix):
     """{name: MAC} of the links whose name starts with ``prefix``."""
-    with _rtnl() as nl:
+    with netlink.iproute('list links') as ipr:
         found = {}
-        for link in _netlink(nl.ipr.link, 'list links', 'dump'):
+        for link in ipr.link('dump'):
             name = link.get('IFLA_IFNAME') or ''
             if name.startswith(prefix):
                 found[name] = (link.get('IFLA_ADDRESS') or '').lower() or None
@@ -323,97 +284,9 @@ def links(prefix):
 # ------------------------------------------------------------------ helpers
 
 
-# How IPRoute.<kind>(command) builds each request sent here: the message,
-# its type and pyroute2's request mode (the flags).
-_REQUESTS = {
-    ('link', 'add'): (ifinfmsg, RTM_NEWLINK, 'create'),
-    ('link', 'del'): (ifinfmsg, RTM_DELLINK, 'req'),
-    ('addr', 'replace'): (ifaddrmsg, RTM_NEWADDR, 'replace'),
-    ('route', 'replace'): (rtmsg, RTM_NEWROUTE, 'replace'),
-    ('route', 'del'): (rtmsg, RTM_DELROUTE, 'req'),
-}
-
-
-class _Netlink:
-    """One thread's netlink: an ``IPRSocket`` for changes, sent and acked
-    without an event loop, and an ``IPRoute`` for queries, opened on first
-    use."""
-
-    def __init__(self):
-        self.socket = IPRSocket()
-        self._ipr = None
-        self._sequence = itertools.count()
-
-    @property
-    def ipr(self):
-        if self._ipr is None:
-            self._ipr = IPRoute()
-        return self._ipr
-
-    def close(self):
-        self.socket.close()
-        if self._ipr is not None:
-            self._ipr.close()
-
-    def message(self, kind, command, kwarg):
-        """The encoded request ``IPRoute.<kind>(command, **kwarg)`` sends."""
-        msg_class, msg_type, mode = _REQUESTS[kind, command]
-        parameters = None
-        if kind == 'route':
-            parameters = {'strict_check': self.socket.status['strict_check']}
-            if command != 'del':
-                kwarg = {'proto': 'static', 'type': 'unicast', **kwarg}
-        request = NetlinkRequest(
-            self.socket, msg_class(),
-            request_filter=get_arguments_processor(kind, command, kwarg, parameters),
-            msg_type=msg_type, msg_flags=NetlinkRequest.flags[mode],
-            msg_seq=next(self._sequence) % 0xFFFFFFFF + 1,
-        )
-        request.msg.encode()
-        return request.msg
-
-    def send(self, messages):
-        """Send the messages in one write and wait for every ack; each
-        one's error (None when done), in order.  The kernel handles each
-        message on its own, the next ones too after a failure."""
-        if not messages:
-            return []
-        errors = {msg['header']['sequence_number']: False for msg in messages}
-        self.socket.send(b''.join(msg.data for msg in messages))
-        waiting = len(errors)
-        while waiting:
-            for reply in self.socket.get():
-                header = reply['header']
-                # Acks only, of these messages (not subscribed to events).
-                if header['type'] == NLMSG_ERROR and errors.get(header['sequence_number']) is False:
-                    errors[header['sequence_number']] = header['error']
-                    waiting -= 1
-        return list(errors.values())
-
-
-_sockets = threading.local()
-
-
-@contextlib.contextmanager
-def _rtnl():
-    """This thread's netlink.  A forked child opens its own (it may have
-    moved to another namespace); a failure closes it, so that the next call
-    starts from a fresh one (no ack of an earlier request left unread)."""
-    nl = getattr(_sockets, 'nl', None)
-    if nl is None or _sockets.pid != os.getpid():
-        nl = _sockets.nl = _Netlink()
-        _sockets.pid = os.getpid()
-    try:
-        yield nl
-    except BaseException:
-        _sockets.nl = None
-        nl.close()
-        raise
-
-
 def _check_ifname(name):
     if not isinstance(name, str) or not _IFNAME.match(name) or name in ('.', '..'):
-        raise DataplaneError(
+        raise KernelError(
             f'invalid interface name {name!r}: use 1 to 15 characters '
             f'from A-Z a-z 0-9 _ . -'
         )
@@ -429,60 +302,24 @@ def _parse_addrs(addrs, version, ifname):
         except (TypeError, ValueError):
             addr = None
         if addr is None or addr.version != version:
-            raise DataplaneError(
+            raise KernelError(
                 f'{text!r} is not an IPv{version} address (for {ifname})'
             )
         parsed.append(addr.compressed)
     return parsed
 
 
-def _error(action, exc):
-    if isinstance(exc, NetlinkError):
-        reason = f'{exc.args[1] if len(exc.args) > 1 else exc} (errno {exc.code})'
-    elif isinstance(exc, OSError) and exc.strerror:
-        reason = f'{exc.strerror} (errno {exc.errno})'
-    else:
-        reason = str(exc)
-    return DataplaneError(f'could not {action}: {reason}')
-
-
-def _change(nl, changes, ok=()):
-    """Make the changes, (action, kind, command, kwarg) each, in one send;
-    raise the first failure but those with an errno in ``ok`` as a
-    DataplaneError naming its action.  Returns each one's error."""
-    messages = []
-    for action, kind, command, kwarg in changes:
+def _get_link(ifname):
+    with netlink.iproute(f'look up {ifname}') as ipr:
         try:
-            messages.append(nl.message(kind, command, kwarg))
-        except ValueError as e:
-            raise _error(action, e) from e
-    try:
-        errors = nl.send(messages)
-    except OSError as e:
-        raise _error(changes[0][0], e) from e
-    for (action, *_), error in zip(changes, errors):
-        if error is not None and getattr(error, 'code', None) not in ok:
-            raise _error(action, error) from error
-    return errors
+            return ipr.link('get', ifname=ifname)[0]
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise
 
 
-def _netlink(method, action, *args, **kwargs):
-    try:
-        return method(*args, **kwargs)
-    except (NetlinkError, OSError, ValueError) as e:
-        raise _error(action, e) from e
-
-
-def _get_link(ipr, ifname, action):
-    try:
-        return ipr.link('get', ifname=ifname)[0]
-    except NetlinkError as e:
-        if e.code == errno.ENODEV:
-            return None
-        raise _error(action, e) from e
-
-
-def _peer_name(ipr, link):
+def _peer_name(link):
     """Name of a veth's peer when it is in this namespace, else None."""
     if link.get(('IFLA_LINKINFO', 'IFLA_INFO_KIND')) != 'veth':
         return None
@@ -493,15 +330,16 @@ def _peer_name(ipr, link):
     peer_index = link.get('IFLA_LINK')
     if not peer_index:
         return None
-    try:
-        return ipr.link('get', index=peer_index)[0].get('IFLA_IFNAME')
-    except NetlinkError as e:
-        if e.code == errno.ENODEV:
-            return None
-        raise _error(f'look up the peer of {link.get("IFLA_IFNAME")}', e) from e
+    with netlink.iproute(f'look up the peer of {link.get("IFLA_IFNAME")}') as ipr:
+        try:
+            return ipr.link('get', index=peer_index)[0].get('IFLA_IFNAME')
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise
 
 
-def _set_up_pair(ipr, host_index, temp_ifname, mtu, mac, pair):
+def _set_up_pair(host_index, temp_ifname, mtu, mac, pair):
     """An existing pair as a new one would be: the host end up (IPv4 routes
     cannot be added to, and are flushed from, a link that is down), the MTU
     and the temp end's MAC as asked."""
@@ -511,15 +349,16 @@ def _set_up_pair(ipr, host_index, temp_ifname, mtu, mac, pair):
         host_attrs['mtu'] = temp_attrs['mtu'] = mtu
     if mac is not None:
         temp_attrs['address'] = mac.lower()
-    _netlink(ipr.link, f'set up {pair}', 'set', index=host_index, **host_attrs)
-    if temp_attrs:
-        _netlink(ipr.link, f'set up {pair}', 'set', ifname=temp_ifname, **temp_attrs)
+    with netlink.iproute(f'set up {pair}') as ipr:
+        ipr.link('set', index=host_index, **host_attrs)
+        if temp_attrs:
+            ipr.link('set', ifname=temp_ifname, **temp_attrs)
 
 
 def _delete_link(nl, ifname, action, quiet=False):
     try:
-        _change(nl, [(action, 'link', 'del', {'ifname': ifname})], ok=(errno.ENODEV,))
-    except DataplaneError:
+        nl.change([(action, 'link', 'del', {'ifname': ifname})], ok=(errno.ENODEV,))
+    except KernelError:
         if not quiet:
             raise
 
@@ -556,7 +395,7 @@ def _read_sysctl(root, key):
         with open(f'{root}/{key}') as f:
             return f.read().strip()
     except OSError as e:
-        raise DataplaneError(f'could not read {key.replace("/", ".")}: {e.strerror}') from e
+        raise KernelError(f'could not read {key.replace("/", ".")}: {e.strerror}') from e
 
 
 def _sysctl(root, key, value='1'):
@@ -571,6 +410,6 @@ def _sysctl(root, key, value='1'):
             f.write(value)
     except OSError as e:
         hint = ' (is IPv6 disabled on this host?)' if key.startswith('net/ipv6') else ''
-        raise DataplaneError(
+        raise KernelError(
             f'could not set {key.replace("/", ".")}={value}: {e.strerror}{hint}'
         ) from e

@@ -30,6 +30,7 @@ from driver.networks import Network, Networks
 from driver.reaper import LinkReaper
 from driver.sandboxes import Sandboxes, SandboxTaken
 from driver.settings import DriverSettings
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 
@@ -379,7 +380,7 @@ class NetworkDriver:
             dataplane.set_up_veth(host_if, temp_if, v4, v6, mtu=self.settings.veth_mtu,
                                   mac=wep.spec.get("mac") or None,
                                   proc_sys=self.settings.proc_sys)
-        except dataplane.DataplaneError as exc:
+        except KernelError as exc:
             # The claim goes with the endpoint: dockerd deletes it next.
             if claim is not None:
                 claim.exception()  # done, whichever way, before the answer

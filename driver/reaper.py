@@ -19,6 +19,7 @@ import threading
 from datastore.resources import Resources
 from driver import dataplane
 from driver import endpoints as ep
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class LinkReaper:
             ifname = self._queue.get()
             try:
                 dataplane.remove_veth(ifname)
-            except dataplane.DataplaneError as exc:
+            except KernelError as exc:
                 LOG.warning("could not delete %s: %s", ifname, exc)
 
 

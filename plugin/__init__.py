@@ -8,6 +8,6 @@ the domain objects in each worker after fork; config.py reads the one
 Config; startup.py prepares etcd and the host before serving;
 agent_process.py supervises the node agent child; cli/ is the command line.
 
-May import: driver, ipam, datastore, agent.  Nothing imports plugin; Flask
+May import: driver, ipam, datastore, kernel, agent.  Nothing imports plugin; Flask
 and gunicorn are used only here.  See ARCHITECTURE.md.
 """

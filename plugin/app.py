@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from datastore.errors import DatastoreError
 from driver.errors import DriverError
 from ipam.errors import IpamError
+from kernel.errors import KernelError
 from plugin.routes import ROUTES
 from plugin.schemas import BadRequest
 
@@ -32,7 +33,7 @@ MAX_BODY = 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_ERR = 4096  # characters of an Err
-USER_ERRORS = (DriverError, IpamError, DatastoreError)
+USER_ERRORS = (DriverError, IpamError, DatastoreError, KernelError)
 
 # The ids worth putting in the one log line per request.
 _LOGGED_FIELDS = ("NetworkID", "EndpointID", "PoolID", "Pool", "Address", "V6")

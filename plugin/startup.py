@@ -9,7 +9,6 @@ import ipaddress
 import logging
 
 from agent import antispoofing, node
-from agent.errors import KernelError
 from agent.autodetect import node_address, node_address6
 from datastore.errors import TooManyConflicts
 from datastore.resources import Resources
@@ -18,6 +17,7 @@ from driver import dataplane, forwarding, reaper
 from driver import endpoints as ep
 from ipam import pools
 from ipam.errors import IpamError
+from kernel.errors import KernelError
 from plugin.config import Config
 
 LOG = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def update_host_ends(resources: Resources, config: Config) -> None:
             dataplane.harden(ifname, proc_sys)
             if _has_ipv4(spec):
                 dataplane.add_ipv4_gateway(ifname, proc_sys)
-        except dataplane.DataplaneError as exc:
+        except KernelError as exc:
             LOG.warning("endpoint %s: %s", wep.name, exc)
 
 
@@ -88,7 +88,7 @@ def _has_ipv4(spec) -> bool:
 def _check_arp_ignore(proc_sys: str) -> None:
     try:
         answers = dataplane.arp_answers_local_gateway(proc_sys)
-    except dataplane.DataplaneError as exc:
+    except KernelError as exc:
         LOG.warning("%s", exc)
         return
     if not answers:

@@ -7,6 +7,6 @@ service.py starts it; index.py is the view the agent's follower feeds
 responder.py answers on 169.254.1.1; intercept.py redirects containers'
 questions to it (nftables); upstreams.py finds the servers to forward to.
 
-May import: agent (errors, nftables) and datastore.  Not agent/policy,
+May import: agent (nftables), datastore and kernel.  Not agent/policy,
 ipam, driver or plugin.
 """

@@ -18,9 +18,9 @@ keeps it, programming it until that works and again whenever it is gone.
 import logging
 import threading
 
-from agent.errors import KernelError
 from agent.names.upstreams import GATEWAY
 from agent.nftables import NftContext
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 

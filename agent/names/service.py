@@ -16,12 +16,12 @@ import json
 import logging
 import os
 
-from agent.errors import KernelError
 from agent.names import upstreams
 from agent.names.index import NameIndex
 from agent.names.intercept import Interception
 from agent.names.responder import DNS_PORT, Listener, Responder
 from agent.names.upstreams import GATEWAY
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 

@@ -6,6 +6,6 @@ with guarded.py's datastore guard; membership.py keeps each selector's
 addresses; nft.py writes the table (whole, then by difference); engine.py
 is the view the agent's follower feeds.
 
-May import: agent (errors, nftables, kernel) and datastore.  Not
-agent/names, ipam, driver or plugin.
+May import: agent (nftables, routing's kernel), datastore and
+kernel.  Not agent/names, ipam, driver or plugin.
 """

@@ -18,13 +18,13 @@ import time
 
 from agent import nftables
 from agent.routing import kernel
-from agent.errors import KernelError
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import PolicyTable, Ruleset
 from agent.policy.state import PolicyState
 from datastore.felix_configuration import FelixSettings, resolve
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 

@@ -34,13 +34,13 @@ in forward chains of the "*" endpoint, as in Felix.
 import logging
 from dataclasses import dataclass, field
 
-from agent.errors import KernelError
 from agent.nftables import run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
                                    RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
 from datastore.felix_configuration import ProtoPort
 from datastore.host_endpoint import ALL_INTERFACES
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 

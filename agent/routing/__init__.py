@@ -7,5 +7,5 @@ from it; reconciler.py programs them through kernel.py (netlink routes),
 vxlan.py, ipip.py and nat.py (outgoing NAT), and resyncs them periodically;
 its Ipam (the VXLAN tunnel addresses) takes the ClusterState's pools.
 
-May import: agent (errors), ipam and datastore.
+May import: agent (errors), ipam, datastore and kernel.
 """

@@ -7,13 +7,13 @@ import os
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.routing.kernel import netlink
 from agent.routing.routes import IPIP_DEVICE
+from kernel import netlink
 
 
 def ensure_tunl0() -> bool:
     """tunl0 exists and is up; False if the kernel has no IPIP."""
-    with netlink(f"set up {IPIP_DEVICE}") as ipr:
+    with netlink.iproute(f"set up {IPIP_DEVICE}") as ipr:
         if not os.path.exists("/sys/module/ipip") and not ipr.link_lookup(ifname=IPIP_DEVICE):
             try:
                 ipr.link("add", ifname=IPIP_DEVICE, kind="ipip")

@@ -2,22 +2,21 @@
 by their protocol number, and nothing else is ever touched), the static ARP
 and FDB entries on vxlan.calico, and the host facts routing depends on.
 
-Each call opens its own IPRoute (driver/dataplane.py keeps one per thread
-instead), and "exists" or "already gone" answers count as done, so every
-step can be replayed.
+Each call uses its thread's IPRoute (kernel/netlink.py, as the driver), and
+"exists" or "already gone" answers count as done, so every step can be
+replayed.
 """
 
 import errno
 import logging
-from contextlib import contextmanager
 from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.errors import KernelError
 from agent.routing.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
+from kernel import netlink
+from kernel.netlink import MAIN_TABLE
 
 LOG = logging.getLogger(__name__)
 
@@ -25,7 +24,6 @@ LOG = logging.getLogger(__name__)
 # /etc/iproute2/rt_protos and used by none of the kernel (2), static routes
 # (4), dockerd or BIRD (12).  "ip route show proto 80" lists ours.
 ROUTE_PROTOCOL = 80
-MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
 NTF_SELF = 2
 NUD_PERMANENT = 0x80
@@ -51,20 +49,11 @@ def diff(desired: dict, current: dict) -> Changes:
                    [v for k, v in current.items() if k not in desired])
 
 
-@contextmanager
-def netlink(action: str):
-    try:
-        with IPRoute() as ipr:
-            yield ipr
-    except (NetlinkError, OSError) as exc:
-        raise KernelError(f"could not {action}: {exc}") from exc
-
-
 # -- routes ---------------------------------------------------------------
 
 def read_routes() -> dict[IPNetwork, Route]:
     """Our routes in the main table (IPv4 and IPv6), as Route values."""
-    with netlink("list routes") as ipr:
+    with netlink.iproute("list routes") as ipr:
         names = _link_names(ipr)
         found = {}
         for family, anywhere in ((_AF_INET, "0.0.0.0"), (_AF_INET6, "::")):
@@ -91,7 +80,7 @@ def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
     added routes left out because a route not ours already has that
     destination (routes of other protocols are never touched)."""
     failed, foreign = [], []
-    with netlink("program routes") as ipr:
+    with netlink.iproute("program routes") as ipr:
         for route in changes.removed:
             try:
                 ipr.route("del", dst=str(route.dst), table=MAIN_TABLE, proto=ROUTE_PROTOCOL,
@@ -103,7 +92,7 @@ def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
         steps = [("add", r) for r in changes.added] + [("replace", r) for r in changes.replaced]
         for command, route in steps:
             try:
-                ipr.route(command, **_route_args(ipr, route))
+                ipr.route(command, **_route_args(route))
             except NetlinkError as exc:
                 if command == "add" and exc.code == errno.EEXIST:
                     foreign.append(route)
@@ -114,16 +103,15 @@ def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
     return failed, foreign
 
 
-def _route_args(ipr, route: Route) -> dict:
+def _route_args(route: Route) -> dict:
     args = {"dst": str(route.dst), "table": MAIN_TABLE, "proto": ROUTE_PROTOCOL,
             "type": route.type, "family": FAMILIES[route.dst.version]}
     if route.gateway is not None:
         args["gateway"] = str(route.gateway)
     if route.dev is not None:
-        index = ipr.link_lookup(ifname=route.dev)
-        if not index:
+        args["oif"] = netlink.index(route.dev)
+        if args["oif"] is None:
             raise LookupError(f"no interface {route.dev}")
-        args["oif"] = index[0]
     if route.onlink:
         args["flags"] = RTNH_F_ONLINK
     return args
@@ -141,24 +129,24 @@ def route_diff(desired: dict[IPNetwork, Route], current: dict[IPNetwork, Route])
 def read_vxlan_peers(device: str, version: int = 4) -> tuple[set[Neighbour], set[FdbEntry]]:
     """The permanent ARP (IPv6: neighbour) entries and unicast FDB entries
     on device."""
-    with netlink(f"list neighbours of {device}") as ipr:
-        index = _index(ipr, device)
-        if index is None:
+    with netlink.iproute(f"list neighbours of {device}") as ipr:
+        device_index = netlink.index(device)
+        if device_index is None:
             return set(), set()
         neighbours = {Neighbour(IPAddress(n.get("NDA_DST")), n.get("NDA_LLADDR").lower())
-                      for n in ipr.neigh("dump", ifindex=index, family=FAMILIES[version])
+                      for n in ipr.neigh("dump", ifindex=device_index, family=FAMILIES[version])
                       if n["state"] & NUD_PERMANENT and n.get("NDA_LLADDR")}
         fdb = {FdbEntry(f.get("NDA_LLADDR").lower(), IPAddress(f.get("NDA_DST")))
-               for f in ipr.fdb("dump", ifindex=index)
+               for f in ipr.fdb("dump", ifindex=device_index)
                if f.get("NDA_DST") and f.get("NDA_LLADDR") not in (None, "00:00:00:00:00:00")}
         return neighbours, fdb
 
 
 def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[str]:
     failed = []
-    with netlink(f"program neighbours of {device}") as ipr:
-        index = _index(ipr, device)
-        if index is None:
+    with netlink.iproute(f"program neighbours of {device}") as ipr:
+        device_index = netlink.index(device)
+        if device_index is None:
             return [f"{device} does not exist"]
         steps = [("del", dict(dst=str(n.ip), lladdr=n.mac, family=FAMILIES[n.ip.version]),
                   ipr.neigh) for n in neighbours.removed]
@@ -171,7 +159,7 @@ def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[st
                   for f in fdb.added + fdb.replaced]
         for command, args, method in steps:
             try:
-                method(command, ifindex=index, **args)
+                method(command, ifindex=device_index, **args)
             except NetlinkError as exc:
                 if not (command == "del" and exc.code in _GONE):
                     failed.append(f"{command} {args} on {device}: {exc}")
@@ -189,7 +177,7 @@ class Address(NamedTuple):
 def addresses(version: int = 4) -> list[Address]:
     """Global (not link-local) addresses of one IP version on this
     namespace's interfaces, by link index."""
-    with netlink("list addresses") as ipr:
+    with netlink.iproute("list addresses") as ipr:
         names = _link_names(ipr)
         found = [Address(names.get(a["index"], ""), a["index"],
                          IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"))
@@ -207,20 +195,14 @@ def mtu_of_address(ip: IPAddress) -> int | None:
     """The MTU of the interface that holds ip."""
     for address in addresses(ip.version):
         if address.network.ip == ip:
-            with netlink(f"read the MTU of {address.ifname}") as ipr:
+            with netlink.iproute(f"read the MTU of {address.ifname}") as ipr:
                 return ipr.link("get", index=address.index)[0].get("IFLA_MTU")
     return None
 
 
 def link_exists(ifname: str) -> bool:
-    with netlink(f"look up {ifname}") as ipr:
-        return _index(ipr, ifname) is not None
+    return netlink.index(ifname) is not None
 
 
 def _link_names(ipr) -> dict[int, str]:
     return {link["index"]: link.get("IFLA_IFNAME") for link in ipr.link("dump")}
-
-
-def _index(ipr, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None

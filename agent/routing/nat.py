@@ -11,8 +11,8 @@ import logging
 import shutil
 import subprocess
 
-from agent.errors import KernelError
 from ipam.pools import Pool
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 from netaddr import IPNetwork
 
 from agent.routing import ipip, kernel, vxlan
-from agent.errors import AgentError, KernelError
+from agent.errors import AgentError
 from agent.routing.model import ClusterState
 from agent.routing.nat import Nat
 from agent.routing.routes import Local, desired_state, needs_ipip
@@ -22,6 +22,7 @@ from datastore.etcd import Etcd
 from datastore.resources import Resources
 from ipam.allocator import Ipam
 from ipam.pools import Pool
+from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Reconciler:
                 self._vtep_pools[version] = key
                 self._peers.pop(version, None)  # a rebuilt device (or new MAC) lost its peers
             return True
-        except AgentError as exc:
+        except (AgentError, KernelError) as exc:
             self._fail(exc)
             return version in self.vteps
 

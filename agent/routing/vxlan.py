@@ -14,13 +14,13 @@ from netaddr import IPAddress
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.errors import AgentError
-from agent.routing.kernel import netlink
 from agent.routing.routes import VXLAN6_DEVICE, VXLAN_DEVICE
 from datastore.errors import ResourceNotFound, TooManyConflicts
 from datastore.resources import Resource, Resources
 from ipam.allocator import Ipam
 from ipam.errors import IpamError
 from ipam.pools import Pool
+from kernel import netlink
 
 LOG = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def ensure_vtep(ipam: Ipam, resources: Resources, pools: list[Pool],
 def remove_vtep(ipam: Ipam, resources: Resources, version: int = 4) -> None:
     """No VXLAN pool left: drop the device, the address and the Node fields."""
     family = FAMILIES[version]
-    with netlink(f"remove {family.device}") as ipr:
+    with netlink.iproute(f"remove {family.device}") as ipr:
         try:
             ipr.link("del", ifname=family.device)
         except NetlinkError as exc:
@@ -118,7 +118,7 @@ def ensure_device(ip: IPAddress, mac: str | None, local_ip: IPAddress, mtu: int)
     entries stay right across restarts); its MAC."""
     device, version = FAMILIES[local_ip.version].device, local_ip.version
     host_len = 32 if version == 4 else 128
-    with netlink(f"set up {device}") as ipr:
+    with netlink.iproute(f"set up {device}") as ipr:
         found = ipr.link_lookup(ifname=device)
         if found and not _configured_as_wanted(ipr.link("get", index=found[0])[0], local_ip):
             LOG.info("recreating %s: its VNI, port or local address changed", device)

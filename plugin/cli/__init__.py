@@ -7,6 +7,6 @@ manifests and manifests_v1 (files given with -f), resource_manager
 (calicoctl's get/apply/create/delete), output and columns (how answers are
 printed), probe (Plugin.Activate on a socket) and errors (CommandError).
 
-May import: plugin, driver, ipam, datastore, agent (and agent/names for
+May import: plugin, driver, ipam, datastore, kernel, agent (and agent/names for
 the names check).  Only the entry points import it.
 """

@@ -9,6 +9,7 @@ from agent.errors import AgentError
 from agent.main import run_agent
 from datastore.errors import DatastoreError
 from ipam.errors import IpamError
+from kernel.errors import KernelError
 from plugin import server, startup
 from plugin.agent_process import AgentProcess
 from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
@@ -16,8 +17,8 @@ from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 
 # Expected failures: a message for the user, exit 1, no traceback.
-USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, server.AlreadyServed,
-               startup.StartupError)
+USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, KernelError,
+               server.AlreadyServed, startup.StartupError)
 
 
 def _version() -> str:

@@ -11,12 +11,12 @@ import json
 import sys
 from contextlib import closing
 
-from agent.errors import KernelError
 from agent.status import peer_status
 from datastore.errors import DatastoreError
 from datastore.resources import Resources
 from datastore.settings import connect
 from driver import dataplane
+from kernel.errors import KernelError
 from plugin.cli import etcd_security, names_check, probe
 from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
@@ -154,7 +154,7 @@ def _endpoints(resources: Resources, nodename: str) -> list[dict]:
 def _link_present(ifname) -> bool:
     try:
         return bool(ifname) and dataplane.link_exists(ifname)
-    except dataplane.DataplaneError:
+    except KernelError:
         return False  # a name no interface can have
 
 

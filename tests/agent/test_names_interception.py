@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pyroute2 import netns as pyroute2_netns
 
-from agent.errors import KernelError
 from agent.names.intercept import TABLE, Interception
+from kernel.errors import KernelError
 from tests.introspect import interception_present
 from tests.lab import Lab
 from tests.lab.common import wait_until

@@ -8,7 +8,7 @@ import pytest
 from pyroute2 import netns as pyroute2_netns
 
 from agent import nftables
-from agent.errors import KernelError
+from kernel.errors import KernelError
 from tests.lab import Lab
 
 pytestmark = pytest.mark.require_root

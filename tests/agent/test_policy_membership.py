@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.errors import KernelError
 from agent.policy import engine as engine_module
 from agent.policy import nft
 from agent.policy.compiler import set_name
@@ -17,6 +16,7 @@ from agent.policy.engine import PolicyEngine
 from agent.policy.membership import Membership
 from agent.policy.nft import FAMILY, TABLE, PolicyTable, full_script
 from datastore.selector import parse
+from kernel.errors import KernelError
 from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
                                         state_of, wep)
 from tests.introspect import tracked_selectors

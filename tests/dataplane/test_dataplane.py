@@ -21,7 +21,8 @@ import pytest
 
 from agent import antispoofing
 from driver import dataplane
-from driver.dataplane import DataplaneError
+from kernel import netlink
+from kernel.errors import KernelError
 from plugin import startup
 from tests.e2e import reach
 from tests.lab.common import wait_until
@@ -514,14 +515,14 @@ def _fail_to_add_the_route(host_if, temp_if, address):
     """set_up_veth with the kernel refusing the host route, its last step
     (sent in one batch with the gateway address): its request names an
     interface index that does not exist."""
-    message = dataplane._Netlink.message
+    message = netlink.Netlink.message
 
     def through_no_device(self, kind, command, kwarg):
         if kind == 'route':
             kwarg = {**kwarg, 'oif': 2**31 - 1}
         return message(self, kind, command, kwarg)
 
-    dataplane._Netlink.message = through_no_device  # only in this forked child
+    netlink.Netlink.message = through_no_device  # only in this forked child
     dataplane.set_up_veth(host_if, temp_if, [address])
 
 
@@ -549,7 +550,7 @@ def _fail_to_add_the_route(host_if, temp_if, address):
 def test_errors_are_typed_and_leave_nothing_behind(host, call, named):
     before = links(host), routes(host, '-4'), routes(host, '-6')
 
-    with pytest.raises(DataplaneError) as caught:
+    with pytest.raises(KernelError) as caught:
         run_in(host, call)
 
     assert named in str(caught.value)

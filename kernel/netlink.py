@@ -1,0 +1,187 @@
+"""Netlink, one way for the whole project: one socket per thread, kept
+between calls.
+
+pyroute2's sync sockets serve one thread, and opening one costs about as
+much as a request (the driver's Join measured it), so each thread keeps its
+own (`rtnl`), and a forked child opens its own (it may have moved to
+another namespace).  Changes (link, addresses, routes) are messages built by
+pyroute2's own request filters, exactly as ``IPRoute.link/addr/route``
+build them, but sent on pyroute2's plain ``IPRSocket`` and their acks read
+back in the same thread: ``IPRoute`` runs an asyncio loop for every
+request, which cost ~0.5 ms of CPU each where the kernel needs ~0.1 ms, on
+the path dockerd waits on.  Changes that can go together go in one send,
+each with its own ack, checked in order (`Netlink.change`).  Queries and
+the other requests use the thread's ``IPRoute``, opened on first use
+(`iproute`).  Interface indexes come from if_nametoindex (`index`), a system
+call where a netlink link query costs a round trip and a parse.
+
+A failure escaping a block closes the thread's sockets, so that the next
+call starts from fresh ones (no ack of an earlier request left unread).
+Failures become KernelError, saying what could not be done and why.
+"""
+
+import contextlib
+import itertools
+import os
+import socket
+import threading
+
+from pyroute2 import IPRoute, IPRSocket
+from pyroute2.iproute.linux import get_arguments_processor
+from pyroute2.netlink import NLMSG_ERROR
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nlsocket import NetlinkRequest
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from kernel.errors import KernelError
+
+MAIN_TABLE = 254
+
+# How IPRoute.<kind>(command) builds each change sent by Netlink.change: the
+# message, its type and pyroute2's request mode (the flags).
+_REQUESTS = {
+    ('link', 'add'): (ifinfmsg, RTM_NEWLINK, 'create'),
+    ('link', 'del'): (ifinfmsg, RTM_DELLINK, 'req'),
+    ('addr', 'replace'): (ifaddrmsg, RTM_NEWADDR, 'replace'),
+    ('route', 'replace'): (rtmsg, RTM_NEWROUTE, 'replace'),
+    ('route', 'del'): (rtmsg, RTM_DELROUTE, 'req'),
+}
+
+
+class Netlink:
+    """One thread's netlink: an ``IPRSocket`` for changes, sent and acked
+    without an event loop, and an ``IPRoute`` for queries, opened on first
+    use."""
+
+    def __init__(self):
+        self.socket = IPRSocket()
+        self._ipr = None
+        self._sequence = itertools.count()
+        self._closed = False
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def close(self):
+        if not self._closed:  # a nested block's failure closed it already
+            self._closed = True
+            self.socket.close()
+            if self._ipr is not None:
+                self._ipr.close()
+
+    def message(self, kind, command, kwarg):
+        """The encoded request ``IPRoute.<kind>(command, **kwarg)`` sends."""
+        msg_class, msg_type, mode = _REQUESTS[kind, command]
+        parameters = None
+        if kind == 'route':
+            parameters = {'strict_check': self.socket.status['strict_check']}
+            if command != 'del':
+                kwarg = {'proto': 'static', 'type': 'unicast', **kwarg}
+        request = NetlinkRequest(
+            self.socket, msg_class(),
+            request_filter=get_arguments_processor(kind, command, kwarg, parameters),
+            msg_type=msg_type, msg_flags=NetlinkRequest.flags[mode],
+            msg_seq=next(self._sequence) % 0xFFFFFFFF + 1,
+        )
+        request.msg.encode()
+        return request.msg
+
+    def send(self, messages):
+        """Send the messages in one write and wait for every ack; each
+        one's error (None when done), in order.  The kernel handles each
+        message on its own, the next ones too after a failure."""
+        if not messages:
+            return []
+        errors = {msg['header']['sequence_number']: False for msg in messages}
+        self.socket.send(b''.join(msg.data for msg in messages))
+        waiting = len(errors)
+        while waiting:
+            for reply in self.socket.get():
+                header = reply['header']
+                # Acks only, of these messages (not subscribed to events).
+                if header['type'] == NLMSG_ERROR and errors.get(header['sequence_number']) is False:
+                    errors[header['sequence_number']] = header['error']
+                    waiting -= 1
+        return list(errors.values())
+
+    def change(self, changes, ok=()):
+        """Make the changes, (action, kind, command, kwarg) each, in one send;
+        raise the first failure but those with an errno in ``ok`` as a
+        KernelError naming its action.  Returns each one's error."""
+        messages = []
+        for action, kind, command, kwarg in changes:
+            try:
+                messages.append(self.message(kind, command, kwarg))
+            except ValueError as e:
+                raise refused(action, e) from e
+        try:
+            errors = self.send(messages)
+        except OSError as e:
+            raise refused(changes[0][0], e) from e
+        for (action, *_), error in zip(changes, errors):
+            if error is not None and getattr(error, 'code', None) not in ok:
+                raise refused(action, error) from error
+        return errors
+
+
+_threads = threading.local()
+
+
+@contextlib.contextmanager
+def rtnl():
+    """This thread's Netlink, closed when a failure escapes the block."""
+    nl = getattr(_threads, 'nl', None)
+    if nl is None or _threads.pid != os.getpid():
+        nl = _threads.nl = Netlink()
+        _threads.pid = os.getpid()
+    try:
+        yield nl
+    except BaseException:
+        if getattr(_threads, 'nl', None) is nl:
+            _threads.nl = None
+        nl.close()
+        raise
+
+
+@contextlib.contextmanager
+def iproute(action):
+    """This thread's ``IPRoute``; a netlink or system failure escaping the
+    block becomes KernelError("could not <action>: ...")."""
+    with rtnl() as nl:
+        try:
+            yield nl.ipr
+        except (NetlinkError, OSError, ValueError) as e:
+            raise refused(action, e) from e
+
+
+def refused(action, exc) -> KernelError:
+    """The KernelError saying that `action` failed, and the kernel's why."""
+    if isinstance(exc, NetlinkError):
+        reason = f'{exc.args[1] if len(exc.args) > 1 else exc} (errno {exc.code})'
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = f'{exc.strerror} (errno {exc.errno})'
+    else:
+        reason = str(exc)
+    return KernelError(f'could not {action}: {reason}')
+
+
+def index(ifname):
+    """The interface's index, None when there is no such interface (the
+    only way if_nametoindex fails, short of running out of descriptors;
+    Python reports every failure alike)."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
