@@ -26,9 +26,12 @@ from datastore.settings import connect
 LOG = logging.getLogger(__name__)
 
 
-def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> None:
+def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
+              registered: bool = False) -> None:
     """Block until stop is set (by SIGTERM/SIGINT when run in the main
-    thread).  Raises AgentError (e.g. NodeConflict) when it cannot start."""
+    thread).  registered: `run` has just registered the node and marked
+    ClusterInformation ready (its first agent, see _register).  Raises
+    AgentError (e.g. NodeConflict) or KernelError when it cannot start."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -38,7 +41,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None) -> N
         address, address6 = node_address(settings), node_address6(settings)
         LOG.info("node %s, address %s, IPv6 address %s", settings.nodename, address,
                  address6 or "none (IP6=none)")
-        if not _register(etcd, settings, address, address6, stop):
+        if not registered and not _register(etcd, settings, address, address6, stop):
             return
         heartbeat = Heartbeat(etcd, settings.nodename, str(address),
                               settings.heartbeat_interval).start()
@@ -81,9 +84,9 @@ def _register(etcd: Etcd, settings: AgentSettings, address: IPNetwork,
               address6: IPNetwork | None, stop: threading.Event) -> bool:
     """Register, waiting for etcd as long as it takes; False if stopped first.
 
-    `run` has done both steps already before it started this agent (see
-    plugin/cli/main.py).  They are repeated here on purpose: the agent also
-    runs alone (`calico-libnetwork agent`), and `run` restarts it after a
+    `run` does both steps itself before it starts its first agent, and tells
+    it so (see plugin/cli/main.py).  They are here for the agent alone
+    (`calico-libnetwork agent`) and for an agent `run` restarted after a
     crash, when the Node may have been deleted meanwhile.  Both are
     compare-and-swap writes that write nothing when all is in place."""
     resources = Resources(etcd)

@@ -55,9 +55,8 @@ def register(resources: Resources, name: str, address: IPNetwork,
     except TooManyConflicts:
         raise AgentError(
             f"Node {name} kept changing while this agent registered it; retry") from None
-    if created:
-        LOG.info("created Node %s with address %s%s", name, address,
-                 f" and {address6}" if address6 else "")
+    LOG.info("%s Node %s with address %s%s", "created" if created else "registered", name,
+             address, f" and {address6}" if address6 else "")
     return node
 
 

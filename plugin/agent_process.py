@@ -10,6 +10,10 @@ An agent that dies at once is restarted after a delay that doubles up to
 first delay again (else an agent killed now and then, over weeks, would
 come back only after 30 s each time).
 
+`run` registers the node just before it starts the first agent, and tells
+that one so (REGISTERED_FLAG): it does not register again.  A restarted
+agent registers: the Node may have been deleted while it was down.
+
 The agent runs as root: `-P` keeps the caller's working directory out of its
 sys.path, so a `plugin/` (or `agent/`, `json.py`...) in whatever directory
 `run` was started from is never imported in place of the installed package.
@@ -27,14 +31,18 @@ from datastore.retry import Backoff
 
 LOG = logging.getLogger(__name__)
 AGENT_ARGV = [sys.executable, "-P", "-m", "plugin.cli", "agent"]
+REGISTERED_FLAG = "--registered"  # the Node is registered: run did it just before
 _RESTART_DELAYS = (1.0, 30.0)
 HEALTHY_RUN = 10.0  # seconds an agent must have run for its restart to be prompt
 _POLL = 1.0  # seconds between looks at the agent
 
 
 class AgentProcess:
-    def __init__(self, argv=AGENT_ARGV):
+    def __init__(self, argv=AGENT_ARGV, registered=False):
+        """registered: the caller has just registered the node, and the
+        first agent is told so (REGISTERED_FLAG); a restarted one is not."""
         self.argv = argv
+        self.registered = registered
         self._stop = threading.Event()
         self._lock = threading.Lock()  # no spawn after __exit__ has looked
         self._process = None
@@ -60,11 +68,13 @@ class AgentProcess:
 
     def _supervise(self):
         backoff = Backoff(*_RESTART_DELAYS)
+        argv = [*self.argv, REGISTERED_FLAG] if self.registered else self.argv
         while True:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._process = subprocess.Popen(self.argv)
+                self._process = subprocess.Popen(argv)
+            argv = self.argv
             started = time.monotonic()
             while self._process.poll() is None and not self._stop.wait(_POLL):
                 pass

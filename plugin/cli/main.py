@@ -11,7 +11,7 @@ from datastore.errors import DatastoreError
 from ipam.errors import IpamError
 from kernel.errors import KernelError
 from plugin import server, startup
-from plugin.agent_process import AgentProcess
+from plugin.agent_process import REGISTERED_FLAG, AgentProcess
 from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
 from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
@@ -39,19 +39,20 @@ def cmd_run(args, config: Config) -> int:
     if args.no_agent:
         server.serve(config, paths)
         return 0
-    # Registering here, not only in the agent, makes a node name or address
-    # clash stop the start with its message.  The agent registers (and
-    # checks ClusterInformation) again: it also runs alone, and is restarted
+    # Registering here, not in the agent, makes a node name or address clash
+    # stop the start with its message; the first agent is told it is done.
+    # An agent alone, or restarted after a crash (the Node may have been
+    # deleted meanwhile), registers and checks ClusterInformation itself
     # (agent/main.py _register).  --no-agent registers no Node: no agent
     # keeps it alive or routes to it.
     startup.register_node(config)
-    with AgentProcess():
+    with AgentProcess(registered=True):
         server.serve(config, paths)
     return 0
 
 
 def cmd_agent(args, config: Config) -> int:
-    run_agent(config.agent)
+    run_agent(config.agent, registered=args.registered)
     return 0
 
 
@@ -72,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
                      help="do not run the node agent (routes between hosts, NAT outgoing)")
     run.set_defaults(func=cmd_run)
     agent = sub.add_parser("agent", help="run only the node agent (run starts it itself)")
+    # Only from `run`, for the agent it starts first, right after registering.
+    agent.add_argument(REGISTERED_FLAG, action="store_true", help=argparse.SUPPRESS)
     agent.set_defaults(func=cmd_agent)
     pool.register(sub)
     apply.register(sub)

@@ -3,6 +3,7 @@ serves, a second instance, and a clean stop on SIGTERM."""
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -141,6 +142,8 @@ def test_stale_socket_files_are_replaced(tmp_path, host):
 
 
 POOLS = "/calico/resources/v3/projectcalico.org/ippools/"
+CLUSTER_INFORMATION = "/calico/resources/v3/projectcalico.org/clusterinformations/default"
+ALIVE = "/calico/libnetwork/v1/nodes-alive/run-test"
 
 
 def agent_children(process):
@@ -172,6 +175,7 @@ def test_one_socket_no_agent_and_every_default_pool_setting(tmp_path, host):
         assert not (tmp_path / "calico-ipam.sock").exists()
         assert not wait_until(lambda: agent_children(process), 3)
         assert etcd.get("/calico/resources/v3/projectcalico.org/nodes/run-no-agent") is None
+        assert json.loads(etcd.get(CLUSTER_INFORMATION))["spec"]["datastoreReady"] is True
         specs = {name: json.loads(etcd.get(POOLS + name))["spec"]
                  for name in ("default-ipv4-ippool", "default-ipv6-ippool")}
         v4, v6 = specs["default-ipv4-ippool"], specs["default-ipv6-ippool"]
@@ -183,6 +187,49 @@ def test_one_socket_no_agent_and_every_default_pool_setting(tmp_path, host):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_start_registers_the_node_once_and_a_restarted_agent_again(tmp_path, host):
+    """`run` registers the node (a clash stops it with its message) and its
+    first agent does not do it again; an agent killed and restarted does, as
+    the Node may have been deleted while it was down."""
+    netns, etcd = host
+    (tmp_path / "plugins").mkdir()
+    log = tmp_path / "log"
+
+    def registrations():
+        return len(re.findall(r"(?:created|registered) Node run-test ", log.read_text()))
+
+    def beat_since(moment):
+        """An agent's heartbeat written after moment: it got past registering."""
+        beat = etcd.get(ALIVE)
+        return beat is not None and json.loads(beat)["time"] > moment
+    started = time.time()
+    with open(log, "w") as output:
+        process = subprocess.Popen(run_argv(tmp_path / "plugins", netns),
+                                   env=environment(ETCD_ENDPOINTS=etcd.endpoints),
+                                   stdout=output, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: beat_since(started), 60), log.read_text()
+        assert registrations() == 1, log.read_text()
+        assert json.loads(etcd.get(CLUSTER_INFORMATION))["spec"]["datastoreReady"] is True
+        agent = agent_children(process)[0]
+        os.kill(int(agent), signal.SIGKILL)
+        assert wait_until(lambda: not running(agent), 10)
+        killed = time.time()
+        assert wait_until(lambda: beat_since(killed), 60), log.read_text()
+        assert registrations() == 2, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def running(pid: str) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_version():

@@ -1,8 +1,8 @@
 """Issue 18, part 3: `calico-libnetwork run` (root) and the node agent it
 starts import only the installed package, never what lies in the directory
 they were started from.  The plugin runs from a directory holding
-booby-trapped `plugin/`, `agent/`, `driver/`, `ipam/`, `datastore/` packages
-and a `json.py`, each of which writes a marker when imported."""
+booby-trapped `plugin/`, `agent/`, `driver/`, `ipam/`, `datastore/`, `kernel/`
+packages and a `json.py`, each of which writes a marker when imported."""
 
 import subprocess
 from pathlib import Path
@@ -14,7 +14,7 @@ from tests.e2e.calico_host import (CALICO, ENTRY_POINT, docker, in_host, remove_
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-TRAPPED = ("plugin", "plugin/cli", "agent", "driver", "ipam", "datastore")
+TRAPPED = ("plugin", "plugin/cli", "agent", "driver", "ipam", "datastore", "kernel")
 
 
 def plant_traps(folder: Path, marker: Path) -> None:

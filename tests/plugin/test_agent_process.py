@@ -49,3 +49,17 @@ def test_the_agent_ends_with_the_plugin(tmp_path, monkeypatch):
     with AgentProcess([sys.executable, "-c", script]):
         assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), 10, 0.02)
     assert not os.path.exists(f"/proc/{pid_file.read_text()}")
+
+
+def test_only_the_first_agent_is_told_the_node_is_registered(tmp_path, monkeypatch):
+    """`run` registered the node just before: its first agent does not do it
+    again; one restarted after a crash does (the Node may be gone)."""
+    monkeypatch.setattr(agent_process, "_RESTART_DELAYS", (0.05, 0.8))
+    monkeypatch.setattr(agent_process, "_POLL", 0.01)
+    log = tmp_path / "argv"
+    script = f"import sys; open({str(log)!r}, 'a').write(repr(sys.argv[1:]) + '\\n')"
+    with AgentProcess([sys.executable, "-c", script], registered=True):
+        assert wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 3,
+                          60, 0.02)
+    assert log.read_text().splitlines()[:3] == [f"[{agent_process.REGISTERED_FLAG!r}]", "[]",
+                                                "[]"]
