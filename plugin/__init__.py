@@ -1,7 +1,7 @@
 """The daemon's face to dockerd.
 
 app.py is the Flask app (one handler: look the call up, check its body,
-call one domain method, answer JSON); routes.py is the call table (each
+call one domain method, answer JSON); calls.py is the call table (each
 Docker call, its schema from schemas.py and the method that answers it);
 server.py serves it with gunicorn on the plugin sockets; services.py builds
 the domain objects in each worker after fork; config.py reads the one

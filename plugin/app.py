@@ -1,5 +1,5 @@
 """The HTTP face of the plugin: Flask app factory and error answers (the
-route table, which method answers each call, is plugin/routes.py).
+call table, which method answers each call, is plugin/calls.py).
 
 Every call is `POST /<Subsystem>.<Method>` with a JSON body (Docker sends no
 Content-Type).  Every request's body is read whole first, whatever its path
@@ -23,7 +23,7 @@ from datastore.errors import DatastoreError
 from driver.errors import DriverError
 from ipam.errors import IpamError
 from kernel.errors import KernelError
-from plugin.routes import ROUTES
+from plugin.calls import CALLS
 from plugin.schemas import BadRequest
 
 LOG = logging.getLogger("calico_libnetwork.requests")
@@ -79,14 +79,14 @@ def create_app(services_factory, implements=("NetworkDriver", "IpamDriver")):
 
     @app.route("/<path:call>", methods=["POST"], provide_automatic_options=False)
     def dispatch(call):
-        route = ROUTES.get(call)
-        if route is None:
+        answer = CALLS.get(call)
+        if answer is None:
             raise NotFound(f"unknown plugin call /{call}; this plugin implements "
-                           + ", ".join(sorted(ROUTES)))
+                           + ", ".join(sorted(CALLS)))
         fields = {}
         try:
-            fields = route.schema(parse_body(flask.g.body))
-            result = route.call(services.get(route.service), fields)
+            fields = answer.schema(parse_body(flask.g.body))
+            result = answer.call(services.get(answer.service), fields)
             status, body = 200, result if result is not None else {}
         except BadRequest as exc:
             status, body = 400, _err(f"{call}: bad request: {exc}")

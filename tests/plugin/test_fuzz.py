@@ -1,7 +1,7 @@
 """Property-based fuzzing of every plugin call through Flask's test client,
 against the session's real etcd.
 
-For every call in plugin.routes.ROUTES (and Plugin.Activate, unknown paths and
+For every call in plugin.calls.CALLS (and Plugin.Activate, unknown paths and
 wrong methods) hypothesis posts generated bodies: arbitrary bytes, arbitrary
 JSON, objects with the call's own field names holding wrong-typed or hostile
 values, deep nesting, raw number tokens and oversize bodies (413 on every
@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from driver import dataplane
 from plugin.app import CONTENT_TYPE, MAX_BODY, MAX_ERR
-from plugin.routes import ROUTES
+from plugin.calls import CALLS
 from plugin.schemas import BadRequest, docker_id
 from tests.plugin.support import EP, NET, all_keys, make_client
 
@@ -47,7 +47,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large],
 )
-CALLS = sorted(ROUTES)
+KNOWN = sorted(CALLS)
 ACTIVATE = "Plugin.Activate"
 VALID = "valid"  # the expectation for a body the call's schema accepts
 
@@ -240,7 +240,7 @@ def near_valid(draw, path):
 def field_objects(path):
     """JSON objects with the call's own field names (others for Activate and
     unknown calls), each present or not, plausible or hostile."""
-    names = list(ROUTES[path].schema.params) if path in ROUTES else ALL_FIELDS
+    names = list(CALLS[path].schema.params) if path in CALLS else ALL_FIELDS
     optional = {name: _value(FIELD_VALUES[name]) for name in names}
     return st.fixed_dictionaries({}, optional=optional).flatmap(
         lambda body: st.dictionaries(HOSTILE_STRINGS, JSON_VALUES, max_size=2).map(
@@ -268,7 +268,7 @@ RAW_TOKENS = st.one_of(
 
 
 def _field_names(path):
-    route = ROUTES.get(path)
+    route = CALLS.get(path)
     return list(route.schema.params) if route and route.schema.params else ["NetworkID"]
 
 
@@ -355,7 +355,7 @@ def expectation(path, raw, method="POST"):
         return 405, None
     if path == ACTIVATE:
         return 200, None
-    route = ROUTES.get(path)
+    route = CALLS.get(path)
     if route is None:
         return 404, None
     if not raw.strip():
@@ -446,12 +446,12 @@ def fuzz(store, make_pool, caplog, monkeypatch):
 # -- the properties ---------------------------------------------------------
 
 def test_every_call_has_a_valid_body_to_mutate():
-    assert sorted(VALID_BODIES) == CALLS
+    assert sorted(VALID_BODIES) == KNOWN
     for path, body in VALID_BODIES.items():
         assert expectation(path, json.dumps(body).encode())[0] == VALID, path
 
 
-@pytest.mark.parametrize("path", [ACTIVATE, *CALLS])
+@pytest.mark.parametrize("path", [ACTIVATE, *KNOWN])
 @FUZZ
 @given(data=st.data())
 def test_every_call_answers_any_body_with_json(fuzz, path, data):
@@ -461,10 +461,10 @@ def test_every_call_answers_any_body_with_json(fuzz, path, data):
 CALL_NAMES = st.one_of(
     st.text(string.ascii_letters + string.digits + "._-/%", max_size=40),
     st.text(max_size=20),
-    st.sampled_from([c.lower() for c in CALLS] + [c + "/" for c in CALLS]
+    st.sampled_from([c.lower() for c in KNOWN] + [c + "/" for c in KNOWN]
                     + ["", "Plugin.Activate/", "NetworkDriver.", "IpamDriver", "..", "."]),
 # Werkzeug merges a leading "//" into "/": "%2FPlugin.Activate" is Activate.
-).filter(lambda name: name.lstrip("/") not in ROUTES and name.lstrip("/") != ACTIVATE)
+).filter(lambda name: name.lstrip("/") not in CALLS and name.lstrip("/") != ACTIVATE)
 
 
 ODD_BODIES = st.one_of(st.binary(max_size=50), OVERSIZE)
@@ -479,7 +479,7 @@ def test_unknown_calls_are_a_json_404(fuzz, name, raw):
 
 
 @FUZZ
-@given(path=st.sampled_from([ACTIVATE, *CALLS]),
+@given(path=st.sampled_from([ACTIVATE, *KNOWN]),
        method=st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "OPTIONS"]), raw=ODD_BODIES)
 def test_other_methods_are_a_json_405(fuzz, path, method, raw):
     status, _ = fuzz(path, raw, method=method)

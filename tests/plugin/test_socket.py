@@ -19,7 +19,7 @@ import pytest
 
 from plugin.app import CONTENT_TYPE, MAX_BODY
 from plugin.cli.probe import _UnixConnection as UnixConnection  # what `status` probes with
-from plugin.routes import ROUTES
+from plugin.calls import CALLS
 
 REPO = str(Path(__file__).resolve().parents[2])
 SERVE = """
@@ -118,7 +118,7 @@ PATHS = ["Plugin.Activate", "NetworkDriver.GetCapabilities", "IpamDriver.GetCapa
 
 def unknown_call(path):
     return {"Err": f"Not Found: unknown plugin call /{path}; this plugin implements "
-                   + ", ".join(sorted(ROUTES))}
+                   + ", ".join(sorted(CALLS))}
 
 
 NO_METHOD = "Method Not Allowed: The method is not allowed for the requested URL."

@@ -9,7 +9,7 @@ from ipam.driver import IpamDriver
 from plugin import schemas
 
 
-class Route(NamedTuple):
+class Call(NamedTuple):
     schema: schemas.Request
     service: type  # the domain class whose object answers the call
     handler: Callable  # a method of `service`, taking the schema's params
@@ -20,11 +20,11 @@ class Route(NamedTuple):
         return self.handler(service, **{params[name]: value for name, value in fields.items()})
 
 
-def _answered_by(service: type, calls: dict) -> dict[str, Route]:
-    return {call: Route(schema, service, handler) for call, (schema, handler) in calls.items()}
+def _answered_by(service: type, calls: dict) -> dict[str, Call]:
+    return {call: Call(schema, service, handler) for call, (schema, handler) in calls.items()}
 
 
-ROUTES = {
+CALLS = {
     **_answered_by(NetworkDriver, {
         "NetworkDriver.GetCapabilities": (schemas.NO_ARGS, NetworkDriver.get_capabilities),
         "NetworkDriver.GwAllocCheck": (schemas.GW_ALLOC_CHECK, NetworkDriver.gw_alloc_check),

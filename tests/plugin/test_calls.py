@@ -1,4 +1,4 @@
-"""The route table against the handlers it names: every field a call's
+"""The call table against the handlers it names: every field a call's
 schema checks is a parameter of its handler, and every parameter is filled,
 so a renamed parameter or field fails here, not on Docker's first call."""
 
@@ -9,10 +9,10 @@ import pytest
 from driver.network_driver import NetworkDriver
 from ipam.driver import IpamDriver
 from plugin import schemas
-from plugin.routes import ROUTES, Route
+from plugin.calls import CALLS, Call
 
 
-def mismatch(route: Route) -> str | None:
+def mismatch(route: Call) -> str | None:
     """What is wrong between a route's schema and its handler, or None."""
     if getattr(route.service, route.handler.__name__, None) is not route.handler:
         return f"{route.handler.__qualname__} is not a method of {route.service.__name__}"
@@ -23,16 +23,16 @@ def mismatch(route: Route) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("call", sorted(ROUTES))
+@pytest.mark.parametrize("call", sorted(CALLS))
 def test_schema_fields_are_the_handler_parameters(call):
-    assert mismatch(ROUTES[call]) is None
+    assert mismatch(CALLS[call]) is None
 
 
 def test_a_mismatch_is_caught():
     assert "is given ['network_id']" in mismatch(
-        Route(schemas.NETWORK, NetworkDriver, NetworkDriver.join))
+        Call(schemas.NETWORK, NetworkDriver, NetworkDriver.join))
     renamed = schemas.Request(NetworkID=("network", schemas.docker_id, ...))
     assert "is given ['network']" in mismatch(
-        Route(renamed, NetworkDriver, NetworkDriver.delete_network))
+        Call(renamed, NetworkDriver, NetworkDriver.delete_network))
     assert "IpamDriver.get_capabilities is not a method of NetworkDriver" in mismatch(
-        Route(schemas.NO_ARGS, NetworkDriver, IpamDriver.get_capabilities))
+        Call(schemas.NO_ARGS, NetworkDriver, IpamDriver.get_capabilities))
