@@ -5,9 +5,14 @@ its host renders them (agent/published.py): one record, so a binding lives
 exactly as long as its endpoint."""
 
 import json
+import logging
 from dataclasses import dataclass
 
 import netaddr
+
+from datastore.annotations import PUBLISHED_PORTS
+
+LOG = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -63,3 +68,14 @@ def loads(text: str | None) -> tuple[PortBinding, ...]:
     if not isinstance(items, list):
         raise ValueError("published ports are not a list")
     return tuple(sorted(PortBinding.from_json(item) for item in items))
+
+
+def published(name: str, annotations: dict) -> tuple[PortBinding, ...]:
+    """The bindings a WorkloadEndpoint's annotations hold; none, logged, when
+    they are unreadable (the endpoint stays, unpublished)."""
+    try:
+        return loads(annotations.get(PUBLISHED_PORTS))
+    except (ValueError, KeyError, TypeError) as exc:
+        LOG.warning("endpoint %s publishes no port: unreadable %s: %s", name, PUBLISHED_PORTS,
+                    exc)
+        return ()

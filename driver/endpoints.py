@@ -81,10 +81,7 @@ def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
 
 def published_ports(wep: Resource) -> tuple[ports.PortBinding, ...]:
     """The host ports the endpoint publishes (none when its annotation is unreadable)."""
-    try:
-        return ports.loads(wep.annotations.get(annotations.PUBLISHED_PORTS))
-    except (ValueError, KeyError, TypeError):
-        return ()
+    return ports.published(wep.name, wep.annotations)
 
 
 def container_labels(labels: dict) -> dict:
