@@ -10,8 +10,6 @@ Docker's bridge does, a free one is taken from the kernel's ephemeral range
 port is taken when another endpoint of this node publishes it or a process
 of the host listens on it (docker-proxy for a bridge container, too)."""
 
-import errno
-import socket
 from collections.abc import Callable, Iterable
 
 import netaddr
@@ -129,30 +127,46 @@ def _ephemeral() -> range:
     return range(low, high + 1)
 
 
-def is_listened_on(binding: PortBinding) -> bool:
-    """A socket of this host holds the port on the binding's address (every
-    address: 0.0.0.0 and ::), as a bind of our own is refused: a TCP listener
-    (SO_REUSEADDR lets us past connections in TIME_WAIT) or a bound UDP or
-    SCTP socket."""
-    addresses = [binding.host_ip] if binding.host_ip else ["0.0.0.0", "::"]
-    return any(_bind_refused(binding, address) for address in addresses)
-
-
-def _bind_refused(binding: PortBinding, address: str) -> bool:
-    v6 = ":" in address
-    kind, proto = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
-                   "sctp": (socket.SOCK_STREAM, socket.IPPROTO_SCTP)}[binding.protocol]
-    try:
-        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, kind, proto)
-    except OSError:
-        return False  # no IPv6 or no SCTP on this host: nothing listens there either
-    with sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if v6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind((address, binding.host_port))
-        except OSError as exc:
-            # EADDRNOTAVAIL: an address the host does not have (yet): no process holds it
-            return exc.errno == errno.EADDRINUSE
+def is_listened_on(binding: PortBinding, proc_net: str = "/proc/net") -> bool:
+    """A socket of this host's network namespace listens on the binding's
+    host port (TCP, SCTP) or is bound to it (UDP), on its address, a
+    wildcard or, for a binding of every address, any address: our DNAT
+    would take that socket's connections.  Read from /proc/net, as a trial
+    bind() passes a listener that set SO_REUSEADDR (docker-proxy does)."""
+    wanted = None if binding.host_ip in ("", "0.0.0.0", "::") else \
+        netaddr.IPAddress(binding.host_ip)
+    for address, port in _bound(binding.protocol, proc_net):
+        if port == binding.host_port and (wanted is None or not address or address == wanted):
+            return True
     return False
+
+
+def _bound(protocol: str, proc_net: str):
+    """(address, port) of each listening or bound socket of `protocol`."""
+    if protocol == "sctp":
+        files = [(f"{proc_net}/sctp/eps", None)]
+    else:
+        files = [(f"{proc_net}/{protocol}{v}", "0A" if protocol == "tcp" else None)
+                 for v in ("", "6")]
+    for path, state in files:
+        try:
+            with open(path) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue  # no IPv6 or no SCTP here: nothing bound there
+        for line in lines:
+            fields = line.split()
+            if protocol == "sctp":  # ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS...
+                yield from ((netaddr.IPAddress(a), int(fields[5])) for a in fields[8:])
+                continue
+            if state and fields[3] != state:
+                continue
+            address, port = fields[1].split(":")
+            yield _proc_address(address), int(port, 16)
+
+
+def _proc_address(text: str) -> netaddr.IPAddress:
+    """/proc/net/tcp's address: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return netaddr.IPAddress(int.from_bytes(words, "big"), 4 if len(raw) == 4 else 6)

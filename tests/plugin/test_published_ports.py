@@ -96,6 +96,8 @@ def test_a_replayed_create_endpoint_keeps_its_ports(store, client):
 
 def test_a_port_a_process_listens_on_is_refused(store, client):
     with socket.socket() as listener:
+        # As docker-proxy's: a trial bind() would pass it.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
@@ -121,3 +123,12 @@ def test_a_range_gets_its_first_free_port(store, client):
     assert create(client, 1, portmap(entry(80, 8080)))[0] == 200
     assert create(client, 2, portmap(entry(80, 8080, 8082)))[0] == 200
     assert bindings(store, 2)[0]["hostPort"] == 8081
+
+
+def test_a_udp_port_a_process_holds_is_refused(store, client):
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as bound:
+        bound.bind(("::", 0))
+        port = bound.getsockname()[1]
+        status, answer = create(client, 1, portmap(entry(53, port, proto=17)))
+        assert status == 500 and f"port {port}/udp" in answer["Err"]
+        assert create(client, 2, portmap(entry(53, port)))[0] == 200  # TCP: free
