@@ -9,7 +9,7 @@ The published port answers from the other host, from the host itself (on
 the publishing container itself (hairpin), with the client's address where
 Docker's bridge shows it; 127.0.0.1-only bindings, ranges, UDP and `-P`;
 a taken host port is refused; the bindings follow the running containers
-through stop, start, rm and a plugin killed with SIGKILL."""
+through stop, start, rm and a plugin killed with SIGKILL; Compose `ports:`."""
 
 import json
 import sys
@@ -19,8 +19,8 @@ import pytest
 
 from datastore.annotations import PUBLISHED_PORTS
 from tests.e2e import reach
-from tests.e2e.calico_host import (CALICO, WEP_PREFIX, docker, docker_fails, endpoint_id,
-                                   in_host, keys, start_plugin, wait, wep)
+from tests.e2e.calico_host import (CALICO, WEP_PREFIX, Project, docker, docker_fails,
+                                   endpoint_id, in_host, keys, start_plugin, wait, wep)
 from tests.lab import EtcdServer, LabProcess
 from tests.lab.common import run_dir, wait_until
 
@@ -35,6 +35,22 @@ s.bind(("0.0.0.0", {port})); s.listen()
 print("ready", flush=True)
 while True:
     c, peer = s.accept(); print(peer[0], flush=True); c.close()
+"""
+
+# The lab's busybox image is local (there is no registry): never pull it.
+COMPOSE = """\
+services:
+  web:
+    image: busybox:latest
+    pull_policy: never
+    command: ["sleep", "3600"]
+    ports: ["8600:80"]
+    networks: [front]
+networks:
+  front:
+    driver: calico
+    ipam:
+      driver: calico-ipam
 """
 
 
@@ -181,3 +197,15 @@ def test_a_killed_plugin_keeps_the_bindings(pair):
     wait(lambda: "published ports:" in h1.plugin.log_tail(200), 20, "the new agent's table")
     assert dnat_rules(h1) == before
     assert reaches(host_node(h2), ADDRESSES["h1"], 8080)
+
+
+def test_compose_ports(pair):
+    h1, h2, _ = pair
+    project = Project(h1, "pub", COMPOSE)
+    project.compose("up", "-d")
+    try:
+        reach.serve(reach.container(h1, project.container("web"), "pub_front"), (80,))
+        wait(lambda: reaches(host_node(h2), ADDRESSES["h1"], 8600), 15, "compose's port")
+    finally:
+        project.compose("down", "--timeout", "1")
+    wait(lambda: not any("8600" in r for r in dnat_rules(h1)), 10, "8600's rule to go")
