@@ -4,6 +4,7 @@ view and the policy engine fed the records etcd would hold, and real
 connections from a neighbour, the host itself (127.0.0.1 too), a workload
 of another network and the publishing workload itself (hairpin)."""
 
+import json
 import subprocess
 import sys
 
@@ -128,3 +129,28 @@ def test_a_new_view_writes_the_whole_table_again(views, lan):
                             capture_output=True, text=True).result().stdout
     assert listing.count("dnat ip to 10.65.0.1:80") == 2
     assert wait_until(lambda: seen(workloads["a"], host_ns, "127.0.0.1", 8080), 3, 0.1)
+
+
+def test_bindings_of_each_family_and_address(views):
+    """Every address: a rule per family the endpoint has; 0.0.0.0 and :: one
+    family's; a host address only its own family's and only that address."""
+    inside, _, _, ports, _ = views
+    key, value = wep("dual", address="10.65.0.9")
+    record = json.loads(value)
+    record["spec"]["ipNetworks"].append("fd00:65::9/128")
+    record["metadata"]["annotations"][PUBLISHED_PORTS] = dumps([
+        PortBinding("tcp", 9000, 80), PortBinding("udp", 9001, 53, "0.0.0.0"),
+        PortBinding("sctp", 9002, 80, "::"), PortBinding("tcp", 9003, 80, "10.0.7.1"),
+        PortBinding("tcp", 9004, 80, "fd00:7::1")])
+    run(inside, (ports,), (key, json.dumps(record).encode()))
+    assert ports.programmed
+    rules = [line.strip() for line in inside.submit(
+        subprocess.run, ["nft", "list", "chain", *TABLE.split(), "published"],
+        capture_output=True, text=True).result().stdout.splitlines() if "dnat" in line]
+    assert {(r.split("dport ")[1].split()[0], r.split(" to ")[1]) for r in rules} == {
+        ("9000", "10.65.0.9:80"), ("9001", "10.65.0.9:53"), ("9003", "10.65.0.9:80"),
+        ("9000", "[fd00:65::9]:80"), ("9002", "[fd00:65::9]:80"),
+        ("9004", "[fd00:65::9]:80")}
+    assert len(rules) == 6
+    assert any("ip daddr 10.0.7.1 " in r and "dport 9003" in r for r in rules)
+    assert any("ip6 daddr fd00:7::1 " in r and "dport 9004" in r for r in rules)
