@@ -7,6 +7,7 @@ into the container as cali0 with gateway 169.254.1.1; Leave and
 DeleteEndpoint undo it.  Every step is safe to replay.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -262,33 +263,27 @@ class NetworkDriver:
             self._ensure_profile(profile)
             profiles = [profile]
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
-        if asked:
-            with self._publishing:
+        bindings = []
+        # Only an endpoint that publishes waits for the others' choice of ports.
+        with self._publishing if asked else contextlib.nullcontext():
+            if asked:
                 bindings = published.assign(asked, self._published_by_others(endpoint_id))
-                wep = self._write_endpoint(ep.workload_endpoint(
-                    self.settings.nodename, endpoint_id, network_id, ip_networks, mac,
-                    profiles, network.name, bindings))
+            wep = ep.workload_endpoint(self.settings.nodename, endpoint_id, network_id,
+                                       ip_networks, mac, profiles, network.name, bindings)
+            try:
+                wep = self.resources.create(wep)
+            except ResourceAlreadyExists:  # a replayed CreateEndpoint
+                wep = self.resources.apply(wep)
+        self._weps.put(endpoint_id, _Known(wep))
+        if bindings:
             LOG.info("endpoint %s publishes %s", endpoint_id[:12],
                      ", ".join(str(b) for b in bindings))
-        else:
-            wep = self._write_endpoint(ep.workload_endpoint(
-                self.settings.nodename, endpoint_id, network_id, ip_networks, mac, profiles,
-                network.name))
         self.holders.add(endpoint_id, ip_networks)
         # Give Docker the MAC only when it has none: returning a field Docker
         # already set is an error ("driver modified interface MAC address").
         if interface["MacAddress"]:
             return {}
         return {"Interface": {"MacAddress": ep.DEFAULT_MAC}}
-
-    def _write_endpoint(self, wep: Resource) -> Resource:
-        endpoint_id = wep.spec["endpoint"]
-        try:
-            wep = self.resources.create(wep)
-        except ResourceAlreadyExists:  # a replayed CreateEndpoint
-            wep = self.resources.apply(wep)
-        self._weps.put(endpoint_id, _Known(wep))
-        return wep
 
     def _published_by_others(self, endpoint_id) -> list:
         """The host ports this node's other endpoints publish."""

@@ -14,6 +14,7 @@ from agent.policy.engine import PolicyEngine
 from agent.published import TABLE, PublishedPorts
 from datastore.annotations import PUBLISHED_PORTS
 from datastore.ports import PortBinding, dumps
+# host and lan are test_policy_kernel's fixtures, which the tests below take.
 from tests.agent.test_policy_kernel import (NODE, engine_run, host, host_endpoint,  # noqa: F401
                                             lan, open_profile, policy, profile, wep)
 from tests.lab.common import wait_until
@@ -59,7 +60,7 @@ def seen(listener_ns, client_ns, address, port):
 
 
 @pytest.fixture
-def views(host):
+def views(host):  # noqa: F811
     inside, workloads, status, host_ns = host
     # The driver sets route_localnet on a publishing endpoint's cali at Join.
     cali_a = wep("a")[0].rsplit("-", 1)[1][:11]
@@ -73,7 +74,7 @@ def run(inside, views, *records):
         engine_run(inside, view, *records)
 
 
-def test_a_published_port_answers_everyone_with_the_clients_address(views, lan):
+def test_a_published_port_answers_everyone_with_the_clients_address(views, lan):  # noqa: F811
     inside, workloads, host_ns, ports, engine = views
     n1 = lan["n1"]
     run(inside, (ports, engine), profile("net1"), profile("net2"), published_a(), wep("b"),
@@ -95,7 +96,7 @@ def test_a_published_port_answers_everyone_with_the_clients_address(views, lan):
                                        capture_output=True, text=True).result().stdout
 
 
-def test_policy_restricts_a_published_port(views, lan):
+def test_policy_restricts_a_published_port(views, lan):  # noqa: F811
     """A GlobalNetworkPolicy selecting the endpoint decides (only n2's net
     here), and so does a preDNAT policy of the host's "*" endpoint."""
     inside, workloads, host_ns, ports, engine = views
@@ -117,7 +118,7 @@ def test_policy_restricts_a_published_port(views, lan):
     assert seen(workloads["a"], n2, "10.0.8.1", 8080) == "10.0.8.2"
 
 
-def test_a_new_view_writes_the_whole_table_again(views, lan):
+def test_a_new_view_writes_the_whole_table_again(views, lan):  # noqa: F811
     """(lan: the host needs an address of its own to masquerade 127.0.0.1 to.)"""
     inside, workloads, host_ns, ports, _ = views
     run(inside, (ports,), published_a(), wep("b"))
