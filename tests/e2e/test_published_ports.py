@@ -9,7 +9,8 @@ The published port answers from the other host, from the host itself (on
 the publishing container itself (hairpin), with the client's address where
 Docker's bridge shows it; 127.0.0.1-only bindings, ranges, UDP and `-P`;
 a taken host port is refused; the bindings follow the running containers
-through stop, start, rm and a plugin killed with SIGKILL; Compose `ports:`."""
+through stop, start, rm, a plugin killed with SIGKILL and a dockerd restart;
+Compose `ports:`."""
 
 import json
 import sys
@@ -209,3 +210,17 @@ def test_compose_ports(pair):
     finally:
         project.compose("down", "--timeout", "1")
     wait(lambda: not any("8600" in r for r in dnat_rules(h1)), 10, "8600's rule to go")
+
+
+def test_a_dockerd_restart_leaves_the_running_containers_bindings(pair):
+    """Last: dockerd stops every container; only --restart=always ones come back."""
+    h1, h2, _ = pair
+    run_server(h1, "durable", "--restart=always", "-p", "8700:80")
+    wait(lambda: reaches(host_node(h2), ADDRESSES["h1"], 8700), 15, "8700")
+    h1.restart()
+    wait(lambda: docker(h1, "inspect", "-f", "{{.State.Running}}", "durable") == "true", 30,
+         "the --restart=always container")
+    reach.serve(reach.container(h1, "durable", "net1"), (80,))
+    wait(lambda: all("8700" in r for r in dnat_rules(h1)), 15, "only 8700's rule")
+    assert len(dnat_rules(h1)) == 1
+    assert reaches(host_node(h2), ADDRESSES["h1"], 8700)
