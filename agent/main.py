@@ -55,12 +55,14 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
         if policy is None:
             policy_off(settings.policy_status_path)
         names = _start_names(settings) if settings.names else None
+        published = PublishedPorts(settings.nodename)
         views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index,
-                                  PublishedPorts(settings.nodename)) if v)
+                                  published) if v)
         thread = Follower(etcd, views, settings.watch_idle_timeout, stop).start("follower")
         antispoofing.repair()
         while not stop.wait(antispoofing.CHECK_INTERVAL):
             antispoofing.repair()
+            published.check()
         heartbeat.stop()
         if names is not None:
             names.stop()

@@ -7,7 +7,9 @@ again after any restart.
 
 The table outlives the agent (no `owner` flag): a plugin killed or
 restarted leaves the bindings working, and the next agent's first write
-replaces them with what etcd holds.
+replaces them with what etcd holds.  The agent's main loop checks it is
+there (`check`, as it repairs the anti-spoofing table): after `nft flush
+ruleset` the next batch writes it again.
 
 What it does, as Docker's bridge does for its containers:
 * DNAT, in prerouting (other hosts, containers) and output (the host's own
@@ -105,6 +107,18 @@ class PublishedPorts:
         else:
             self.endpoints[key] = mine
         return True
+
+    def check(self) -> None:
+        """From another thread: a table gone since it was written is written
+        again after the follower's next batch (which the liveness keys bring
+        within seconds)."""
+        if not self.programmed:
+            return
+        try:
+            self.run(f"list chain {TABLE} published\n")
+        except KernelError:
+            LOG.warning("table %s was gone (nft flush ruleset?): writing it again", TABLE)
+            self.programmed = False
 
     def batch_done(self, changed: bool, snapshot: bool) -> None:
         if self.programmed and not (changed or snapshot):

@@ -155,3 +155,17 @@ def test_bindings_of_each_family_and_address(views):
     assert len(rules) == 6
     assert any("ip daddr 10.0.7.1 " in r and "dport 9003" in r for r in rules)
     assert any("ip6 daddr fd00:7::1 " in r and "dport 9004" in r for r in rules)
+
+
+def test_a_flushed_table_is_written_again(views):
+    inside, _, _, ports, _ = views
+    run(inside, (ports,), published_a())
+    inside.submit(ports.check).result()
+    assert ports.programmed  # there: nothing to do
+    inside.submit(subprocess.run, ["nft", "flush", "ruleset"], check=True).result()
+    inside.submit(ports.check).result()
+    assert not ports.programmed
+    inside.submit(ports.batch_done, False, False).result()  # a quiet batch
+    listing = inside.submit(subprocess.run, ["nft", "list", "table", *TABLE.split()],
+                            capture_output=True, text=True).result().stdout
+    assert "dnat ip to 10.65.0.1:80" in listing
