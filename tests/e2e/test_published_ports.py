@@ -7,7 +7,8 @@ h2's `"userland-proxy": false`.
 The published port answers from the other host, from the host itself (on
 127.0.0.1 too), from containers of another network on each host and from
 the publishing container itself (hairpin), with the client's address where
-Docker's bridge shows it; 127.0.0.1-only bindings, ranges, UDP and `-P`;
+Docker's bridge shows it; 127.0.0.1-only bindings, ranges, UDP, `-P` and IPv6
+(`-p [::]:...`);
 a taken host port is refused; the bindings follow the running containers
 through stop, start, rm, a plugin killed with SIGKILL and a dockerd restart;
 Compose `ports:`."""
@@ -23,16 +24,18 @@ from tests.e2e import reach
 from tests.e2e.calico_host import (CALICO, WEP_PREFIX, Project, docker, docker_fails,
                                    endpoint_id, in_host, keys, start_plugin, wait, wep)
 from tests.lab import EtcdServer, LabProcess
-from tests.lab.common import run_dir, wait_until
+from tests.lab.common import ip, run_dir, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
 ADDRESSES = {"h1": "10.0.31.1", "h2": "10.0.31.2"}
+ADDRESSES6 = {"h1": "fd00:31::1", "h2": "fd00:31::2"}
 PORTS_TABLE = ("inet", "calico-libnetwork-ports")
 PEER = """
 import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", {port})); s.listen()
+s = socket.socket(socket.{family}); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+{v6only}
+s.bind(({address!r}, {port})); s.listen()
 print("ready", flush=True)
 while True:
     c, peer = s.accept(); print(peer[0], flush=True); c.close()
@@ -62,6 +65,9 @@ def pair(docker_host_factory):
     h2 = docker_host_factory(etcd=False, daemon_config={"userland-proxy": False})
     lab.veth(h1.netns, "eth1", h2.netns, "eth1", f"{ADDRESSES['h1']}/24",
              f"{ADDRESSES['h2']}/24")
+    for host in (h1, h2):
+        ip("addr", "add", f"{ADDRESSES6[host.name]}/64", "dev", "eth1", "nodad",
+           netns=host.netns)
     etcd = EtcdServer(host=ADDRESSES["h1"], netns=h1.netns).start()
     h1.etcd = etcd
     h2.etcd = types.SimpleNamespace(endpoints=etcd.endpoints, close=lambda: None)
@@ -90,10 +96,14 @@ def reaches(src, address, port, proto="tcp"):
 
 def seen_by(node, src, address, port, listen=90):
     """The client address a listener on `listen` in `node` sees for a TCP
-    connection from `src` to address:port."""
+    connection from `src` to address:port (of the address's family)."""
     log = run_dir() / f"peer-{node.name}-{listen}.log"
     log.unlink(missing_ok=True)
-    listener = LabProcess(node.argv(sys.executable, "-c", PEER.format(port=listen)), log)
+    v6 = ":" in address
+    listener = LabProcess(node.argv(sys.executable, "-c", PEER.format(
+        family="AF_INET6" if v6 else "AF_INET", address="::" if v6 else "0.0.0.0",
+        v6only="s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)" if v6 else "",
+        port=listen)), log)
     node.host.processes.append(listener)
     listener.start()
     try:
@@ -151,6 +161,21 @@ def test_loopback_only_a_range_and_any_port(pair):
     chosen = [b["hostPort"] for b in json.loads(bindings_of(h1, "any"))]
     assert len(chosen) == 1 and chosen[0] >= 32768
     assert reaches(host_node(h2), ADDRESSES["h1"], chosen[0])
+
+
+def test_ipv6(pair):
+    """-p 8088:90 on every address of both families, -p [::]:8089:90 on IPv6 only."""
+    h1, h2, _ = pair
+    docker(h1, "network", "create", "--ipv6", *CALICO, "net6")
+    docker(h1, "run", "-tid", "--net", "net6", "--name", "web6", "-p", "8088:90",
+           "-p", "[::]:8089:90", "busybox")
+    web6 = reach.serve(reach.container(h1, "web6", "net6"), (90,))  # IPv4 only
+    client = host_node(h2)
+    wait(lambda: reaches(client, ADDRESSES["h1"], 8088), 15, "8088 on IPv4")
+    assert not reaches(client, ADDRESSES["h1"], 8089)  # [::]: IPv6 only
+    assert seen_by(web6, client, ADDRESSES6["h1"], 8088) == ADDRESSES6["h2"]
+    assert seen_by(web6, client, ADDRESSES6["h1"], 8089) == ADDRESSES6["h2"]
+    docker(h1, "rm", "-f", "web6")
 
 
 def test_a_taken_port_is_refused_and_nothing_is_left(pair):
