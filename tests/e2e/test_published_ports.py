@@ -7,11 +7,10 @@ h2's `"userland-proxy": false`.
 The published port answers from the other host, from the host itself (on
 127.0.0.1 too), from containers of another network on each host and from
 the publishing container itself (hairpin), with the client's address where
-Docker's bridge shows it; 127.0.0.1-only bindings, ranges, UDP, `-P` and IPv6
-(`-p [::]:...`);
-a taken host port is refused; the bindings follow the running containers
-through stop, start, rm, a plugin killed with SIGKILL and a dockerd restart;
-Compose `ports:`."""
+Docker's bridge shows it; 127.0.0.1-only bindings, ranges, UDP, `-P` and
+IPv6 (`-p [::]:...`); a taken host port is refused; the bindings follow the
+running containers through stop, start, rm, a plugin killed with SIGKILL and
+a dockerd restart; Compose `ports:`."""
 
 import json
 import sys
