@@ -10,7 +10,9 @@ Docker's bridge does, a free one is taken from the kernel's ephemeral range
 port is taken when another endpoint of this node publishes it or a process
 of the host listens on it (docker-proxy for a bridge container, too)."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+
+from dataclasses import dataclass
 
 import netaddr
 
@@ -31,13 +33,14 @@ class PortTaken(DriverError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
 class Request:
     """One portmap entry: a host port, a range of them, or none (0) for one container port."""
-    __slots__ = ("protocol", "port", "host_ip", "first", "last")
-
-    def __init__(self, protocol: str, port: int, host_ip: str, first: int, last: int):
-        self.protocol, self.port, self.host_ip = protocol, port, host_ip
-        self.first, self.last = first, last
+    protocol: str
+    port: int
+    host_ip: str
+    first: int  # 0: any host port
+    last: int
 
     def binding(self, host_port: int) -> PortBinding:
         return PortBinding(self.protocol, host_port, self.port, self.host_ip)
@@ -87,12 +90,10 @@ def _request(entry) -> Request:
     return Request(protocol, numbers["Port"], host_ip, first, last)
 
 
-def assign(asked: Iterable[Request], published: Iterable[PortBinding],
-           listening: Callable[[PortBinding], bool] = None) -> list[PortBinding]:
+def assign(asked: Iterable[Request], published: Iterable[PortBinding]) -> list[PortBinding]:
     """A host port for each request, none of them taken by `published` (the
     other endpoints' bindings on this host), by each other or by a listening
     process; PortTaken naming the port (or range) otherwise."""
-    listening = listening or is_listened_on
     taken = list(published)
     chosen = []
     for request in asked:
@@ -101,7 +102,7 @@ def assign(asked: Iterable[Request], published: Iterable[PortBinding],
         for host_port in candidates:
             binding = request.binding(host_port)
             holder = next((t for t in taken if t.overlaps(binding)), None)
-            if holder is None and not listening(binding):
+            if holder is None and not is_listened_on(binding):
                 break
         else:
             if request.first and request.first == request.last:
