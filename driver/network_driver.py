@@ -293,10 +293,11 @@ class NetworkDriver:
         self.record_container(endpoint_id, container)
 
     def record_container(self, endpoint_id, container) -> bool:
-        """Write the container's DNS names, network name (and labels when
-        labelling) on the endpoint's WorkloadEndpoint, in one compare-and-swap;
-        False when it was deleted meanwhile (it stays deleted) or etcd failed."""
-        labels = ep.container_labels(container.labels) if self.settings.label_endpoints else {}
+        """Write the container's DNS names, network name, Swarm service labels
+        (and its own labels when labelling) on the endpoint's WorkloadEndpoint,
+        in one compare-and-swap; False when it was deleted meanwhile (it stays
+        deleted) or etcd failed."""
+        labels = ep.container_labels(container.labels, self.settings.label_endpoints)
         annotations = ep.names_annotations(container.network, container.dns_names)
 
         def mutate(wep: Resource) -> Resource | None:
