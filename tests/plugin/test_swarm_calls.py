@@ -89,3 +89,17 @@ def test_a_task_address_request_with_the_serial_option(store, make_pool):
     status, answer = call(client, "IpamDriver.RequestAddress", body)
     assert status == 200, answer
     assert answer["Address"].startswith("10.66.") and answer["Address"].endswith("/32")
+
+
+def test_a_swarm_network_without_config_from_says_what_to_run(store):
+    """Without --config-from, swarm leaves a node-local driver's network to
+    Docker's default IPAM on each node: refused, naming the commands."""
+    client = make_client(store, docker=NamedDocker())
+    status, answer = call(client, "NetworkDriver.CreateNetwork", {
+        "NetworkID": SWARM_NET, "Options": SWARM_OPTIONS, "IPv6Data": [],
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.0.1.0/24",
+                      "Gateway": "10.0.1.1/24"}]})
+    assert status == 500
+    assert "created without --config-from" in answer["Err"]
+    assert "--config-only --ipam-driver calico:latest" in answer["Err"]
+    assert store.get_prefix(NETWORKS)[0] == []
