@@ -193,21 +193,103 @@ def test_policy_by_service_name_opens_one_port_from_web_to_db(swarm, web, db):
     assert wait_until(lambda: not reach.mismatches(cases(False), PORT), 15, 0.5)
 
 
-# -- nothing left ---------------------------------------------------------
+# -- what works otherwise, and clear errors ---------------------------------
+
+def test_default_vip_mode_resolves_to_the_tasks(swarm, web):
+    """A node-local network gets no VIP: in the default endpoint mode the
+    service's name resolves to its tasks' addresses, as with dnsrr."""
+    swarm.create_service("vip", "net1", 2)
+    try:
+        addresses = {address for _, address in swarm.task_addresses("vip", "net1").values()}
+        task, (host, _) = next(iter(web.items()))
+        wait_resolves(host, task, "vip", addresses)
+    finally:
+        swarm.remove_service("vip")
+
+
+def task_error(swarm, service):
+    """The error `docker service ps` shows for the service's tasks, once one has it."""
+    found = ""
+
+    def failed():
+        nonlocal found
+        found = swarm.manager.docker("service", "ps", "--no-trunc", "--format", "{{.Error}}",
+                                     service).stdout.strip()
+        return bool(found)
+    assert wait_until(failed, 60, 0.5), f"no task of {service} failed"
+    return found
+
+
+def test_a_swarm_network_without_config_from_says_what_to_run(swarm):
+    docker(swarm.manager, "network", "create", "-d", "calico:latest", "--scope", "swarm",
+           "--attachable", "bare")
+    docker(swarm.manager, "service", "create", "--detach", "--name", "bare", "--network",
+           "bare", "--endpoint-mode", "dnsrr", swarm.image, "sleep", "86400")
+    try:
+        error = task_error(swarm, "bare")
+        assert "created without --config-from" in error, error
+        assert "--config-only --ipam-driver calico:latest" in error, error
+    finally:
+        swarm.remove_service("bare")
+        docker(swarm.manager, "network", "rm", "bare")
+
+
+def test_a_node_without_the_config_only_network(swarm):
+    """Docker's own error, in `service ps`: the plugin is never asked."""
+    h3 = swarm.host("h3")
+    for host in swarm.hosts:
+        if host is not h3:
+            docker(host, "network", "create", "--config-only", "--ipam-driver", "calico:latest",
+                   "partial-cfg")
+    docker(swarm.manager, "network", "create", "-d", "calico:latest", "--scope", "swarm",
+           "--config-from", "partial-cfg", "partial")
+    node = docker(h3, "info", "-f", "{{.Swarm.NodeID}}")
+    docker(swarm.manager, "service", "create", "--detach", "--name", "partial", "--network",
+           "partial", "--endpoint-mode", "dnsrr", "--constraint", f"node.id=={node}",
+           swarm.image, "sleep", "86400")
+    try:
+        error = task_error(swarm, "partial")
+        assert "partial-cfg" in error and "not" in error, error
+    finally:
+        swarm.remove_service("partial")
+        docker(swarm.manager, "network", "rm", "partial")
+        for host in swarm.hosts:
+            if host is not h3:
+                docker(host, "network", "rm", "partial-cfg")
+
+
+# -- restarts and nothing left ------------------------------------------------
+
+def endpoints_match_tasks(swarm, plain_on="h3"):
+    """On every node: as many WorkloadEndpoints and cali links as task
+    containers of web and db (and the plain container, on `plain_on`)."""
+    running = {h.name: len(swarm.tasks("web")[h]) + len(swarm.tasks("db")[h])
+               + (h.name == plain_on) for h in swarm.hosts}
+    endpoints = {h.name: 0 for h in swarm.hosts}
+    for key in keys(swarm, WEP_PREFIX):
+        endpoints[key[len(WEP_PREFIX):].split("-libnetwork-")[0]] += 1
+    links = {h.name: len(cali_links(h)) for h in swarm.hosts}
+    return running == endpoints == links
+
+
+def test_a_workers_dockerd_restart_restores_its_tasks_on_calico(swarm, web, db, plain):
+    """dockerd enables the plugin before it serves its API, then the swarm
+    runs the node's tasks again: each on Calico, nothing left of the old ones."""
+    h2 = swarm.host("h2")
+    h2.restart()
+    swarm.wait_running("web", WEB_REPLICAS)
+    swarm.wait_running("db", 2)
+    assert wait_until(lambda: endpoints_match_tasks(swarm), 60, 0.5), swarm.logs()
+    tasks = swarm.task_addresses("web", "net1")
+    nodes = [reach.container(host, task, "net1") for task, (host, _) in tasks.items()]
+    assert_reach([(plain, node, "icmp", True) for node in nodes])
+
+
 
 def test_scale_down_and_service_rm_leave_nothing(swarm, web, db, plain):
     docker(swarm.manager, "service", "scale", "--detach", "web=2")
     swarm.wait_running("web", 2)
-
-    def matches_tasks():
-        running = {h.name: len(swarm.tasks("web")[h]) + len(swarm.tasks("db")[h])
-                   + (h.name == "h3") for h in swarm.hosts}  # the plain container
-        endpoints = {h.name: 0 for h in swarm.hosts}
-        for key in keys(swarm, WEP_PREFIX):
-            endpoints[key[len(WEP_PREFIX):].split("-libnetwork-")[0]] += 1
-        links = {h.name: len(cali_links(h)) for h in swarm.hosts}
-        return running == endpoints == links
-    assert wait_until(matches_tasks, 30, 0.5), swarm.logs()
+    assert wait_until(lambda: endpoints_match_tasks(swarm), 30, 0.5), swarm.logs()
 
     docker(plain.host, "rm", "-f", plain.name)
     swarm.remove_service("web")
