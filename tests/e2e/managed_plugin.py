@@ -9,8 +9,10 @@ cached under /var/cache/calico-lab/. Each module then creates the plugin
 from that directory (`docker plugin create`) in its own hosts.
 """
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -77,3 +79,32 @@ def enable_plugin(host, name=PLUGIN):
     if enabled.returncode:
         raise LabError(f"docker plugin enable failed: {enabled.stderr.strip()}\n"
                        f"plugin log:\n{plugin_log(host, host.plugin_id)}")
+
+
+def call(host, socket_name, path, body=None):
+    """POST `body` to the enabled plugin's socket as dockerd does; (status, JSON)."""
+    # dockerd's /run/docker/plugins is the host's plugin_dir (a bind mount),
+    # and a managed plugin's sockets are in a directory named by its id.
+    # That path is longer than a socket address may be: go through a
+    # descriptor of the directory.
+    fd = os.open(host.plugin_dir / host.plugin_id, os.O_PATH | os.O_DIRECTORY)
+    conn = _UnixHTTPConnection(f"/proc/self/fd/{fd}/{socket_name}")
+    try:
+        conn.request("POST", path, json.dumps(body or {}),
+                     {"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+        os.close(fd)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)

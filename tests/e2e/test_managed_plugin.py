@@ -8,15 +8,13 @@ the lab host's network namespace, so it reaches that host's etcd and builds
 veths where dockerd looks for them.
 """
 
-import http.client
 import json
-import os
 import socket
 
 import pytest
 
 from tests.e2e.calico_host import WEP_PREFIX, docker, keys
-from tests.e2e.managed_plugin import PLUGIN, create_plugin, enable_plugin, plugin_log
+from tests.e2e.managed_plugin import PLUGIN, call, create_plugin, enable_plugin, plugin_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -52,35 +50,6 @@ def plugin(docker_host, plugin_build):
         yield host
     finally:
         remove_everything(host)
-
-
-def call(host, socket_name, path, body=None):
-    """POST `body` to the enabled plugin's socket as dockerd does; (status, JSON)."""
-    # dockerd's /run/docker/plugins is the host's plugin_dir (a bind mount),
-    # and a managed plugin's sockets are in a directory named by its id.
-    # That path is longer than a socket address may be: go through a
-    # descriptor of the directory.
-    fd = os.open(host.plugin_dir / host.plugin_id, os.O_PATH | os.O_DIRECTORY)
-    conn = _UnixHTTPConnection(f"/proc/self/fd/{fd}/{socket_name}")
-    try:
-        conn.request("POST", path, json.dumps(body or {}),
-                     {"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
-    finally:
-        conn.close()
-        os.close(fd)
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=10)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
 
 
 def run(host, name, network):
