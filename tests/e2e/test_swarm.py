@@ -17,6 +17,7 @@ from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
 from tests.e2e.calico_host import WEP_PREFIX, calicoctl, docker, keys, wep
+from tests.e2e.managed_plugin import call
 from tests.e2e.swarm_lab import SERVICE_LABEL, swarm_lab
 from tests.lab.common import wait_until
 
@@ -273,12 +274,25 @@ def endpoints_match_tasks(swarm, plain_on="h3"):
 
 
 def test_a_workers_dockerd_restart_restores_its_tasks_on_calico(swarm, web, db, plain):
-    """dockerd enables the plugin before it serves its API, then the swarm
-    runs the node's tasks again: each on Calico, nothing left of the old ones."""
+    """dockerd enables the plugin before it serves its API and gives up on
+    one that does not answer: started while etcd is down, the node's plugin
+    answers all the same, and once etcd is back the swarm runs tasks on the
+    node again, each on Calico, with nothing left of the old ones. (etcd
+    stays up while dockerd stops: releases that cannot reach etcd leave
+    their addresses to `ipam gc`.)"""
     h2 = swarm.host("h2")
-    h2.restart()
-    swarm.wait_running("web", WEB_REPLICAS)
+    h2.stop()
+    swarm.etcd.stop()
+    try:
+        h2.start()
+        status, answer = call(h2, "calico.sock", "/Plugin.Activate")
+        assert status == 200 and "NetworkDriver" in answer["Implements"], answer
+    finally:
+        swarm.etcd.start()
+    swarm.wait_running("web", WEB_REPLICAS, timeout=120)
     swarm.wait_running("db", 2)
+    assert wait_until(lambda: swarm.tasks("web")[h2] or swarm.tasks("db")[h2], 60, 0.5), \
+        f"h2 runs no task: {swarm.tasks('web')}\n{swarm.logs()}"
     assert wait_until(lambda: endpoints_match_tasks(swarm), 60, 0.5), swarm.logs()
     tasks = swarm.task_addresses("web", "net1")
     nodes = [reach.container(host, task, "net1") for task, (host, _) in tasks.items()]
