@@ -250,7 +250,7 @@ def test_a_node_without_the_config_only_network(swarm):
            swarm.image, "sleep", "86400")
     try:
         error = task_error(swarm, "partial")
-        assert "partial-cfg" in error and "not" in error, error
+        assert 'configuration network "partial-cfg" does not exist' in error, error
     finally:
         swarm.remove_service("partial")
         docker(swarm.manager, "network", "rm", "partial")
