@@ -48,11 +48,9 @@ from driver.endpoints import (DEFAULT_MAC, SANDBOX_ANNOTATION, names_annotations
                               workload_endpoint)
 from tests.e2e.calico_host import REPO, docker  # noqa: E402
 from tests.e2e.names_lab import EXTERNAL, machine_nameserver, names_lab  # noqa: E402
-from tests.lab.common import run_all, wait_until  # noqa: E402
-from tests.lab.dockerd import DockerHost  # noqa: E402
-from tests.lab.images import import_busybox  # noqa: E402
-from tests.lab.netns import Lab  # noqa: E402
 from tests.introspect import feed  # noqa: E402
+from tests.lab.common import wait_until  # noqa: E402
+from tests.lab.fixtures import HostFactory  # noqa: E402
 
 PROBE = r'''
 import json, sys, time
@@ -78,24 +76,6 @@ for line in sys.stdin:
             times.append(time.monotonic() - start if ok else None)
         print(json.dumps(times), flush=True)
 '''
-
-
-class Factory:
-    """docker_host_factory's make(), outside pytest."""
-
-    def __init__(self):
-        self.lab = Lab()
-        self.hosts = []
-
-    def __call__(self, etcd=False, **options):
-        host = DockerHost(f"h{len(self.hosts) + 1}", len(self.hosts) + 1, self.lab, **options)
-        self.hosts.append(host)
-        host.start()
-        import_busybox(host)
-        return host
-
-    def close(self):
-        run_all(*(h.close for h in reversed(self.hosts)), self.lab.close)
 
 
 def percentile(values, p):
@@ -183,7 +163,7 @@ def main():
     nameserver = machine_nameserver()
     if nameserver is None:
         raise SystemExit("/etc/resolv.conf has no IPv4 non-loopback nameserver")
-    factory = Factory()
+    factory = HostFactory()
     try:
         with names_lab(factory, nameserver) as lab:
             h1, h2 = lab.h1, lab.h2

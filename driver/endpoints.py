@@ -18,6 +18,11 @@ DNS_NAMES_ANNOTATION = annotations.DNS_NAMES
 HOST_IF_PREFIX = "cali"
 TEMP_IF_PREFIX = "temp"
 LABEL_PREFIX = "org.projectcalico.label."
+# Labels dockerd gives a Swarm task's container (the stack's comes from
+# `docker stack deploy`), copied to its endpoint whatever LABEL_ENDPOINTS says:
+# Docker sets them, not the user, and they name the service.
+SWARM_LABELS = ("com.docker.swarm.service.name", "com.docker.swarm.service.id",
+                "com.docker.stack.namespace")
 DEFAULT_MAC = "ee:ee:ee:ee:ee:ee"
 
 
@@ -84,10 +89,15 @@ def published_ports(wep: Resource) -> tuple[ports.PortBinding, ...]:
     return ports.published(wep.name, wep.annotations)
 
 
-def container_labels(labels: dict) -> dict:
-    """Docker container labels org.projectcalico.label.X=v -> endpoint label X=v."""
-    return {k[len(LABEL_PREFIX):]: v for k, v in labels.items()
-            if k.startswith(LABEL_PREFIX) and len(k) > len(LABEL_PREFIX)}
+def container_labels(labels: dict, prefixed: bool) -> dict:
+    """The endpoint labels a container's Docker labels give: a Swarm task's
+    service and stack (SWARM_LABELS, as they are: what a policy selects a
+    service by), and, when `prefixed`, org.projectcalico.label.X=v as X=v."""
+    out = {k: v for k, v in labels.items() if k in SWARM_LABELS and v}
+    if prefixed:
+        out.update((k[len(LABEL_PREFIX):], v) for k, v in labels.items()
+                   if k.startswith(LABEL_PREFIX) and len(k) > len(LABEL_PREFIX))
+    return out
 
 
 def dns_names(names) -> list[str]:

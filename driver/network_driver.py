@@ -58,6 +58,7 @@ IPV6_ONLY_REFUSED = (
     "gateway (169.254.1.1) and the hosts know each other by IPv4 address, so IPv6-only "
     "networks (--ipv4=false) are not supported. Create the network without --ipv4=false "
     "(add --ipv6 for IPv4 and IPv6).")
+SWARM_ID_LENGTH = 25  # swarmkit's network ids; dockerd's own have 64 hex digits
 _CACHE_LIMIT = 4096
 # Threads kept for the work Join starts beside its own: the sandbox claim
 # (etcd) while Join makes the veth (netlink), and learning the container
@@ -143,13 +144,11 @@ class NetworkDriver:
             raise UnsupportedOption(IPV6_ONLY_REFUSED)
         for data in ipv4_data:
             if data["Gateway"] != CALICO_IPAM_GATEWAYS[4]:
-                raise NotCalicoIpam("Non-Calico IPAM driver is used. Use "
-                                    "--ipam-driver calico-ipam with --driver calico.")
+                raise NotCalicoIpam(_not_calico_ipam(network_id, ""))
         for data in ipv6_data:
             if (data["AddressSpace"] not in CALICO_ADDRESS_SPACES
                     or data["Gateway"] not in ("", CALICO_IPAM_GATEWAYS[6])):
-                raise NotCalicoIpam("Non-Calico IPAM driver is used for IPv6. Use "
-                                    "--ipam-driver calico-ipam with --driver calico.")
+                raise NotCalicoIpam(_not_calico_ipam(network_id, " for IPv6"))
         network = Network(
             id=network_id, node=self.settings.nodename,
             ipv6=bool(options.get(OPT_IPV6)) or bool(ipv6_data),
@@ -316,10 +315,11 @@ class NetworkDriver:
         self.record_container(endpoint_id, container)
 
     def record_container(self, endpoint_id, container) -> bool:
-        """Write the container's DNS names, network name (and labels when
-        labelling) on the endpoint's WorkloadEndpoint, in one compare-and-swap;
-        False when it was deleted meanwhile (it stays deleted) or etcd failed."""
-        labels = ep.container_labels(container.labels) if self.settings.label_endpoints else {}
+        """Write the container's DNS names, network name, Swarm service labels
+        (and its own labels when labelling) on the endpoint's WorkloadEndpoint,
+        in one compare-and-swap; False when it was deleted meanwhile (it stays
+        deleted) or etcd failed."""
+        labels = ep.container_labels(container.labels, self.settings.label_endpoints)
         annotations = ep.names_annotations(container.network, container.dns_names)
 
         def mutate(wep: Resource) -> Resource | None:
@@ -512,6 +512,19 @@ def _check_options(options):
     if refused:
         raise UnsupportedOption(
             f"Calico driver does not support the flags {', '.join(refused)}.")
+
+
+def _not_calico_ipam(network_id, family) -> str:
+    if len(network_id) == SWARM_ID_LENGTH:
+        # Swarm keeps no IPAM for a node-local driver's network: only the
+        # config-only network it is made from brings one to each node.
+        return (f"Non-Calico IPAM driver is used{family}: swarm network {network_id} was "
+                "created without --config-from, so Docker's default IPAM serves it. Run "
+                "`docker network create --config-only --ipam-driver calico:latest NAME-cfg` "
+                "on every node, then on a manager `docker network create -d calico:latest "
+                "--scope swarm --config-from NAME-cfg --attachable NAME`, and use that network.")
+    return (f"Non-Calico IPAM driver is used{family}. Use --ipam-driver calico-ipam with "
+            "--driver calico.")
 
 
 def _endpoint_addresses(interface) -> list[str]:

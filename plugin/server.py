@@ -14,11 +14,12 @@ import errno
 import logging
 import os
 import socket
+import threading
 
 from gunicorn.app.base import BaseApplication
 
 from driver.network_driver import NetworkDriver
-from plugin import services
+from plugin import services, startup
 from plugin.app import create_app
 from plugin.config import Config
 
@@ -58,8 +59,10 @@ def claim_sockets(paths) -> None:
 
 
 class PluginServer(BaseApplication):
-    def __init__(self, config: Config, paths, workers: int = 1, threads: int = 16):
+    def __init__(self, config: Config, paths, workers: int = 1, threads: int = 16,
+                 complete_start: bool = False):
         self.config = config
+        self.complete_start = complete_start
         self.options = {
             "bind": [f"unix:{p}" for p in paths],
             "umask": 0o077,  # the sockets are root-only
@@ -74,7 +77,7 @@ class PluginServer(BaseApplication):
             # No control socket: gunicorn would put it in ~/.gunicorn/, one
             # path shared by every instance on the host.
             "control_socket_disable": True,
-            "post_worker_init": _build_services,
+            "post_worker_init": self._post_worker_init,
         }
         super().__init__()
 
@@ -85,12 +88,22 @@ class PluginServer(BaseApplication):
     def load(self):
         return create_app(lambda: services.build(self.config))
 
+    def _post_worker_init(self, worker) -> None:
+        if self.complete_start:
+            # In the worker, not the arbiter: its etcd client must not live
+            # through gunicorn's forks.
+            threading.Thread(target=startup.complete_when_etcd_answers, args=(self.config,),
+                             daemon=True, name="complete-start").start()
+        _build_services(worker)
 
-def serve(config: Config, paths) -> None:
-    """Serve on `paths` (claimed first with claim_sockets) until SIGTERM."""
+
+def serve(config: Config, paths, complete_start: bool = False) -> None:
+    """Serve on `paths` (claimed first with claim_sockets) until SIGTERM;
+    `complete_start`: the start's etcd steps are still to do (etcd did not
+    answer), and the worker does them once etcd answers."""
     LOG.info("serving %s for node %s, etcd %s", ", ".join(paths),
              config.nodename, ",".join(config.etcd.endpoints))
-    PluginServer(config, paths).run()
+    PluginServer(config, paths, complete_start=complete_start).run()
 
 
 def _build_services(worker) -> None:

@@ -3,15 +3,21 @@ does at its start: etcd answers, ClusterInformation says the datastore is
 ready, default IP pools exist unless NO_DEFAULT_POOLS is set, this host's
 Node is registered, the host forwards workload traffic and drops packets
 with forged source addresses from it, and the host ends of its endpoints
-answer for the containers' gateway and are hardened as Join now does."""
+answer for the containers' gateway and are hardened as Join now does.
+
+When etcd does not answer at start, only the kernel's part comes before
+serving; the worker does the etcd steps once etcd answers
+(complete_when_etcd_answers) and the agent registers the Node."""
 
 import ipaddress
 import logging
+import time
 
 from agent import antispoofing, node
 from agent.autodetect import node_address, node_address6
-from datastore.errors import TooManyConflicts
+from datastore.errors import DatastoreUnavailable, EtcdTlsError, TooManyConflicts
 from datastore.resources import Resources
+from datastore.retry import Backoff
 from datastore.settings import connect
 from driver import dataplane, forwarding, reaper
 from driver import endpoints as ep
@@ -39,7 +45,8 @@ def prepare_datastore(config: Config) -> None:
         etcd.close()
 
 
-def prepare_host(config: Config) -> None:
+def prepare_kernel(config: Config) -> None:
+    """What the host needs before any container joins; no etcd."""
     try:
         forwarding.ensure_forwarding()
     except forwarding.ForwardingError as exc:
@@ -50,6 +57,34 @@ def prepare_host(config: Config) -> None:
         # Serving without it would let any container forge its way past policy.
         raise StartupError(f"cannot check containers' source addresses: {exc}") from exc
     _check_arp_ignore(config.driver.proc_sys)
+
+
+def prepare_with_datastore(config: Config) -> None:
+    """The start's steps that read and write etcd: ClusterInformation, the
+    default pools, and this node's endpoints' veths and host ends."""
+    prepare_datastore(config)
+    prepare_endpoints(config)
+
+
+def complete_when_etcd_answers(config: Config) -> None:
+    """prepare_with_datastore, retried until etcd answers: for a start that
+    served without it (plugin/cli/main.py cmd_run)."""
+    backoff = Backoff(first=1.0, longest=10.0)
+    while True:
+        try:
+            prepare_with_datastore(config)
+        except EtcdTlsError as exc:
+            LOG.error("start-up cannot complete: %s", exc)  # a setting: no retry mends it
+            return
+        except DatastoreUnavailable as exc:
+            LOG.warning("start-up waits for etcd: %s", exc)
+            time.sleep(backoff.next())
+            continue
+        LOG.info("etcd answers: start-up complete")
+        return
+
+
+def prepare_endpoints(config: Config) -> None:
     etcd = connect(config.etcd)
     try:
         resources = Resources(etcd)

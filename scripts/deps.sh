@@ -12,7 +12,7 @@ _calico_deps() (  # a subshell: when sourced, set -e, cd and variables stay in h
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
     # debian-archive-keyring: its bookworm update holds Debian 13's keys, which
     # scripts/docker-versions.sh needs.
-    packages=(docker.io etcd-server etcd-client busybox-static iptables nftables iproute2
+    packages=(docker.io docker-registry etcd-server etcd-client busybox-static iptables nftables iproute2
               python3-venv debootstrap debian-archive-keyring openssl systemd)
     missing=()
     for pkg in "${packages[@]}"; do

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from agent.errors import AgentError
 from agent.main import run_agent
-from datastore.errors import DatastoreError
+from datastore.errors import DatastoreError, DatastoreUnavailable, EtcdTlsError
 from ipam.errors import IpamError
 from kernel.errors import KernelError
 from plugin import server, startup
@@ -16,6 +16,7 @@ from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
 from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 
+LOG = logging.getLogger(__name__)
 # Expected failures: a message for the user, exit 1, no traceback.
 USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, KernelError,
                server.AlreadyServed, startup.StartupError)
@@ -34,21 +35,42 @@ def cmd_run(args, config: Config) -> int:
     # the host or starts an agent.
     paths = server.socket_paths(args.plugin_dir, args.socket or server.SOCKETS)
     server.claim_sockets(paths)
-    startup.prepare_datastore(config)
-    startup.prepare_host(config)
+    etcd_answers = _prepare_datastore(config)
+    startup.prepare_kernel(config)
+    if etcd_answers:
+        startup.prepare_endpoints(config)
     if args.no_agent:
-        server.serve(config, paths)
+        server.serve(config, paths, complete_start=not etcd_answers)
         return 0
     # Registering here, not in the agent, makes a node name or address clash
     # stop the start with its message; the first agent is told it is done.
-    # An agent alone, or restarted after a crash (the Node may have been
-    # deleted meanwhile), registers and checks ClusterInformation itself
-    # (agent/main.py _register).  --no-agent registers no Node: no agent
-    # keeps it alive or routes to it.
-    startup.register_node(config)
-    with AgentProcess(registered=True):
-        server.serve(config, paths)
+    # An agent alone, restarted after a crash (the Node may have been
+    # deleted meanwhile), or started while etcd does not answer, registers
+    # and checks ClusterInformation itself, waiting for etcd as long as it
+    # takes (agent/main.py _register).  --no-agent registers no Node: no
+    # agent keeps it alive or routes to it.
+    if etcd_answers:
+        startup.register_node(config)
+    with AgentProcess(registered=etcd_answers):
+        server.serve(config, paths, complete_start=not etcd_answers)
     return 0
+
+
+def _prepare_datastore(config: Config) -> bool:
+    """startup.prepare_datastore; False when etcd does not answer.  The
+    plugin then serves without it, and completes its start when etcd
+    answers: dockerd enables its plugins before it serves its API (at boot,
+    after a restart) and gives up on one whose socket does not answer in
+    time (moby#32815), and never enables it again by itself.  A TLS
+    setting etcd refuses still stops the start: no wait mends it."""
+    try:
+        startup.prepare_datastore(config)
+    except EtcdTlsError:
+        raise
+    except DatastoreUnavailable as exc:
+        LOG.warning("serving without etcd for now: %s", exc)
+        return False
+    return True
 
 
 def cmd_agent(args, config: Config) -> int:

@@ -85,16 +85,39 @@ def test_bad_configuration_stops_the_start(tmp_path, variable, value, message):
     assert not list(tmp_path.iterdir())
 
 
-def test_unreachable_etcd_fails_within_seconds(tmp_path):
-    start = time.monotonic()
-    result = subprocess.run(run_argv(tmp_path),
-                            env=environment(ETCD_ENDPOINTS="http://127.0.0.1:9",
-                                            ETCD_TIMEOUT="2"),
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "cannot reach etcd at http://127.0.0.1:9" in result.stderr
-    assert time.monotonic() - start < 15
-    assert not list(tmp_path.iterdir())
+POOLS = "/calico/resources/v3/projectcalico.org/ippools/"
+CLUSTER_INFORMATION = "/calico/resources/v3/projectcalico.org/clusterinformations/default"
+
+
+def test_without_etcd_it_serves_at_once_and_completes_its_start_when_etcd_answers(tmp_path,
+                                                                                   host):
+    """dockerd enables its plugins before it serves its API and gives up on
+    one whose socket does not answer in time (moby#32815): without etcd,
+    `run` prepares the kernel and serves, then writes ClusterInformation and
+    the default pool once etcd answers."""
+    netns, etcd = host
+    etcd.ctl("del", "--prefix", POOLS)
+    etcd.ctl("del", CLUSTER_INFORMATION)
+    etcd.stop()
+    paths = [tmp_path / "calico.sock", tmp_path / "calico-ipam.sock"]
+    started = time.monotonic()
+    process = subprocess.Popen(run_argv(tmp_path, netns) + ["--no-agent"],
+                               env=environment(ETCD_ENDPOINTS=etcd.endpoints, ETCD_TIMEOUT="2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_sockets(paths, process)
+        assert time.monotonic() - started < 15
+        assert activate(paths[0]) == {"Implements": ["NetworkDriver", "IpamDriver"]}
+        etcd.start()
+        assert wait_until(lambda: etcd.get(POOLS + "default-ipv4-ippool") is not None, 40, 0.2)
+        assert json.loads(etcd.get(CLUSTER_INFORMATION))["spec"]["datastoreReady"] is True
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+        etcd.start()
+    assert "serving without etcd for now: cannot reach etcd at" in err
+    assert "etcd answers: start-up complete" in err
+    assert "Traceback" not in err
 
 
 def test_serves_both_sockets_refuses_a_second_instance_and_stops_cleanly(tmp_path, host):
@@ -141,8 +164,6 @@ def test_stale_socket_files_are_replaced(tmp_path, host):
         process.wait(timeout=30)
 
 
-POOLS = "/calico/resources/v3/projectcalico.org/ippools/"
-CLUSTER_INFORMATION = "/calico/resources/v3/projectcalico.org/clusterinformations/default"
 ALIVE = "/calico/libnetwork/v1/nodes-alive/run-test"
 
 

@@ -68,7 +68,7 @@ def test_status_says_what_is_wrong(tls_cli, tls_etcd, etcd_pki, monkeypatch, tmp
 def test_run_stops_at_start_saying_what_is_wrong(tls_cli, tls_etcd, etcd_pki, monkeypatch,
                                                  tmp_path, case):
     message = use(case, etcd_pki, tls_etcd, monkeypatch)
-    monkeypatch.setattr(startup, "prepare_host", lambda config: pytest.fail("got past etcd"))
+    monkeypatch.setattr(startup, "prepare_kernel", lambda config: pytest.fail("got past etcd"))
     result = tls_cli("run", "--no-agent", "--plugin-dir", tmp_path)
     assert result.code == 1
     no_traceback(result)

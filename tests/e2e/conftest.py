@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.managed_plugin import build_plugin_dir
+from tests.lab.baseimage import BaseImageUnavailable
+from tests.lab.fixtures import skip_unless_root
+
 HERE = Path(__file__).parent
 MATRIX = {"test_single_host.py", "test_multi_host.py", "test_no_default_route.py",
           "test_compose.py", "test_managed_plugin.py", "test_names.py", "test_ipv6_hosts.py",
-          "test_upgrade.py", "test_spoofing.py", "test_host_protection.py",
+          "test_upgrade.py", "test_spoofing.py", "test_host_protection.py", "test_swarm.py",
           "test_published_ports.py"}
 
 
@@ -22,3 +26,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.parent == HERE and item.path.name in MATRIX:
             item.add_marker(pytest.mark.matrix)
+
+
+@pytest.fixture(scope="session")
+def plugin_build():
+    """The managed plugin's directory (config.json + rootfs/), built once
+    per session for every module that installs the plugin."""
+    skip_unless_root()
+    try:
+        return build_plugin_dir()
+    except BaseImageUnavailable as e:
+        pytest.skip(f"no local Python base image: {e}")

@@ -1,66 +1,24 @@
 """The plugin as users install it: a Docker managed plugin (v2).
 
-In a lab Docker host (dockerd 20.10 or LAB_DOCKER's, etcd inside the host at 127.0.0.1:2379):
-scripts/build-plugin.sh builds the image from a local Python base (there is
-no registry: tests/lab/baseimage.py makes one with debootstrap, once, cached
-under /var/cache/calico-lab/), exports it into a plugin directory and runs
-`docker plugin create calico`. The plugin is configured with
-`docker plugin set`, enabled, and used as `calico:latest` for both drivers.
-Network type "host" puts it in the lab host's network namespace, so it
-reaches that host's etcd and builds veths where dockerd looks for them.
+In a lab Docker host (dockerd 20.10 or LAB_DOCKER's, etcd inside the host at
+127.0.0.1:2379) the plugin is created from the session's build
+(tests/e2e/managed_plugin.py), configured with `docker plugin set`, enabled,
+and used as `calico:latest` for both drivers. Network type "host" puts it in
+the lab host's network namespace, so it reaches that host's etcd and builds
+veths where dockerd looks for them.
 """
 
-import http.client
 import json
-import os
 import socket
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.calico_host import REPO, WEP_PREFIX, docker, keys
-from tests.lab.baseimage import BaseImageUnavailable, ensure_base_image
-from tests.lab.common import LabError
+from tests.e2e.calico_host import WEP_PREFIX, docker, keys
+from tests.e2e.managed_plugin import PLUGIN, call, create_plugin, enable_plugin, plugin_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
-NAME = "calico"
-PLUGIN = f"{NAME}:latest"  # managed plugins are known by name:tag
 POOL = "192.170.0.0/16"
-BUILD = Path(REPO) / "scripts" / "build-plugin.sh"
-
-
-def plugin_log(host, plugin_id, lines=40):
-    """The plugin's own output: dockerd logs it with plugin=<id>."""
-    try:
-        text = (host.dir / "dockerd.log").read_text(errors="replace")
-    except OSError as e:
-        return f"(no dockerd log: {e})"
-    mark = f" plugin={plugin_id}"
-    found = []
-    for line in text.splitlines():
-        if plugin_id and line.endswith(mark):
-            # time="..." level=error msg="<the plugin's line>" plugin=<id>
-            message = line[:-len(mark)].partition(" msg=")[2]
-            try:
-                message = json.loads(message)
-            except ValueError:
-                pass
-            found.append(message)
-    return "\n".join(found[-lines:]) or "(the plugin logged nothing)"
-
-
-def build_plugin(host, base):
-    """scripts/build-plugin.sh against the lab host's dockerd."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = str(host.dir / "cli")
-    argv = ["bash", str(BUILD), "--base", base, "--docker-host", host.docker_host,
-            "--name", NAME, str(host.dir / "calico-plugin")]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-    if result.returncode:
-        raise LabError(f"build-plugin.sh failed ({result.returncode}):\n"
-                       + "\n".join(result.stderr.splitlines()[-30:]))
 
 
 def remove_everything(host):
@@ -76,59 +34,22 @@ def remove_everything(host):
 
 
 @pytest.fixture(scope="module")
-def plugin(docker_host):
-    """The managed plugin built, created, configured and enabled in the host;
+def plugin(docker_host, plugin_build):
+    """The managed plugin created, configured and enabled in the host;
     yields the host with .plugin_id set. Everything goes at the end."""
     host = docker_host
-    try:
-        base = ensure_base_image(host)
-    except BaseImageUnavailable as e:
-        pytest.skip(f"no local Python base image: {e}")
     host.plugin_id = None
     try:
-        build_plugin(host, base)
-        host.plugin_id = docker(host, "plugin", "inspect", "-f", "{{.Id}}", PLUGIN)
+        host.plugin_id = create_plugin(host, plugin_build)
         docker(host, "plugin", "set", PLUGIN,
                f"ETCD_ENDPOINTS={host.etcd.endpoints}",
                f"CALICO_IPV4POOL_CIDR={POOL}",
                # The lab's dockerd does not listen on /var/run/docker.sock.
                f"docker-socket.source={host.dir / 'docker.sock'}")
-        enabled = host.docker("plugin", "enable", "--timeout", "30", PLUGIN)
-        if enabled.returncode:
-            raise LabError(f"docker plugin enable failed: {enabled.stderr.strip()}\n"
-                           f"plugin log:\n{plugin_log(host, host.plugin_id)}")
+        enable_plugin(host)
         yield host
     finally:
         remove_everything(host)
-
-
-def call(host, socket_name, path, body=None):
-    """POST `body` to the enabled plugin's socket as dockerd does; (status, JSON)."""
-    # dockerd's /run/docker/plugins is the host's plugin_dir (a bind mount),
-    # and a managed plugin's sockets are in a directory named by its id.
-    # That path is longer than a socket address may be: go through a
-    # descriptor of the directory.
-    fd = os.open(host.plugin_dir / host.plugin_id, os.O_PATH | os.O_DIRECTORY)
-    conn = _UnixHTTPConnection(f"/proc/self/fd/{fd}/{socket_name}")
-    try:
-        conn.request("POST", path, json.dumps(body or {}),
-                     {"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
-    finally:
-        conn.close()
-        os.close(fd)
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=10)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
 
 
 def run(host, name, network):

@@ -9,17 +9,14 @@ Neither host has a default route, so proxy ARP answers nothing there; the
 containers' gateway 169.254.1.1 must be answered all the same.
 """
 
-import shutil
 import types
 
 import pytest
 from netaddr import IPNetwork
 
 from tests.e2e.calico_host import CALICO, container_ip, docker, start_plugin
-from tests.lab import DockerHost, EtcdServer, Lab, import_busybox
-from tests.lab.common import ip, run_all, wait_until
-from tests.lab.dockerd import DOCKERD
-from tests.lab.fixtures import skip_unless_root
+from tests.lab import EtcdServer
+from tests.lab.common import ip, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -27,35 +24,24 @@ LINK = {"air1": "10.0.31.1", "air2": "10.0.31.2"}
 
 
 @pytest.fixture(scope="module")
-def hosts():
-    skip_unless_root()
-    if not shutil.which(DOCKERD):
-        pytest.skip(f"{DOCKERD} is not installed (scripts/deps.sh installs it)")
-    lab = Lab()
-    made = []
-    try:
-        for index in (1, 2):
-            host = DockerHost(f"air{index}", index, lab, default_route=False)
-            made.append(host)
-            host.start()
-            import_busybox(host)
-        air1, air2 = made
-        lab.veth(air1.netns, "eth1", air2.netns, "eth1",
-                 f"{LINK['air1']}/24", f"{LINK['air2']}/24")
-        lab.route(air1.netns, "10.2.0.0/24", via=LINK["air2"])
-        lab.route(air2.netns, "10.1.0.0/24", via=LINK["air1"])
-        # air1 is closed last, so etcd outlives every host's containers.
-        air1.etcd = EtcdServer(host=LINK["air1"], netns=air1.netns).start()
-        air2.etcd = types.SimpleNamespace(endpoints=air1.etcd.endpoints, close=lambda: None)
-        for host in made:
-            # The containers ping their gateway and hosts, which Felix's
-            # default DefaultEndpointToHostAction (Drop) would refuse.
-            start_plugin(host, IP=f"{LINK[host.name]}/24",
-                         FELIX_DEFAULTENDPOINTTOHOSTACTION="Accept")
-            docker(host, "network", "create", *CALICO, "net1")
-        yield air1, air2
-    finally:
-        run_all(*(host.close for host in reversed(made)), lab.close)
+def hosts(docker_host_factory):
+    lab = docker_host_factory.lab
+    air1, air2 = (docker_host_factory(f"air{index}", etcd=False, default_route=False)
+                  for index in (1, 2))
+    lab.veth(air1.netns, "eth1", air2.netns, "eth1",
+             f"{LINK['air1']}/24", f"{LINK['air2']}/24")
+    lab.route(air1.netns, "10.2.0.0/24", via=LINK["air2"])
+    lab.route(air2.netns, "10.1.0.0/24", via=LINK["air1"])
+    # air1 is closed last, so etcd outlives every host's containers.
+    air1.etcd = EtcdServer(host=LINK["air1"], netns=air1.netns).start()
+    air2.etcd = types.SimpleNamespace(endpoints=air1.etcd.endpoints, close=lambda: None)
+    for host in (air1, air2):
+        # The containers ping their gateway and hosts, which Felix's
+        # default DefaultEndpointToHostAction (Drop) would refuse.
+        start_plugin(host, IP=f"{LINK[host.name]}/24",
+                     FELIX_DEFAULTENDPOINTTOHOSTACTION="Accept")
+        docker(host, "network", "create", *CALICO, "net1")
+    return air1, air2
 
 
 def run(host, name):

@@ -1,5 +1,6 @@
-"""Test harness for real components: etcd, network namespaces and dockerd
-hosts, all made per test run and removed afterwards (see common.py)."""
+"""Test harness for real components: etcd, network namespaces, dockerd
+hosts and an image registry, all made per test run and removed afterwards
+(see common.py)."""
 
 from .common import LabError, LabProcess, RUN, lab_name
 from .dockerd import DockerHost

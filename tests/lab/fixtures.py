@@ -25,34 +25,42 @@ def skip_unless_root():
         pytest.skip("needs root (network namespaces, dockerd)")
 
 
-@pytest.fixture(scope="module")
-def docker_host_factory():
+class HostFactory:
     """make(name=None, etcd=True, **options) -> a started DockerHost with
     busybox imported and, if `etcd`, etcd on its 127.0.0.1:2379 (host.etcd);
     `options` go to DockerHost (e.g. daemon_config={"dns": [...]}).
     Hosts are numbered 1, 2, ... in order; all share `make.lab`, and all go
-    away at the end of the module."""
-    skip_unless_root()
-    if not shutil.which(DOCKERD):
-        pytest.skip(f"{DOCKERD} is not installed (scripts/deps.sh installs it)")
-    lab = Lab()
-    hosts = []
+    away in close() (benches use it outside pytest)."""
 
-    def make(name=None, etcd=True, **options):
-        index = len(hosts) + 1
-        host = DockerHost(name or f"h{index}", index, lab, **options)
-        hosts.append(host)
+    def __init__(self):
+        self.lab = Lab()
+        self.hosts = []
+
+    def __call__(self, name=None, etcd=True, **options):
+        index = len(self.hosts) + 1
+        host = DockerHost(name or f"h{index}", index, self.lab, **options)
+        self.hosts.append(host)
         host.start()
         import_busybox(host)
         if etcd:
             host.start_etcd()
         return host
 
-    make.lab = lab
+    def close(self):
+        run_all(*(host.close for host in reversed(self.hosts)), self.lab.close)
+
+
+@pytest.fixture(scope="module")
+def docker_host_factory():
+    """A HostFactory for the module: its hosts go away at the module's end."""
+    skip_unless_root()
+    if not shutil.which(DOCKERD):
+        pytest.skip(f"{DOCKERD} is not installed (scripts/deps.sh installs it)")
+    make = HostFactory()
     try:
         yield make
     finally:
-        run_all(*(host.close for host in reversed(hosts)), lab.close)
+        make.close()
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,28 @@ def test_without_dockerd_the_endpoint_still_works(store, no_netlink):
     time.sleep(0.6)
     notes = json.loads(store.get(WEP_KEY).value)["metadata"]["annotations"]
     assert "libnetwork.projectcalico.org/dns-names" not in notes
+
+
+def test_a_swarm_tasks_service_labels_are_recorded_without_labelling(store, dockerd, no_netlink):
+    """A Swarm task's service and stack labels reach its endpoint even with
+    CALICO_LIBNETWORK_LABEL_ENDPOINTS off (policy selects services by them);
+    its other labels do not."""
+    client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
+                         label_poll_timeout=5.0)
+    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
+    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    assert call(client, "NetworkDriver.Join", {
+        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
+        "Options": {}})[0] == 200
+    swarm = {"com.docker.swarm.service.name": "db",
+             "com.docker.swarm.service.id": "yev1q7lcn31qyxk10nhugr0ys",
+             "com.docker.stack.namespace": "shop"}
+    dockerd.containers[CONTAINER] = {"Labels": {
+        **swarm, "com.docker.swarm.task.id": "t" * 25, "com.docker.swarm.node.id": "n" * 25,
+        "org.projectcalico.label.tier": "db"}}
+    dockerd.inspect[CONTAINER] = {"Name": "/db.1.abc", "NetworkSettings": {"Networks": {
+        "net1": {"NetworkID": NET, "Aliases": [CONTAINER[:12]]}}}}
+    dockerd.endpoints[NET] = {CONTAINER: EP}
+    annotations(store)
+    labels = json.loads(store.get(WEP_KEY).value)["metadata"]["labels"]
+    assert {k: v for k, v in labels.items() if not k.startswith("projectcalico.org/")} == swarm
