@@ -56,6 +56,7 @@ NOT_ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == 0"
 NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
 LOG_PREFIX = "calico-packet: "
 VXLAN_PORT = 4789
+IPIP_PROTOCOL = 4  # by number, as Felix: the name may be unknown
 ND_TYPES = "{ 130, 131, 132, 133, 135, 136 }"  # MLD, RS, NS, NA: before policy (§4.6)
 FAILSAFE_IN, FAILSAFE_OUT = "failsafe-in", "failsafe-out"
 RAW_FAILSAFE_IN, RAW_FAILSAFE_OUT = "raw-failsafe-in", "raw-failsafe-out"
@@ -266,8 +267,11 @@ def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, directi
     inbound = direction == "Ingress"
     yield from prelude
     yield CLEAR_MARKS
-    if not (inbound or endpoint.host):  # no VXLAN from workloads (Felix's default)
+    if not (inbound or endpoint.host):
+        # No VXLAN or IPIP from workloads (Felix's default, whatever the
+        # pools): decapsulated elsewhere, it would carry a forged source.
         yield f"udp dport {VXLAN_PORT} drop"
+        yield f"meta l4proto {IPIP_PROTOCOL} drop"
     for policy in policies:
         chain = chain_name("pi-" if inbound else "po-", policy.name)
         jumps[chain] = policy.rules(direction)

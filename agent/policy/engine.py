@@ -23,6 +23,7 @@ from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
 from agent.policy.nft import PolicyTable, Ruleset
 from agent.policy.state import PolicyState
+from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
 from kernel.errors import KernelError
 
@@ -64,7 +65,7 @@ class PolicyEngine:
         what = self.state.on_change(kind, key, record)
         if what is None:
             return False
-        if what == "felix":
+        if what in ("felix", "tunnels"):
             return True  # desired() reads it afresh
         if what == "endpoint":
             self._endpoints_changed.add(key)
@@ -138,10 +139,16 @@ class PolicyEngine:
             for family, kind in SET_TYPES.items():
                 sets[set_name(selector, family)] = (kind, frozenset(
                     a for a in members if (":" in a) == (family == 6)))
-        return Ruleset(sets, {**chains.rules, **Ruleset.dispatch(
-            chains, *(self.felix(name)[0] for name in (
-                "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
-                "failsafe_outbound_host_ports")))})
+        for family, name in HOSTS.items():
+            sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
+        return Ruleset(sets, {**chains.rules, **tunnel_chains(self.encapsulation()),
+                              **Ruleset.dispatch(chains, *(self.felix(name)[0] for name in (
+                                  "default_endpoint_to_host_action",
+                                  "failsafe_inbound_host_ports",
+                                  "failsafe_outbound_host_ports")))})
+
+    def encapsulation(self) -> Encapsulation:
+        return Encapsulation.of(self.state.pools.values())
 
     def felix(self, field: str) -> tuple:
         """A FelixConfiguration field's value now, and where it comes from."""
@@ -171,6 +178,10 @@ class PolicyEngine:
             "rules": chains.rule_count,
             "sets": len(chains.selectors) * len(SET_TYPES),
             "clusterEndpoints": len(self.state.endpoints),
+            # VXLAN/IPIP accepted from these hosts only; from others dropped when in use
+            "calicoHosts": {f"ipv{v}": len(self.state.host_addresses(v)) for v in HOSTS},
+            "encapsulation": [name for name, used in vars(self.encapsulation()).items()
+                              if used],
             "programmed": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
             "milliseconds": round((time.monotonic() - started) * 1000, 1),

@@ -38,6 +38,7 @@ from agent.nftables import run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
                                    RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
+from agent.policy.tunnels import TUNNELS_IN, TUNNELS_OUT
 from datastore.felix_configuration import ProtoPort
 from datastore.host_endpoint import ALL_INTERFACES
 from kernel.errors import KernelError
@@ -136,14 +137,15 @@ BASE_CHAINS = {
                  'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
                  "jump to-hep-fwd")),
     "input": ("type filter hook input priority filter; policy accept;",
-              ('iifname "cali*" goto wl-to-host',
+              (f"jump {TUNNELS_IN}",  # first, as Felix: no Allow admits forged tunnels
+               'iifname "cali*" goto wl-to-host',
                f"{ACCEPTED} accept",  # by a preDNAT or doNotTrack policy
-               f"udp dport {VXLAN_PORT} fib daddr type local accept",
                "jump from-hep")),
     "output": ("type filter hook output priority filter; policy accept;",
                (f"{ACCEPTED} accept",  # by a doNotTrack policy
                 'oifname "cali*" accept',  # to this host's workloads: not filtered
                 f"udp dport {VXLAN_PORT} accept",
+                f"jump {TUNNELS_OUT}",
                 "jump to-hep")),
 }
 

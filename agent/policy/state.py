@@ -1,6 +1,7 @@
 """What the policy engine knows: every workload and host endpoint in the
-cluster, the Profiles and GlobalNetworkPolicies, and the
-FelixConfigurations, kept from the follower's records
+cluster, the Profiles and GlobalNetworkPolicies, the FelixConfigurations,
+and of the Nodes and IPPools what tunnels.py needs (the hosts' addresses,
+the pools' encapsulation), kept from the follower's records
 (datastore/records.py).  Pure bookkeeping, like agent/routing/model.py: a
 key is applied with its whole new record (None when deleted), so replayed
 events end in the right state.
@@ -16,8 +17,9 @@ from datastore.felix_configuration import FelixSettings
 from datastore.host_endpoint import HostEndpoint
 from datastore.policy import GlobalNetworkPolicy, Profile
 from datastore.records import (FELIX_CONFIGURATIONS, GLOBAL_NETWORK_POLICIES, HOST_ENDPOINTS,
-                               PROFILES, WORKLOAD_ENDPOINTS, Kind)
+                               NODES, PROFILES, WORKLOAD_ENDPOINTS, Kind)
 from datastore.workload_endpoint import WorkloadEndpoint
+from ipam.pools import POOLS
 
 # Felix drops these from an endpoint's own labels (calico-policy.md §3.6).
 _DROPPED_LABEL_PREFIXES = ("pcns.", "pcsa.")
@@ -55,7 +57,7 @@ class Endpoint:
 
 class PolicyState:
     kinds = (WORKLOAD_ENDPOINTS, HOST_ENDPOINTS, PROFILES, GLOBAL_NETWORK_POLICIES,
-             FELIX_CONFIGURATIONS)
+             FELIX_CONFIGURATIONS, NODES, POOLS)
 
     def __init__(self):
         self.endpoints: dict[str, Endpoint] = {}
@@ -64,10 +66,14 @@ class PolicyState:
         # FelixConfiguration name -> the fields the agent reads (every node's;
         # the engine picks default and its own node.<name>)
         self.felix: dict[str, FelixSettings] = {}
+        # for tunnels.py: Node name -> its addresses by IP version (spec.bgp)
+        self.hosts: dict[str, dict[int, str]] = {}
+        # IPPool name -> (IP version, ipipMode, vxlanMode)
+        self.pools: dict[str, tuple[int, str, str]] = {}
 
     def on_change(self, kind: Kind, key: str, record) -> str | None:
         """Record one key's record (None: deleted or unreadable); returns
-        what changed ("endpoint", "profile", "policy", "felix"), or None
+        what changed ("endpoint", "profile", "policy", "felix", "tunnels"), or None
         when policy sees no change: not a kind it reads, or a record equal
         to the one held as policy sees it (an endpoint whose annotations
         alone changed: its sandbox, its DNS names)."""
@@ -75,6 +81,10 @@ class PolicyState:
             what, held, name = "endpoint", self.endpoints, key
             build = Endpoint.of_workload if kind is WORKLOAD_ENDPOINTS else Endpoint.of_host
             new = None if record is None else build(key, record)
+        elif kind is NODES or kind is POOLS:
+            what, held, name = "tunnels", (self.hosts if kind is NODES else self.pools), \
+                key[len(kind.prefix):]
+            new = None if record is None else _tunnel_view(kind, record)
         elif kind in _HELD:
             what, attribute = _HELD[kind]
             held, name, new = getattr(self, attribute), key[len(kind.prefix):], record
@@ -87,6 +97,10 @@ class PolicyState:
         else:
             held[name] = new
         return what
+
+    def host_addresses(self, version: int) -> frozenset[str]:
+        """Every Calico host's address of one IP version."""
+        return frozenset(a[version] for a in self.hosts.values() if version in a)
 
     def labels_of(self, endpoint: Endpoint) -> dict[str, str]:
         """Own labels, then each profile's labelsToApply in order; the first
@@ -129,6 +143,14 @@ class PolicyState:
         then the host's addresses pick its interfaces."""
         return any(e.host and e.node == node and not e.interface
                    for e in self.endpoints.values())
+
+
+def _tunnel_view(kind: Kind, record):
+    """What tunnels.py needs of a Node or an IPPool: other changes (a
+    heartbeat, a new VTEP) are no change to policy."""
+    if kind is POOLS:
+        return record.version, record.ipip_mode, record.vxlan_mode
+    return {v: str(a.ip) for v in (4, 6) if (a := record.address_of(v)) is not None}
 
 
 # The kinds held by name (the key's last part): what changed, and where.

@@ -119,6 +119,13 @@ def _policy_line(policy: dict) -> str:
     return line
 
 
+def _tunnels_line(policy: dict) -> str:
+    """The encapsulations in use, accepted from the Calico hosts only."""
+    hosts = policy.get("calicoHosts") or {}
+    return (f"{', '.join(policy['encapsulation'])} accepted only from the Calico hosts "
+            f"({hosts.get('ipv4')} IPv4, {hosts.get('ipv6')} IPv6 addresses)")
+
+
 def _host_endpoints_line(policy: dict) -> str:
     """This node's host endpoint interfaces, and what they never close."""
     line = ", ".join(policy["hostEndpoints"])
@@ -198,6 +205,8 @@ def _print(report: dict) -> None:
         rows.append(["Closed to containers:", ", ".join(report["policy"]["guarded"])])
     if report["policy"].get("hostEndpoints"):
         rows.append(["Host endpoints:", _host_endpoints_line(report["policy"])])
+    if report["policy"].get("encapsulation"):
+        rows.append(["Tunnels:", _tunnels_line(report["policy"])])
     table(None, rows + [["Names:", names_check.line(report["names"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],

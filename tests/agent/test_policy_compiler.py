@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from agent.policy import nft
-from agent.policy.compiler import (ACCEPT_MARK, ACCEPTED, CLEAR_MARKS, NOT_PASSED, VXLAN_PORT,
+from agent.policy.compiler import (ACCEPT_MARK, ACCEPTED, CLEAR_MARKS, IPIP_PROTOCOL,
+                                   NOT_PASSED, VXLAN_PORT,
                                    Chains, chain_name, render_rule, set_name)
 from agent.policy.engine import PolicyEngine
 from agent.policy.nft import FAMILY, TABLE, Ruleset, diff_script, full_script
@@ -46,7 +47,7 @@ def skeleton(lines) -> list[str]:
     """An endpoint chain in words: "policy <chain>" (a jump guarded by the
     pass bit, then return on the accept bit), "end of tier",
     "profile <chain>" (an unguarded jump, then return on the accept bit),
-    "no vxlan" and "drop"."""
+    "no vxlan", "no ipip" and "drop"."""
     lines = iter(lines)
     assert next(lines) == CLEAR_MARKS
     words = []
@@ -57,7 +58,8 @@ def skeleton(lines) -> list[str]:
             assert next(lines) == f"{ACCEPTED} return"
         else:
             words.append({f"{NOT_PASSED} drop": "end of tier", "drop": "drop",
-                          f"udp dport {VXLAN_PORT} drop": "no vxlan"}[line])
+                          f"udp dport {VXLAN_PORT} drop": "no vxlan",
+                          f"meta l4proto {IPIP_PROTOCOL} drop": "no ipip"}[line])
     return words
 
 
@@ -75,7 +77,7 @@ def test_endpoint_chains_have_felixs_shape():
                        "jump pri-net1",
                        "meta mark & 0x10000 == 0x10000 return",
                        "drop")
-    assert egress == (ingress[0], "udp dport 4789 drop",
+    assert egress == (ingress[0], "udp dport 4789 drop", "meta l4proto 4 drop",
                       *(line.replace("pi-", "po-").replace("pri-", "pro-") for line in ingress[1:]))
 
 
@@ -101,7 +103,7 @@ def test_a_policy_governs_only_its_directions(types, ingress_policy, egress_poli
     profiles_only = ["profile pri-net1", "drop"]
     assert skeleton(ingress) == (["policy pi-default.p", "end of tier"] if ingress_policy
                                  else []) + profiles_only
-    assert skeleton(egress) == ["no vxlan"] + (["policy po-default.p", "end of tier"]
+    assert skeleton(egress) == ["no vxlan", "no ipip"] + (["policy po-default.p", "end of tier"]
                                                if egress_policy else []) \
         + [w.replace("pri-", "pro-") for w in profiles_only]
     assert ("pi-default.p" in chains.rules) == ingress_policy
@@ -112,7 +114,7 @@ def test_a_policy_that_selects_nothing_leaves_profiles_alone():
     _, ingress, egress = endpoint_chains(state_of(
         profile("net1"), wep("a"), gnp("p", selector="has(other)", ingress=[{"action": "Deny"}])))
     assert skeleton(ingress) == ["profile pri-net1", "drop"]
-    assert skeleton(egress) == ["no vxlan", "profile pro-net1", "drop"]
+    assert skeleton(egress) == ["no vxlan", "no ipip", "profile pro-net1", "drop"]
 
 
 @pytest.mark.parametrize("gone_profile", [
@@ -128,14 +130,14 @@ def test_a_missing_or_invalid_profile_drops_and_ends_the_chain(gone_profile):
     assert state.profiles.get("gone", INVALID) is INVALID
     chains, ingress, egress = endpoint_chains(state)
     assert skeleton(ingress) == ["policy pi-default.p", "end of tier", "profile pri-net1", "drop"]
-    assert skeleton(egress) == ["no vxlan", "profile pro-net1", "drop"]
+    assert skeleton(egress) == ["no vxlan", "no ipip", "profile pro-net1", "drop"]
     assert not {"pri-net2", "pro-net2", "pri-gone", "pro-gone"} & set(chains.rules)
 
 
 def test_an_endpoint_without_profiles_ends_in_a_drop():
     _, ingress, egress = endpoint_chains(state_of(wep("a", profiles=())))
     assert skeleton(ingress) == ["drop"]
-    assert skeleton(egress) == ["no vxlan", "drop"]
+    assert skeleton(egress) == ["no vxlan", "no ipip", "drop"]
 
 
 HOST_PRELUDE = ("icmpv6 type { 130, 131, 132, 133, 135, 136 } accept",
@@ -211,6 +213,7 @@ OUTCOME_RULES = {None: [], "Log": [{"action": "Log"}],
                  "Deny": [{"action": "Deny"}, {"action": "Allow"}],
                  "Pass": [{"action": "Pass"}, {"action": "Deny"}]}
 _PHRASE = re.compile(r"meta nfproto (?P<nfproto>ipv4|ipv6)|udp dport (?P<udp>\d+)"
+                     r"|meta l4proto (?P<l4proto>\d+)"
                      r"|meta mark & (?P<mask>0x[0-9a-f]+) == (?P<want>0x[0-9a-f]+|0)"
                      r"|meta mark set meta mark (?P<op>[&|]) (?P<bits>0x[0-9a-f]+)"
                      r"|log prefix \"[^\"]*\" level \w+"
@@ -218,7 +221,7 @@ _PHRASE = re.compile(r"meta nfproto (?P<nfproto>ipv4|ipv6)|udp dport (?P<udp>\d+
 
 
 def run_chain(rules: dict, name: str, packet: dict) -> str:
-    """Run chain `name` for a packet of one family that is not VXLAN (the
+    """Run chain `name` for a packet of one family that is neither VXLAN nor IPIP (the
     chains run here match nothing else): "drop", or "return" with
     packet["mark"] as the chain left it."""
     for line in rules[name]:
@@ -227,7 +230,7 @@ def run_chain(rules: dict, name: str, packet: dict) -> str:
             m = _PHRASE.match(line, pos)
             assert m, f"cannot run {line[pos:]!r}"
             pos = m.end()
-            if m["nfproto"] and m["nfproto"] != packet["nfproto"] or m["udp"] \
+            if m["nfproto"] and m["nfproto"] != packet["nfproto"] or m["udp"] or m["l4proto"] \
                     or m["mask"] and packet["mark"] & int(m["mask"], 16) != int(m["want"], 16):
                 break  # the rule does not match
             if m["op"]:

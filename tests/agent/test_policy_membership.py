@@ -198,11 +198,14 @@ def test_status_file(engine, clock):
     assert status == {
         "enabled": True,
         "endpoints": 2,  # a and b, on this node
-        # per endpoint: ingress clear, jump, return, drop; egress also the VXLAN drop;
-        # net1's and net2's profile chains: one rule per family and direction
-        "rules": 2 * (4 + 5) + 2 * 2 * 2,
+        # per endpoint: ingress clear, jump, return, drop; egress also the VXLAN
+        # and IPIP drops; net1's and net2's profile chains: one rule per family
+        # and direction
+        "rules": 2 * (4 + 6) + 2 * 2 * 2,
         "sets": 2 * 2,  # has(net1), has(net2): IPv4 and IPv6 each
         "clusterEndpoints": 3,
+        "calicoHosts": {"ipv4": 0, "ipv6": 0},  # no Node records fed
+        "encapsulation": [],  # nor pools
         "milliseconds": 0.0,  # the test clock stood still
         "defaultEndpointToHostAction": {"value": "Drop", "source": "default"},
         "guarded": [],

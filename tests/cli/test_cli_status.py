@@ -137,6 +137,7 @@ POLICY_STATUS = {"enabled": True, "endpoints": 3, "rules": 42, "sets": 6, "clust
                  "defaultEndpointToHostAction": {"value": "Accept",
                                                  "source": "FelixConfiguration node.test-node"},
                  "guarded": ["tcp 10.0.0.1:2379 (etcd)"], "hostEndpoints": ["*", "eth0"],
+                 "calicoHosts": {"ipv4": 3, "ipv6": 2}, "encapsulation": ["ipip", "vxlan6"],
                  "failsafe": {"inbound": {"value": ["tcp:22"], "source": "default"},
                               "outbound": {"value": [],
                                            "source": "FELIX_FAILSAFEOUTBOUNDHOSTPORTS"}}}
@@ -161,6 +162,8 @@ def test_policy_enforced(cli, plugin_dir, tmp_path, monkeypatch):
     assert "Closed to containers: tcp 10.0.0.1:2379 (etcd)" in " ".join(result.out.split())
     assert ("Host endpoints: *, eth0; failsafe inbound: tcp:22 (from default); failsafe "
             "outbound: none (from FELIX_FAILSAFEOUTBOUNDHOSTPORTS)") in " ".join(result.out.split())
+    assert ("Tunnels: ipip, vxlan6 accepted only from the Calico hosts (3 IPv4, 2 IPv6 "
+            "addresses)") in " ".join(result.out.split())
     report = cli("status", "--plugin-dir", plugin_dir, "-o", "json").json()
     assert report["policy"] == POLICY_STATUS and report["healthy"]
 
