@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -496,3 +497,123 @@ def test_apply_on_forward_pre_dnat_and_do_not_track_policies(host, lan):
 
     assert tcp_reaches(n2, host_ns, "10.0.8.1", 7073)  # untracked both ways
     assert tracked(7072) and not tracked(7073)
+
+
+# Receives in the namespace it runs in, for 1 s, what a Calico host would
+# decapsulate: UDP to 4789 (VXLAN) or IP protocol 4 (IPIP; this kernel has no
+# ipip module, so a raw socket gets it); prints "got" if the marker came.
+_RECEIVE = r"""
+import socket, sys
+kind, address = sys.argv[1:]
+family = socket.AF_INET6 if ":" in address else socket.AF_INET
+if kind == "vxlan":
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((address, 4789))
+else:
+    s = socket.socket(family, socket.SOCK_RAW, 4)
+s.settimeout(1)
+print("ready", flush=True)
+try:
+    while b"forged" not in s.recv(2048):
+        pass
+    print("got")
+except TimeoutError:
+    pass
+"""
+
+# Sends one encapsulated packet to an address: a VXLAN header (VNI 4096) or
+# an IPv4 header, then an inner packet from a forged source (10.65.0.2,
+# workload b's) whose payload is the marker.
+_SEND = r"""
+import socket, struct, sys
+kind, address = sys.argv[1:]
+family = socket.AF_INET6 if ":" in address else socket.AF_INET
+inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 26, 0, 0, 64, 17, 0,
+                    socket.inet_aton("10.65.0.2"), socket.inet_aton("10.65.0.1")) + b"forged"
+if kind == "vxlan":
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.sendto(struct.pack("!II", 0x08000000, 4096 << 8) + inner, (address, 4789))
+else:
+    s = socket.socket(family, socket.SOCK_RAW, 4)
+    s.sendto(inner, (address, 0))
+"""
+
+
+def tunnelled(kind, src_ns, dst_ns, address):
+    """Whether a VXLAN or IPIP packet ("vxlan", "ipip") that src_ns sends to
+    address, carrying a forged inner source, arrives in dst_ns."""
+    receiver = subprocess.Popen(["ip", "netns", "exec", dst_ns, sys.executable, "-c",
+                                 _RECEIVE, kind, address], stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout.readline() == "ready\n"
+        subprocess.run(["ip", "netns", "exec", src_ns, sys.executable, "-c", _SEND, kind,
+                        address], check=True, timeout=10)
+        return receiver.communicate(timeout=10)[0] == "got\n"
+    finally:
+        receiver.kill()
+        receiver.wait()
+
+
+def calico_node(name, address, address6=None):
+    bgp = {"ipv4Address": address, **({"ipv6Address": address6} if address6 else {})}
+    res = Resource("Node", name, spec={"bgp": bgp})
+    return res.key, res.to_json().encode()
+
+
+def ip_pool(name, cidr, **modes):
+    res = Resource("IPPool", name, spec={"cidr": cidr, **modes})
+    return res.key, res.to_json().encode()
+
+
+def test_tunnels_reach_the_host_only_from_calico_hosts(host, lan):
+    """n2 is a Calico host (a Node with its address), n1 is not: while the
+    pools use VXLAN (IPv4, IPv6) and IPIP, the host takes them from n2 only,
+    before host endpoint policy, as Felix; without such pools nothing is
+    dropped.  n1 joining the cluster opens it."""
+    ns, workloads, status, host_ns = host
+    n1, n2 = lan["n1"], lan["n2"]
+    for netns, interface, address in ((host_ns, "eth1", "fd00:7::1"), (n1, "eth0", "fd00:7::2"),
+                                      (host_ns, "eth2", "fd00:8::1"), (n2, "eth0", "fd00:8::2")):
+        subprocess.run(["ip", "-n", netns, "addr", "add", f"{address}/64", "dev", interface,
+                        "nodad"], check=True)
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), wep("a"),
+                        calico_node(NODE, "10.0.7.1/24"),
+                        calico_node("n2", "10.0.8.2/24", "fd00:8::2/64"))
+    assert tunnelled("vxlan", n1, host_ns, "10.0.7.1")  # no pool uses VXLAN: host policy's
+    assert tunnelled("ipip", n1, host_ns, "10.0.7.1")
+
+    engine = engine_run(ns, engine, ip_pool("ipip", "10.65.0.0/24", ipipMode="Always"),
+                        ip_pool("vxlan", "10.66.0.0/24", vxlanMode="CrossSubnet"),
+                        ip_pool("vxlan6", "fd00:65::/64", vxlanMode="Always"))
+    for kind, address in (("vxlan", "10.0.7.1"), ("ipip", "10.0.7.1"), ("vxlan", "fd00:7::1")):
+        assert not tunnelled(kind, n1, host_ns, address), (kind, address)
+    for kind, address in (("vxlan", "10.0.8.1"), ("ipip", "10.0.8.1"), ("vxlan", "fd00:8::1")):
+        assert tunnelled(kind, n2, host_ns, address), (kind, address)
+    with open(status) as f:
+        written = json.load(f)
+    assert written["calicoHosts"] == {"ipv4": 2, "ipv6": 1}
+    assert written["encapsulation"] == ["ipip", "vxlan", "vxlan6"]
+
+    # Before host endpoint policy: a "*" endpoint that allows nothing.
+    engine = engine_run(ns, engine, host_endpoint("h1-all", "*"))
+    assert tunnelled("vxlan", n2, host_ns, "10.0.8.1")
+    assert tunnelled("ipip", n2, host_ns, "10.0.8.1")
+    assert not tunnelled("vxlan", n1, host_ns, "10.0.7.1")
+
+    engine = engine_run(ns, engine, calico_node("n1", "10.0.7.2/24"))
+    assert tunnelled("ipip", n1, host_ns, "10.0.7.1")
+    assert tunnelled("vxlan", n1, host_ns, "10.0.7.1")
+
+
+def test_workloads_send_neither_vxlan_nor_ipip(host, lan):
+    """Decapsulated on another host, a workload's VXLAN or IPIP would carry
+    its forged inner source past that host's checks: its egress drops both,
+    whatever the pools (Felix's default), while the rest of what it sends
+    to that host passes."""
+    ns, workloads, status, _ = host
+    n1 = lan["n1"]
+    assert tunnelled("ipip", workloads["a"], n1, "10.0.7.2")  # before the engine
+    engine_run(ns, PolicyEngine(NODE, status), profile("net1"), wep("a"))
+    assert not tunnelled("ipip", workloads["a"], n1, "10.0.7.2")
+    assert not tunnelled("vxlan", workloads["a"], n1, "10.0.7.2")
+    assert tcp_reaches(workloads["a"], n1, "10.0.7.2", 7000)
