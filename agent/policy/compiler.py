@@ -12,7 +12,8 @@ members the engine keeps up to date without touching the rules.
 
 A workload's egress chain starts with the guard (agent/policy/guarded.py):
 the datastore's client ports, dropped unless a rule of that endpoint's
-egress policies or profiles names them.
+egress policies or profiles names them; then VXLAN and IPIP are dropped
+(tunnels.py says why).
 
 A host endpoint of this node gets chains of four kinds, as Felix renders
 them (felix/rules/endpoints.go), each named for its interface (<if>, or

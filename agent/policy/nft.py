@@ -18,11 +18,11 @@ rules).  In nftables an accept ends only our table, so Accept and Return
 differ only in what our input chain would still check after it.
 
 What the host itself receives and sends on other interfaces meets this
-node's host endpoints (felix/rules/static.go, dispatch.go): after the
-workloads' own traffic and VXLAN between hosts (which Felix admits from
-the Calico hosts before host endpoint policy), from-hep and to-hep send it
-by interface to its host endpoint's chain, else to the "*" endpoint's,
-else it passes.  Forwarded traffic meets from-hep-fwd before the workload
+node's host endpoints (felix/rules/static.go, dispatch.go): after VXLAN
+and IPIP, which tunnels.py's chains admit from the Calico hosts first (and
+drop from others while in use), and the workloads' own traffic, from-hep
+and to-hep send it by interface to its host endpoint's chain, else to the
+"*" endpoint's, else it passes.  Forwarded traffic meets from-hep-fwd before the workload
 chains (unless a preDNAT or doNotTrack policy allowed it) and to-hep-fwd
 after them.  preDNAT policy runs in a prerouting chain at mangle priority,
 before DNAT; doNotTrack policy in prerouting and output chains at raw

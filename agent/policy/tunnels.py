@@ -14,7 +14,11 @@ VXLAN pool, VXLAN from elsewhere meets host endpoint policy, as in Felix.
 The host's own IPIP to the Calico hosts skips host endpoint policy, as
 Felix's output chain does; its VXLAN always did (nft.py).
 
-Workloads send neither: their egress chains drop both (compiler.py).
+Workloads send neither: their egress chains drop both whatever the pools
+(compiler.py), as Felix does by default (allowVXLANPacketsFromWorkloads,
+allowIPIPPacketsFromWorkloads false): any host that decapsulates, in this
+cluster or not, would take the forged inner source; a container that runs
+its own tunnel belongs on another network driver.
 """
 
 from dataclasses import dataclass
