@@ -1,7 +1,7 @@
 """The etcd records the policy engine reads, built as the plugin and
 calicoctl write them, for the policy tests that need neither etcd nor a
-kernel: workload endpoints, Profiles and GlobalNetworkPolicies as
-(key, value) pairs, and the state they add up to."""
+kernel: workload endpoints, Profiles, GlobalNetworkPolicies, Nodes and
+IPPools as (key, value) pairs, and the state they add up to."""
 
 import hashlib
 
@@ -79,3 +79,14 @@ def hep(name, interface, *expected_ips, node=NODE, profiles=(), labels=None):
 
 def felix_configuration(name, **spec):
     return record(Resource("FelixConfiguration", name, spec=spec))
+
+
+def calico_node(name, address, address6=None):
+    """A Node with its addresses (spec.bgp): a Calico host."""
+    bgp = {"ipv4Address": address, **({"ipv6Address": address6} if address6 else {})}
+    return record(Resource("Node", name, spec={"bgp": bgp}))
+
+
+def ip_pool(name, cidr, **modes):
+    """An IPPool; modes: ipipMode, vxlanMode."""
+    return record(Resource("IPPool", name, spec={"cidr": cidr, **modes}))

@@ -25,8 +25,9 @@ from datastore.policy import policy_from_resource
 from datastore.records import PROFILES
 from datastore.resources import Resource
 from datastore.selector import parse
-from tests.agent.policy_records import (NODE, OTHER_NODE, felix_configuration, gnp, gone, hep,
-                                        interface, profile, state_of, wep)
+from tests.agent.policy_records import (NODE, OTHER_NODE, calico_node, felix_configuration,
+                                        gnp, gone, hep, interface, ip_pool, profile, state_of,
+                                        wep)
 from tests.introspect import compile_chains, rule_selectors
 from tests.lab import Lab
 from tests.introspect import feed
@@ -524,12 +525,18 @@ STEPS = [
         felix_configuration("default", failsafeInboundHostPorts=[
             {"protocol": "TCP", "port": 22, "net": "10.0.0.0/8"},
             {"protocol": "UDP", "port": 68, "net": "fd00::/64"}, {"port": 2379}])]),
+    ("tunnels", [calico_node(NODE, "10.0.0.11/24", "fd00::11/64"),
+                 calico_node(OTHER_NODE, "10.0.0.12/24"),
+                 ip_pool("ipip", "10.65.0.0/16", ipipMode="Always"),
+                 ip_pool("vxlan6", "fd00::/64", vxlanMode="CrossSubnet")]),
     ("policy changed", [gnp("rich", order=5, ingress=EVERY_RULE[::2], egress=[])]),
     ("local endpoint removed", [gone(wep("a"))]),
     ("remote endpoint removed", [gone(wep("r1", node=OTHER_NODE))]),
     ("policy removed", [gone(gnp("rich"))]),
     ("profile removed", [gone(profile("rules"))]),
     ("host endpoint removed", [gone(hep("h1-eth0", "eth0"))]),
+    ("tunnels changed", [ip_pool("ipip", "10.65.0.0/16", vxlanMode="Always"),
+                         gone(calico_node(OTHER_NODE, ""))]),
     ("local endpoints removed", [gone(wep("b")), gone(wep("c"))]),
 ]
 STATES = list(itertools.accumulate((list(records) for _, records in STEPS),
@@ -633,3 +640,35 @@ def test_large_sets_are_written_in_bounded_statements():
     script = full_script(Ruleset({"s4_big": ("ipv4_addr", members)}, {}))
     elements = [line for line in script.splitlines() if line.startswith("add element")]
     assert [line.count(",") + 1 for line in elements] == [1000, 1000, 500]
+
+
+def test_tunnels_follow_the_hosts_addresses_and_the_pools_modes(ruleset_of, tmp_path):
+    """VXLAN and IPIP are accepted from the Nodes' addresses; dropped from
+    others only for an encapsulation some pool uses (Felix's rules)."""
+    hosts = [calico_node(NODE, "10.0.0.11/24", "fd00::11/64"),
+             calico_node(OTHER_NODE, "10.0.0.12/24")]
+    accept = ["meta nfproto ipv4 udp dport 4789 ip saddr @all-hosts-net fib daddr type local "
+              "accept",
+              "meta nfproto ipv6 udp dport 4789 ip6 saddr @all-hosts-net-v6 fib daddr type "
+              "local accept"]
+    plain = ruleset_of(*hosts, ip_pool("plain", "10.65.0.0/16"))
+    assert plain.sets["all-hosts-net"] == ("ipv4_addr", {"10.0.0.11", "10.0.0.12"})
+    assert plain.sets["all-hosts-net-v6"] == ("ipv6_addr", {"fd00::11"})
+    assert plain.chains["tunnels-in"] == tuple(accept)
+    assert plain.chains["tunnels-out"] == ()
+    used = ruleset_of(*hosts, ip_pool("ipip", "10.65.0.0/16", ipipMode="CrossSubnet"),
+                      ip_pool("vxlan", "10.66.0.0/16", vxlanMode="Always"),
+                      ip_pool("vxlan6", "fd00:65::/64", vxlanMode="Always"))
+    assert used.chains["tunnels-in"] == (
+        "ip protocol 4 ip saddr @all-hosts-net fib daddr type local accept",
+        "ip protocol 4 drop",
+        accept[0], "meta nfproto ipv4 udp dport 4789 fib daddr type local drop",
+        accept[1], "meta nfproto ipv6 udp dport 4789 fib daddr type local drop")
+    assert used.chains["tunnels-out"] == ("ip protocol 4 ip daddr @all-hosts-net accept",)
+    # What else a Node holds (its VTEP) is no change to policy.
+    engine = PolicyEngine(NODE, str(tmp_path / "status.json"))
+    assert feed(engine, *hosts[1])
+    vtep = Resource("Node", OTHER_NODE, spec={"bgp": {"ipv4Address": "10.0.0.12/24"},
+                                              "ipv4VXLANTunnelAddr": "10.65.1.0"})
+    assert not feed(engine, vtep.key, vtep.to_json().encode())
+

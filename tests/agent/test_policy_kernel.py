@@ -23,6 +23,7 @@ from tests.lab import Lab
 from tests.lab.common import wait_until
 from pyroute2 import netns as pyroute2_netns
 from tests.introspect import feed
+from tests.agent.policy_records import calico_node, ip_pool
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
 
@@ -552,17 +553,6 @@ def tunnelled(kind, src_ns, dst_ns, address):
     finally:
         receiver.kill()
         receiver.wait()
-
-
-def calico_node(name, address, address6=None):
-    bgp = {"ipv4Address": address, **({"ipv6Address": address6} if address6 else {})}
-    res = Resource("Node", name, spec={"bgp": bgp})
-    return res.key, res.to_json().encode()
-
-
-def ip_pool(name, cidr, **modes):
-    res = Resource("IPPool", name, spec={"cidr": cidr, **modes})
-    return res.key, res.to_json().encode()
 
 
 def test_tunnels_reach_the_host_only_from_calico_hosts(host, lan):
