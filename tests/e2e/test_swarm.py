@@ -415,8 +415,8 @@ def test_a_node_without_the_plugin_keeps_its_tasks_pending_until_it_is_enabled(s
     """What `docker service ps` shows for a task only a node without the
     plugin may run (h2, which runs no task since its drain): swarm's
     scheduler keeps it pending with "missing plugin on 1 node", and runs it
-    once the plugin is enabled there. A node reports its plugins to the
-    manager every 20 s or so, so each step waits for the manager to know."""
+    once the plugin is enabled there. The manager learns of a node's plugins
+    only when the node next reports them, so each step waits for it."""
     h2 = swarm.host("h2")
     node = node_id(h2)
 
@@ -431,7 +431,8 @@ def test_a_node_without_the_plugin_keeps_its_tasks_pending_until_it_is_enabled(s
                "net1", "--endpoint-mode", "dnsrr", "--constraint", f"node.id=={node}",
                swarm.image, "sleep", "86400")
         error = task_error(swarm, "lonely")
-        assert "no suitable node" in error and "missing plugin on 1 node" in error, error
+        assert ("no suitable node (scheduling constraints not satisfied on 2 nodes; "
+                "missing plugin on 1 node)") in error, error
         state = docker(swarm.manager, "service", "ps", "--format", "{{.CurrentState}}", "lonely")
         assert state.startswith("Pending"), state
     finally:
