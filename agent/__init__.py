@@ -2,7 +2,8 @@
 
 main.py starts it: node.py registers the Node (address from autodetect.py,
 liveness.py's heartbeat), and one datastore Follower feeds its views:
-routing/ (routes, VXLAN, IPIP, NAT between hosts), policy/ and names/.
+routing/ (routes, VXLAN, IPIP, NAT between hosts), policy/, names/ and
+published.py (this host's published ports, `docker run -p`, as DNAT).
 antispoofing.py keeps the reverse-path table; nftables.py is libnftables;
 status.py reads the peers for `calico-libnetwork status`; settings.py,
 errors.py.

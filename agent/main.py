@@ -1,5 +1,5 @@
 """The node agent: register this node, then keep its routes, VTEP and NAT
-(and policy, names and the anti-spoofing table) in step with etcd until
+(and policy, names, published ports and the anti-spoofing table) in step with etcd until
 SIGTERM or SIGINT."""
 
 import logging
@@ -13,6 +13,7 @@ from agent.autodetect import node_address, node_address6
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, policy_off
+from agent.published import PublishedPorts
 from agent.routing.model import ClusterState
 from agent.routing.reconciler import Reconciler
 from agent.settings import AgentSettings
@@ -54,11 +55,14 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
         if policy is None:
             policy_off(settings.policy_status_path)
         names = _start_names(settings) if settings.names else None
-        views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index) if v)
+        published = PublishedPorts(settings.nodename)
+        views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index,
+                                  published) if v)
         thread = Follower(etcd, views, settings.watch_idle_timeout, stop).start("follower")
         antispoofing.repair()
         while not stop.wait(antispoofing.CHECK_INTERVAL):
             antispoofing.repair()
+            published.check()
         heartbeat.stop()
         if names is not None:
             names.stop()

@@ -10,7 +10,8 @@ loop that follows etcd (snapshot, watch, idle timeout, backoff) for its
 views, handing them records.py's records, each key parsed once by its
 Kind; policy.py, selector.py, host_endpoint.py, felix_configuration.py,
 workload_endpoint.py and node.py parse (and check) the records the agent
-reads; annotations.py names the annotations the plugin writes; errors.py.
+reads; ports.py is a published port (an endpoint's host port binding);
+annotations.py names the annotations the plugin writes; errors.py.
 
 May import: nothing of this project.
 """

@@ -5,3 +5,6 @@ written by the driver, read by the node agents of every host."""
 # endpoint on it (a JSON list).
 NETWORK_NAME = "libnetwork.projectcalico.org/network-name"
 DNS_NAMES = "libnetwork.projectcalico.org/dns-names"
+# The host ports published to the endpoint (`docker run -p`), a JSON list
+# (datastore/ports.py): Calico v3's WorkloadEndpoint has no field for them.
+PUBLISHED_PORTS = "libnetwork.projectcalico.org/published-ports"

@@ -1,10 +1,12 @@
 """The WorkloadEndpoint record the agent's views read: what policy needs
-(node, interface, addresses, labels, profiles) and what names need (the
-network's name and DNS names the plugin annotates), parsed once."""
+(node, interface, addresses, labels, profiles), what names need (the
+network's name and DNS names the plugin annotates) and the host ports it
+publishes, parsed once."""
 
 import json
 from dataclasses import dataclass
 
+from datastore import ports
 from datastore.annotations import DNS_NAMES, NETWORK_NAME
 from datastore.resources import Resource
 
@@ -18,6 +20,7 @@ class WorkloadEndpoint:
     profiles: tuple[str, ...]
     network_name: str | None  # the Docker network's name, when the plugin wrote it
     dns_names: tuple[str, ...]  # as Docker gave them
+    published: tuple[ports.PortBinding, ...] = ()  # sorted
 
     @classmethod
     def from_resource(cls, res: Resource) -> "WorkloadEndpoint":
@@ -35,4 +38,5 @@ class WorkloadEndpoint:
                    tuple(sorted((k, str(v)) for k, v in labels.items())),
                    tuple(spec.get("profiles") or ()),
                    annotations.get(NETWORK_NAME),
-                   tuple(n for n in names if isinstance(n, str)))
+                   tuple(n for n in names if isinstance(n, str)),
+                   ports.published(res.name, annotations))

@@ -76,7 +76,7 @@ _MAC = re.compile(r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$')
 
 
 def set_up_veth(host_ifname, temp_ifname, ipv4_addrs=(), ipv6_addrs=(), mtu=None,
-                mac=None, proc_sys='/proc/sys'):
+                mac=None, proc_sys='/proc/sys', published=False):
     """Join's host side: the veth pair ``host_ifname`` <-> ``temp_ifname``,
     with ``host_ifname`` made the routed gateway of the container's addresses.
 
@@ -89,7 +89,9 @@ def set_up_veth(host_ifname, temp_ifname, ipv4_addrs=(), ipv6_addrs=(), mtu=None
     brought to the asked state; a ``host_ifname`` left over with any other
     peer is replaced.  ``proc_sys``: where /proc/sys is writable (a managed
     plugin's own /proc/sys is read-only; its config.json mounts the host's
-    elsewhere).  Bad arguments change nothing; on any other failure the pair
+    elsewhere).  ``published``: the endpoint publishes host ports, which the
+    host's own connections to 127.0.0.1 reach too (route_localnet).  Bad
+    arguments change nothing; on any other failure the pair
     is removed, and ``KernelError`` says what failed.
     """
     _check_veth(host_ifname, temp_ifname, mtu, mac)
@@ -99,6 +101,15 @@ def set_up_veth(host_ifname, temp_ifname, ipv4_addrs=(), ipv6_addrs=(), mtu=None
         index = _create_veth(nl, host_ifname, temp_ifname, mtu, mac)
         try:
             _program_host_side(nl, index, host_ifname, v4, v6, proc_sys)
+            if published:
+                # The host's connection to 127.0.0.1:<port>, DNATed to the
+                # container, leaves through this interface with its source
+                # 127.0.0.1 (the agent masquerades it after routing): the
+                # kernel refuses that route unless the interface allows
+                # loopback addresses, as Docker sets on its bridges.  The
+                # agent drops what a container sends to 127.0.0.0/8 through
+                # it (agent/published.py).
+                _sysctl(proc_sys, f'net/ipv4/conf/{host_ifname}/route_localnet')
         except KernelError:
             _delete_link(nl, host_ifname, f'clean up {host_ifname}', quiet=True)
             raise

@@ -6,6 +6,7 @@ import json
 import re
 
 from datastore import annotations
+from datastore import ports
 from datastore.resources import Resource, Resources, valid_name
 
 ORCHESTRATOR = "libnetwork"
@@ -61,10 +62,12 @@ def on_network(resources: Resources, network_id: str) -> bool:
 
 
 def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
-                      network_name=None) -> Resource:
+                      network_name=None, published=()) -> Resource:
     notes = {NETWORK_ID_ANNOTATION: network_id}
     if network_name:
         notes[NETWORK_NAME_ANNOTATION] = network_name
+    if published:
+        notes[annotations.PUBLISHED_PORTS] = ports.dumps(published)
     return Resource(
         kind="WorkloadEndpoint",
         name=wep_name(node, endpoint_id),
@@ -85,6 +88,11 @@ def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
             "mac": mac,
         },
     )
+
+
+def published_ports(wep: Resource) -> tuple[ports.PortBinding, ...]:
+    """The host ports the endpoint publishes (none when its annotation is unreadable)."""
+    return ports.published(wep.name, wep.annotations)
 
 
 def container_labels(labels: dict, prefixed: bool) -> dict:

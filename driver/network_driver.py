@@ -7,6 +7,7 @@ into the container as cali0 with gateway 169.254.1.1; Leave and
 DeleteEndpoint undo it.  Every step is safe to replay.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from datastore.resources import Resource, Resources
 from datastore.retry import Backoff
 from driver import dataplane
 from driver import endpoints as ep
+from driver import published
 from driver.docker_api import DockerApi
 from driver.holders import AddressHolders
 from driver.errors import (DockerUnavailable, DriverError, NetworkNameUnknown, NotCalicoIpam,
@@ -84,6 +86,10 @@ class NetworkDriver:
         self._learning = BoundedDict(_CACHE_LIMIT)  # network id -> Event set when learning ends
         self._claims = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="claim-sandbox")
         self._learners = ThreadPoolExecutor(_LEARN_THREADS, thread_name_prefix="learn-ep")
+        # Choosing host ports and writing them is one step for this host's
+        # endpoints, which only this process creates: two containers asking
+        # for one port at once cannot both see it free.
+        self._publishing = threading.Lock()
 
     def close(self) -> None:
         """Wait for the claims and learning Join started, then end the kept
@@ -117,7 +123,9 @@ class NetworkDriver:
         return {}
 
     def program_external_connectivity(self, network_id, endpoint_id, options):
-        return {}  # Calico networks are routed; there is no port publishing.
+        # Published ports are on the WorkloadEndpoint since CreateEndpoint
+        # (see driver/published.py); this host's agent renders them.
+        return {}
 
     def revoke_external_connectivity(self, network_id, endpoint_id):
         return {}
@@ -264,6 +272,7 @@ class NetworkDriver:
         # applies endpoint.ifname (Docker >= 28) for a remote driver; the MAC
         # is Interface.MacAddress (endpoint.macaddress is the same, base64).
         ip_networks = _endpoint_addresses(interface)
+        asked = published.requests(options)  # refused before anything is written
         network = self._network(network_id, interface)
         if options.get(OPT_IFNAME):
             LOG.info("endpoint %s asks for interface name %r, which dockerd does not apply "
@@ -275,13 +284,21 @@ class NetworkDriver:
             self._ensure_profile(profile)
             profiles = [profile]
         mac = (interface["MacAddress"] or ep.DEFAULT_MAC).lower().replace("-", ":")
-        wep = ep.workload_endpoint(self.settings.nodename, endpoint_id, network_id,
-                                   ip_networks, mac, profiles, network.name)
-        try:
-            wep = self.resources.create(wep)
-        except ResourceAlreadyExists:  # a replayed CreateEndpoint
-            wep = self.resources.apply(wep)
+        bindings = []
+        # Only an endpoint that publishes waits for the others' choice of ports.
+        with self._publishing if asked else contextlib.nullcontext():
+            if asked:
+                bindings = published.assign(asked, self._published_by_others(endpoint_id))
+            wep = ep.workload_endpoint(self.settings.nodename, endpoint_id, network_id,
+                                       ip_networks, mac, profiles, network.name, bindings)
+            try:
+                wep = self.resources.create(wep)
+            except ResourceAlreadyExists:  # a replayed CreateEndpoint
+                wep = self.resources.apply(wep)
         self._weps.put(endpoint_id, _Known(wep))
+        if bindings:
+            LOG.info("endpoint %s publishes %s", endpoint_id[:12],
+                     ", ".join(str(b) for b in bindings))
         if profiles and len(network_id) == SWARM_ID_LENGTH:
             # Another node's DeleteNetwork may have deleted the shared Profile
             # since it was ensured: ask etcd again (_leave_swarm_network's pair).
@@ -293,6 +310,12 @@ class NetworkDriver:
         if interface["MacAddress"]:
             return {}
         return {"Interface": {"MacAddress": ep.DEFAULT_MAC}}
+
+    def _published_by_others(self, endpoint_id) -> list:
+        """The host ports this node's other endpoints publish."""
+        return [binding for wep in ep.node_weps(self.resources, self.settings.nodename)
+                if wep.spec.get("endpoint") != endpoint_id
+                for binding in ep.published_ports(wep)]
 
     def _ensure_profile(self, name):
         if name in self._profiles:
@@ -406,7 +429,8 @@ class NetworkDriver:
         try:
             dataplane.set_up_veth(host_if, temp_if, v4, v6, mtu=self.settings.veth_mtu,
                                   mac=wep.spec.get("mac") or None,
-                                  proc_sys=self.settings.proc_sys)
+                                  proc_sys=self.settings.proc_sys,
+                                  published=bool(ep.published_ports(wep)))
         except KernelError as exc:
             # The claim goes with the endpoint: dockerd deletes it next.
             if claim is not None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from agent.policy.guarded import Guarded, guard_rules, named_by
 from agent.policy.state import Endpoint, PolicyState
+from agent.published import PUBLISHED_MARK
 from datastore.host_endpoint import ALL_INTERFACES
 from datastore.policy import EntityRule, GlobalNetworkPolicy, Profile, Rule
 from datastore.selector import Selector
@@ -280,6 +281,12 @@ def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, directi
         yield ACCEPT_AND_RETURN  # no applyOnForward policy: forwarded traffic is allowed
     if kind != NORMAL:
         return  # profiles apply to normal chains only
+    if inbound and endpoint.publishes:
+        # Published means reachable, as on Docker's bridge: a connection to
+        # a published port (agent/published.py) passes the profiles, which
+        # admit only the network's own endpoints.  Policies selecting the
+        # endpoint decide before (their tier ends in a drop).
+        yield f"ct mark & {PUBLISHED_MARK:#x} == {PUBLISHED_MARK:#x} {ACCEPT_AND_RETURN}"
     for name in endpoint.profiles:
         profile = state.profiles.get(name)
         if not isinstance(profile, Profile):

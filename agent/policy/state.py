@@ -38,12 +38,14 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...]  # its own, sorted
     profiles: tuple[str, ...]
     host: bool = False  # a HostEndpoint
+    publishes: bool = False  # a workload with published ports (agent/published.py)
 
     @classmethod
     def of_workload(cls, key: str, wep: WorkloadEndpoint) -> "Endpoint":
         labels = tuple((k, v) for k, v in wep.labels
                        if not k.startswith(_DROPPED_LABEL_PREFIXES))
-        return cls(key, wep.node, wep.interface, wep.addresses, labels, wep.profiles)
+        return cls(key, wep.node, wep.interface, wep.addresses, labels, wep.profiles,
+                   publishes=bool(wep.published))
 
     @classmethod
     def of_host(cls, key: str, hep: HostEndpoint) -> "Endpoint":

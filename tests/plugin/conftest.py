@@ -21,7 +21,7 @@ def no_netlink(monkeypatch):
     in pytest's own namespace, where no cali link may be left."""
     made = []
     monkeypatch.setattr(dataplane, "set_up_veth", lambda host, temp, v4=(), v6=(), mtu=None,
-                        mac=None, proc_sys=None: made.append((host, temp, mac)))
+                        mac=None, proc_sys=None, published=False: made.append((host, temp, mac)))
     return made
 
 
