@@ -55,6 +55,12 @@ def node_weps(resources: Resources, node: str) -> list[Resource]:
             if w.spec.get("node") == node]
 
 
+def on_network(resources: Resources, network_id: str) -> bool:
+    """Whether a WorkloadEndpoint of any node is on the network (a read of all)."""
+    return any(w.metadata.get("annotations", {}).get(NETWORK_ID_ANNOTATION) == network_id
+               for w in resources.list("WorkloadEndpoint", NAMESPACE))
+
+
 def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
                       network_name=None, published=()) -> Resource:
     notes = {NETWORK_ID_ANNOTATION: network_id}

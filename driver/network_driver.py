@@ -185,14 +185,36 @@ class NetworkDriver:
 
     def delete_network(self, network_id):
         network = self.networks.get(network_id)
-        self._named_networks.pop(network_id, None)
+        named = self._named_networks.pop(network_id, None)
         if network and network.name:
             self._profiles.discard(ep.profile_name(network.name))
+        if len(network_id) == SWARM_ID_LENGTH:
+            # Another node may have removed the shared record: the name this
+            # process knew still names the Profile.
+            self._leave_swarm_network(network_id, network or named)
+            return {}
         self.networks.remove(network_id)
         if (network and network.name and self.settings.create_profiles
                 and not self.networks.name_in_use_elsewhere(network.name, network_id)):
             self.resources.delete("Profile", ep.profile_name(network.name))
         return {}
+
+    def _leave_swarm_network(self, network_id, network):
+        """A swarm network has one id, record and Profile on every node, and a
+        node's dockerd deletes it when the node's last task leaves: remove them
+        only when no endpoint of any node is on the network.  A node creating
+        an endpoint meanwhile asks for the Profile again once its endpoint is
+        written (create_endpoint), and this checks for endpoints again once the
+        Profile is gone: whichever comes last brings it back."""
+        if ep.on_network(self.resources, network_id):
+            return
+        if network and network.name and self.settings.create_profiles:
+            profile = ep.profile_name(network.name)
+            self.resources.delete("Profile", profile)
+            if ep.on_network(self.resources, network_id):
+                self._ensure_profile(profile)
+                return
+        self.networks.remove(network_id)
 
     def _network(self, network_id, interface) -> Network:
         """The network's record, named when profiles are made; a NetworkID we
@@ -277,6 +299,11 @@ class NetworkDriver:
         if bindings:
             LOG.info("endpoint %s publishes %s", endpoint_id[:12],
                      ", ".join(str(b) for b in bindings))
+        if profiles and len(network_id) == SWARM_ID_LENGTH:
+            # Another node's DeleteNetwork may have deleted the shared Profile
+            # since it was ensured: ask etcd again (_leave_swarm_network's pair).
+            self._profiles.discard(profiles[0])
+            self._ensure_profile(profiles[0])
         self.holders.add(endpoint_id, ip_networks)
         # Give Docker the MAC only when it has none: returning a field Docker
         # already set is an error ("driver modified interface MAC address").

@@ -9,6 +9,7 @@ task labels, and nothing left after scaling down and removing.
 One lab for the module; the tests run in order and share its services.
 """
 
+import json
 import re
 
 import pytest
@@ -17,8 +18,8 @@ from netaddr import IPAddress, IPNetwork
 
 from tests.e2e import reach
 from tests.e2e.calico_host import WEP_PREFIX, calicoctl, docker, keys, wep
-from tests.e2e.managed_plugin import call
-from tests.e2e.swarm_lab import SERVICE_LABEL, swarm_lab
+from tests.e2e.managed_plugin import PLUGIN, call
+from tests.e2e.swarm_lab import POOL, SERVICE_LABEL, swarm_lab
 from tests.lab.common import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
@@ -28,6 +29,9 @@ PORT, OTHER_PORT = 7000, 7001  # db serves both; the policy opens PORT only
 DB_LABELS = {"org.projectcalico.label.tier": "backend",
              # What `docker stack deploy --compose-file ... shop` adds to each service.
              "com.docker.stack.namespace": "shop"}
+BLOCK_PREFIX = "/calico/ipam/v2/assignment/ipv4/block/"
+HANDLE_PREFIX = "/calico/ipam/v2/handle/"
+PROFILE_PREFIX = "/calico/resources/v3/projectcalico.org/profiles/"
 NAMES_CONVERGE = 30  # s: swarm gossips names between nodes within a few seconds
 
 
@@ -300,6 +304,163 @@ def test_a_workers_dockerd_restart_restores_its_tasks_on_calico(swarm, web, db, 
 
 
 
+# -- update, drain, the leader's restart, a node without the plugin ------------
+
+def calico_mismatches(swarm):
+    """{node: {what: (held, wanted)}} where the node's WorkloadEndpoints'
+    addresses, the addresses allocated in its blocks or its cali links
+    differ from its running containers' Calico addresses (tasks and plain
+    containers alike), and the IPAM handles from the containers' number;
+    empty when everything equals the running containers."""
+    running = {}
+    for host in swarm.hosts:
+        ids = host.docker("ps", "-q").stdout.split()
+        out = host.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}"
+                          "{{.IPAddress}} {{end}}", *ids).stdout if ids else ""
+        running[host.name] = {a for a in out.split() if IPAddress(a) in IPNetwork(POOL)}
+    endpoints = {h.name: set() for h in swarm.hosts}
+    for raw in swarm.etcd.ctl("get", "--prefix", "--print-value-only",
+                              WEP_PREFIX).stdout.splitlines():
+        record = json.loads(raw)
+        endpoints[record["spec"]["node"]] |= {n.split("/")[0]
+                                              for n in record["spec"]["ipNetworks"]}
+    allocated = {h.name: set() for h in swarm.hosts}
+    for raw in swarm.etcd.ctl("get", "--prefix", "--print-value-only",
+                              BLOCK_PREFIX).stdout.splitlines():
+        block = json.loads(raw)
+        first = IPNetwork(block["cidr"]).first
+        affinity = (block.get("affinity") or "none").removeprefix("host:")
+        allocated.setdefault(affinity, set()).update({
+            str(IPAddress(first + n)) for n, used in enumerate(block["allocations"])
+            if used is not None})
+    wrong = {}
+    for host in swarm.hosts:
+        want = running[host.name]
+        held = {"endpoints": endpoints[host.name], "addresses": allocated[host.name],
+                "cali links": len(cali_links(host))}
+        wanted = {"endpoints": want, "addresses": want, "cali links": len(want)}
+        wrong[host.name] = {k: (held[k], wanted[k]) for k in held if held[k] != wanted[k]}
+    handles = len(keys(swarm, HANDLE_PREFIX))
+    if handles != sum(map(len, running.values())):
+        wrong["handles"] = (handles, sum(map(len, running.values())))
+    return {k: v for k, v in wrong.items() if v}
+
+
+def assert_calico_equals_the_containers(swarm, timeout=30):
+    assert wait_until(lambda: not calico_mismatches(swarm), timeout, 0.5), \
+        f"{calico_mismatches(swarm)}\n{swarm.logs()}"
+
+
+def all_tasks(swarm, service):
+    return {name for names in swarm.tasks(service).values() for name in names}
+
+
+def node_id(host):
+    return docker(host, "info", "-f", "{{.Swarm.NodeID}}")
+
+
+def assert_web_serves(swarm, plain):
+    """web's tasks reach each other and are reached from the plain container
+    on net1 (net1's profile allows it), and `web` resolves to them."""
+    tasks = swarm.task_addresses("web", "net1")
+    nodes = [reach.container(host, task, "net1") for task, (host, _) in tasks.items()]
+    first = {node.host.name: node for node in nodes}
+    assert_reach([(src, dst, "icmp", True) for src in (plain, *first.values())
+                  for dst in nodes if src is not dst])
+    wait_resolves(plain.host, plain.name, "web", {address for _, address in tasks.values()})
+
+
+def test_service_update_force_replaces_every_task_leaving_nothing(swarm, web, db, plain):
+    before = all_tasks(swarm, "web")
+    docker(swarm.manager, "service", "update", "--detach", "--force",
+           "--update-parallelism", "3", "web")
+
+    def replaced():
+        now = all_tasks(swarm, "web")
+        return len(now) == WEB_REPLICAS and not now & before
+    assert wait_until(replaced, 90, 0.5), \
+        f"web's tasks not all replaced: {swarm.tasks('web')}\n{swarm.logs()}"
+    assert_calico_equals_the_containers(swarm)
+
+
+def test_drain_moves_tasks_and_the_networks_profiles_serve_the_other_nodes(swarm, web, db,
+                                                                          plain):
+    """Drained, h2's last tasks leave, so its dockerd deletes net1 and net2
+    there (DeleteNetwork): the networks' Profiles stay for the tasks on the
+    other nodes, which still reach each other and resolve web's name."""
+    h2 = swarm.host("h2")
+    assert swarm.tasks("web")[h2] or swarm.tasks("db")[h2], f"h2 runs no task: {swarm.tasks('web')}"
+    node = node_id(h2)
+    docker(swarm.manager, "node", "update", "--availability", "drain", node)
+    try:
+        assert wait_until(lambda: not (swarm.tasks("web")[h2] or swarm.tasks("db")[h2]),
+                          60, 0.5), f"tasks stay on h2: {swarm.tasks('web')}"
+        swarm.wait_running("web", WEB_REPLICAS)
+        swarm.wait_running("db", 2)
+        assert wait_until(lambda: not {"net1", "net2"} & set(
+            h2.docker("network", "ls", "--format", "{{.Name}}").stdout.split()), 30, 0.5)
+        assert_calico_equals_the_containers(swarm)
+        for network in ("net1", "net2"):
+            assert swarm.etcd.get(PROFILE_PREFIX + network) is not None, \
+                f"{network}'s Profile went with h2's DeleteNetwork\n{swarm.logs()}"
+        assert_web_serves(swarm, plain)
+    finally:
+        docker(swarm.manager, "node", "update", "--availability", "active", node)
+    assert wait_until(lambda: docker(swarm.manager, "node", "inspect", "-f",
+                                     "{{.Spec.Availability}}", node) == "active", 10, 0.2)
+    assert_calico_equals_the_containers(swarm)
+
+
+def test_a_node_without_the_plugin_keeps_its_tasks_pending_until_it_is_enabled(swarm, web):
+    """What `docker service ps` shows for a task only a node without the
+    plugin may run (h2, which runs no task since its drain): swarm's
+    scheduler keeps it pending with "missing plugin on 1 node", and runs it
+    once the plugin is enabled there. The manager learns of a node's plugins
+    only when the node next reports them, so each step waits for it."""
+    h2 = swarm.host("h2")
+    node = node_id(h2)
+
+    def manager_sees_plugin():
+        return PLUGIN in docker(swarm.manager, "node", "inspect", "-f",
+                                "{{range .Description.Engine.Plugins}}{{.Name}} {{end}}",
+                                node).split()
+    docker(h2, "plugin", "disable", PLUGIN)
+    try:
+        assert wait_until(lambda: not manager_sees_plugin(), 60, 0.5)
+        docker(swarm.manager, "service", "create", "--detach", "--name", "lonely", "--network",
+               "net1", "--endpoint-mode", "dnsrr", "--constraint", f"node.id=={node}",
+               swarm.image, "sleep", "86400")
+        error = task_error(swarm, "lonely")
+        assert ("no suitable node (scheduling constraints not satisfied on 2 nodes; "
+                "missing plugin on 1 node)") in error, error
+        state = docker(swarm.manager, "service", "ps", "--format", "{{.CurrentState}}", "lonely")
+        assert state.startswith("Pending"), state
+    finally:
+        docker(h2, "plugin", "enable", PLUGIN)
+    try:
+        swarm.wait_running("lonely", 1)
+        assert swarm.tasks("lonely")[h2], swarm.tasks("lonely")
+        assert_calico_equals_the_containers(swarm)
+    finally:
+        swarm.remove_service("lonely")
+
+
+def test_the_leaders_dockerd_restart_leaves_every_node_equal_to_its_tasks(swarm, web, db,
+                                                                           plain):
+    """h1, the only manager, stops with its tasks and the plugin, and starts
+    again: swarm runs web and db again, and every node holds what its
+    running tasks do, nothing of the stopped ones."""
+    h1 = swarm.manager
+    assert swarm.tasks("web")[h1] or swarm.tasks("db")[h1], \
+        f"h1 runs no task: {swarm.tasks('web')}"
+    h1.stop()
+    h1.start()
+    swarm.wait_running("web", WEB_REPLICAS, timeout=120)
+    swarm.wait_running("db", 2)
+    assert_calico_equals_the_containers(swarm, timeout=60)
+    assert_web_serves(swarm, plain)
+
+
 def test_scale_down_and_service_rm_leave_nothing(swarm, web, db, plain):
     docker(swarm.manager, "service", "scale", "--detach", "web=2")
     swarm.wait_running("web", 2)
@@ -315,3 +476,7 @@ def test_scale_down_and_service_rm_leave_nothing(swarm, web, db, plain):
     assert wait_until(nothing_left, 30, 0.5), (
         f"endpoints {keys(swarm, WEP_PREFIX)}, handles {keys(swarm, '/calico/ipam/v2/handle/')}, "
         f"links { {h.name: cali_links(h) for h in swarm.hosts} }\n{swarm.logs()}")
+    # Each node's dockerd deleted net1 and net2 as its last task left; the
+    # last to do so found no endpoint on them and took their Profiles.
+    assert wait_until(lambda: not keys(swarm, PROFILE_PREFIX), 30, 0.5), \
+        f"{keys(swarm, PROFILE_PREFIX)}\n{swarm.logs()}"

@@ -10,11 +10,18 @@ node, so after a dockerd restart the same id comes again without a
 DeleteNetwork in between.
 """
 
+import hashlib
 import json
 
+from datastore.resources import Resources
 from driver.networks import PREFIX as NETWORKS
+from driver.settings import DriverSettings
 from ipam.driver import ANY_POOL_ID
-from tests.plugin.support import NamedDocker, call, make_client
+from plugin import services
+from plugin.app import create_app
+from tests.plugin.support import NamedDocker, call, endpoint, make_client
+
+PROFILES = "/calico/resources/v3/projectcalico.org/profiles/"
 
 SWARM_NET = "yev1q7lcn31qyxk10nhugr0ys"  # swarmkit's identity.NewID(): 25 base-36 characters
 IPV4_DATA = [{"AddressSpace": "CalicoLocalAddressSpace", "Pool": "0.0.0.0/0",
@@ -103,3 +110,52 @@ def test_a_swarm_network_without_config_from_says_what_to_run(store):
     assert "created without --config-from" in answer["Err"]
     assert "--config-only --ipam-driver calico:latest" in answer["Err"]
     assert store.get_prefix(NETWORKS)[0] == []
+
+
+def node_client(store, node):
+    settings = DriverSettings(nodename=node)
+    return create_app(lambda: services.wire(settings, Resources(store), NamedDocker(),
+                                            None)).test_client()
+
+
+def create_endpoint(client, n):
+    body = {"NetworkID": SWARM_NET, "EndpointID": endpoint(n), "Options": {},
+            "Interface": {"Address": f"192.168.7.{n}/32", "AddressIPv6": "",
+                          "MacAddress": ""}}
+    assert call(client, "NetworkDriver.CreateEndpoint", body)[0] == 200
+
+
+def delete_endpoint(client, n):
+    body = {"NetworkID": SWARM_NET, "EndpointID": endpoint(n)}
+    assert call(client, "NetworkDriver.DeleteEndpoint", body) == (200, {})
+
+
+def test_a_swarm_networks_profile_lives_while_any_node_has_an_endpoint_on_it(store):
+    """Every node's dockerd creates and deletes the same swarm network (one
+    id, one record, one Profile): a node whose last task left deletes them
+    only when no node has an endpoint on the network; a node that still
+    believes the Profile exists writes it again with its next endpoint."""
+    body = {"NetworkID": SWARM_NET, "Options": SWARM_OPTIONS, "IPv4Data": IPV4_DATA,
+            "IPv6Data": []}
+    a, b = node_client(store, "node-a"), node_client(store, "node-b")
+    for client in (a, b):
+        assert call(client, "NetworkDriver.CreateNetwork", body) == (200, {})
+    for n, client in ((1, a), (2, b)):
+        create_endpoint(client, n)
+    profile = PROFILES + "web-net-" + hashlib.sha256(b"Web_Net").hexdigest()[:8]
+    assert store.get(profile) is not None
+
+    delete_endpoint(a, 1)
+    assert call(a, "NetworkDriver.DeleteNetwork", {"NetworkID": SWARM_NET}) == (200, {})
+    assert store.get(profile) is not None, "b's endpoint lost its profile"
+    assert store.get(NETWORKS + SWARM_NET) is not None
+
+    delete_endpoint(b, 2)  # b keeps the network (and believes the Profile exists) ...
+    assert call(a, "NetworkDriver.DeleteNetwork", {"NetworkID": SWARM_NET}) == (200, {})
+    assert store.get(profile) is None and store.get(NETWORKS + SWARM_NET) is None
+    create_endpoint(b, 3)  # ... and its next endpoint brings the Profile back
+    assert store.get(profile) is not None
+
+    delete_endpoint(b, 3)
+    assert call(b, "NetworkDriver.DeleteNetwork", {"NetworkID": SWARM_NET}) == (200, {})
+    assert store.get_prefix("/calico/")[0] == []
