@@ -19,7 +19,7 @@ from netaddr import IPAddress, IPNetwork
 from tests.e2e import reach
 from tests.e2e.calico_host import WEP_PREFIX, calicoctl, docker, keys, wep
 from tests.e2e.managed_plugin import PLUGIN, call
-from tests.e2e.swarm_lab import POOL, SERVICE_LABEL, swarm_lab
+from tests.e2e.swarm_lab import ADDRESSES, POOL, SERVICE_LABEL, swarm_lab
 from tests.lab.common import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
@@ -459,6 +459,31 @@ def test_the_leaders_dockerd_restart_leaves_every_node_equal_to_its_tasks(swarm,
     swarm.wait_running("db", 2)
     assert_calico_equals_the_containers(swarm, timeout=60)
     assert_web_serves(swarm, plain)
+
+
+PUBLISHED = 8088
+
+
+def test_a_service_published_in_host_mode_answers_on_its_nodes_port(swarm, web):
+    """`--publish mode=host` (the routing mesh needs overlay): the node that
+    runs the task answers on the published port, from another node too, and
+    no longer once the service is gone."""
+    h1, h2 = swarm.manager, swarm.host("h2")
+    client = reach.host_node(h1, ADDRESSES["h1"])
+    swarm.create_service("pub", "net1", 1, "--endpoint-mode", "dnsrr",
+                         "--constraint", f"node.id=={node_id(h2)}",
+                         "--publish", f"mode=host,target={PORT},published={PUBLISHED}")
+    try:
+        (task, (host, _)), = swarm.task_addresses("pub", "net1").items()
+        assert host is h2
+        reach.serve(reach.container(h2, task, "net1"), (PORT,))
+        assert wait_until(lambda: reach.probe(client, ADDRESSES["h2"], "tcp", PUBLISHED,
+                                              timeout=2), 15, 0.5)
+    finally:
+        swarm.remove_service("pub")
+    assert wait_until(lambda: not reach.probe(client, ADDRESSES["h2"], "tcp", PUBLISHED,
+                                              timeout=1), 30, 0.5)
+    assert_calico_equals_the_containers(swarm)
 
 
 def test_scale_down_and_service_rm_leave_nothing(swarm, web, db, plain):
