@@ -144,6 +144,7 @@ class Etcd:
                                 time_retry=0, opts=_GRPC_OPTIONS)
             self._clients.append(etcd3.MultiEndpointEtcd3Client([ep], timeout=timeout))
         self._current = 0
+        self._closed = False
 
     # -- plumbing -------------------------------------------------------
 
@@ -169,6 +170,12 @@ class Etcd:
                                   f"{_plain_http_hint(self.endpoints[idx], exc)})")
                     retryable = retryable and isinstance(exc, _RETRYABLE)
                     continue
+                except ValueError as exc:
+                    if not self._closed:
+                        raise
+                    # gRPC's answer on a closed channel, to a thread still at
+                    # work when its owner stopped: a typed error like any outage.
+                    raise DatastoreUnavailable("the etcd client is closed") from exc
                 except grpc.RpcError as exc:  # anything the library doesn't map
                     errors.append(f"{self.endpoints[idx]} ({exc.code().name})")
                     retryable = False
@@ -218,6 +225,7 @@ class Etcd:
         return None
 
     def close(self):
+        self._closed = True
         for c in self._clients:
             c.close()
 
