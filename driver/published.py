@@ -96,13 +96,16 @@ def assign(asked: Iterable[Request], published: Iterable[PortBinding]) -> list[P
     process; PortTaken naming the port (or range) otherwise."""
     taken = list(published)
     chosen = []
+    sockets = {}  # protocol -> its bound sockets, read once for all candidates
     for request in asked:
+        if request.protocol not in sockets:
+            sockets[request.protocol] = list(_bound(request.protocol))
         candidates = (range(request.first, request.last + 1) if request.first
                       else _ephemeral())
         for host_port in candidates:
             binding = request.binding(host_port)
             holder = next((t for t in taken if t.overlaps(binding)), None)
-            if holder is None and not is_listened_on(binding):
+            if holder is None and not is_listened_on(binding, sockets[request.protocol]):
                 break
         else:
             if request.first and request.first == request.last:
@@ -128,22 +131,23 @@ def _ephemeral() -> range:
     return range(low, high + 1)
 
 
-def is_listened_on(binding: PortBinding, proc_net: str = "/proc/net") -> bool:
-    """A socket of this host's network namespace listens on the binding's
-    host port (TCP, SCTP) or is bound to it (UDP), on its address, a
-    wildcard or, for a binding of every address, any address: our DNAT
-    would take that socket's connections.  Read from /proc/net, as a trial
-    bind() passes a listener that set SO_REUSEADDR (docker-proxy does)."""
+def is_listened_on(binding: PortBinding, sockets) -> bool:
+    """One of `sockets` (_bound's, of the binding's protocol) listens on the
+    binding's host port (TCP, SCTP) or is bound to it (UDP), on its address,
+    a wildcard or, for a binding of every address, any address: our DNAT
+    would take that socket's connections."""
     wanted = None if binding.host_ip in ("", "0.0.0.0", "::") else \
         netaddr.IPAddress(binding.host_ip)
-    for address, port in _bound(binding.protocol, proc_net):
+    for address, port in sockets:
         if port == binding.host_port and (wanted is None or not address or address == wanted):
             return True
     return False
 
 
-def _bound(protocol: str, proc_net: str):
-    """(address, port) of each listening or bound socket of `protocol`."""
+def _bound(protocol: str, proc_net: str = "/proc/net"):
+    """(address, port) of each listening or bound socket of `protocol` in
+    this host's network namespace.  Read from /proc/net, as a trial bind()
+    passes a listener that set SO_REUSEADDR (docker-proxy does)."""
     if protocol == "sctp":
         files = [(f"{proc_net}/sctp/eps", None)]
     else:
