@@ -13,48 +13,11 @@ import pytest
 from datastore.etcd import Etcd
 from datastore.follower import Follower, watch_prefix
 from datastore.records import Kind
+from tests.datastore.views import Parses, Recorder
 from tests.lab.common import wait_until
 
 THINGS = "/calico/test/things/"
 OTHERS = "/calico/test/others/"
-
-
-class Parses:
-    """A parser that counts its calls; an unreadable value raises."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, key, value, revision):
-        self.calls += 1
-        return json.loads(value)
-
-
-class Recorder:
-    """A view that keeps what it is handed, and every record object it got."""
-
-    def __init__(self, *kinds):
-        self.kinds = kinds
-        self.held, self.seen = {}, []
-        self.snapshots = 0
-        self.resets = 0
-        self.on_snapshot = None
-
-    def reset(self):
-        self.held = {}
-        self.resets += 1
-
-    def on_change(self, kind, key, record):
-        self.seen.append(record)
-        old = self.held.pop(key, None)
-        if record is not None:
-            self.held[key] = record
-        return old != record
-
-    def batch_done(self, changed, snapshot):
-        self.snapshots += snapshot
-        if snapshot and self.on_snapshot:
-            self.on_snapshot()
 
 
 @pytest.fixture

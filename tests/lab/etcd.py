@@ -222,9 +222,10 @@ class EtcdCluster:
         return found
 
     def leader(self):
-        """The member that leads now (None: none does)."""
+        """The member that leads now (None: none does).  (etcdctl's JSON
+        leaves out fields that are 0: "leader" when there is none.)"""
         for member, status in self.statuses().items():
-            if status["leader"] and status["leader"] == status["header"]["member_id"]:
+            if status.get("leader") and status["leader"] == status["header"]["member_id"]:
                 return member
         return None
 
