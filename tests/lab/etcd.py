@@ -35,7 +35,24 @@ class EtcdTls(NamedTuple):
     client_cert_auth: bool = True  # False: any client may connect (no certificate)
 
 
-class EtcdServer:
+class _Keys:
+    """Reading and writing keys with etcdctl, for EtcdServer and EtcdCluster
+    (each has its own `ctl`)."""
+
+    def get(self, key):
+        """The value at `key`, or None."""
+        lines = self.ctl("get", "--print-value-only", "--", key).stdout.splitlines()
+        return lines[0] if lines else None
+
+    def put(self, key, value):
+        self.ctl("put", "--", key, value)
+
+    def wipe(self):
+        """Delete every key."""
+        self.ctl("del", "--prefix", "")
+
+
+class EtcdServer(_Keys):
     """etcd listening on `host`, in the current or in network namespace `netns`.
 
     Ports default to free ones in the root namespace, and to 2379/2380 in a
@@ -136,18 +153,6 @@ class EtcdServer:
             raise LabError(f"etcdctl {' '.join(args)}: {result.stderr.strip()}")
         return result
 
-    def get(self, key):
-        """The value at `key`, or None."""
-        lines = self.ctl("get", "--print-value-only", "--", key).stdout.splitlines()
-        return lines[0] if lines else None
-
-    def put(self, key, value):
-        self.ctl("put", "--", key, value)
-
-    def wipe(self):
-        """Delete every key."""
-        self.ctl("del", "--prefix", "")
-
     def stop(self, timeout=10):
         """SIGTERM, then SIGKILL; the data is kept."""
         if self.process:
@@ -174,7 +179,7 @@ class EtcdServer:
         self.close()
 
 
-class EtcdCluster:
+class EtcdCluster(_Keys):
     """An etcd cluster of several members, each an EtcdServer named m1, m2,
     ...: on free loopback ports of the current namespace (`size` of them),
     or at `places`, (netns, address) pairs, e.g. one per lab host.
@@ -242,16 +247,6 @@ class EtcdCluster:
         """etcdctl against every member (run where the first running one is)."""
         member = (self.running or self.members)[0]
         return member.ctl(*args, check=check, timeout=timeout, endpoints=self.endpoints)
-
-    def get(self, key):
-        lines = self.ctl("get", "--print-value-only", "--", key).stdout.splitlines()
-        return lines[0] if lines else None
-
-    def put(self, key, value):
-        self.ctl("put", "--", key, value)
-
-    def wipe(self):
-        self.ctl("del", "--prefix", "")
 
     def revision(self):
         """The store's revision, as a member that answers sees it."""
