@@ -351,10 +351,14 @@ class Etcd:
                      idle_timeout: float = 10.0) -> Iterator[list[WatchEvent]]:
         """Yield batches of events under prefix from start_revision on.
 
-        Raises WatchStalled when nothing arrives for idle_timeout seconds (the
-        client's stream can hang silently when etcd dies), DatastoreUnavailable
-        when the stream breaks, and RevisionCompacted (a DatastoreError) when
-        start_revision is gone.  Callers re-snapshot on any of them.
+        The watch opens on the member that served last, else the next that
+        takes it.  Raises WatchStalled when nothing arrives for idle_timeout
+        seconds (the client's stream can hang silently when etcd dies),
+        DatastoreUnavailable when no member takes the watch or the stream
+        breaks (the member lost its leader, or went away: the next watch
+        starts with another), and RevisionCompacted (a DatastoreError) when
+        start_revision is gone.  Callers watch again from the revision after
+        the last event they saw, and re-snapshot after RevisionCompacted.
         """
         events = queue.Queue()
         client, watch_id = self._open_watch(prefix, events.put, start_revision)

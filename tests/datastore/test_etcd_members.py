@@ -181,9 +181,11 @@ def test_the_watch_resumes_on_another_member_without_a_resync(cluster, follow):
     [(follower, view)] = follow()
     assert wait_until(lambda: held(view) == {"a": 1}, 5)
     first_listed(cluster).kill()  # the member the watch is on
+    cluster.wait_for_leader()  # etcdctl does not wait out an election
     put(cluster, "b", 2)
     cluster.leader().kill()  # and then the leader, if that was another one
     cluster.members[0].start()  # a quorum again
+    cluster.wait_for_leader()
     put(cluster, "c", 3)
     assert wait_until(lambda: held(view) == {"a": 1, "b": 2, "c": 3}, 15)
     assert follower.snapshots == 1 and view.resets == 1
@@ -216,6 +218,7 @@ def test_a_revision_compacted_while_the_watch_was_lost_means_one_resync_each(clu
     put(cluster, "a", 2)
     assert wait_until(lambda: all(view.holding.is_set() for _, view in followers), 5)
     first_listed(cluster).kill()  # every watch is on it
+    cluster.wait_for_leader()  # etcdctl does not wait out an election
     for n in range(3, 8):
         put(cluster, "a", n)
     cluster.ctl("compact", str(cluster.revision()))
