@@ -45,7 +45,7 @@ def diagnose(hosts, host, container, name) -> str:
     lookup = host.docker("exec", container, "nslookup", name)
     return "\n".join([
         f"nslookup {name}: {lookup.stdout}{lookup.stderr}",
-        host.run_in_netns("nft list table ip calico-libnetwork-dns", check=False).stdout,
+        host.run_in_netns("nft list table inet calico-libnetwork-dns", check=False).stdout,
         calicoctl(host, "get", "workloadendpoints", "-o", "yaml", check=False).stdout,
         *(p.log_tail() for p in hosts.plugins.values())])
 
