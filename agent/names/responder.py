@@ -12,8 +12,10 @@ embedded resolver waits for an upstream), and an upstream that fails or
 stays silent gets the client a SERVFAIL, on which Docker tries its next
 server, as it would have on the upstream's own silence.
 
-UDP and TCP, on sockets the caller binds (Listener); one asyncio loop in a
-daemon thread serves them all.
+UDP and TCP, on sockets the caller binds (Listener), IPv4 and IPv6; one
+asyncio loop in a daemon thread serves them all, and echoes the names
+watchdog's probes (serve_probes), so that a loop that stops answering is
+seen from outside the process.
 """
 
 import asyncio
