@@ -4,7 +4,7 @@ with its watchdog, the test's own nameservers):
 
     sudo .venv/bin/python bench/names_watchdog.py [--seconds 10] [--freezes 5]
 
-- probe cost: CPU time (utime + stime, all threads) of the watchdog process
+- probe cost: CPU time (schedstat, all threads) of the watchdog process
   and of the agent over --seconds, idle but for the probes; the agent's
   part against the CPU it spends on forwarded lookups in the same run
   (the cost of the probes in lookups per second);
@@ -30,14 +30,17 @@ from dnslib import RCODE  # noqa: E402
 from tests.agent.names_site import EXTERNAL, NAMED, NAMESERVERS, Site  # noqa: E402
 from tests.lab import Lab  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu(pid: int) -> float:
-    """Seconds of CPU process pid has used (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """Seconds of CPU process pid's live threads have used (schedstat: ns,
+    finer than the clock ticks of /proc/PID/stat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def until(predicate, timeout=10.0) -> float | None:
@@ -73,7 +76,7 @@ def main():
                 lookups += 1
             per_lookup = (cpu(agent) - a0 - agent_probes * args.seconds) / lookups
             print(f"probe cost: watchdog {watchdog_cpu * 1000:.2f} ms CPU/s "
-                  f"({watchdog_cpu * 100:.2f}% of a core); agent (echo) "
+                  f"({watchdog_cpu * 100:.2f}% of a core); agent idle (echoes, resolv.conf reads) "
                   f"{agent_probes * 1000:.2f} ms CPU/s = "
                   f"{agent_probes / per_lookup if per_lookup > 0 else float('nan'):.1f} "
                   f"forwarded lookups/s ({per_lookup * 1000:.3f} ms CPU per lookup, "
