@@ -133,8 +133,8 @@ class NameService:
         fallback = upstreams.fallback(behind)
         self.retiring += gone  # closed at the next look, once the watchdog has the table
         self.status = {"enabled": True, "nameservers": servers,
-                       "listening": [f"{lst.address}:{lst.port}"
-                                     for lst in ([self.gateway] if self.gateway else [])
+                       "listening": [_where(lst) for lst in ([self.gateway] if self.gateway
+                                                             else [])
                                      + list(self.intercepting.values())],
                        "redirects": sorted(redirects)}
         LOG.info("names: answering on %s; intercepting questions to %s",
@@ -149,3 +149,8 @@ class NameService:
         with open(tmp, "w") as f:
             json.dump(self.status, f)
         os.replace(tmp, self.status_path)
+
+
+def _where(listener: Listener) -> str:
+    address = f"[{listener.address}]" if ":" in listener.address else listener.address
+    return f"{address}:{listener.port}"

@@ -67,7 +67,10 @@ class Watchdog:
             while True:
                 for key, _ in selector.select(max(0.0, next_probe - time.monotonic())):
                     if key.data == "probes":
-                        if self._drain():
+                        echoes = self._drain()
+                        if echoes is None:
+                            return  # the agent's end is closed: the agent is gone
+                        if echoes:
                             echoed = time.monotonic()
                             if not self.answering:
                                 self._set_answering(True)
@@ -86,6 +89,8 @@ class Watchdog:
                         self.probes.send(sent.to_bytes(8, "big"))
                     except (BlockingIOError, InterruptedError):
                         pass  # the responder reads nothing: the deadline tells
+                    except OSError:  # its end is closed: the agent is gone
+                        return
                     next_probe = now + self.probe_interval
                 if self.answering and now - echoed > self.deadline:
                     self._set_answering(False)
@@ -93,15 +98,19 @@ class Watchdog:
             selector.close()
             self.interception.remove()
 
-    def _drain(self) -> bool:
-        """Read every echo waiting; whether there was any."""
+    def _drain(self) -> bool | None:
+        """Read every echo waiting: whether there was any; None when the
+        responder's end is closed."""
         got = False
         try:
-            while self.probes.recv(64):
+            while True:
+                if not self.probes.recv(64):
+                    return None
                 got = True
         except (BlockingIOError, InterruptedError):
-            pass
-        return got
+            return got
+        except OSError:
+            return None
 
     def _configure(self, command: dict) -> None:
         try:
