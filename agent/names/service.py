@@ -14,9 +14,12 @@ Listeners:
   ones on 169.254.1.1, IPv6 ones on `::`, reached as fe80::1).
 
 Every FOLLOW_INTERVAL the host's resolv.conf and daemon.json are read
-again: a nameserver added gets a listener and a redirect, one removed
-loses them, the 169.254.1.1 listener forwards to the new list; nothing
-restarts, and questions to nameservers that stay are not disturbed.
+again: a nameserver added gets a listener and a redirect at once, and the
+169.254.1.1 listener forwards to the new list; nothing restarts.  One
+removed stays intercepted: dockerd gave it to the containers started
+before, which keep asking it, and a redirect to the responder's port for
+a nameserver forwards to that nameserver (its silence gets SERVFAIL, as
+dockerd would have waited for nothing too).
 """
 
 import json
@@ -48,7 +51,6 @@ class NameService:
         self.gateway = None  # the 169.254.1.1:53 listener, when it could bind
         self.intercepting = {}  # nameserver -> its Listener
         self.upstreams = None  # (nameservers, behind the gateway) as last read
-        self.retiring = []  # listeners of nameservers gone, still in the table a moment
         self.watchdog = WatchdogProcess(health_path, self._serve_probes, watchdog_argv)
         self.status = {}
         self._stop = threading.Event()
@@ -93,9 +95,6 @@ class NameService:
 
     def _keep_following(self) -> None:
         while not self._stop.wait(self.follow_interval):
-            if self.retiring:
-                self.responder.remove(self.retiring)
-                self.retiring = []
             found = self._read()
             if found == self.upstreams:
                 continue
@@ -107,16 +106,13 @@ class NameService:
                 LOG.exception("could not follow the host's nameservers")
 
     def _follow(self, found: tuple[list[str], list[str]]) -> tuple[dict[str, int], str | None]:
-        """Listen for the nameservers `found`: (redirects, fallback) for the
-        watchdog.  Listeners of nameservers gone are closed a look later,
-        when the watchdog no longer sends questions there."""
+        """Listen for the nameservers `found` too: (redirects, fallback) for
+        the watchdog."""
         servers, behind = found
         if self.gateway is not None:  # read at each question: the next one goes there
             self.gateway.upstreams = tuple((s, self.upstream_port) for s in behind)
-        wanted = upstreams.intercepted(servers)
-        gone = [self.intercepting.pop(s) for s in list(self.intercepting) if s not in wanted]
         added = []
-        for server in wanted:
+        for server in upstreams.intercepted(servers):
             if server in self.intercepting:
                 continue
             try:
@@ -131,7 +127,6 @@ class NameService:
         self.upstreams = found
         redirects = {s: lst.port for s, lst in self.intercepting.items()}
         fallback = upstreams.fallback(behind)
-        self.retiring += gone  # closed at the next look, once the watchdog has the table
         self.status = {"enabled": True, "nameservers": servers,
                        "listening": [_where(lst) for lst in ([self.gateway] if self.gateway
                                                              else [])

@@ -68,7 +68,8 @@ class WatchdogProcess:
             try:
                 self.process = subprocess.Popen([*self.argv, self.health_path,
                                                  str(theirs.fileno())],
-                                                stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),))
+                                                stdin=subprocess.PIPE, bufsize=0,
+                                                pass_fds=(theirs.fileno(),))
             finally:
                 theirs.close()
             self.serve_probes(ours)
@@ -79,7 +80,6 @@ class WatchdogProcess:
             return
         try:
             self.process.stdin.write(json.dumps(self.table).encode() + b"\n")
-            self.process.stdin.flush()
         except OSError as exc:  # it died: _supervise restarts it with the table
             LOG.debug("names watchdog: %s", exc)
 
@@ -92,5 +92,5 @@ class WatchdogProcess:
             if self._stop.wait(RESTART_DELAY):
                 return
             LOG.error("the names watchdog exited (status %s): starting another", status)
-            process.stdin.close()
+            process.stdin.close()  # unbuffered: nothing left to write to the dead one
             self._spawn()
