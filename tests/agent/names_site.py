@@ -3,7 +3,7 @@ agent's name service (tests/agent/names_agent.py, its watchdog a child
 process), a container wired as Calico wires one (IPv4 and IPv6), and the
 host's nameservers in a namespace of their own.
 
-    container eth0 10.65.0.2, fd65::2 -- cali0 (169.254.1.1, fe80::1) host
+    container eth0 10.65.0.2, fd65::2 -- cali (169.254.1.1, fe80::1) host
     host dns0 10.53.0.1/24, fd53::1/64 -- upstream 10.53.0.2, .3, fd53::2
 """
 
@@ -30,19 +30,20 @@ NAMESERVERS = ("10.53.0.2", "10.53.0.3", "fd53::2")
 
 
 class Site:
-    def __init__(self, lab, tmp):
-        self.lab, self.tmp = lab, tmp
+    def __init__(self, lab, tmp, host_ifname="cali0"):
+        self.lab, self.tmp, self.host_ifname = lab, tmp, host_ifname
         self.host = lab.netns("names-host")
         self.upstream = lab.netns("names-up")
         self.container = lab.netns("names-wl")
         for ns in (self.host, self.upstream):
             subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
                             "net.ipv6.conf.all.forwarding=1"], check=True)
-        lab.veth(self.host, "cali0", self.container, "eth0")
-        ip("addr", "add", "169.254.1.1/32", "scope", "host", "dev", "cali0", netns=self.host)
-        ip("addr", "add", "fe80::1/64", "dev", "cali0", "nodad", netns=self.host)
-        ip("route", "add", f"{QUERIER[0]}/32", "dev", "cali0", netns=self.host)
-        ip("route", "add", f"{QUERIER[1]}/128", "dev", "cali0", netns=self.host)
+        cali = host_ifname
+        lab.veth(self.host, cali, self.container, "eth0")
+        ip("addr", "add", "169.254.1.1/32", "scope", "host", "dev", cali, netns=self.host)
+        ip("addr", "add", "fe80::1/64", "dev", cali, "nodad", netns=self.host)
+        ip("route", "add", f"{QUERIER[0]}/32", "dev", cali, netns=self.host)
+        ip("route", "add", f"{QUERIER[1]}/128", "dev", cali, netns=self.host)
         ip("addr", "add", f"{QUERIER[0]}/32", "dev", "eth0", netns=self.container)
         ip("addr", "add", f"{QUERIER[1]}/128", "dev", "eth0", "nodad", netns=self.container)
         ip("route", "add", "169.254.1.1", "dev", "eth0", netns=self.container)

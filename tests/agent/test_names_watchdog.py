@@ -5,24 +5,35 @@ inside it.  Behaviours, not speeds: with the agent frozen (SIGSTOP) a
 question asked with a resolver's 1 s timeout is answered by the nameserver.
 """
 
+import hashlib
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from dnslib import RCODE
+from pyroute2 import netns as pyroute2_netns
 
-from tests.agent.names_site import EXTERNAL, NAMED, NAMESERVERS, Site
+from agent.policy.engine import PolicyEngine, remove_policy
+from driver.endpoints import host_ifname, network_profile, workload_endpoint
+
+from tests.agent.names_site import EXTERNAL, NAMED, NAMESERVERS, QUERIER, Site
+from tests.introspect import feed
 from tests.lab import Lab
 from tests.lab.common import wait_until
 
 pytestmark = pytest.mark.require_root
 
 
+QUERIER_ENDPOINT = hashlib.sha256(b"querier").hexdigest()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     with Lab() as lab:
-        made = Site(lab, tmp_path_factory.mktemp("names-watchdog"))
+        made = Site(lab, tmp_path_factory.mktemp("names-watchdog"),
+                    host_ifname(QUERIER_ENDPOINT))
         try:
             made.start_agent()
             yield made
@@ -43,6 +54,34 @@ def test_questions_to_ipv4_and_ipv6_nameservers_are_intercepted(site):
         assert site.ask(server, EXTERNAL[0]) == (RCODE.NOERROR, [EXTERNAL[1]])
     health = site.health()
     assert health["answering"] is True and health["intercepted"] == ["10.53.0.2", "fd53::2"]
+
+
+def test_intercepted_questions_pass_the_policy_whatever_the_endpoint_to_host_action(site):
+    """With policy on and Felix's default (workloads' new connections to
+    their host dropped), DNS redirected to the responder is accepted, on
+    169.254.1.1 and on fe80::1 alike."""
+    endpoint = workload_endpoint("h1", QUERIER_ENDPOINT, "n" * 64,
+                                 [f"{QUERIER[0]}/32", f"{QUERIER[1]}/128"],
+                                 "ee:ee:ee:ee:ee:ee", ["net1"])
+    with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns,
+                            initargs=(site.host,)) as inside:
+        def apply(engine, *records):
+            for key, value in records:
+                feed(engine, key, value)
+            engine.batch_done(True, False)
+            return engine
+        engine = inside.submit(apply, PolicyEngine("h1", str(site.tmp / "policy.json")),
+                               (network_profile("net1").key,
+                                network_profile("net1").to_json().encode()),
+                               (endpoint.key, endpoint.to_json().encode())).result()
+        try:
+            assert engine.felix("default_endpoint_to_host_action")[0] == "Drop"
+            for server in (NAMESERVERS[0], NAMESERVERS[2]):
+                assert answered_by_the_responder(site, server)
+                assert answered_by_the_responder(site, server, tcp=True)
+        finally:
+            inside.submit(engine.stop).result()
+            inside.submit(remove_policy).result()
 
 
 def test_a_frozen_responder_is_bypassed_and_back_when_it_answers(site):
