@@ -9,7 +9,7 @@ the watchdog cannot be one of them.  It is a process of its own, and owns
 the table (nftables `owner`: it goes when the watchdog ends).  Every
 PROBE_INTERVAL it sends a datagram over a socket pair to the responder's
 event loop, which echoes it (responder._echo) from the loop that answers
-the questions.  No echo for DEADLINE: the table is written `bypassed`, so
+the questions.  A probe not echoed for DEADLINE: the table is written `bypassed`, so
 that questions go to their nameservers as without us; the first echo
 after that puts the interception back.  The cost is one datagram each way
 per PROBE_INTERVAL, and nothing on the network.
@@ -61,7 +61,8 @@ class Watchdog:
         selector = selectors.DefaultSelector()
         selector.register(commands, selectors.EVENT_READ, "commands")
         selector.register(self.probes, selectors.EVENT_READ, "probes")
-        pending, sent, echoed = b"", 0, time.monotonic()
+        pending, sent = b"", 0
+        waiting = None  # when the oldest probe not echoed yet went out
         next_probe = time.monotonic()
         try:
             while True:
@@ -71,7 +72,7 @@ class Watchdog:
                         if echoes is None:
                             return  # the agent's end is closed: the agent is gone
                         if echoes:
-                            echoed = time.monotonic()
+                            waiting = None
                             if not self.answering:
                                 self._set_answering(True)
                         continue
@@ -91,8 +92,11 @@ class Watchdog:
                         pass  # the responder reads nothing: the deadline tells
                     except OSError:  # its end is closed: the agent is gone
                         return
+                    waiting = now if waiting is None else waiting
                     next_probe = now + self.probe_interval
-                if self.answering and now - echoed > self.deadline:
+                # Counted from a probe sent, not from the last echo: a watchdog
+                # that was itself kept from running blames nobody.
+                if self.answering and waiting is not None and now - waiting > self.deadline:
                     self._set_answering(False)
         finally:
             selector.close()
