@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
+from agent.names import upstreams
 from agent.names.index import NameTable
 
 LOG = logging.getLogger(__name__)
@@ -40,13 +41,16 @@ TCP_IDLE_TIMEOUT = 10.0  # a client connection with no question for this long is
 MAX_IN_FLIGHT = 1024  # forwards at once, as Docker's embedded resolver caps them
 TTL = 0  # names change within seconds on any host: nothing may cache them
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python 3.11 lacks the name
+# Where the interception sends IPv6 questions (upstreams.GATEWAY6): the
+# listeners on "::" answer only what was sent there.
+GATEWAY6 = socket.inet_pton(socket.AF_INET6, upstreams.GATEWAY6)
 
 
 @dataclass
 class Listener:
     """One address:port served over UDP and TCP, forwarding to `upstreams`
-    ((address, port) pairs tried in order; replaced while it serves when
-    the host's nameservers change)."""
+    ((address, port) pairs tried in order, read at each question: the
+    service changes them when the host's nameservers change)."""
 
     address: str
     port: int
@@ -232,6 +236,11 @@ class Responder:
 
     async def _tcp_client(self, listener, reader, writer) -> None:
         source = writer.get_extra_info("peername")[0]
+        local = writer.get_extra_info("sockname")
+        if len(local) == 4 and socket.inet_pton(socket.AF_INET6,
+                                                local[0].split("%")[0]) != GATEWAY6:
+            writer.close()  # "::" reached otherwise than through the interception
+            return
         try:
             while True:
                 size = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
@@ -305,7 +314,8 @@ class _UdpServer6:
             return
         info = [(level, kind, value) for level, kind, value in ancillary
                 if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO]
-        asyncio.ensure_future(self._reply(data, addr, info))
+        if info and info[0][2][:16] == GATEWAY6:  # else "::" reached otherwise than
+            asyncio.ensure_future(self._reply(data, addr, info))  # through the interception
 
     async def _reply(self, data, addr, info):
         reply = await _udp_answer(self.responder, self.listener, data, addr[0])

@@ -81,11 +81,17 @@ class Site:
         return subprocess.run(["ip", "netns", "exec", self.host, "nft", "list", "tables"],
                               capture_output=True, text=True).stdout
 
-    def ask(self, server, name, timeout=1.0, attempts=1, tcp=False):
-        """(rcode, addresses) of `name`'s A records, asked of server:53 from
-        the container as a resolver would (`attempts` questions, each given
-        `timeout` s); None when none was answered."""
-        return self.inside.submit(lookup, server, name, timeout, attempts, tcp).result()
+    def ask(self, server, name, timeout=1.0, attempts=1, tcp=False, port=53):
+        """(rcode, addresses) of `name`'s A records, asked of server:port
+        from the container as a resolver would (`attempts` questions, each
+        given `timeout` s); None when none was answered."""
+        return self.inside.submit(lookup, server, name, timeout, attempts, tcp, port).result()
+
+    def ask_from_upstream(self, server, name, port, tcp=False):
+        """ask(), from the nameservers' namespace (not through a cali veth)."""
+        with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns,
+                                initargs=(self.upstream,)) as there:
+            return there.submit(lookup, server, name, 0.5, 1, tcp, port).result()
 
     def close(self):
         if self.agent is not None and self.agent.running:
@@ -96,19 +102,19 @@ class Site:
         self.inside.shutdown()
 
 
-def lookup(server, name, timeout, attempts, tcp):
+def lookup(server, name, timeout, attempts, tcp, port=53):
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     for _ in range(attempts):
         query = DNSRecord.question(name, "A")
         try:
             if tcp:
-                with socket.create_connection((server, 53), timeout=timeout) as s:
+                with socket.create_connection((server, port), timeout=timeout) as s:
                     s.sendall(struct.pack("!H", len(query.pack())) + query.pack())
                     data = s.recv(65535)[2:]
             else:
                 with socket.socket(family, socket.SOCK_DGRAM) as s:
                     s.settimeout(timeout)
-                    s.sendto(query.pack(), (server, 53))
+                    s.sendto(query.pack(), (server, port))
                     data = s.recv(65535)
         except OSError:  # a timeout or a refusal: the next attempt
             continue
