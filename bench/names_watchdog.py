@@ -7,7 +7,7 @@ with its watchdog, the test's own nameservers):
 - probe cost: CPU time (schedstat, all threads) of the watchdog process
   and of the agent over --seconds, idle but for the probes; the agent's
   part against the CPU it spends on forwarded lookups in the same run
-  (the cost of the probes in lookups per second);
+  (the cost of the probes in lookups per second); the watchdog's memory;
 - failover: from SIGSTOP of the agent to the first question (asked again
   every 50 ms, 50 ms timeout, from the container) the nameserver answers;
   and from SIGCONT to the first the responder answers again; median, max.
@@ -41,6 +41,12 @@ def cpu(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             pass  # a thread that ended meanwhile
     return total / 1e9
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 1024
 
 
 def until(predicate, timeout=10.0) -> float | None:
@@ -81,6 +87,8 @@ def main():
                   f"{agent_probes / per_lookup if per_lookup > 0 else float('nan'):.1f} "
                   f"forwarded lookups/s ({per_lookup * 1000:.3f} ms CPU per lookup, "
                   f"{lookups} lookups)")
+            print(f"memory: watchdog {rss_mb(watchdog):.1f} MB resident, agent's name service "
+                  f"{rss_mb(agent):.1f} MB")
 
             bypassed, restored = [], []
             for _ in range(args.freezes):
