@@ -38,7 +38,7 @@ from kernel.errors import KernelError
 LOG = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 0.1  # seconds between probes
-DEADLINE = 0.5  # seconds without an echo before the interception is taken away
+DEADLINE = 0.5  # seconds a probe may wait for its echo before the interception goes
 
 
 class Watchdog:
