@@ -78,7 +78,7 @@ def _start_names(settings: AgentSettings) -> NameService | None:
     """The name service, or None when it cannot start: routes and policy
     must not stop for names."""
     try:
-        return NameService(settings.names_status_path).start()
+        return NameService(settings.names_status_path, settings.names_health_path).start()
     except Exception:  # noqa: BLE001
         LOG.exception("names across hosts are off: the name service did not start")
         return None

@@ -116,6 +116,7 @@ def _workload_to_host(action: str) -> tuple[str, ...]:
             # DNS to the agent's responder, asked directly or redirected
             # there (agent/names): names resolve whatever the egress rules.
             "ip daddr 169.254.1.1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
+            "ip6 daddr fe80::1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
             "jump from-wl",  # the workload's egress policy: drops, or returns allowed
             *_HOST_ACTIONS[action])
 
