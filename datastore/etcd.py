@@ -37,6 +37,7 @@ import grpc
 
 from datastore.errors import (DatastoreUnavailable, EtcdTlsError, RevisionCompacted,
                               WatchStalled)
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -148,16 +149,22 @@ class Etcd:
 
     # -- plumbing -------------------------------------------------------
 
-    def _call(self, fn):
+    def _call(self, op: str, fn):
         """Run fn(client) on the current endpoint, failing over on outage and
-        retrying refused connections until `timeout` has passed."""
+        retrying refused connections until `timeout` has passed.  `op`: the
+        kind of request, as the metrics count it (instruments.ETCD_OPS)."""
         deadline = time.monotonic() + self.timeout
+        attempts = 0
         while True:
             errors, tls_errors, retryable = [], [], True
             n = len(self._clients)
             start = self._current
             for i in range(n):
                 idx = (start + i) % n
+                instruments.etcd_request(op)
+                if attempts:
+                    instruments.etcd_retry("unavailable")
+                attempts += 1
                 try:
                     result = fn(self._clients[idx])
                 except _UNAVAILABLE as exc:
@@ -232,7 +239,7 @@ class Etcd:
     # -- reads ----------------------------------------------------------
 
     def get(self, key: str) -> KV | None:
-        value, meta = self._call(lambda c: c.get(key))
+        value, meta = self._call("get", lambda c: c.get(key))
         if meta is None:
             return None
         return KV(key, value, meta.mod_revision)
@@ -249,7 +256,7 @@ class Etcd:
             # No sort order: etcd returns a range in key order anyway, and
             # with one etcd 3.4 reads and sorts the whole rest of the range
             # for every page (30,000 keys: 2.7 s instead of 0.4 s).
-            resp = self._call(lambda c: c.get_range_response(
+            resp = self._call("range", lambda c: c.get_range_response(
                 start, end, limit=_PAGE, revision=revision, keys_only=keys_only))
             revision = revision or resp.header.revision
             kvs.extend(KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs)
@@ -259,12 +266,12 @@ class Etcd:
 
     def revision(self) -> int:
         """The store's current revision (a count-only read is the cheapest)."""
-        return self._call(lambda c: c.get_response("/", count_only=True)).header.revision
+        return self._call("get", lambda c: c.get_response("/", count_only=True)).header.revision
 
     # -- compare-and-swap writes ---------------------------------------
 
     def _txn(self, compare, success):
-        ok, responses = self._call(lambda c: c.transaction(compare, success, []))
+        ok, responses = self._call("txn", lambda c: c.transaction(compare, success, []))
         if not ok:
             return None
         return responses
@@ -310,7 +317,7 @@ class Etcd:
                    + [tx.put(k, _bytes(v)) for k, v, _ in updates]
                    + [tx.delete(k) for k, _ in deletes])
         failure = [tx.get(k) for k in read_back]
-        ok, responses = self._call(lambda c: c.transaction(compare, success, failure))
+        ok, responses = self._call("txn", lambda c: c.transaction(compare, success, failure))
         if ok:
             header = responses[0].response_put.header if creates or updates \
                 else responses[0].response_delete_range.header
@@ -322,7 +329,7 @@ class Etcd:
 
     def put(self, key: str, value) -> int:
         """Unconditional write: only for keys with a single writer by design."""
-        resp = self._call(lambda c: c.put(key, _bytes(value)))
+        resp = self._call("put", lambda c: c.put(key, _bytes(value)))
         return resp.header.revision
 
     # -- watch ----------------------------------------------------------
@@ -338,6 +345,7 @@ class Etcd:
         """
         events = queue.Queue()
         client = self._clients[self._current]
+        instruments.etcd_request("watch")
         try:
             watch_id = client.add_watch_prefix_callback(
                 prefix, events.put, start_revision=start_revision)
