@@ -7,6 +7,7 @@ unix sockets, and a TCP bind there would expose the plugin API too.
 """
 
 import errno
+import os
 import socket
 import threading
 from socketserver import ThreadingMixIn
@@ -37,7 +38,8 @@ def listen(port: int) -> socket.socket:
                 # IPv6 off in this namespace (EADDRNOTAVAIL, EAFNOSUPPORT): IPv4 only.
         return socket.create_server(("", port))
     except OSError as exc:
-        raise PortUnavailable(f"{VARIABLE}: cannot listen on port {port} ({exc.strerror}); "
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PortUnavailable(f"{VARIABLE}: cannot listen on port {port} ({reason}); "
                               "choose a free port, or unset it to serve no metrics") from None
 
 
