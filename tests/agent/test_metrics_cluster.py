@@ -2,6 +2,7 @@
 real etcd, served on a real socket and read back as Prometheus text.
 Values as Felix and kube-controllers compute them (calico-metrics.md)."""
 
+import math
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ from agent import metrics
 from agent.liveness import Heartbeat
 from datastore.etcd import Etcd
 from datastore.follower import Follower
-from metrics import exposition, instruments
+from metrics import exposition, instruments, summary
 from tests.agent.cluster import block_record, node_record, pool_record
 from tests.agent.policy_records import wep
 from tests.lab.common import wait_until
@@ -118,3 +119,29 @@ def test_the_agent_counts_its_etcd_round_trips(node_metrics):
                  reason="conflict") is not None
     assert value(s, "process_resident_memory_bytes") > 0
     assert value(s, "felix_int_dataplane_apply_time_seconds_count") == 0
+
+
+def test_the_apply_time_summary_has_felix_quantiles_over_its_window(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(summary.time, "monotonic", lambda: clock[0])
+    timing = summary.QuantileSummary("felix_int_dataplane_apply_time_seconds", "doc",
+                                     max_age=600)
+
+    def samples():
+        (family,) = timing.collect()
+        return {(s.name, s.labels.get("quantile")): s.value for s in family.samples}
+    assert all(math.isnan(samples()["felix_int_dataplane_apply_time_seconds", q])
+               for q in ("0.5", "0.9", "0.99"))
+    for ms in range(1, 101):  # 1 ms ... 100 ms
+        timing.observe(ms / 1000)
+    s = samples()
+    assert (s["felix_int_dataplane_apply_time_seconds", "0.5"],
+            s["felix_int_dataplane_apply_time_seconds", "0.9"],
+            s["felix_int_dataplane_apply_time_seconds", "0.99"]) == (0.051, 0.091, 0.1)
+    assert s["felix_int_dataplane_apply_time_seconds_count", None] == 100
+    assert s["felix_int_dataplane_apply_time_seconds_sum", None] == pytest.approx(5.05)
+    clock[0] += 601  # out of the window: no quantile, the totals stay
+    timing.observe(0.5)
+    s = samples()
+    assert s["felix_int_dataplane_apply_time_seconds", "0.99"] == 0.5
+    assert s["felix_int_dataplane_apply_time_seconds_count", None] == 101
