@@ -91,6 +91,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # seconds a connection may idle: a stalled client holds no thread for long
+
     def log_message(self, format, *args):  # noqa: A002 - a scrape is not worth a log line
         pass
 

@@ -159,3 +159,25 @@ def test_unset_nothing_listens(tmp_path, host):  # noqa: F811
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_without_the_agent_run_serves_the_plugin_figures_itself(tmp_path, host):  # noqa: F811
+    netns, etcd = host
+    plugins = tmp_path / "plugins"
+    env = environment(ETCD_ENDPOINTS=etcd.endpoints, NODENAME="metrics-no-agent",
+                      CALICO_LIBNETWORK_RUN_DIR=str(tmp_path / "run"), **{VARIABLE: str(PORT)})
+    process = subprocess.Popen(run_argv(plugins, netns) + ["--no-agent"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ipam = plugins / "calico-ipam.sock"
+        wait_for_sockets([plugins / "calico.sock", ipam], process)
+        assert call(ipam, "IpamDriver.GetDefaultAddressSpaces", {})[0] == 200
+        s = scrape_in(netns)
+        assert value(s, "calico_libnetwork_call_duration_seconds_count",
+                     call="IpamDriver.GetDefaultAddressSpaces") == 1
+        assert value(s, "process_open_fds") > 0  # run's own
+        assert not any(name.startswith(("felix_", "ipam_")) for name, _ in s)
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    assert "Traceback" not in out, out
