@@ -21,9 +21,9 @@ from gunicorn.app.base import BaseApplication
 from driver.network_driver import NetworkDriver
 from metrics import instruments
 from plugin import services, startup
-from plugin.metrics import CALL_NAMES
 from plugin.app import create_app
 from plugin.config import Config
+from plugin.metrics import CALL_NAMES
 
 LOG = logging.getLogger(__name__)
 SOCKETS = ("calico.sock", "calico-ipam.sock")

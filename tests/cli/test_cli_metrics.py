@@ -4,30 +4,33 @@ read from the node's own namespace, with the values the calls made; a bad
 or taken port stops the start naming the variable."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cli.test_cli_run import environment, host, run_argv, wait_for_sockets  # noqa: F401
+from tests.cli.test_cli_run import (agent_children, environment, host,  # noqa: F401
+                                    run_argv, wait_for_sockets)
 from tests.lab.common import in_netns, wait_until
 from tests.scrape import value
 
 pytestmark = pytest.mark.require_root
 PORT = 9099
 VARIABLE = "CALICO_LIBNETWORK_PROMETHEUS_PORT"
-SCRAPE = ("import sys, urllib.request; "
-          "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())")
+SCRAPE = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+          "sys.argv[1], timeout=float(sys.argv[2])).read().decode())")
 
 
-def scrape_in(netns, path="/metrics") -> dict:
+def scrape_in(netns, path="/metrics", timeout=10) -> dict:
     """The node's metrics as its own namespace sees them on 127.0.0.1."""
-    from prometheus_client.parser import text_string_to_metric_families
     text = subprocess.run(in_netns([sys.executable, "-c", SCRAPE,
-                                    f"http://127.0.0.1:{PORT}{path}"], netns),
-                          capture_output=True, text=True, timeout=30, check=True).stdout
+                                    f"http://127.0.0.1:{PORT}{path}", str(timeout)], netns),
+                          capture_output=True, text=True, timeout=timeout + 20,
+                          check=True).stdout
     families = list(text_string_to_metric_families(text))
     names = [f.name for f in families]
     assert len(names) == len(set(names)), "a family appears twice"
@@ -90,7 +93,7 @@ def test_one_port_serves_the_plugin_and_the_agent(tmp_path, host):  # noqa: F811
                                stderr=subprocess.STDOUT, text=True)
     try:
         ipam = plugins / "calico-ipam.sock"
-        wait_for_sockets([plugins / "calico.sock", ipam], process)
+        wait_for_sockets([plugins / "calico.sock", ipam], process, timeout=90)
         for _ in range(3):
             assert call(ipam, "IpamDriver.GetCapabilities", {})[0] == 200
         status, pool = call(ipam, "IpamDriver.RequestPool",
@@ -130,12 +133,21 @@ def test_one_port_serves_the_plugin_and_the_agent(tmp_path, host):  # noqa: F811
                               node="metrics-test") == 1
                     and value(s, "felix_resyncs_started") >= 1
                     and value(s, "process_open_fds") > 0)
-        assert wait_until(lambda: looks_right(scrape_in(netns)), 20), scrape_in(netns)
+        scrape_in(netns, timeout=90)  # the agent serving: it takes its time on a busy machine
+        assert wait_until(lambda: looks_right(scrape_in(netns)), 30), scrape_in(netns)
         buckets = scrape_in(netns)
         assert value(buckets, "calico_libnetwork_call_duration_seconds_bucket",
                      call="IpamDriver.GetCapabilities", le="30.0") == 3
         with pytest.raises(subprocess.CalledProcessError):
             scrape_in(netns, "/")  # only /metrics, as Felix
+
+        # The agent killed: `run` holds the port meanwhile, and a scrape made
+        # at once is answered by the agent it starts again.
+        os.kill(int(agent_children(process)[0]), signal.SIGKILL)
+        again = scrape_in(netns, timeout=90)
+        assert value(again, "calico_libnetwork_call_duration_seconds_count",
+                     call="IpamDriver.GetCapabilities") == 3
+        assert wait_until(lambda: value(scrape_in(netns), "felix_cluster_num_hosts") == 1, 20)
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=30)
@@ -150,8 +162,9 @@ def test_unset_nothing_listens(tmp_path, host):  # noqa: F811
                                                CALICO_LIBNETWORK_RUN_DIR=str(tmp_path / "run")),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_sockets([plugins / "calico.sock"], process)
-        time.sleep(2)  # the agent is up by now
+        wait_for_sockets([plugins / "calico.sock"], process, timeout=90)
+        # the agent up: it wrote its policy status after its first sync
+        assert wait_until(lambda: list((tmp_path / "run").glob("policy-*.json")), 90)
         listening = subprocess.run(in_netns(["ss", "-Htln"], netns), capture_output=True,
                                    text=True, check=True).stdout
         assert f":{PORT} " not in listening, listening
@@ -170,7 +183,7 @@ def test_without_the_agent_run_serves_the_plugin_figures_itself(tmp_path, host):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ipam = plugins / "calico-ipam.sock"
-        wait_for_sockets([plugins / "calico.sock", ipam], process)
+        wait_for_sockets([plugins / "calico.sock", ipam], process, timeout=90)
         assert call(ipam, "IpamDriver.GetDefaultAddressSpaces", {})[0] == 200
         s = scrape_in(netns)
         assert value(s, "calico_libnetwork_call_duration_seconds_count",

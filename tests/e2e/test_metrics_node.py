@@ -49,7 +49,7 @@ def agent_in_sync(host) -> bool:
 
 
 def test_the_node_metrics_count_containers_calls_and_addresses(host):
-    wait_for(lambda: agent_in_sync(host), 30, "the agent's first snapshot")
+    wait_for(lambda: agent_in_sync(host), 90, "the agent's first snapshot")
     docker(host, "network", "create", *CALICO, "net1")
     for name in ("m1", "m2", "m3"):
         docker(host, "run", "-tid", "--net", "net1", "--name", name, "busybox")
@@ -74,7 +74,7 @@ def test_the_node_metrics_count_containers_calls_and_addresses(host):
                               call="NetworkDriver.Join") == 0)
         return check
 
-    wait_for(expected(3), 20, f"metrics of 3 containers: {scrape(host)}")
+    wait_for(expected(3), 30, f"metrics of 3 containers: {scrape(host)}")
     s = scrape(host)
     assert value(s, "calico_libnetwork_dns_answer_duration_seconds_count", answer="local") >= 1
     assert value(s, "felix_int_dataplane_apply_time_seconds_count") >= 1
@@ -84,4 +84,4 @@ def test_the_node_metrics_count_containers_calls_and_addresses(host):
     assert value(s, "felix_resyncs_started") == 1
 
     docker(host, "rm", "-f", "m3")
-    wait_for(expected(2), 20, f"metrics of 2 containers: {scrape(host)}")
+    wait_for(expected(2), 30, f"metrics of 2 containers: {scrape(host)}")
