@@ -83,5 +83,10 @@ def test_the_node_metrics_count_containers_calls_and_addresses(host):
                  op="txn") >= 6  # at least an address and an endpoint per container
     assert value(s, "felix_resyncs_started") == 1
 
+    # A container does not reach the port on its gateway (the host): policy drops it.
+    assert host.docker("exec", "m1", "wget", "-q", "-T", "3", "-O-",
+                       f"http://169.254.1.1:{PORT}/metrics").returncode != 0
+    assert in_host(host, [sys.executable, "-c", SCRAPE, f"http://169.254.1.1:{PORT}/metrics"])
+
     docker(host, "rm", "-f", "m3")
     wait_for(expected(2), 30, f"metrics of 2 containers: {scrape(host)}")
