@@ -38,6 +38,7 @@ import grpc
 
 from datastore.errors import (DatastoreUnavailable, EtcdTlsError, QuorumLost, RevisionCompacted,
                               WatchStalled)
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -158,16 +159,22 @@ class Etcd:
 
     # -- plumbing -------------------------------------------------------
 
-    def _call(self, fn):
+    def _call(self, op: str, fn):
         """Run fn(client) on the current endpoint, failing over on outage and
-        retrying refused connections until `timeout` has passed."""
+        retrying refused connections until `timeout` has passed.  `op`: the
+        kind of request, as the metrics count it (instruments.ETCD_OPS)."""
         deadline = time.monotonic() + self.timeout
+        attempts = 0
         while True:
             errors, tls_errors, retryable, leaderless = [], [], True, []
             n = len(self._clients)
             start = self._current
             for i in range(n):
                 idx = (start + i) % n
+                instruments.etcd_request(op)
+                if attempts:
+                    instruments.etcd_retry("unavailable")
+                attempts += 1
                 try:
                     result = fn(self._clients[idx])
                 except _UNAVAILABLE as exc:
@@ -252,7 +259,7 @@ class Etcd:
     # -- reads ----------------------------------------------------------
 
     def get(self, key: str) -> KV | None:
-        value, meta = self._call(lambda c: c.get(key))
+        value, meta = self._call("get", lambda c: c.get(key))
         if meta is None:
             return None
         return KV(key, value, meta.mod_revision)
@@ -269,7 +276,7 @@ class Etcd:
             # No sort order: etcd returns a range in key order anyway, and
             # with one etcd 3.4 reads and sorts the whole rest of the range
             # for every page (30,000 keys: 2.7 s instead of 0.4 s).
-            resp = self._call(lambda c: c.get_range_response(
+            resp = self._call("range", lambda c: c.get_range_response(
                 start, end, limit=_PAGE, revision=revision, keys_only=keys_only))
             revision = revision or resp.header.revision
             kvs.extend(KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs)
@@ -279,12 +286,12 @@ class Etcd:
 
     def revision(self) -> int:
         """The store's current revision (a count-only read is the cheapest)."""
-        return self._call(lambda c: c.get_response("/", count_only=True)).header.revision
+        return self._call("get", lambda c: c.get_response("/", count_only=True)).header.revision
 
     # -- compare-and-swap writes ---------------------------------------
 
     def _txn(self, compare, success):
-        ok, responses = self._call(lambda c: c.transaction(compare, success, []))
+        ok, responses = self._call("txn", lambda c: c.transaction(compare, success, []))
         if not ok:
             return None
         return responses
@@ -330,7 +337,7 @@ class Etcd:
                    + [tx.put(k, _bytes(v)) for k, v, _ in updates]
                    + [tx.delete(k) for k, _ in deletes])
         failure = [tx.get(k) for k in read_back]
-        ok, responses = self._call(lambda c: c.transaction(compare, success, failure))
+        ok, responses = self._call("txn", lambda c: c.transaction(compare, success, failure))
         if ok:
             header = responses[0].response_put.header if creates or updates \
                 else responses[0].response_delete_range.header
@@ -342,7 +349,7 @@ class Etcd:
 
     def put(self, key: str, value) -> int:
         """Unconditional write: only for keys with a single writer by design."""
-        resp = self._call(lambda c: c.put(key, _bytes(value)))
+        resp = self._call("put", lambda c: c.put(key, _bytes(value)))
         return resp.header.revision
 
     # -- watch ----------------------------------------------------------
@@ -361,6 +368,7 @@ class Etcd:
         the last event they saw, and re-snapshot after RevisionCompacted.
         """
         events = queue.Queue()
+        instruments.etcd_request("watch")
         client, watch_id = self._open_watch(prefix, events.put, start_revision)
         try:
             while True:

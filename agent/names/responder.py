@@ -32,6 +32,7 @@ from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 from agent.names import upstreams
 from agent.names.index import NameTable
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -199,16 +200,19 @@ class Responder:
 
     async def answer(self, listener: Listener, source: str, query: bytes, tcp: bool) -> bytes:
         """The reply to one question (local, forwarded, or SERVFAIL)."""
+        started = time.monotonic()
         local = local_answer(self.table(), source, query)
         if local is not None:
+            instruments.dns_answered("local", started)
             return local
-        if self._in_flight >= MAX_IN_FLIGHT:
-            return servfail(query)
-        self._in_flight += 1
-        try:
-            reply = await self._forward(listener.upstreams, query, tcp)
-        finally:
-            self._in_flight -= 1
+        reply = None
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
+            try:
+                reply = await self._forward(listener.upstreams, query, tcp)
+            finally:
+                self._in_flight -= 1
+        instruments.dns_answered("servfail" if reply is None else "forwarded", started)
         return reply if reply is not None else servfail(query)
 
     async def _forward(self, upstreams, query: bytes, tcp: bool) -> bytes | None:

@@ -26,6 +26,7 @@ from agent.policy.state import PolicyState
 from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
 from kernel.errors import KernelError
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class PolicyEngine:
         self.felix_env = felix_env
         self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
         self.nft = PolicyTable()
+        self._programmed = False  # the first programming is not timed, as Felix's
         self.reset()
 
     def reset(self) -> None:
@@ -115,6 +117,9 @@ class PolicyEngine:
         if self._full:
             self._last_full = started
         self._full = False
+        if self._programmed:
+            instruments.dataplane_applied(time.monotonic() - started)
+        self._programmed = True
         self._write_status(started)
 
     def _host_interfaces(self, addresses: dict[str, frozenset[str]]) -> None:
