@@ -43,6 +43,7 @@ import errno
 import ipaddress
 import os
 import re
+import socket
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import rt_scope
@@ -59,6 +60,8 @@ __all__ = [
     'set_up_veth',
     'remove_veth',
     'remove_routes',
+    'restore_routes',
+    'host_routes',
     'link_exists',
     'links',
 ]
@@ -196,17 +199,49 @@ def _program_host_side(nl, index, host_ifname, v4, v6, proc_sys):
             f'add {IPV6_GATEWAY} to {host_ifname}', 'addr', 'replace',
             dict(index=index, address=IPV6_GATEWAY, prefixlen=64, flags=IFA_F_NODAD),
         ))
-    changes += [
+    nl.change(changes + _route_changes(index, host_ifname, v4, v6))
+
+
+def _route_changes(index, host_ifname, v4, v6):
+    """The host routes to a container's addresses through its host end."""
+    return [
         (f'add route {addr}/32 dev {host_ifname}', 'route', 'replace',
          dict(dst=f'{addr}/32', oif=index, scope='link', table=MAIN_TABLE))
         for addr in v4
-    ]
-    changes += [
+    ] + [
         (f'add route {addr}/128 dev {host_ifname}', 'route', 'replace',
          dict(dst=f'{addr}/128', oif=index, table=MAIN_TABLE))
         for addr in v6
     ]
-    nl.change(changes)
+
+
+def restore_routes(host_ifname, ipv4_addrs=(), ipv6_addrs=()):
+    """Put back the host routes to a joined container's addresses (someone
+    deleted them); False when the host end is gone, which no route mends."""
+    _check_ifname(host_ifname)
+    v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
+    v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
+    index = netlink.index(host_ifname)
+    if index is None:
+        return False
+    with netlink.rtnl() as nl:
+        nl.change(_route_changes(index, host_ifname, v4, v6))
+    return True
+
+
+def host_routes(prefix):
+    """{address: interface} of the main table's /32 and /128 routes through
+    links whose name starts with ``prefix`` (one dump per family)."""
+    with netlink.iproute('list routes') as ipr:
+        names = {link['index']: link.get('IFLA_IFNAME') or ''
+                 for link in ipr.link('dump')}
+        found = {}
+        for family, full in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+            for msg in ipr.route('dump', family=family, table=MAIN_TABLE):
+                name = names.get(msg.get('RTA_OIF'), '')
+                if msg['dst_len'] == full and name.startswith(prefix) and msg.get('RTA_DST'):
+                    found[msg.get('RTA_DST')] = name
+        return found
 
 
 def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):

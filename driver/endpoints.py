@@ -5,6 +5,8 @@ import hashlib
 import json
 import re
 
+import netaddr
+
 from datastore import annotations
 from datastore import ports
 from datastore.resources import Resource, Resources, valid_name
@@ -88,6 +90,17 @@ def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
             "mac": mac,
         },
     )
+
+
+def addresses(ip_networks) -> list[netaddr.IPAddress]:
+    """The addresses of a WorkloadEndpoint's ipNetworks (unparsable ones left out)."""
+    found = []
+    for net in ip_networks or ():
+        try:
+            found.append(netaddr.IPNetwork(str(net)).ip)
+        except (netaddr.AddrFormatError, ValueError):
+            continue
+    return found
 
 
 def published_ports(wep: Resource) -> tuple[ports.PortBinding, ...]:

@@ -12,10 +12,11 @@ import datetime
 from contextlib import closing
 from typing import NamedTuple
 
-from netaddr import AddrFormatError, IPAddress, IPNetwork
+from netaddr import IPAddress
 
 from datastore.resources import Resources
 from datastore.settings import connect
+from driver import endpoints as ep
 from ipam.allocator import Ipam
 from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
 from ipam.store import BlockStore
@@ -70,23 +71,30 @@ def run(args, config) -> int:
 
 
 def find_leaks(store: BlockStore, resources: Resources, grace: float) -> list[Leak]:
-    now = datetime.datetime.now(datetime.timezone.utc)
     # Blocks before endpoints: an endpoint created in between is then seen.
+    blocks = store.blocks()
+    return leaks(blocks, endpoint_addresses(resources.list("WorkloadEndpoint")), grace)
+
+
+def leaks(blocks, used: set[IPAddress], grace: float) -> list[Leak]:
+    """The addresses of `blocks` ((key, block, revision) as BlockStore.blocks
+    lists them) this plugin allocated, older than grace, whose handle holds
+    none of `used`."""
+    now = datetime.datetime.now(datetime.timezone.utc)
     by_handle = {}
-    for _, block, _ in store.blocks():
+    for _, block, _ in blocks:
         for ordinal, index in enumerate(block.allocations):
             if index is not None:
                 ip = block.ip(ordinal)
                 handle, attrs = block.allocation(ip)
                 if handle and handle.startswith(HANDLE_ID_PREFIX):
                     by_handle.setdefault(handle, []).append((ip, attrs))
-    used = _endpoint_addresses(resources)
-    leaks = []
+    found = []
     for handle, allocations in by_handle.items():
-        found = [_leak(ip, handle, attrs, used, grace, now) for ip, attrs in allocations]
-        if all(found):  # release_by_handle frees all of a handle's addresses
-            leaks += found
-    return sorted(leaks, key=lambda leak: IPAddress(leak.address).sort_key())
+        leaked = [_leak(ip, handle, attrs, used, grace, now) for ip, attrs in allocations]
+        if all(leaked):  # release_by_handle frees all of a handle's addresses
+            found += leaked
+    return sorted(found, key=lambda leak: IPAddress(leak.address).sort_key())
 
 
 def _leak(ip, handle, attrs, used, grace, now) -> Leak | None:
@@ -106,12 +114,6 @@ def _age(timestamp, now) -> float | None:
     return (now - when).total_seconds()
 
 
-def _endpoint_addresses(resources: Resources) -> set[IPAddress]:
-    used = set()
-    for wep in resources.list("WorkloadEndpoint"):  # every namespace
-        for net in wep.spec.get("ipNetworks") or []:
-            try:
-                used.add(IPNetwork(str(net)).ip)
-            except (AddrFormatError, ValueError):
-                continue
-    return used
+def endpoint_addresses(weps) -> set[IPAddress]:
+    """The addresses the WorkloadEndpoints list (every namespace's)."""
+    return {a for wep in weps for a in ep.addresses(wep.spec.get("ipNetworks"))}
