@@ -9,7 +9,8 @@ A new comparison is one more module and one more entry here.
 """
 
 import datetime
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 from datastore.errors import DatastoreError
 from driver.endpoint_sweep import created

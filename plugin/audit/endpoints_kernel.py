@@ -49,8 +49,8 @@ def _strays(layers: Layers, tools: Tools, docker) -> list[Finding]:
             continue
         message = f"interface {ifname} belongs to no endpoint"
         if docker is None:
-            found.append(advised("interface-stray", message,
-                                 f"run check again when dockerd answers ({layers.unread[DOCKERD]})"))
+            found.append(advised("interface-stray", message, "run check again when dockerd "
+                                 f"answers ({layers.unread[DOCKERD]})"))
         else:
             found.append(fixable("interface-stray", message, "deletes it",
                                  lambda i=ifname: _delete_stray(tools, i)))

@@ -3,7 +3,7 @@ understands, naming the container where there is one, with the repair
 `check --repair` makes or the command the user should run."""
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 
 class RepairRefused(Exception):

@@ -14,6 +14,7 @@ from driver.networks import Network, Networks
 from ipam.allocator import Ipam
 from ipam.blocks import affinity_prefix, handle_key, handle_value
 from tests.cli.conftest import NODE
+from tests.fake_dockerd import DOCKER_26, FakeDockerd
 
 
 @pytest.fixture
@@ -101,3 +102,16 @@ def test_etcd_down_is_named_and_the_rest_compared(cli, monkeypatch, tmp_path):
     assert result.code == 1
     assert "could not read etcd" in result.out and "could not read dockerd" in result.out
     assert "Traceback" not in result.err
+
+
+def test_a_ghost_endpoint_is_found_while_dockerd_answers(cli, monkeypatch, resources):
+    with FakeDockerd(DOCKER_26) as dockerd:
+        dockerd.networks["cd" * 32] = "net1"
+        monkeypatch.setenv("DOCKER_HOST", dockerd.url)
+        resources.create(Resource(kind="Node", name=NODE, spec={}))
+        ghost = ep.workload_endpoint(NODE, "fe" * 32, "cd" * 32, ["10.80.0.9/32"],
+                                     ep.DEFAULT_MAC, [])
+        ghost.metadata["creationTimestamp"] = "2020-01-01T00:00:00Z"
+        resources.create(ghost)
+        result = cli("check", "--grace", "0", "-o", "json")
+    assert [f["kind"] for f in result.json()["findings"]][:1] == ["endpoint-ghost"], result
