@@ -32,6 +32,7 @@ in forward chains of the "*" endpoint, as in Felix.
 """
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from agent.nftables import run
@@ -47,6 +48,9 @@ LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
+# `nft list table` text: each set's block, and its elements in it
+_SET = re.compile(r"^\tset (\S+) \{\n(.*?)^\t\}", re.M | re.S)
+_ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
 
 
 @dataclass
@@ -173,6 +177,20 @@ class PolicyTable:
             return True
         except KernelError:
             return False
+
+    def sets(self) -> dict[str, frozenset[str]] | None:
+        """The sets in the kernel's table and their elements; None when
+        there is no table."""
+        try:
+            listing = run(f"list table {FAMILY} {TABLE}\n")
+        except KernelError:
+            return None
+        found = {}
+        for name, body in _SET.findall(listing):
+            elements = _ELEMENTS.search(body)
+            found[name] = frozenset(e for e in re.split(r"[\s,]+", elements.group(1)) if e) \
+                if elements else frozenset()
+        return found
 
     def remove(self) -> None:
         """Delete our table (and with it every rule and set); safe to repeat."""

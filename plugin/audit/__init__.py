@@ -19,7 +19,7 @@ from ipam.errors import IpamError
 from ipam.store import BlockTaken, Conflict
 from kernel.errors import KernelError
 from plugin.audit import (docker_endpoints, endpoints_ipam, endpoints_kernel, ipam_records,
-                          node_record, profiles)
+                          node_record, policy_sets, profiles)
 from plugin.audit.findings import Finding, RepairRefused
 from plugin.audit.layers import Layers
 from plugin.audit.tools import Tools
@@ -52,6 +52,7 @@ CHECKS = [
     Check(ipam_records.NEEDS, ipam_records.check),
     Check(node_record.NEEDS, node_record.check),
     Check(profiles.NEEDS, profiles.check),
+    Check(policy_sets.NEEDS, policy_sets.check),
 ]
 
 

@@ -5,6 +5,7 @@ compare-and-swap or replay-safe steps."""
 from dataclasses import dataclass
 from functools import cached_property
 
+from agent.settings import AgentSettings
 from datastore.resources import Resources
 from driver.docker_api import DockerApi
 from driver.sandboxes import Sandboxes
@@ -18,6 +19,7 @@ class Tools:
     docker: DockerApi | None
     create_profiles: bool = True
     label_endpoints: bool = False
+    agent: AgentSettings | None = None  # None: no policy table to compare
 
     @cached_property
     def ipam(self) -> Ipam:

@@ -14,8 +14,7 @@ from driver.docker_api import DockerApi
 from plugin import audit
 from plugin.audit import layers as audit_layers
 from plugin.audit.tools import Tools
-from plugin.cli.errors import CommandError
-from plugin.cli.ipam_gc import DEFAULT_GRACE
+from plugin.cli import ipam_gc
 from plugin.cli.output import add_output_option, as_json
 
 DOCKER_TIMEOUT = 3.0
@@ -27,16 +26,13 @@ def register(commands) -> None:
                                           "safe)")
     p.add_argument("--repair", action="store_true",
                    help="mend what is provably safe; name what is not with the command to run")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
-                   help="leave younger endpoints, addresses and profiles alone: a container "
-                        f"may be starting (default {DEFAULT_GRACE:.0f})")
+    ipam_gc.add_grace_option(p, "endpoints, addresses and profiles", "starting")
     add_output_option(p, "json")
     p.set_defaults(func=run)
 
 
 def run(args, config) -> int:
-    if args.grace < 0:
-        raise CommandError("--grace must be 0 or more seconds")
+    seconds = ipam_gc.grace(args)
     docker = DockerApi(config.driver.docker_host, timeout=DOCKER_TIMEOUT)
     with closing(connect(config.etcd)) as etcd:
         resources, etcd_error = Resources(etcd), None
@@ -46,8 +42,8 @@ def run(args, config) -> int:
             resources, etcd_error = None, str(exc)
         layers = audit_layers.read(config.nodename, resources, docker, etcd_error)
         tools = Tools(config.nodename, resources, docker, config.driver.create_profiles,
-                      config.driver.label_endpoints)
-        findings = audit.audit(layers, tools, audit.Grace(args.grace))
+                      config.driver.label_endpoints, config.agent)
+        findings = audit.audit(layers, tools, audit.Grace(seconds))
         if args.repair:
             audit.repair(findings)
     left = [f for f in findings if not f.repaired]

@@ -38,19 +38,29 @@ def register(ipam_commands) -> None:
     p = ipam_commands.add_parser("gc", help="find addresses this plugin allocated that no "
                                             "workload endpoint uses (--apply releases them)")
     p.add_argument("--apply", action="store_true", help="release them (default: only report)")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
-                   help="leave younger addresses alone: a container may be between getting "
-                        f"its address and its endpoint (default {DEFAULT_GRACE:.0f})")
+    add_grace_option(p, "addresses", "between getting its address and its endpoint")
     add_output_option(p, "json")
     p.set_defaults(func=run)
 
 
-def run(args, config) -> int:
+def add_grace_option(parser, what: str, why: str) -> None:
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help=f"leave younger {what} alone: a container may be {why} "
+                             f"(default {DEFAULT_GRACE:.0f})")
+
+
+def grace(args) -> float:
+    """--grace, checked."""
     if args.grace < 0:
         raise CommandError("--grace must be 0 or more seconds")
+    return args.grace
+
+
+def run(args, config) -> int:
+    seconds = grace(args)
     with closing(connect(config.etcd)) as etcd:
         ipam = Ipam(etcd, config.nodename)
-        leaks = find_leaks(ipam.store, Resources(etcd), args.grace)
+        leaks = find_leaks(ipam.store, Resources(etcd), seconds)
         if args.apply:
             for handle in sorted({leak.handle for leak in leaks}):
                 ipam.release_by_handle(handle)

@@ -20,6 +20,8 @@ from tests.fake_dockerd import DOCKER_26, FakeDockerd
 @pytest.fixture
 def check(cli, monkeypatch, tmp_path, resources):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-dockerd.sock")
+    # No policy table to compare in the namespace pytest runs in (tests/e2e do it).
+    monkeypatch.setenv("CALICO_LIBNETWORK_POLICY", "false")
     resources.create(Resource(kind="Node", name=NODE, spec={}))
     return lambda *extra: cli("check", "--grace", "0", "-o", "json", *extra)
 
@@ -108,6 +110,7 @@ def test_a_ghost_endpoint_is_found_while_dockerd_answers(cli, monkeypatch, resou
     with FakeDockerd(DOCKER_26) as dockerd:
         dockerd.networks["cd" * 32] = "net1"
         monkeypatch.setenv("DOCKER_HOST", dockerd.url)
+        monkeypatch.setenv("CALICO_LIBNETWORK_POLICY", "false")
         resources.create(Resource(kind="Node", name=NODE, spec={}))
         ghost = ep.workload_endpoint(NODE, "fe" * 32, "cd" * 32, ["10.80.0.9/32"],
                                      ep.DEFAULT_MAC, [])

@@ -215,3 +215,19 @@ def test_without_dockerd_it_names_the_layer_and_compares_the_rest(hosts):
     assert check(h1, "--repair")[0] == 0
     clean(h1)
     clean(h2)
+
+
+def test_a_policy_set_element_deleted_by_hand_is_named(hosts):
+    h1, _ = hosts
+    address = container_ip(h1, "a2", "net1")
+    name = python_in(h1, "from agent.policy.nft import PolicyTable; print(next(n for n, m in "
+                         f"PolicyTable().sets().items() if {address!r} in m))")
+    element = f"inet calico-libnetwork {name} {{ {address} }}"
+    in_host(h1, f"nft delete element {element}")
+    code, found, _ = check(h1, "--repair")
+    assert code == 1 and list(found) == ["policy-set"]
+    finding = found["policy-set"][0]
+    assert f"lacks {address} (container a2)" in finding["message"]
+    assert "restart the plugin" in finding["advice"] and not finding["repaired"]
+    in_host(h1, f"nft add element {element}")
+    clean(h1)
