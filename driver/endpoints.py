@@ -103,6 +103,11 @@ def addresses(ip_networks) -> list[netaddr.IPAddress]:
     return found
 
 
+def endpoint_addresses(weps) -> set[netaddr.IPAddress]:
+    """The addresses the WorkloadEndpoints list."""
+    return {a for wep in weps for a in addresses(wep.spec.get("ipNetworks"))}
+
+
 def published_ports(wep: Resource) -> tuple[ports.PortBinding, ...]:
     """The host ports the endpoint publishes (none when its annotation is unreadable)."""
     return ports.published(wep.name, wep.annotations)

@@ -7,10 +7,10 @@ does not hold allocated (IPAM would hand it out again)."""
 from netaddr import IPAddress
 
 from driver import endpoints as ep
+from ipam.leaks import leaked
 from plugin.audit.findings import Finding, RepairRefused, advised, fixable
 from plugin.audit.layers import DOCKERD, ETCD, Layers
 from plugin.audit.tools import Tools
-from plugin.cli import ipam_gc
 
 NEEDS = (ETCD,)
 
@@ -18,8 +18,8 @@ NEEDS = (ETCD,)
 def check(layers: Layers, tools: Tools, grace) -> list[Finding]:
     found = []
     docker_read = layers.readable(DOCKERD)
-    used = ipam_gc.endpoint_addresses(layers.all_weps) | layers.docker_addresses()
-    leaks = [leak for leak in ipam_gc.leaks(layers.blocks, used, grace.seconds)
+    used = ep.endpoint_addresses(layers.all_weps) | layers.docker_addresses()
+    leaks = [leak for leak in leaked(layers.blocks, used, grace.seconds)
              if leak.node == layers.node]
     for handle in sorted({leak.handle for leak in leaks}):
         mine = [leak.address for leak in leaks if leak.handle == handle]
@@ -46,7 +46,7 @@ def check(layers: Layers, tools: Tools, grace) -> list[Finding]:
 
 def _release(tools: Tools, handle: str, leaked) -> None:
     """Release the handle's addresses unless an endpoint lists one now."""
-    now = ipam_gc.endpoint_addresses(tools.resources.list("WorkloadEndpoint"))
+    now = ep.endpoint_addresses(tools.resources.list("WorkloadEndpoint"))
     held = [a for a in leaked if IPAddress(a) in now]
     if held:
         raise RepairRefused(f"an endpoint uses {', '.join(held)} now; left alone")

@@ -1,37 +1,21 @@
 """`calico-libnetwork ipam gc`: find, and with --apply release, addresses this
 plugin allocated that no workload endpoint uses, e.g. when dockerd or the
-plugin died between RequestAddress and CreateEndpoint, on any node.
-
-Only handles this plugin makes ("libnetwork.<hex>", attrs type "libnetwork")
-are candidates, and a handle only when every address it holds is unused and
-older than the grace period: tunnel addresses, CNI's and other components'
-allocations are never touched.
+plugin died between RequestAddress and CreateEndpoint, on any node (which
+addresses count: ipam/leaks.py).
 """
 
-import datetime
 from contextlib import closing
-from typing import NamedTuple
-
-from netaddr import IPAddress
 
 from datastore.resources import Resources
 from datastore.settings import connect
 from driver import endpoints as ep
 from ipam.allocator import Ipam
-from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
+from ipam.leaks import Leak, leaked
 from ipam.store import BlockStore
 from plugin.cli.errors import CommandError
 from plugin.cli.output import add_output_option, as_json, table
 
 DEFAULT_GRACE = 300.0
-
-
-class Leak(NamedTuple):
-    address: str
-    handle: str
-    node: str | None
-    endpoint_name: str | None
-    age: int  # seconds since the address was allocated
 
 
 def register(ipam_commands) -> None:
@@ -83,47 +67,4 @@ def run(args, config) -> int:
 def find_leaks(store: BlockStore, resources: Resources, grace: float) -> list[Leak]:
     # Blocks before endpoints: an endpoint created in between is then seen.
     blocks = store.blocks()
-    return leaks(blocks, endpoint_addresses(resources.list("WorkloadEndpoint")), grace)
-
-
-def leaks(blocks, used: set[IPAddress], grace: float) -> list[Leak]:
-    """The addresses of `blocks` ((key, block, revision) as BlockStore.blocks
-    lists them) this plugin allocated, older than grace, whose handle holds
-    none of `used`."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    by_handle = {}
-    for _, block, _ in blocks:
-        for ordinal, index in enumerate(block.allocations):
-            if index is not None:
-                ip = block.ip(ordinal)
-                handle, attrs = block.allocation(ip)
-                if handle and handle.startswith(HANDLE_ID_PREFIX):
-                    by_handle.setdefault(handle, []).append((ip, attrs))
-    found = []
-    for handle, allocations in by_handle.items():
-        leaked = [_leak(ip, handle, attrs, used, grace, now) for ip, attrs in allocations]
-        if all(leaked):  # release_by_handle frees all of a handle's addresses
-            found += leaked
-    return sorted(found, key=lambda leak: IPAddress(leak.address).sort_key())
-
-
-def _leak(ip, handle, attrs, used, grace, now) -> Leak | None:
-    age = _age(attrs.get("timestamp"), now)
-    if attrs.get("type") != ALLOCATION_TYPE or ip in used or age is None or age < grace:
-        return None
-    return Leak(str(ip), handle, attrs.get("node"), attrs.get("endpoint-name"), int(age))
-
-
-def _age(timestamp, now) -> float | None:
-    try:
-        when = datetime.datetime.fromisoformat(str(timestamp))
-    except ValueError:
-        return None  # unknown age: never old enough
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return (now - when).total_seconds()
-
-
-def endpoint_addresses(weps) -> set[IPAddress]:
-    """The addresses the WorkloadEndpoints list (every namespace's)."""
-    return {a for wep in weps for a in ep.addresses(wep.spec.get("ipNetworks"))}
+    return leaked(blocks, ep.endpoint_addresses(resources.list("WorkloadEndpoint")), grace)

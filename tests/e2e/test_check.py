@@ -48,6 +48,7 @@ def hosts(docker_host_factory):
 def check(host, *extra, **env):
     """(exit code, findings by kind, the JSON report) of `check -o json`."""
     result = calicoctl(host, "check", "--grace", "0", "-o", "json", *extra, check=False, **env)
+    assert result.stdout, result.stderr
     report = json.loads(result.stdout)
     by_kind = {}
     for finding in report["findings"]:
@@ -85,6 +86,11 @@ def test_a_deleted_host_veth_names_the_container_and_the_command(hosts):
     finding = found["interface-missing"][0]
     assert finding["container"] == "a1" and not finding["repaired"]
     assert "`docker restart a1`" in finding["advice"]
+    text = calicoctl(h1, "check", "--grace", "0", check=False)
+    assert text.returncode == 1
+    assert [line for line in text.stdout.splitlines() if "a1" in line] == [
+        f"container a1 has lost its interface {finding['message'].split()[-3]} on this host: "
+        "run `docker restart a1` to give it a new one"]
     docker(h1, "restart", "a1")
     clean(h1)
 
