@@ -89,7 +89,7 @@ def test_a_deleted_host_veth_names_the_container_and_the_command(hosts):
     text = calicoctl(h1, "check", "--grace", "0", check=False)
     assert text.returncode == 1
     assert [line for line in text.stdout.splitlines() if "a1" in line] == [
-        f"container a1 has lost its interface {finding['message'].split()[-3]} on this host: "
+        f"container a1 has lost its interface {finding['message'].split()[-4]} on this host: "
         "run `docker restart a1` to give it a new one"]
     docker(h1, "restart", "a1")
     clean(h1)
