@@ -1,6 +1,7 @@
 """Workload endpoints and profiles: the Calico v3 records for Docker's
 endpoints and networks (calico-datastore.md §2.3, §2.4, §7)."""
 
+import functools
 import hashlib
 import json
 import re
@@ -94,13 +95,18 @@ def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
 
 def addresses(ip_networks) -> list[netaddr.IPAddress]:
     """The addresses of a WorkloadEndpoint's ipNetworks (unparsable ones left out)."""
-    found = []
-    for net in ip_networks or ():
-        try:
-            found.append(netaddr.IPNetwork(str(net)).ip)
-        except (netaddr.AddrFormatError, ValueError):
-            continue
-    return found
+    found = [_address(str(net)) for net in ip_networks or ()]
+    return [a for a in found if a is not None]
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(ip_network: str) -> netaddr.IPAddress | None:
+    # Cached: `check` reads the same lists several times, and netaddr takes
+    # some 0.1 ms a parse.  Callers must not change the shared result.
+    try:
+        return netaddr.IPNetwork(ip_network).ip
+    except (netaddr.AddrFormatError, ValueError):
+        return None
 
 
 def endpoint_addresses(weps) -> set[netaddr.IPAddress]:

@@ -51,6 +51,7 @@ FAMILY = "inet"
 # `nft list table` text: each set's block, and its elements in it
 _SET = re.compile(r"^\tset (\S+) \{\n(.*?)^\t\}", re.M | re.S)
 _ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
+_TABLE_BLOCK = re.compile(rf"^table {FAMILY} {TABLE} \{{\n(.*?)^\}}", re.M | re.S)
 
 
 @dataclass
@@ -180,13 +181,16 @@ class PolicyTable:
 
     def sets(self) -> dict[str, frozenset[str]] | None:
         """The sets in the kernel's table and their elements; None when
-        there is no table."""
-        try:
-            listing = run(f"list table {FAMILY} {TABLE}\n")
-        except KernelError:
+        there is no table (or one without sets: ours always has the
+        Calico hosts' sets)."""
+        # The sets of every inet table (without the chains: a thousand
+        # endpoints' chains take nft a second to list), then ours.
+        listing = run(f"list sets {FAMILY}\n")
+        ours = _TABLE_BLOCK.search(listing)
+        if ours is None:
             return None
         found = {}
-        for name, body in _SET.findall(listing):
+        for name, body in _SET.findall(ours.group(1)):
             elements = _ELEMENTS.search(body)
             found[name] = frozenset(e for e in re.split(r"[\s,]+", elements.group(1)) if e) \
                 if elements else frozenset()

@@ -156,7 +156,7 @@ def _read_docker(layers: Layers, docker: DockerApi | None) -> None:
 
 def _read_kernel(layers: Layers) -> None:
     try:
-        layers.links = set(dataplane.links(ep.HOST_IF_PREFIX))
+        layers.links = dataplane.link_names(ep.HOST_IF_PREFIX)
         layers.routes = dataplane.host_routes(ep.HOST_IF_PREFIX)
     except KernelError as exc:
         layers.unread[KERNEL] = str(exc)
