@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 IPV4_GATEWAY = '169.254.1.1'
+_RTF_LOCAL_OR_ANYCAST = 0x80000000 | 0x00100000  # /proc/net/ipv6_route's flags
 IPV6_GATEWAY = 'fe80::1'
 
 # Calico's validator accepts exactly these names for interfaceName; the
@@ -245,9 +246,10 @@ def host_routes(prefix):
                 found[str(ipaddress.IPv4Address(bytes.fromhex(dest)[::-1]))] = iface
     try:
         with open('/proc/thread-self/net/ipv6_route', encoding='ascii') as f:
-            for line in f:
-                dest, length, *_, iface = line.split()
-                if length == '80' and iface.startswith(prefix):
+            for line in f:  # every table's: the local table's are flagged
+                dest, length, *_, flags, iface = line.split()
+                if length == '80' and iface.startswith(prefix) \
+                        and not int(flags, 16) & _RTF_LOCAL_OR_ANYCAST:
                     found[str(ipaddress.IPv6Address(bytes.fromhex(dest)))] = iface
     except FileNotFoundError:
         pass  # IPv6 disabled
