@@ -56,6 +56,14 @@ def check(host, *extra, **env):
     return result.returncode, by_kind, report
 
 
+def repaired(host, kind):
+    """The findings of `check --repair`: all of `kind`, all mended."""
+    code, found, _ = check(host, "--repair")
+    assert (code, list(found)) == (0, [kind]), found
+    assert all(f["repaired"] for f in found[kind]), found
+    return found[kind]
+
+
 def clean(host):
     code, found, report = check(host)
     assert (code, found, report["unread"]) == (0, {}, {})
@@ -103,6 +111,7 @@ def test_a_deleted_workload_endpoint_is_rewritten_from_dockerd(hosts):
     code, found, _ = check(h1)
     assert code == 1 and list(found) == ["endpoint-missing"]
     assert found["endpoint-missing"][0]["container"] == "a2"
+    assert wep(h1, endpoint) is None  # check alone changes nothing
     code, found, _ = check(h1, "--repair")
     assert code == 0 and found["endpoint-missing"][0]["repaired"]
     after = wep(h1, endpoint)
@@ -119,11 +128,8 @@ def test_a_missing_host_route_is_put_back(hosts):
     h1, _ = hosts
     address = container_ip(h1, "a2", "net1")
     in_host(h1, f"ip route del {address}/32")
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["route-missing"]
-    assert found["route-missing"][0]["container"] == "a2"
-    code, found, _ = check(h1, "--repair")
-    assert code == 0 and found["route-missing"][0]["repaired"]
+    found = repaired(h1, "route-missing")
+    assert found[0]["container"] == "a2"
     assert f"cali{endpoint_id(h1, 'a2', 'net1')[:11]}" in in_host(h1, f"ip route show {address}")
     clean(h1)
 
@@ -131,9 +137,7 @@ def test_a_missing_host_route_is_put_back(hosts):
 def test_a_cali_interface_no_endpoint_owns_is_deleted(hosts):
     h1, _ = hosts
     in_host(h1, "ip link add cali0123456789a type veth peer name temp0123456789a")
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["interface-stray"]
-    assert check(h1, "--repair")[0] == 0
+    repaired(h1, "interface-stray")
     assert "cali0123456789a" not in in_host(h1, "ip -o link show")
     clean(h1)
 
@@ -149,12 +153,10 @@ def test_a_ghost_endpoint_claiming_a_running_containers_address(hosts):
                              creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     ghost["spec"].update(endpoint=ghost_id, interfaceName=ep.host_ifname(ghost_id))
     h1.etcd.put(WEP_PREFIX + ghost["metadata"]["name"], json.dumps(ghost))
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["endpoint-ghost"]
-    finding = found["endpoint-ghost"][0]
+    found = repaired(h1, "endpoint-ghost")
+    finding = found[0]
     assert f"{address} is running container a2's" in finding["message"]
     assert f"keeping {address}" in finding["repair"]
-    assert check(h1, "--repair")[0] == 0
     assert wep(h1, ghost_id) is None and wep(h1, endpoint_id(h1, "a2", "net1")) is not None
     clean(h1)  # a2's address is still allocated: no endpoint lists an unallocated one
     assert pings(h2, "b1", address)
@@ -164,10 +166,8 @@ def test_a_leaked_address_is_released(hosts):
     h1, _ = hosts
     leaked = python_in(h1, "print(Ipam(etcd, 'h1').auto_assign(4, 'libnetwork.' + 'ab' * 16, "
                            f"{{'type': 'libnetwork', 'node': 'h1', 'timestamp': {OLD!r}}}))")
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["address-leaked"]
-    assert leaked in found["address-leaked"][0]["message"]
-    assert check(h1, "--repair")[0] == 0
+    found = repaired(h1, "address-leaked")
+    assert leaked in found[0]["message"]
     assert python_in(h1, f"print(Ipam(etcd, 'h1').allocation({leaked!r}))") == "None"
     clean(h1)
 
@@ -180,9 +180,7 @@ def test_a_handle_count_that_disagrees_with_its_block_is_fixed(hosts):
                   "kv = etcd.get(handle_key(h)); "
                   "etcd.put(handle_key(h), json.dumps(handle_value("
                   "{b: n + 2 for b, n in json.loads(kv.value)['block'].items()})))")
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["handle-count"]
-    assert check(h1, "--repair")[0] == 0
+    repaired(h1, "handle-count")
     clean(h1)
 
 
@@ -190,10 +188,8 @@ def test_a_block_affine_to_a_node_that_no_longer_exists(hosts):
     h1, _ = hosts
     python_in(h1, "Ipam(etcd, 'gone').auto_assign(4, 'libnetwork.' + 'cd' * 16, "
                   f"{{'type': 'libnetwork', 'node': 'gone', 'timestamp': {OLD!r}}})")
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["affinity-orphan"]
-    assert "node gone, which no longer exists" in found["affinity-orphan"][0]["message"]
-    assert check(h1, "--repair")[0] == 0
+    found = repaired(h1, "affinity-orphan")
+    assert "node gone, which no longer exists" in found[0]["message"]
     clean(h1)
 
 
@@ -203,9 +199,7 @@ def test_a_profile_named_after_a_network_id_no_network_uses(hosts):
     profile = ep.network_profile(old_id).to_dict()
     profile["metadata"]["creationTimestamp"] = OLD
     h1.etcd.put(PROFILE_PREFIX + old_id, json.dumps(profile))
-    code, found, _ = check(h1)
-    assert code == 1 and list(found) == ["profile-unused"]
-    assert check(h1, "--repair")[0] == 0
+    repaired(h1, "profile-unused")
     assert h1.etcd.get(PROFILE_PREFIX + old_id) is None
     clean(h1)
 
@@ -218,7 +212,7 @@ def test_without_dockerd_it_names_the_layer_and_compares_the_rest(hosts):
     # Without dockerd's word the interface may be a running container's: kept.
     assert not found["interface-stray"][0]["repaired"]
     assert "cali0123456789b" in in_host(h1, "ip -o link show")
-    assert check(h1, "--repair")[0] == 0
+    repaired(h1, "interface-stray")
     clean(h1)
     clean(h2)
 
