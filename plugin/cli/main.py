@@ -14,7 +14,7 @@ from kernel.errors import KernelError
 from metrics import exposition
 from plugin import metrics, server, startup
 from plugin.agent_process import AGENT_ARGV, REGISTERED_FLAG, AgentProcess
-from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
+from plugin.cli import apply, check, delete, get, ipam_gc, ipam_show, pool, status
 from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 
@@ -130,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     get.register(sub)
     delete.register(sub)
     status.register(sub)
+    check.register(sub)
     ipam = sub.add_parser("ipam", help="show and clean up IP address allocations")
     ipam_commands = ipam.add_subparsers(dest="ipam_command", metavar="COMMAND", required=True)
     ipam_show.register(ipam_commands)
