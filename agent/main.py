@@ -45,7 +45,9 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
     try:
         if metrics_socket is not None:  # before the first round trip, which it counts
             cluster = metrics.ClusterMetrics(settings.nodename)
-            exporter = metrics.serve(metrics_socket, cluster, plugin_metrics)
+            health = (metrics.ResponderHealth(settings.names_health_path),) \
+                if settings.names else ()
+            exporter = metrics.serve(metrics_socket, cluster, plugin_metrics, *health)
         address, address6 = node_address(settings), node_address6(settings)
         LOG.info("node %s, address %s, IPv6 address %s", settings.nodename, address,
                  address6 or "none (IP6=none)")

@@ -21,7 +21,9 @@ from collections import Counter
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
+
+from agent.names.health import responder_health
 
 from datastore.records import HOST_ENDPOINTS, NODES, WORKLOAD_ENDPOINTS, Kind
 from ipam.blocks import BLOCKS, AllocationBlock
@@ -172,10 +174,35 @@ def _put(table: dict, key, value) -> None:
         table[key] = value
 
 
-def serve(sock, view: ClusterMetrics, plugin_dir: str | None = None):
+class ResponderHealth:
+    """The names responder's health as its watchdog last wrote it (read at
+    each scrape; nothing while no watchdog runs)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def collect(self):
+        health = responder_health(self.path)
+        if health["answering"] is None:
+            return
+        yield GaugeMetricFamily(
+            "calico_libnetwork_dns_responder_answering",
+            "1 while the names responder answers its watchdog (containers' questions are "
+            "intercepted), 0 while they go straight to their nameservers",
+            1 if health["answering"] else 0)
+        yield CounterMetricFamily(
+            "calico_libnetwork_dns_interception_withdrawals",
+            "how often the watchdog took the interception away from a responder that did "
+            "not answer", health.get("withdrawals", 0))
+
+
+def serve(sock, view: ClusterMetrics, plugin_dir: str | None = None, *collectors):
     """Serve the node's metrics on `sock`: the agent's (its counters, `view`,
-    its process_*) and, with `plugin_dir`, the plugin workers' files."""
+    `collectors`, its process_*) and, with `plugin_dir`, the plugin workers'
+    files."""
     own = CollectorRegistry(auto_describe=False)
     instruments.enable_agent(own)
     own.register(view)
+    for collector in collectors:
+        own.register(collector)
     return exposition.serve_node(sock, own, plugin_dir)

@@ -1,9 +1,14 @@
 """The responder's DNS metrics over the wire: each question counted once,
-by how it was answered (local, forwarded, servfail), with its latency."""
+by how it was answered (local, forwarded, servfail), with its latency; and
+its health as the names watchdog sees it."""
+
+import os
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agent.metrics import ResponderHealth
+from agent.names import health
 from agent.names.responder import Listener, Responder
 from metrics import instruments
 from tests.agent.test_names import (WEP_PREFIX, FakeUpstream, answers, ask, guide_index,
@@ -11,6 +16,8 @@ from tests.agent.test_names import (WEP_PREFIX, FakeUpstream, answers, ask, guid
 from tests.introspect import feed
 
 METRIC = "calico_libnetwork_dns_answer_duration_seconds"
+ANSWERING = "calico_libnetwork_dns_responder_answering"
+WITHDRAWALS = "calico_libnetwork_dns_interception_withdrawals_total"
 
 
 @pytest.fixture
@@ -50,3 +57,19 @@ def test_questions_counted_by_answer(registry):
         responder.stop()
         working.close()
         silent.close()
+
+
+def test_the_responders_health_as_the_watchdog_wrote_it(tmp_path):
+    """Answering 1 or 0 and the withdrawals, from the watchdog's file (its
+    watchdog, here this process, alive); nothing without a watchdog."""
+    path = tmp_path / "names-health-h1.json"
+    registry = CollectorRegistry()
+    registry.register(ResponderHealth(str(path)))
+    assert registry.get_sample_value(ANSWERING) is None
+    health.write(str(path), {"answering": False, "since": 1, "intercepted": [],
+                             "withdrawals": 2, "pid": os.getpid()})
+    assert registry.get_sample_value(ANSWERING) == 0
+    assert registry.get_sample_value(WITHDRAWALS) == 2
+    health.write(str(path), {"answering": True, "since": 2, "intercepted": ["10.0.0.2"],
+                             "withdrawals": 2, "pid": os.getpid()})
+    assert registry.get_sample_value(ANSWERING) == 1

@@ -4,6 +4,7 @@ the layer it could not read is named, and an etcd outage is a message, not
 a traceback.  (The dockerd and kernel faults: tests/e2e/test_check.py.)"""
 
 import json
+import os
 
 import pytest
 from netaddr import IPNetwork
@@ -118,3 +119,17 @@ def test_a_ghost_endpoint_is_found_while_dockerd_answers(cli, monkeypatch, resou
         resources.create(ghost)
         result = cli("check", "--grace", "0", "-o", "json")
     assert [f["kind"] for f in result.json()["findings"]][:1] == ["endpoint-ghost"], result
+
+
+def test_a_names_responder_that_does_not_answer_is_reported(check, monkeypatch, tmp_path):
+    """The watchdog's file says the responder stopped answering (its
+    watchdog, here this process, alive): check names it; once it answers
+    again, nothing."""
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    health = tmp_path / f"names-health-{NODE}.json"
+    health.write_text(json.dumps({"answering": False, "since": 1, "intercepted": [],
+                                  "withdrawals": 1, "pid": os.getpid()}))
+    assert kinds(check()) == [("responder-not-answering", False)]
+    health.write_text(json.dumps({"answering": True, "since": 1, "intercepted": ["10.0.0.2"],
+                                  "withdrawals": 1, "pid": os.getpid()}))
+    assert check().json()["findings"] == []
