@@ -19,7 +19,8 @@ from ipam.errors import IpamError
 from ipam.store import BlockTaken, Conflict
 from kernel.errors import KernelError
 from plugin.audit import (docker_endpoints, endpoints_ipam, endpoints_kernel, ipam_records,
-                          node_record, policy_sets, profiles, responder)
+                          node_record, policy_sets, profiles, published,
+                          responder)
 from plugin.audit.findings import Finding, RepairRefused
 from plugin.audit.layers import Layers
 from plugin.audit.tools import Tools
@@ -53,6 +54,7 @@ CHECKS = [
     Check(node_record.NEEDS, node_record.check),
     Check(profiles.NEEDS, profiles.check),
     Check(policy_sets.NEEDS, policy_sets.check),
+    Check(published.NEEDS, published.check),
     Check(responder.NEEDS, responder.check),
 ]
 
