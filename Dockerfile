@@ -47,12 +47,21 @@ RUN set -eu; \
 
 FROM ${BASE}
 COPY --from=build /debs /tmp/debs
-# policy-rc.d: bird2's install script must not start Debian's BIRD service
-# (the node agent runs BIRD itself).
+# From debs/, bird2 gives its binaries only (dpkg-deb -x): the node agent runs
+# BIRD itself, and bird2's install scripts (a service, a user) would need perl.
+# policy-rc.d: from the mirror, bird2's install script must not start Debian's
+# BIRD service.
 RUN set -eu; \
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
     if ls /tmp/debs/*.deb >/dev/null 2>&1; then \
-        dpkg -i /tmp/debs/*.deb >/dev/null; \
+        for deb in /tmp/debs/bird2_*.deb; do \
+            [ -e "$deb" ] || continue; \
+            dpkg-deb -x "$deb" /tmp/bird2; \
+            cp /tmp/bird2/usr/sbin/bird /tmp/bird2/usr/sbin/birdc /tmp/bird2/usr/sbin/birdcl \
+                /usr/local/sbin/; \
+            rm -rf /tmp/bird2 "$deb"; \
+        done; \
+        if ls /tmp/debs/*.deb >/dev/null 2>&1; then dpkg -i /tmp/debs/*.deb >/dev/null; fi; \
     elif ! command -v iptables >/dev/null || ! command -v nft >/dev/null \
             || ! command -v bird >/dev/null; then \
         apt-get update -qq; \

@@ -104,9 +104,14 @@ download_debs() {
         say "this host runs '$codename', not $BASE_SUITE: iptables comes from the base's mirror"
         return 0
     fi
-    local pkgs
-    pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-               --no-breaks --no-replaces --no-enhances iptables nftables bird2 2>/dev/null \
+    # bird2 itself is shipped for its binaries only (the image extracts them):
+    # its install scripts (a service, a user, ucf) would bring perl and more.
+    # Its libraries come as packages.
+    local pkgs bird_libs
+    bird_libs=$(apt-cache depends bird2 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^lib/ {print $2}')
+    # shellcheck disable=SC2086
+    pkgs=$( (echo bird2; apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+               --no-breaks --no-replaces --no-enhances iptables nftables $bird_libs 2>/dev/null) \
            | grep -v '^[ <]' | sort -u)
     [ -n "$pkgs" ] || { say "apt-cache knows no iptables (run apt-get update)"; return 0; }
     # shellcheck disable=SC2086
