@@ -10,8 +10,9 @@ from netaddr import IPNetwork
 
 from agent import antispoofing, node
 from agent.autodetect import node_address, node_address6
-from agent.bgp.daemon import BirdDaemon, BirdPaths, bgp_off
+from agent.bgp.daemon import BirdDaemon, BirdPaths, bgp_off, installed
 from agent.bgp.view import BgpView
+from agent.errors import AgentError
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, policy_off
@@ -50,6 +51,9 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
                               settings.heartbeat_interval).start()
         reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval,
                                 address6, bgp=settings.bgp)
+        if settings.bgp and not installed():
+            raise AgentError("CALICO_NETWORKING_BACKEND=bird needs BIRD 2's `bird` on PATH "
+                             "(apt-get install bird2)")
         bird = BirdDaemon(BirdPaths(settings.run_dir)).start() if settings.bgp else None
         if bird is None:
             bgp_off(BirdPaths(settings.run_dir), settings.networking_backend)
