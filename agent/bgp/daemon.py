@@ -67,10 +67,12 @@ class BirdDaemon:
         does nothing.  False when BIRD refused it (the old one stays)."""
         try:
             with open(self.paths.config) as f:
-                if f.read() == text:
-                    return True
+                unchanged = f.read() == text
         except FileNotFoundError:
-            pass
+            unchanged = False
+        if unchanged:  # as an earlier agent left it: BIRD may still have to start
+            self._wake.set()
+            return True
         os.makedirs(self.paths.dir, mode=0o755, exist_ok=True)
         staged = self.paths.config + ".new"
         with open(staged, "w") as f:

@@ -116,6 +116,12 @@ def test_two_birds_exchange_blocks(hosts):
     h1.daemon.stop()
     assert h1.daemon.pid is None and not os.path.exists(f"/proc/{pid}")
 
+    # A new agent finds the config it would write already there: BIRD starts all the same.
+    h1.daemon = BirdDaemon(h1.paths, binary=h1.daemon.binary).start()
+    h1.view.daemon = h1.daemon
+    h1.sync()
+    assert wait_until(lambda: h1.established("Mesh_10_0_0_2"), 20)
+
 
 def test_a_bird_already_in_the_namespace_keeps_ours_from_starting(tmp_path):
     """calico/node's (or the distro's) BIRD owns the host: ours says so."""
