@@ -85,7 +85,7 @@ trap cleanup EXIT
 t0=$SECONDS
 say "wheels for Python $PY_VERSION with $PYTHON"
 mkdir -p "$CTX/src" "$CTX/wheels" "$CTX/debs"
-for item in pyproject.toml README.md plugin ipam driver datastore kernel agent; do
+for item in pyproject.toml README.md plugin ipam driver datastore kernel agent metrics; do
     [ -e "$REPO/$item" ] && cp -r "$REPO/$item" "$CTX/src/"
 done
 find "$CTX/src" -name __pycache__ -prune -exec rm -rf {} +
