@@ -85,7 +85,7 @@ trap cleanup EXIT
 t0=$SECONDS
 say "wheels for Python $PY_VERSION with $PYTHON"
 mkdir -p "$CTX/src" "$CTX/wheels" "$CTX/debs"
-for item in pyproject.toml README.md plugin ipam driver datastore kernel agent; do
+for item in pyproject.toml README.md plugin ipam driver datastore kernel agent metrics; do
     [ -e "$REPO/$item" ] && cp -r "$REPO/$item" "$CTX/src/"
 done
 find "$CTX/src" -name __pycache__ -prune -exec rm -rf {} +
@@ -94,7 +94,7 @@ find "$CTX/src" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$CTX/src"
 say "$(ls "$CTX/wheels" | wc -l) wheels in $((SECONDS - t0)) s"
 
-# 2. iptables, nftables and their libraries as .deb files, if this host runs the same
+# 2. iptables, nftables, bird2 and their libraries as .deb files, if this host runs the same
 #    Debian release as the base (else the image build uses apt itself).
 download_debs() {
     command -v apt-get >/dev/null || { say "no apt-get: iptables comes from the base's mirror"; return 0; }
@@ -104,9 +104,14 @@ download_debs() {
         say "this host runs '$codename', not $BASE_SUITE: iptables comes from the base's mirror"
         return 0
     fi
-    local pkgs
-    pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-               --no-breaks --no-replaces --no-enhances iptables nftables 2>/dev/null \
+    # bird2 itself is shipped for its binaries only (the image extracts them):
+    # its install scripts (a service, a user, ucf) would bring perl and more.
+    # Its libraries come as packages.
+    local pkgs bird_libs
+    bird_libs=$(apt-cache depends bird2 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^lib/ {print $2}')
+    # shellcheck disable=SC2086
+    pkgs=$( (echo bird2; apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+               --no-breaks --no-replaces --no-enhances iptables nftables $bird_libs 2>/dev/null) \
            | grep -v '^[ <]' | sort -u)
     [ -n "$pkgs" ] || { say "apt-cache knows no iptables (run apt-get update)"; return 0; }
     # shellcheck disable=SC2086
@@ -120,7 +125,7 @@ download_debs() {
             die "apt-get download failed; run apt-get update, or pass --no-debs"
         fi
     fi
-    say "$(ls "$CTX/debs" | wc -l) .deb files (iptables, nftables and what they need)"
+    say "$(ls "$CTX/debs" | wc -l) .deb files (iptables, nftables, bird2 and what they need)"
 }
 [ "$DEBS" = true ] && download_debs
 

@@ -9,12 +9,14 @@ veths where dockerd looks for them.
 """
 
 import json
+import os
 import socket
 
 import pytest
 
 from tests.e2e.calico_host import WEP_PREFIX, docker, keys
 from tests.e2e.managed_plugin import PLUGIN, call, create_plugin, enable_plugin, plugin_log
+from tests.lab.common import netns_path, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.require_root]
 
@@ -44,6 +46,8 @@ def plugin(docker_host, plugin_build):
         docker(host, "plugin", "set", PLUGIN,
                f"ETCD_ENDPOINTS={host.etcd.endpoints}",
                f"CALICO_IPV4POOL_CIDR={POOL}",
+               # BIRD runs in the plugin (alone: no peers, nothing changes for routes).
+               "CALICO_NETWORKING_BACKEND=bird",
                # The lab's dockerd does not listen on /var/run/docker.sock.
                f"docker-socket.source={host.dir / 'docker.sock'}")
         enable_plugin(host)
@@ -71,7 +75,8 @@ def test_plugin_is_enabled_and_answers_on_its_socket(plugin):
     config = json.loads(docker(host, "plugin", "inspect", "-f", "{{json .Config}}", PLUGIN))
     assert config["Interface"]["Socket"] == "calico.sock"
     assert config["Network"]["Type"] == "host"
-    assert config["Linux"]["Capabilities"] == ["CAP_NET_ADMIN"]
+    # CAP_NET_BIND_SERVICE: BIRD listens on TCP 179 (CALICO_NETWORKING_BACKEND=bird).
+    assert config["Linux"]["Capabilities"] == ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"]
     status, caps = call(host, "calico.sock", "/NetworkDriver.GetCapabilities")
     assert (status, caps.get("Scope")) == (200, "local"), caps
     status, caps = call(host, "calico.sock", "/IpamDriver.GetCapabilities")
@@ -118,3 +123,30 @@ def test_two_containers_on_a_calico_network_ping(plugin):
             host.docker("rm", "-f", *ids)
         host.docker("network", "rm", "net1")
     assert keys(host, "/calico/libnetwork/v1/networks/") == []
+
+
+def test_the_plugin_runs_bird_with_the_bird_backend(plugin):
+    """The image's BIRD starts (its libraries are there) and binds the BGP
+    port (CAP_NET_BIND_SERVICE) in the host's network namespace."""
+    host = plugin
+    netns = os.stat(netns_path(host.netns)).st_ino
+
+    def bird_in_host():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+                if (os.path.basename(argv[0]) == "bird" and "-c" in argv
+                        and argv[argv.index("-c") + 1].endswith("/bird/bird.cfg")
+                        and os.stat(f"/proc/{pid}/ns/net").st_ino == netns):
+                    return True
+            except (OSError, IndexError):
+                continue
+        return False
+
+    assert wait_until(bird_in_host, 30), plugin_log(host, host.plugin_id)
+    # A peer that never answers: BIRD listens once it has a BGP protocol.
+    host.etcd.put("/calico/resources/v3/projectcalico.org/bgppeers/nobody", json.dumps(
+        {"kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
+         "metadata": {"name": "nobody"}, "spec": {"peerIP": "10.1.0.254", "asNumber": 65000}}))
+    assert wait_until(lambda: host.run_in_netns(["ss", "-Hltn", "sport = :179"]).stdout.strip(),
+                      20), plugin_log(host, host.plugin_id)
