@@ -32,6 +32,7 @@ PLURALS = {
     "ClusterInformation": "clusterinformations",
     "FelixConfiguration": "felixconfigurations",
     "BGPConfiguration": "bgpconfigurations",
+    "BGPPeer": "bgppeers",
     "HostEndpoint": "hostendpoints",
 }
 NAMESPACED = {"WorkloadEndpoint"}

@@ -13,7 +13,7 @@ _calico_deps() (  # a subshell: when sourced, set -e, cd and variables stay in h
     # debian-archive-keyring: its bookworm update holds Debian 13's keys, which
     # scripts/docker-versions.sh needs.
     packages=(docker.io docker-registry etcd-server etcd-client busybox-static iptables nftables iproute2
-              python3-venv debootstrap debian-archive-keyring openssl systemd)
+              python3-venv debootstrap debian-archive-keyring openssl systemd bird2)
     missing=()
     for pkg in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \

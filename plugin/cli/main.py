@@ -12,7 +12,7 @@ from ipam.errors import IpamError
 from kernel.errors import KernelError
 from plugin import server, startup
 from plugin.agent_process import REGISTERED_FLAG, AgentProcess
-from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
+from plugin.cli import apply, delete, get, ipam_gc, ipam_show, node_status, pool, status
 from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 
@@ -103,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     get.register(sub)
     delete.register(sub)
     status.register(sub)
+    node_status.register(sub)
     ipam = sub.add_parser("ipam", help="show and clean up IP address allocations")
     ipam_commands = ipam.add_subparsers(dest="ipam_command", metavar="COMMAND", required=True)
     ipam_show.register(ipam_commands)

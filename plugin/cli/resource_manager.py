@@ -22,6 +22,7 @@ from datastore.resources import Resource, Resources, valid_name
 from ipam import pools
 from ipam.errors import InvalidPool, PoolInUse
 from ipam.pools import Pool
+from plugin.cli import bgp_checks
 from plugin.cli.errors import CommandError
 from plugin.cli.kinds import namespaced, plural, shown, shown_name, stored_name
 from plugin.cli.output import Outcome
@@ -115,6 +116,7 @@ def checked(objects: list[Resource]) -> list[Resource]:
     for res in out:
         if res.kind == "IPPool":
             pools.validate(_pool(res))
+        bgp_checks.check(res)
     for res in out:
         for warning in policy.policy_warnings(shown(res)):
             print(f"calico-libnetwork: warning: {warning}", file=sys.stderr)
