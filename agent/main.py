@@ -10,6 +10,8 @@ from netaddr import IPNetwork
 
 from agent import antispoofing, node
 from agent.autodetect import node_address, node_address6
+from agent.bgp.daemon import BirdDaemon, BirdPaths, bgp_off
+from agent.bgp.view import BgpView
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
 from agent.policy.engine import PolicyEngine, policy_off
@@ -47,7 +49,10 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
         heartbeat = Heartbeat(etcd, settings.nodename, str(address),
                               settings.heartbeat_interval).start()
         reconciler = Reconciler(etcd, settings.nodename, address, settings.resync_interval,
-                                address6)
+                                address6, bgp=settings.bgp)
+        bird = BirdDaemon(BirdPaths(settings.run_dir)).start() if settings.bgp else None
+        if bird is None:
+            bgp_off(BirdPaths(settings.run_dir), settings.networking_backend)
         policy = PolicyEngine(settings.nodename, settings.policy_status_path,
                               settings.resync_interval,
                               settings.felix_env,
@@ -56,14 +61,17 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
             policy_off(settings.policy_status_path)
         names = _start_names(settings) if settings.names else None
         published = PublishedPorts(settings.nodename)
+        bgp = bird and BgpView(settings.nodename, bird, settings.workload_prefix)
         views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index,
-                                  published) if v)
+                                  published, bgp) if v)
         thread = Follower(etcd, views, settings.watch_idle_timeout, stop).start("follower")
         antispoofing.repair()
         while not stop.wait(antispoofing.CHECK_INTERVAL):
             antispoofing.repair()
             published.check()
         heartbeat.stop()
+        if bird is not None:
+            bird.stop()  # its routes stay, as ours do
         if names is not None:
             names.stop()
         if policy is not None:

@@ -32,8 +32,17 @@ class AgentSettings:
     felix_env: FelixSettings = FelixSettings()
     # Answer the names of every host's containers (agent/names).
     names: bool = True
-    # Where the agent leaves files for `calico-libnetwork status`.
+    # Where the agent leaves files for `calico-libnetwork status` (and BIRD's, in bird/).
     run_dir: str = "/run/calico-libnetwork"
+    # CALICO_NETWORKING_BACKEND: "bird" runs BIRD, which routes the plain
+    # pools over BGP; "vxlan" and "none" route every pool from etcd alone.
+    networking_backend: str = "vxlan"
+    # CALICO_LIBNETWORK_IFPREFIX: workload interfaces, which BIRD ignores.
+    workload_prefix: str = "cali"
+
+    @property
+    def bgp(self) -> bool:
+        return self.networking_backend == "bird"
 
     @property
     def policy_status_path(self) -> str:

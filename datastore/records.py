@@ -16,6 +16,7 @@ from typing import Any
 
 from netaddr import AddrFormatError
 
+from datastore.bgp import BGPConfiguration, BGPError, BGPPeer
 from datastore.felix_configuration import FelixSettings
 from datastore.host_endpoint import host_endpoint_from_resource
 from datastore.node import Node
@@ -77,3 +78,7 @@ GLOBAL_NETWORK_POLICIES = resource_kind("GlobalNetworkPolicy", policy_from_resou
 FELIX_CONFIGURATIONS = resource_kind("FelixConfiguration", FelixSettings.from_resource,
                                      unreadable=FelixSettings(), unreadable_log=_POLICY)
 NODES = resource_kind("Node", Node.from_resource)
+# A BGP object that cannot be applied counts as absent (the CLI refuses it).
+BGP_PEERS = resource_kind("BGPPeer", BGPPeer.from_resource, errors=(BGPError,))
+BGP_CONFIGURATIONS = resource_kind("BGPConfiguration", BGPConfiguration.from_resource,
+                                   errors=(BGPError,))

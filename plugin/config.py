@@ -22,6 +22,7 @@ _IFPREFIX_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]{0,9}$")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 _AUTODETECT_METHODS = ("first-found", "interface=", "can-reach=")
+NETWORKING_BACKENDS = ("bird", "vxlan", "none")
 
 
 class ConfigError(Exception):
@@ -91,9 +92,10 @@ class Config:
             timeout=_number(env, "ETCD_TIMEOUT", 3.0, 0.1, 60.0),
         )
         nodename = _nodename(env)
+        ifprefix = _ifprefix(env)
         driver = DriverSettings(
             nodename=nodename,
-            ifprefix=_ifprefix(env),
+            ifprefix=ifprefix,
             create_profiles=_bool(env, "CALICO_LIBNETWORK_CREATE_PROFILES", True),
             label_endpoints=_bool(env, "CALICO_LIBNETWORK_LABEL_ENDPOINTS", False),
             label_poll_timeout=_duration(env, "CALICO_LIBNETWORK_LABEL_POLL_TIMEOUT", 5.0),
@@ -110,7 +112,8 @@ class Config:
                 policy=_bool(env, "CALICO_LIBNETWORK_POLICY", True),
                 felix_env=_felix_env(env),
                 names=_bool(env, "CALICO_LIBNETWORK_DNS", True),
-                run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir),
+                run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir,
+                networking_backend=_networking_backend(env), workload_prefix=ifprefix),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),
         )
@@ -214,6 +217,18 @@ def _ifprefix(env) -> str:
             f"CALICO_LIBNETWORK_IFPREFIX: {prefix!r} must be 1-10 letters, digits, "
             "'-' or '_', starting with a letter")
     return prefix
+
+
+def _networking_backend(env) -> str:
+    """calico/node's variable; unset keeps etcd routing (README: How it works, BGP)."""
+    raw = (env.get("CALICO_NETWORKING_BACKEND") or "").strip()
+    if not raw:
+        return AgentSettings.networking_backend
+    if raw not in NETWORKING_BACKENDS:
+        raise ConfigError(f"CALICO_NETWORKING_BACKEND: {raw!r} is not one of "
+                          f"{', '.join(NETWORKING_BACKENDS)} (bird: BGP with BIRD; vxlan or "
+                          "none: routes from etcd, no BGP)")
+    return raw
 
 
 def _bool(env, name, default) -> bool:

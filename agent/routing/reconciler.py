@@ -29,8 +29,9 @@ LOG = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(self, etcd: Etcd, node: str, address: IPNetwork, resync_interval: float,
-                 address6: IPNetwork | None = None):
+                 address6: IPNetwork | None = None, bgp: bool = False):
         self.node, self.address, self.address6 = node, address, address6
+        self.bgp = bgp  # BIRD routes the plain pools (Local.bgp)
         # The pools it allocates the tunnel addresses in: those of the
         # state being synced (the follower's routing view), not etcd's.
         self.ipam = Ipam(etcd, node, pool_cache=self)
@@ -64,7 +65,8 @@ class Reconciler:
         self._dirty = False
         local = Local(self.node, self.address, self._connected,
                       vxlan=self._sync_vtep(state, full, 4), ipip=self._ipip_ready(state),
-                      address6=self.address6, vxlan6=self._sync_vtep(state, full, 6))
+                      address6=self.address6, vxlan6=self._sync_vtep(state, full, 6),
+                      bgp=self.bgp)
         desired = desired_state(state, local)
         self._log_unroutable(desired.unroutable)
         counts = self._sync_routes(desired.routes, full)

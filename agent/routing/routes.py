@@ -70,6 +70,9 @@ class Local:
     ipip: bool = False  # the kernel has IPIP
     address6: IPNetwork | None = None  # this node's bgp.ipv6Address (None: IP6=none)
     vxlan6: bool = False  # vxlan-v6.calico is up
+    # CALICO_NETWORKING_BACKEND=bird: BIRD programs the routes of plain
+    # (unencapsulated) pools, learned over BGP; we keep VXLAN and IPIP.
+    bgp: bool = False
 
     def address_of(self, version: int) -> IPNetwork | None:
         return self.address if version == 4 else self.address6
@@ -96,6 +99,11 @@ def encapsulation(pool: Pool | None, local: Local, node: Node, version: int = 4)
         if mode == "Always" or (mode == "CrossSubnet" and not same_subnet):
             return kind
     return DIRECT
+
+
+def plain(pool: Pool | None) -> bool:
+    """A pool (or no pool) whose traffic is routed as it is, not tunnelled."""
+    return pool is None or (pool.vxlan_mode == "Never" and pool.ipip_mode == "Never")
 
 
 def needs_ipip(state: ClusterState) -> bool:
@@ -138,7 +146,10 @@ def _route_to(desired: Desired, state: ClusterState, local: Local, dst: IPNetwor
     if address is None:
         desired.unroutable[dst] = f"node {owner} has no Node resource with {field}"
         return
-    kind = encapsulation(state.pool_of(dst), local, node, version)
+    pool = state.pool_of(dst)
+    if local.bgp and plain(pool):
+        return  # BIRD's, as calico/node leaves it to BIRD
+    kind = encapsulation(pool, local, node, version)
     if kind == VXLAN:
         device = VXLAN_DEVICE if version == 4 else VXLAN6_DEVICE
         vtep_ip, vtep_mac = node.vtep_of(version)
