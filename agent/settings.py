@@ -52,11 +52,6 @@ class AgentSettings:
     def names_status_path(self) -> str:
         return f"{self.run_dir}/names-{self.nodename}.json"
 
-    @property
-    def bird_control_socket(self) -> str:
-        """BIRD's control socket (birdc -s), one per node like every runtime file."""
-        return f"{self.run_dir}/bird/bird.ctl"
-
 
 def variable(name: str, version: int) -> str:
     """The variable's name for an IP version: IP -> IP6, IP_AUTODETECTION_METHOD

@@ -11,8 +11,9 @@ is a BGP health check."""
 import os
 import sys
 
-from agent.bgp_sessions import BgpSession, sessions
-from agent.bird_control import BirdError, BirdUnavailable
+from agent.bgp.control import ControlError
+from agent.bgp.daemon import BirdPaths
+from agent.bgp.sessions import BgpSession, UnexpectedOutput, sessions
 from plugin.cli.bordered_table import render
 
 HEADERS = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"]
@@ -40,11 +41,12 @@ def run(args, config) -> int:
         return 1
     print("Calico process is running.")
     try:
-        found = sessions(config.agent.bird_control_socket)
-    except BirdUnavailable:
+        found = sessions(BirdPaths(config.agent.run_dir).socket)
+    except ControlError as exc:
         print("\nThe BGP backend process (BIRD) is not running.\n")
+        print(f"calico-libnetwork: {exc}", file=sys.stderr)
         return 1
-    except BirdError as exc:
+    except UnexpectedOutput as exc:
         print(f"Error executing command: {exc}", file=sys.stderr)
         return 1
     for version in (4, 6):

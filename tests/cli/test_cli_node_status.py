@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.bgp_sessions import parse_protocols
-from agent.bird_control import BirdError, ReplyLine
+from agent.bgp.sessions import UnexpectedOutput, parse_protocols
 from plugin.cli.node_status import peers_table
 from tests.lab import Lab
 from tests.lab.common import LabProcess, in_netns, wait_until
@@ -175,6 +174,7 @@ def test_bird_not_running(hosts, tmp_path):
     assert result.returncode == 1
     assert result.stdout == ("Calico process is running.\n\n"
                              "The BGP backend process (BIRD) is not running.\n\n")
+    assert f"BIRD's control socket {tmp_path}/bird/bird.ctl" in result.stderr
 
 
 @needs_root
@@ -187,9 +187,9 @@ def test_no_node_agent(hosts):
 
 # -- BIRD's rows and calicoctl's layout, from fixed input ---------------------
 
-def _reply(*rows: str) -> list[ReplyLine]:
-    return ([ReplyLine(2002, "Name       Proto      Table      State  Since         Info")]
-            + [ReplyLine(1002, row) for row in rows] + [ReplyLine(0, "")])
+def _reply(*rows: str) -> list[tuple[str, str]]:
+    return ([("2002", "Name       Proto      Table      State  Since         Info")]
+            + [("1002", row) for row in rows] + [("0000", "")])
 
 
 def test_rows_as_calicoctl_reads_them():
@@ -211,11 +211,11 @@ def test_rows_as_calicoctl_reads_them():
 
 
 @pytest.mark.parametrize("reply, message", [
-    ([ReplyLine(2002, "Name Proto Table State Since")], "unknown BIRD table output format"),
-    ([ReplyLine(1006, "  BGP state: Established")], "unexpected output line from BIRD"),
+    ([("2002", "Name Proto Table State Since")], "unknown BIRD table output format"),
+    ([("1006", "  BGP state: Established")], "unexpected output line from BIRD"),
 ])
 def test_unexpected_reply(reply, message):
-    with pytest.raises(BirdError, match=message):
+    with pytest.raises(UnexpectedOutput, match=message):
         parse_protocols(reply)
 
 

@@ -12,7 +12,7 @@ from the name: four decimal groups are IPv4, anything else IPv6.
 import re
 from dataclasses import dataclass
 
-from agent.bird_control import BirdError, ReplyLine, query
+from agent.bgp.control import command
 
 PEER_TYPES = {"Mesh": "node-to-node mesh", "Node": "node specific", "Global": "global"}
 ESTABLISHED = "Established"
@@ -21,7 +21,11 @@ _PORT = re.compile(r"_port_\d+$")
 _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(_(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
 # BIRD 1.6 heads the table in lower case, BIRD 2 capitalised.
 _HEADINGS = ["name", "proto", "table", "state", "since", "info"]
-_TABLE_HEADING, _TABLE_ROW, _END = 2002, 1002, 0
+_TABLE_HEADING, _TABLE_ROW, _END = "2002", "1002", "0000"
+
+
+class UnexpectedOutput(Exception):
+    """BIRD's answer to `show protocols` is not the table calicoctl reads."""
 
 
 @dataclass(frozen=True)
@@ -40,22 +44,24 @@ class BgpSession:
 
 def sessions(control_socket: str) -> list[BgpSession]:
     """This node's BGP sessions, from the BIRD on control_socket
-    (bird_control.BirdUnavailable when none answers there)."""
-    return parse_protocols(query(control_socket, "show protocols"))
+    (control.ControlError when none answers there)."""
+    return parse_protocols(command(control_socket, "show protocols"))
 
 
-def parse_protocols(reply: list[ReplyLine]) -> list[BgpSession]:
+def parse_protocols(reply: list[tuple[str, str]]) -> list[BgpSession]:
+    """[(code, line)] of `show protocols` -> the sessions; calicoctl's
+    errors (UnexpectedOutput) for anything but its table."""
     found = []
-    for line in reply:
-        if line.code == _TABLE_HEADING:
-            if line.text.lower().split() != _HEADINGS:
-                raise BirdError("unknown BIRD table output format")
-        elif line.code == _TABLE_ROW:
-            session = _session(line.text)
+    for code, text in reply:
+        if code == _TABLE_HEADING:
+            if text.lower().split() != _HEADINGS:
+                raise UnexpectedOutput("unknown BIRD table output format")
+        elif code == _TABLE_ROW:
+            session = _session(text)
             if session is not None:
                 found.append(session)
-        elif line.code != _END:
-            raise BirdError("unexpected output line from BIRD")
+        elif code != _END:
+            raise UnexpectedOutput("unexpected output line from BIRD")
     return found
 
 
