@@ -4,7 +4,8 @@ and a global peer that refuses the connection; a real node agent in the
 first host's namespace, with its own etcd there.  The command runs in that
 namespace as a user runs it, and prints calicoctl's tables byte for byte
 (timestamps aside).  The layout of wrapped cells and the parsing of BIRD's
-rows are checked on fixed input as well."""
+rows are checked on fixed input as well.  Last, the BGP line of `status`:
+the agent's BIRD status file and the sessions on BIRD's socket."""
 
 import os
 import re
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.bgp.daemon import BirdPaths
 from agent.bgp.sessions import UnexpectedOutput, parse_protocols
+from agent.policy.engine import write_status
 from plugin.cli.node_status import peers_table
 from tests.lab import Lab
 from tests.lab.common import LabProcess, in_netns, wait_until
@@ -229,3 +232,69 @@ def test_long_info_wraps_and_no_peers():
         "|              |                   |       |          | AS: 64513 and a very long      |",
         "|              |                   |       |          | explanation                    |"]
     assert peers_table([], 6) == "No IPv6 peers found.\n"
+
+
+# -- the BGP line of `status` -------------------------------------------------
+
+def _agent_wrote(run_dir: Path, status: dict, socket: Path | None = None) -> None:
+    """run_dir as an agent under CALICO_NETWORKING_BACKEND=bird leaves it:
+    BIRD's status file (as agent/bgp/daemon.py writes it) and its socket."""
+    paths = BirdPaths(str(run_dir))
+    write_status(paths.status, status)
+    if socket is not None:
+        os.symlink(socket, paths.socket)
+
+
+def _bgp_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("BGP:"))[4:].strip()
+
+
+@needs_root
+def test_status_counts_established_sessions(hosts, cli, tmp_path, monkeypatch):
+    h1, _ = hosts
+    assert wait_until(lambda: _settled(h1), 30), h1.node_status()
+    _agent_wrote(tmp_path, {"backend": "bird", "bird": "running", "pid": 4242},
+                 h1.run_dir / "bird" / "bird.ctl")
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    report = cli("status", "-o", "json").json()
+    assert report["bgp"] == {"backend": "bird", "bird": "running", "pid": 4242,
+                             "log": f"{tmp_path}/bird/bird.log", "sessions": 3,
+                             "established": 2}
+    assert not any("BIRD" in p for p in report["problems"])
+    assert _bgp_line(cli("status").out) == "BIRD running (pid 4242), 2 of 3 sessions " \
+                                          "Established (`calico-libnetwork node status`)"
+
+
+def test_status_bird_not_answering_is_a_problem(cli, tmp_path, monkeypatch):
+    _agent_wrote(tmp_path, {"backend": "bird", "bird": "running", "pid": 4242})
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    result = cli("status")
+    assert result.code == 1
+    assert _bgp_line(result.out) == f"BIRD not answering (BIRD's control socket " \
+                                    f"{tmp_path}/bird/bird.ctl: [Errno 2] No such file or " \
+                                    "directory)"
+    assert f"calico-libnetwork: unhealthy: BIRD does not answer (BIRD's control socket " \
+           f"{tmp_path}/bird/bird.ctl: [Errno 2] No such file or directory); see " \
+           f"{tmp_path}/bird/bird.log" in result.err
+
+
+@pytest.mark.parametrize("status, env, shown", [
+    (None, None, "off (CALICO_NETWORKING_BACKEND=vxlan)"),
+    (None, "none", "off (CALICO_NETWORKING_BACKEND=none)"),
+    ({"backend": "vxlan", "bird": "off"}, "bird", "off (CALICO_NETWORKING_BACKEND=vxlan)"),
+    (None, "bird", "BIRD not started yet (is the node agent running?)"),
+    ({"backend": "bird", "bird": "not started",
+      "reason": "another BIRD (pid 7: bird -c /etc/bird.conf) runs in this network namespace"},
+     None, "BIRD not started: another BIRD (pid 7: bird -c /etc/bird.conf) runs in this "
+           "network namespace"),
+])
+def test_status_bgp_line(cli, tmp_path, monkeypatch, status, env, shown):
+    """What the agent wrote wins over this command's own environment."""
+    if status is not None:
+        _agent_wrote(tmp_path, status)
+    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
+    if env is not None:
+        monkeypatch.setenv("CALICO_NETWORKING_BACKEND", env)
+    result = cli("status")
+    assert _bgp_line(result.out) == shown
+    assert "BIRD" not in result.err  # none of these is a problem
