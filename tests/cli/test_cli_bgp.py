@@ -42,8 +42,10 @@ spec:
 """
 
 
-def test_apply_get_delete(cli, resources):
-    applied = cli("apply", "-f", "-", "-o", "json", stdin=BGP_MANIFEST)
+def test_apply_get_delete(cli, resources, tmp_path):
+    manifest = tmp_path / "bgp.yaml"
+    manifest.write_text(BGP_MANIFEST)
+    applied = cli("apply", "-f", manifest, "-o", "json")
     assert applied.code == 0, applied.err
     assert [(o["result"], o["kind"], o["name"]) for o in applied.json()] == [
         ("created", "BGPConfiguration", "default"), ("created", "BGPPeer", "rack1-tor"),
@@ -67,6 +69,12 @@ def test_apply_get_delete(cli, resources):
         assert cli("get", alias, "rack1-tor", "-o", "json").json()["spec"]["asNumber"] == 65001
     listed = cli("get", "bgppeers", "-o", "yaml")
     assert "kind: BGPPeerList" in listed.out and "name: global-v6" in listed.out
+    # What get prints applies again unchanged, resourceVersion and all.
+    for kind in ("bgppeers", "bgpconfigurations"):
+        (tmp_path / kind).write_text(cli("get", kind, "-o", "yaml").out)
+        again = cli("apply", "-f", tmp_path / kind, "-o", "json")
+        assert again.code == 0, again.err
+        assert {o["result"] for o in again.json()} == {"unchanged"}
 
     assert cli("apply", "-f", "-", "-o", "json", stdin=BGP_MANIFEST).json()[0]["result"] \
         == "unchanged"
