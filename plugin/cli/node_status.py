@@ -14,6 +14,7 @@ import sys
 from agent.bgp.control import ControlError
 from agent.bgp.daemon import BirdPaths
 from agent.bgp.sessions import BgpSession, UnexpectedOutput, sessions
+from plugin.cli import bgp_status
 from plugin.cli.bordered_table import render
 
 HEADERS = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"]
@@ -42,9 +43,11 @@ def run(args, config) -> int:
     print("Calico process is running.")
     try:
         found = sessions(BirdPaths(config.agent.run_dir).socket)
-    except ControlError as exc:
+    except ControlError:
         print("\nThe BGP backend process (BIRD) is not running.\n")
-        print(f"calico-libnetwork: {exc}", file=sys.stderr)
+        # calicoctl's stdout stays as it is; why goes to stderr.
+        why = bgp_status.line(bgp_status.bgp_status(config.agent))
+        print(f"calico-libnetwork: BGP: {why}", file=sys.stderr)
         return 1
     except UnexpectedOutput as exc:
         print(f"Error executing command: {exc}", file=sys.stderr)

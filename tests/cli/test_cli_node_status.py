@@ -172,12 +172,19 @@ def test_peer_down_when_the_other_bird_stops(hosts):
 
 @needs_root
 def test_bird_not_running(hosts, tmp_path):
+    """calicoctl's words on stdout; on stderr, why (the BGP line of status)."""
     h1, _ = hosts
     result = h1.node_status(run_dir=tmp_path)  # no control socket there
     assert result.returncode == 1
     assert result.stdout == ("Calico process is running.\n\n"
                              "The BGP backend process (BIRD) is not running.\n\n")
-    assert f"BIRD's control socket {tmp_path}/bird/bird.ctl" in result.stderr
+    assert result.stderr == "calico-libnetwork: BGP: off (CALICO_NETWORKING_BACKEND=vxlan)\n"
+    _agent_wrote(tmp_path, {"backend": "bird", "bird": "running", "pid": 4242})
+    result = h1.node_status(run_dir=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (f"calico-libnetwork: BGP: BIRD not answering (BIRD's control "
+                             f"socket {tmp_path}/bird/bird.ctl: [Errno 2] No such file or "
+                             "directory)\n")
 
 
 @needs_root
