@@ -13,13 +13,14 @@
 #   * what scripts/build-plugin.sh prepares (no network needed at build time):
 #       wheels/  `pip wheel` of this project and its pinned dependencies, made
 #                for the base's Python (3.11) on the build host
-#       debs/    iptables, nftables and the Debian packages they need
+#       debs/    iptables, nftables, bird2 and the Debian packages they need
 #                (`apt-get download` on a Debian 12 build host); only those the
 #                base lacks are installed. The plugin calls iptables to accept
-#                cali traffic in FORWARD (dockerd's policy there is DROP), and
-#                the node agent enforces policy with nft.
+#                cali traffic in FORWARD (dockerd's policy there is DROP), the
+#                node agent enforces policy with nft and, with
+#                CALICO_NETWORKING_BACKEND=bird, runs BIRD 2.
 #   * or the repository root (.dockerignore keeps it small): wheels are then
-#     built here from PyPI, and iptables and nftables come from the base's apt mirror.
+#     built here from PyPI, and iptables, nftables and bird2 come from the base's apt mirror.
 #
 # iproute2 is not installed: the plugin uses netlink through pyroute2.
 
@@ -46,16 +47,20 @@ RUN set -eu; \
 
 FROM ${BASE}
 COPY --from=build /debs /tmp/debs
+# policy-rc.d: bird2's install script must not start Debian's BIRD service
+# (the node agent runs BIRD itself).
 RUN set -eu; \
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
     if ls /tmp/debs/*.deb >/dev/null 2>&1; then \
         dpkg -i /tmp/debs/*.deb >/dev/null; \
-    elif ! command -v iptables >/dev/null || ! command -v nft >/dev/null; then \
+    elif ! command -v iptables >/dev/null || ! command -v nft >/dev/null \
+            || ! command -v bird >/dev/null; then \
         apt-get update -qq; \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables nftables >/dev/null; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables nftables bird2 >/dev/null; \
         rm -rf /var/lib/apt/lists/*; \
     fi; \
-    rm -rf /tmp/debs /var/cache/debconf/*-old /var/lib/dpkg/*-old; \
-    command -v iptables >/dev/null; command -v nft >/dev/null; \
+    rm -rf /tmp/debs /var/cache/debconf/*-old /var/lib/dpkg/*-old /usr/sbin/policy-rc.d; \
+    command -v iptables >/dev/null; command -v nft >/dev/null; command -v bird >/dev/null; \
     mkdir -p /run/docker/plugins
 COPY --from=build /opt/calico-libnetwork /opt/calico-libnetwork
 # A managed plugin runs with PATH=/usr/local/sbin:/usr/local/bin:... and the

@@ -1,8 +1,11 @@
 """For `calico-libnetwork status`: the other nodes, their addresses, whether
-their agents beat, and whether this host has our routes to their blocks."""
+their agents beat, and whether this host has our routes to their blocks;
+and what the agent says of its BIRD."""
 
+import json
 import time
 
+from agent.bgp.daemon import BirdPaths
 from agent.liveness import ALIVE_PREFIX, STALE_AFTER
 from agent.routing.kernel import read_routes
 from agent.routing.model import ClusterState
@@ -41,3 +44,16 @@ def peer_status(etcd: Etcd, nodename: str,
             "routesProgrammed": all(b["route"] for b in blocks),
         })
     return peers
+
+
+def bgp_status(settings: AgentSettings) -> dict:
+    """The agent's BIRD as it last wrote it (agent/bgp/daemon.py): backend
+    (bird, vxlan or none), bird (running, not started, restarting, stopped,
+    off, waiting for a configuration), and for bird: pid, reason (why it is
+    not running, e.g. calico/node's BIRD holds the host), config, socket.
+    {"bird": "unknown"} when no agent wrote it (never started here)."""
+    try:
+        with open(BirdPaths(settings.run_dir).status) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"bird": "unknown"}

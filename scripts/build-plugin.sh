@@ -94,7 +94,7 @@ find "$CTX/src" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$CTX/src"
 say "$(ls "$CTX/wheels" | wc -l) wheels in $((SECONDS - t0)) s"
 
-# 2. iptables, nftables and their libraries as .deb files, if this host runs the same
+# 2. iptables, nftables, bird2 and their libraries as .deb files, if this host runs the same
 #    Debian release as the base (else the image build uses apt itself).
 download_debs() {
     command -v apt-get >/dev/null || { say "no apt-get: iptables comes from the base's mirror"; return 0; }
@@ -106,7 +106,7 @@ download_debs() {
     fi
     local pkgs
     pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-               --no-breaks --no-replaces --no-enhances iptables nftables 2>/dev/null \
+               --no-breaks --no-replaces --no-enhances iptables nftables bird2 2>/dev/null \
            | grep -v '^[ <]' | sort -u)
     [ -n "$pkgs" ] || { say "apt-cache knows no iptables (run apt-get update)"; return 0; }
     # shellcheck disable=SC2086
@@ -120,7 +120,7 @@ download_debs() {
             die "apt-get download failed; run apt-get update, or pass --no-debs"
         fi
     fi
-    say "$(ls "$CTX/debs" | wc -l) .deb files (iptables, nftables and what they need)"
+    say "$(ls "$CTX/debs" | wc -l) .deb files (iptables, nftables, bird2 and what they need)"
 }
 [ "$DEBS" = true ] && download_debs
 

@@ -57,7 +57,15 @@ fi
 say "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq docker.io etcd-server etcd-client iptables nftables iproute2 python3-venv >/dev/null
+apt-get install -y -qq docker.io etcd-server etcd-client iptables nftables iproute2 python3-venv \
+    bird2 >/dev/null
+# bird2 starts Debian's own BIRD service; the node agent runs BIRD itself
+# (CALICO_NETWORKING_BACKEND=bird) and stays off while another one runs.
+if have_systemd; then
+    systemctl disable --now bird.service >/dev/null 2>&1 || true
+else
+    /etc/init.d/bird stop >/dev/null 2>&1 || true
+fi
 
 say "installing calico-libnetwork into $PREFIX"
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"

@@ -87,11 +87,13 @@ def _family(inputs: BirdInputs, family: Family, debug: str | None) -> list[str]:
     lines += [f"protocol static calico_blocks{v} {{", f"  {ch};"]
     lines += [f"  route {net} blackhole;" for net in family.exported]
     lines += ["}", ""]
-    lines += [f"function calico_export{v}() {{"]
+    lines += [f"function calico_export{v}(bool internal_peer) {{"]
     if family.exported:
         lines += [f"  if proto = \"calico_blocks{v}\" then accept;"]
-    if family.plain_pools:
-        lines += [f"  if source = RTS_BGP && net ~ {_set(family.plain_pools, '+')} then accept;"]
+    if family.plain_pools:  # what a route reflector reflects; never to eBGP, where it
+        # would announce other nodes' blocks with this node as their next hop
+        lines += [f"  if internal_peer && source = RTS_BGP && "
+                  f"net ~ {_set(family.plain_pools, '+')} then accept;"]
     lines += ["  reject;", "}", ""]
     lines += [f"function calico_import{v}() {{",
               f"  if net = {default} then reject;"]
@@ -132,8 +134,7 @@ def _family(inputs: BirdInputs, family: Family, debug: str | None) -> list[str]:
         lines += [f"  debug {debug};"]
     lines += ["  graceful restart;",
               "  connect delay time 2;", "  connect retry time 5;", "  error wait time 5, 30;",
-              f"  {ch} {{ gateway recursive; add paths on; import where calico_import{v}(); "
-              f"export where calico_export{v}(); }};",
+              f"  {ch} {{ gateway recursive; add paths on; }};",
               "}", ""]
     for peer in sorted(family.peers, key=lambda p: p.name):
         lines += _peer(inputs, family, peer)
@@ -160,6 +161,7 @@ def _peer(inputs: BirdInputs, family: Family, peer: Peer) -> list[str]:
         lines += [f"  allow local as {peer.allow_local_as};"]
     if inputs.rr_cluster_id and ibgp and peer.rr_cluster_id != inputs.rr_cluster_id:
         lines += ["  rr client;", f"  rr cluster id {inputs.rr_cluster_id};"]
-    if peer.keep_next_hop and not ibgp:
-        lines += [f"  {family.channel} {{ next hop keep; }};"]
+    keep = " next hop keep;" if peer.keep_next_hop and not ibgp else ""
+    lines += [f"  {family.channel} {{ import where calico_import{family.version}(); "
+              f"export where calico_export{family.version}({str(ibgp).lower()});{keep} }};"]
     return lines + ["}", ""]

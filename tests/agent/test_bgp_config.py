@@ -126,9 +126,10 @@ def test_configuration_and_explicit_peers(cluster):
     assert bgp_protocols(text) == ["Global_10_99_0_1", "Node_10_99_0_2"]
     tor = protocol(text, "Global_10_99_0_1")
     assert "neighbor 10.99.0.1 as 65000;" in tor and "multihop;" in tor
-    assert "ipv4 { next hop keep; };" in tor  # eBGP: kept
+    assert "export where calico_export4(false); next hop keep; };" in tor  # eBGP: kept
     ibgp = protocol(text, "Node_10_99_0_2")
     assert "next hop keep" not in ibgp  # iBGP: confd writes it for eBGP only
+    assert "export where calico_export4(true);" in ibgp
     assert "graceful restart time 120;" in ibgp and "allow local as 1;" in ibgp
 
     h2 = config_of("h2")
@@ -154,7 +155,8 @@ def test_route_reflector_topology(cluster):
     assert bgp_protocols(reflector) == ["Node_10_99_0_12", "Node_10_99_0_9"]
     assert "rr client;\n  rr cluster id 224.0.0.1;" in protocol(reflector, "Node_10_99_0_12")
     # A reflector exports what it learned inside the plain pools: it reflects.
-    assert "if source = RTS_BGP && net ~ [ 192.168.0.0/16+ ] then accept;" in reflector
+    assert ("if internal_peer && source = RTS_BGP && net ~ [ 192.168.0.0/16+ ] then accept;"
+            in reflector)
 
     write(bgp_configuration(nodeToNodeMeshEnabled=True))
     # The mesh leaves the reflector out, and the reflector builds none.

@@ -237,3 +237,15 @@ def test_ipv6_autodetection(multihomed6):
     os.system(f"ip -n {multihomed6} -6 addr flush scope global")
     with pytest.raises(AutodetectError, match="no IPv6 address.*IP6="):
         run_in(multihomed6, autodetect.detect, "first-found", 6)
+
+
+def test_networking_backend_from_the_plugin_config():
+    # Unset keeps routing from etcd (README: How it works, BGP).
+    s = Config.from_env({"NODENAME": "h1"}).agent
+    assert (s.networking_backend, s.bgp) == ("vxlan", False)
+    s = Config.from_env({"NODENAME": "h1", "CALICO_NETWORKING_BACKEND": "bird",
+                         "CALICO_LIBNETWORK_IFPREFIX": "wl"}).agent
+    assert (s.networking_backend, s.bgp, s.workload_prefix) == ("bird", True, "wl")
+    assert not Config.from_env({"NODENAME": "h1", "CALICO_NETWORKING_BACKEND": "none"}).agent.bgp
+    with pytest.raises(ConfigError, match="^CALICO_NETWORKING_BACKEND: 'gobgp' is not one of"):
+        Config.from_env({"NODENAME": "h1", "CALICO_NETWORKING_BACKEND": "gobgp"})

@@ -146,3 +146,21 @@ def test_unrelated_and_unreadable_keys_are_ignored():
     assert not feed(state, "/calico/ipam/v2/handle/x", b"{}")
     assert not feed(state, "/calico/ipam/v2/host/h2", b"{}")
     assert not feed(state, "/calico/ipam/v2/assignment/ipv4/block/1.2.3.0-26", b"not json")
+
+
+def test_with_bird_plain_pools_are_birds_and_vxlan_pools_stay_ours():
+    """CALICO_NETWORKING_BACKEND=bird: remote blocks and borrowed addresses of
+    unencapsulated pools come from BGP; own blackholes and VXLAN routes stay."""
+    state = state_of(*base(), pool_record("v", "10.50.0.0/16", vxlan_mode="Always"),
+                     affinity_record("h1", "192.168.0.0/26"),
+                     affinity_record("h2", "192.168.1.0/26"),
+                     block_record("192.168.1.0/26", "h2", [("192.168.1.9", "h3")]),
+                     affinity_record("h3", "10.50.3.0/26"))
+    local = replace(LOCAL, vxlan=True, bgp=True)
+    desired = desired_state(state, local)
+    assert desired.routes == {
+        net("192.168.0.0/26"): Route(net("192.168.0.0/26"), BLACKHOLE),
+        net("10.50.3.0/26"): Route(net("10.50.3.0/26"), gateway=IPAddress("192.168.2.1"),
+                                   dev=VXLAN_DEVICE, onlink=True),
+    }
+    assert desired.unroutable == {}

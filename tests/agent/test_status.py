@@ -3,8 +3,10 @@ test's own namespace, where the agent made none)."""
 
 import pytest
 
+from agent.bgp.daemon import BirdPaths, bgp_off
 from agent.liveness import Heartbeat
-from agent.status import peer_status
+from agent.settings import AgentSettings
+from agent.status import bgp_status, peer_status
 from datastore.etcd import Etcd
 from tests.agent.cluster import affinity_record, node_record
 
@@ -35,3 +37,10 @@ def test_peers_their_addresses_liveness_and_unprogrammed_routes(etcd):
                   "routesProgrammed": False}
     assert (h3["alive"], h3["ipv6Address"], h3["vxlanTunnelAddr"], h3["blocks"],
             h3["routesProgrammed"]) == (False, None, "192.168.3.1", [], True)
+
+
+def test_bgp_status_is_what_the_agent_wrote(tmp_path):
+    settings = AgentSettings("h1", run_dir=str(tmp_path))
+    assert bgp_status(settings) == {"bird": "unknown"}  # no agent ran here
+    bgp_off(BirdPaths(str(tmp_path)), "vxlan")
+    assert bgp_status(settings) == {"backend": "vxlan", "bird": "off"}

@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 MATRIX = {"test_single_host.py", "test_multi_host.py", "test_no_default_route.py",
           "test_compose.py", "test_managed_plugin.py", "test_names.py", "test_ipv6_hosts.py",
           "test_upgrade.py", "test_spoofing.py", "test_host_protection.py", "test_swarm.py",
-          "test_published_ports.py"}
+          "test_published_ports.py", "test_bgp.py"}
 
 
 def pytest_collection_modifyitems(items):
