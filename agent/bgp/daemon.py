@@ -68,6 +68,9 @@ class BirdDaemon:
         try:
             with open(self.paths.config) as f:
                 if f.read() == text:
+                    # Perhaps written by an agent before this one: BIRD
+                    # may still have to be started from it.
+                    self._wake.set()
                     return True
         except FileNotFoundError:
             pass

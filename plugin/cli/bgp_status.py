@@ -10,32 +10,25 @@ from starting by another BIRD (calico/node's) is only shown, since that
 BIRD routes the host then.
 """
 
-import json
-
+from agent import status as agent_status
 from agent.bgp.control import ControlError
 from agent.bgp.daemon import BirdPaths
 from agent.bgp.sessions import UnexpectedOutput, sessions
 
 BIRD_BACKEND = "bird"
 _SHOULD_ANSWER = ("running", "restarting")
+_NO_FILE = "unknown"  # agent.status.bgp_status: no agent wrote its BIRD's state here
 
 
 def bgp_status(agent) -> dict:
     """{"backend", "bird" (the agent's word for BIRD's state), "reason",
     "pid", "log", "sessions", "established", "error"}, the keys that apply."""
     paths = BirdPaths(agent.run_dir)
-    try:
-        with open(paths.status, encoding="utf-8") as f:
-            status = json.load(f)
-    except FileNotFoundError:
-        status = {"backend": agent.networking_backend}
-    except (OSError, ValueError) as exc:
-        return {"backend": agent.networking_backend, "bird": None,
-                "error": f"cannot read {paths.status}: {getattr(exc, 'strerror', None) or exc}"}
-    if not isinstance(status, dict) or status.get("backend") != BIRD_BACKEND:
-        backend = status.get("backend") if isinstance(status, dict) else None
-        return {"backend": backend or agent.networking_backend, "bird": "off"}
-    status.setdefault("bird", None)  # no file yet: the agent has not started it
+    status = agent_status.bgp_status(agent)
+    if status.get("bird") == _NO_FILE:  # no agent wrote one: this command's setting
+        status = {"backend": agent.networking_backend, "bird": None}
+    if status.get("backend") != BIRD_BACKEND:
+        return {"backend": status.get("backend"), "bird": "off"}
     status["log"] = paths.log
     try:
         found = sessions(paths.socket)

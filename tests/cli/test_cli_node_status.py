@@ -1,12 +1,14 @@
-"""`calico-libnetwork node status` (issue 21) against real BIRD 2 daemons:
-two lab hosts whose BIRDs peer over IPv4 (mesh) and IPv6 (node specific),
-and a global peer that refuses the connection; a real node agent in the
-first host's namespace, with its own etcd there.  The command runs in that
-namespace as a user runs it, and prints calicoctl's tables byte for byte
+"""`calico-libnetwork node status` (issue 21) on two lab hosts whose node
+agents run BIRD (CALICO_NETWORKING_BACKEND=bird) from a real etcd: the
+node-to-node mesh over IPv4 and IPv6 comes up, and BGPPeers applied with the
+CLI to a third namespace that refuses port 179 (a global IPv4 peer and a
+node-specific IPv6 one) stay in Active.  The commands run in the hosts'
+namespaces as a user runs them, and print calicoctl's tables byte for byte
 (timestamps aside).  The layout of wrapped cells and the parsing of BIRD's
 rows are checked on fixed input as well.  Last, the BGP line of `status`:
 the agent's BIRD status file and the sessions on BIRD's socket."""
 
+import json
 import os
 import re
 import subprocess
@@ -26,115 +28,122 @@ from tests.lab.etcd import EtcdServer
 REPO = Path(__file__).resolve().parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
 
-H1, H2, REFUSING = "10.251.0.1", "10.251.0.2", "10.251.0.3"
-H1_V6, H2_V6 = "fd51::1", "fd51::2"
-# Quick retries so the sessions settle in seconds; the global peer retries
-# slowly, so that it stays in Active between two looks.
-_TIMERS = "connect delay time 1; connect retry time 1; error wait time 1, 2;"
-H1_CONF = f"""
-router id {H1};
-timeformat protocol iso short;
-protocol device {{ scan time 2; }}
-protocol bgp Mesh_10_251_0_2 {{
-  local {H1} as 64512; neighbor {H2} as 64512; {_TIMERS}
-  ipv4 {{ import all; export none; }};
-}}
-protocol bgp Global_10_251_0_3 {{
-  local {H1} as 64512; neighbor {REFUSING} as 65001; multihop;
-  connect delay time 1; connect retry time 60;
-  ipv4 {{ import all; export none; }};
-}}
-protocol bgp Node_fd51__2 {{
-  local {H1_V6} as 64512; neighbor {H2_V6} as 64512; {_TIMERS}
-  ipv6 {{ import all; export none; }};
-}}
-"""
-# strict bind: H2 listens on its own addresses only, so REFUSING (also
-# H2's) refuses port 179.
-H2_CONF = f"""
-router id {H2};
-protocol device {{ scan time 2; }}
-protocol bgp Mesh_10_251_0_1 {{
-  local {H2} as 64512; neighbor {H1} as 64512; strict bind on; {_TIMERS}
-  ipv4 {{ import all; export none; }};
-}}
-protocol bgp Node_fd51__1 {{
-  local {H2_V6} as 64512; neighbor {H1_V6} as 64512; strict bind on; {_TIMERS}
-  ipv6 {{ import all; export none; }};
-}}
+H1, H2, H1_V6, H2_V6 = "10.251.0.1", "10.251.0.2", "fd51::1", "fd51::2"
+# The third namespace: no BGP speaker, so it refuses port 179; routed via h1.
+ROUTER, ROUTER_V6 = "10.251.1.3", "fd52::3"
+PEERS = f"""
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: rack-router}}
+spec: {{peerIP: {ROUTER}, asNumber: 65001}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: h1-router-v6}}
+spec: {{node: ns-h1, peerIP: "{ROUTER_V6}", asNumber: 65001}}
 """
 
 
 class Host:
-    def __init__(self, lab, netns, run_dir: Path):
-        self.lab, self.netns, self.run_dir = lab, netns, run_dir
-        self.processes = []
+    """A lab host: its namespace, its run directory, a node agent."""
 
-    def start(self, argv, log, env=None):
-        process = LabProcess(argv, self.run_dir / log, env, self.netns).start()
-        self.processes.append(process)
-        return process
+    def __init__(self, name: str, netns, run_dir: Path, etcd: str):
+        self.name, self.netns, self.run_dir, self.etcd = name, netns, run_dir, etcd
+        self.agent = None
 
-    def bird(self, conf: str):
-        (self.run_dir / "bird").mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "bird.conf").write_text(conf)
-        return self.start(["bird", "-f", "-c", str(self.run_dir / "bird.conf"),
-                           "-s", str(self.run_dir / "bird" / "bird.ctl")], "bird.log")
+    def env(self, **more) -> dict:
+        # Policy and names are not what is tested here.
+        return {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ETCD_ENDPOINTS": self.etcd,
+                "NODENAME": self.name, "CALICO_LIBNETWORK_RUN_DIR": str(self.run_dir),
+                "CALICO_NETWORKING_BACKEND": "bird", "CALICO_LIBNETWORK_POLICY": "false",
+                "CALICO_LIBNETWORK_DNS": "false", **more}
+
+    def start_agent(self, ip: str, ip6: str) -> None:
+        """A node agent as `run` starts it."""
+        self.agent = LabProcess(
+            [sys.executable, "-P", "-m", "plugin.cli", "agent"], self.run_dir / "agent.log",
+            self.env(IP=ip, IP6=ip6), self.netns).start()
+
+    def cli(self, *argv, run_dir: Path | None = None, stdin: str | None = None):
+        env = self.env(**({"CALICO_LIBNETWORK_RUN_DIR": str(run_dir)} if run_dir else {}))
+        return subprocess.run(in_netns([sys.executable, "-m", "plugin.cli", *argv], self.netns),
+                              input=stdin, capture_output=True, text=True, env=env,
+                              timeout=90, cwd=REPO)
 
     def node_status(self, run_dir: Path | None = None):
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "NODENAME": "bgp-h1",
-               "CALICO_LIBNETWORK_RUN_DIR": str(run_dir or self.run_dir)}
-        return subprocess.run(in_netns([sys.executable, "-m", "plugin.cli", "node", "status"],
-                                       self.netns),
-                              capture_output=True, text=True, env=env, timeout=30, cwd=REPO)
-
-    def stop(self):
-        for process in self.processes:
-            process.stop()
+        return self.cli("node", "status", run_dir=run_dir)
 
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
-    """(h1, h2): BIRDs peering, and a node agent on h1."""
+    """(h1, h2, router): agents running BIRD on h1 and h2, BGPPeers applied."""
     with Lab() as lab:
-        h1 = Host(lab, lab.netns("nodestatus-h1"), tmp_path_factory.mktemp("h1"))
-        h2 = Host(lab, lab.netns("nodestatus-h2"), tmp_path_factory.mktemp("h2"))
-        lab.veth(h1.netns, "eth0", h2.netns, "eth0", f"{H1}/24", f"{H2}/24")
-        lab.addr(h2.netns, "eth0", f"{REFUSING}/24")
-        for host, address in ((h1, H1_V6), (h2, H2_V6)):
-            subprocess.run(["ip", "-n", host.netns, "addr", "add", f"{address}/64", "dev",
-                            "eth0", "nodad"], check=True)
-        etcd = EtcdServer(netns=h1.netns)
+        names = ("ns-h1", "ns-h2", "ns-router")
+        h1_ns, h2_ns, router_ns = (lab.netns(n) for n in names)
+        lab.veth(h1_ns, "eth0", h2_ns, "eth0", f"{H1}/24", f"{H2}/24")
+        lab.veth(h1_ns, "eth1", router_ns, "eth0", "10.251.1.1/24", f"{ROUTER}/24")
+        for netns, ifname, address in ((h1_ns, "eth0", f"{H1_V6}/64"),
+                                       (h2_ns, "eth0", f"{H2_V6}/64"),
+                                       (h1_ns, "eth1", "fd52::1/64"),
+                                       (router_ns, "eth0", f"{ROUTER_V6}/64")):
+            subprocess.run(["ip", "-n", netns, "addr", "add", address, "dev", ifname, "nodad"],
+                           check=True)
+        # Replies to BIRD's source address (the node's IP) go back through h1.
+        lab.route(router_ns, "10.251.0.0/24", via="10.251.1.1")
+        subprocess.run(["ip", "-n", router_ns, "-6", "route", "add", "fd51::/64", "via",
+                        "fd52::1"], check=True)
+        etcd = EtcdServer(host=H1, netns=h1_ns)
+        h1 = Host("ns-h1", h1_ns, tmp_path_factory.mktemp("h1"), etcd.endpoints)
+        h2 = Host("ns-h2", h2_ns, tmp_path_factory.mktemp("h2"), etcd.endpoints)
+        router = Host("ns-router", router_ns, tmp_path_factory.mktemp("router"), etcd.endpoints)
         try:
             etcd.start()
-            # A node agent as `run` starts it; vxlan: it routes from etcd and
-            # runs no BIRD of its own (the test's BIRD is on its socket).
-            h1.start([sys.executable, "-P", "-m", "plugin.cli", "agent"], "agent.log", {
-                "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO),
-                "ETCD_ENDPOINTS": etcd.endpoints, "NODENAME": "bgp-h1", "IP": f"{H1}/24",
-                "CALICO_LIBNETWORK_RUN_DIR": str(h1.run_dir), "CALICO_NETWORKING_BACKEND":
-                "vxlan", "CALICO_LIBNETWORK_POLICY": "false", "CALICO_LIBNETWORK_DNS": "false"})
-            h1.bird(H1_CONF)
-            h2.bird(H2_CONF)
-            yield h1, h2
+            h1.start_agent(f"{H1}/24", f"{H1_V6}/64")
+            h2.start_agent(f"{H2}/24", f"{H2_V6}/64")
+            applied = h1.cli("apply", "-f", "-", stdin=PEERS)
+            assert applied.returncode == 0, applied.stderr
+            yield h1, h2, router
         finally:
-            h1.stop()
-            h2.stop()
+            for host in (h1, h2):
+                if host.agent:
+                    host.agent.stop()  # and its BIRD with it
             etcd.close()
 
 
-def _settled(h1) -> bool:
+_TIME = re.compile(r"\b\d\d:\d\d:\d\d\b")
+
+
+def _peers_in_order(text: str) -> str:
+    """text with each table's rows sorted: BIRD lists its protocols in the
+    order of its config, which is the agent's business."""
+    out, rows = [], []
+    for line in text.split("\n"):
+        if line.startswith("| ") and not line.startswith("| PEER ADDRESS"):
+            if line.startswith("|  "):  # a wrapped cell's next line: same row
+                rows[-1] += "\n" + line
+            else:
+                rows.append(line)
+            continue
+        out += sorted(rows)
+        rows = []
+        out.append(line)
+    return "\n".join(out)
+
+
+def _settled(h1) -> str | None:
+    """node status once the mesh is up and both router peers were refused."""
     out = h1.node_status().stdout
-    return out.count("Established") == 2 and "Active Socket: Connection" in out
+    return out if out.count("Established") == 2 and out.count("Active Socket: Connection") == 2 \
+        else None
 
 
 @needs_root
-def test_peers_established_and_refused(hosts):
-    h1, _ = hosts
-    assert wait_until(lambda: _settled(h1), 30), h1.node_status()
-    result = h1.node_status()
-    assert result.returncode == 0 and result.stderr == ""
-    assert re.sub(r"\b\d\d:\d\d:\d\d\b", "hh:mm:ss", result.stdout) == """\
+def test_mesh_established_and_router_refused(hosts):
+    h1, _, _ = hosts
+    seen = []
+    assert wait_until(lambda: seen.append(_settled(h1)) or seen[-1], 60), \
+        (h1.node_status(), h1.agent.log_tail())
+    assert _peers_in_order(_TIME.sub("hh:mm:ss", seen[-1])) == _peers_in_order("""\
 Calico process is running.
 
 IPv4 BGP status
@@ -142,43 +151,65 @@ IPv4 BGP status
 | PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |              INFO              |
 +--------------+-------------------+-------+----------+--------------------------------+
 | 10.251.0.2   | node-to-node mesh | up    | hh:mm:ss | Established                    |
-| 10.251.0.3   | global            | start | hh:mm:ss | Active Socket: Connection      |
+| 10.251.1.3   | global            | start | hh:mm:ss | Active Socket: Connection      |
 |              |                   |       |          | refused                        |
 +--------------+-------------------+-------+----------+--------------------------------+
 
 IPv6 BGP status
-+--------------+---------------+-------+----------+-------------+
-| PEER ADDRESS |   PEER TYPE   | STATE |  SINCE   |    INFO     |
-+--------------+---------------+-------+----------+-------------+
-| fd51::2      | node specific | up    | hh:mm:ss | Established |
-+--------------+---------------+-------+----------+-------------+
++--------------+-------------------+-------+----------+--------------------------------+
+| PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |              INFO              |
++--------------+-------------------+-------+----------+--------------------------------+
+| fd51::2      | node-to-node mesh | up    | hh:mm:ss | Established                    |
+| fd52::3      | node specific     | start | hh:mm:ss | Active Socket: Connection      |
+|              |                   |       |          | refused                        |
++--------------+-------------------+-------+----------+--------------------------------+
 
-"""
+""")
+    result = h1.node_status()
+    assert result.returncode == 0 and result.stderr == ""
 
 
 @needs_root
-def test_peer_down_when_the_other_bird_stops(hosts):
-    h1, h2 = hosts
-    h2.processes.pop(0).stop()  # h2's BIRD
+def test_status_counts_established_sessions(hosts):
+    h1, _, _ = hosts
+    assert wait_until(lambda: _settled(h1), 60)
+    report = h1.cli("status", "-o", "json")
+    bgp = json.loads(report.stdout)["bgp"]
+    assert {k: bgp.get(k) for k in ("backend", "bird", "sessions", "established")} == {
+        "backend": "bird", "bird": "running", "sessions": 4, "established": 2}
+    line = _bgp_line(h1.cli("status").stdout)
+    assert line == f"BIRD running (pid {bgp['pid']}), 2 of 4 sessions Established " \
+                   "(`calico-libnetwork node status`)"
+
+
+@needs_root
+def test_peer_down_while_the_other_agent_is_stopped(hosts):
+    h1, h2, _ = hosts
+    assert wait_until(lambda: _settled(h1), 60)
+    h2.agent.stop()  # its BIRD stops with it
     try:
-        assert wait_until(lambda: "Established" not in h1.node_status().stdout, 30)
+        assert wait_until(lambda: h1.node_status().stdout.count("Established") == 0, 30)
         rows = [line for line in h1.node_status().stdout.splitlines() if "mesh" in line]
-        assert re.match(r"\| 10\.251\.0\.2   \| node-to-node mesh \| start \| .* \| "
-                        r"(Active|Connect|Idle)", rows[0]), rows
+        # h1 has the lower address: it waits for h2 (Passive), as calico/node's mesh does.
+        down = re.compile(r"\| \S+ +\| node-to-node mesh \| start \| .* \| "
+                          r"(Active|Connect|Idle|Passive)")
+        assert len(rows) == 2 and all(down.match(row) for row in rows), rows
     finally:
-        h2.bird(H2_CONF)
-    assert wait_until(lambda: _settled(h1), 30), h1.node_status()
+        h2.start_agent(f"{H2}/24", f"{H2_V6}/64")
+    assert wait_until(lambda: _settled(h1), 90), (h1.node_status().stdout,
+                                                  h2.agent.log_tail(30))
 
 
 @needs_root
 def test_bird_not_running(hosts, tmp_path):
     """calicoctl's words on stdout; on stderr, why (the BGP line of status)."""
-    h1, _ = hosts
+    h1, _, _ = hosts
     result = h1.node_status(run_dir=tmp_path)  # no control socket there
     assert result.returncode == 1
     assert result.stdout == ("Calico process is running.\n\n"
                              "The BGP backend process (BIRD) is not running.\n\n")
-    assert result.stderr == "calico-libnetwork: BGP: off (CALICO_NETWORKING_BACKEND=vxlan)\n"
+    assert result.stderr == "calico-libnetwork: BGP: BIRD not started yet (is the node " \
+                            "agent running?)\n"
     _agent_wrote(tmp_path, {"backend": "bird", "bird": "running", "pid": 4242})
     result = h1.node_status(run_dir=tmp_path)
     assert result.returncode == 1
@@ -189,8 +220,8 @@ def test_bird_not_running(hosts, tmp_path):
 
 @needs_root
 def test_no_node_agent(hosts):
-    _, h2 = hosts  # BIRD runs there, but no node agent
-    result = h2.node_status()
+    _, _, router = hosts
+    result = router.node_status()
     assert result.returncode == 1
     assert (result.stdout, result.stderr) == ("", "Calico process is not running.\n")
 
@@ -243,33 +274,13 @@ def test_long_info_wraps_and_no_peers():
 
 # -- the BGP line of `status` -------------------------------------------------
 
-def _agent_wrote(run_dir: Path, status: dict, socket: Path | None = None) -> None:
-    """run_dir as an agent under CALICO_NETWORKING_BACKEND=bird leaves it:
-    BIRD's status file (as agent/bgp/daemon.py writes it) and its socket."""
-    paths = BirdPaths(str(run_dir))
-    write_status(paths.status, status)
-    if socket is not None:
-        os.symlink(socket, paths.socket)
+def _agent_wrote(run_dir: Path, status: dict) -> None:
+    """BIRD's status file as agent/bgp/daemon.py writes it."""
+    write_status(BirdPaths(str(run_dir)).status, status)
 
 
 def _bgp_line(out: str) -> str:
     return next(line for line in out.splitlines() if line.startswith("BGP:"))[4:].strip()
-
-
-@needs_root
-def test_status_counts_established_sessions(hosts, cli, tmp_path, monkeypatch):
-    h1, _ = hosts
-    assert wait_until(lambda: _settled(h1), 30), h1.node_status()
-    _agent_wrote(tmp_path, {"backend": "bird", "bird": "running", "pid": 4242},
-                 h1.run_dir / "bird" / "bird.ctl")
-    monkeypatch.setenv("CALICO_LIBNETWORK_RUN_DIR", str(tmp_path))
-    report = cli("status", "-o", "json").json()
-    assert report["bgp"] == {"backend": "bird", "bird": "running", "pid": 4242,
-                             "log": f"{tmp_path}/bird/bird.log", "sessions": 3,
-                             "established": 2}
-    assert not any("BIRD" in p for p in report["problems"])
-    assert _bgp_line(cli("status").out) == "BIRD running (pid 4242), 2 of 3 sessions " \
-                                          "Established (`calico-libnetwork node status`)"
 
 
 def test_status_bird_not_answering_is_a_problem(cli, tmp_path, monkeypatch):
