@@ -20,6 +20,7 @@ import pytest
 from agent.bgp.daemon import BirdPaths
 from agent.bgp.sessions import UnexpectedOutput, parse_protocols
 from agent.policy.engine import write_status
+from plugin.cli import bgp_status
 from plugin.cli.node_status import peers_table
 from tests.lab import Lab
 from tests.lab.common import LabProcess, in_netns, wait_until
@@ -173,13 +174,11 @@ IPv6 BGP status
 def test_status_counts_established_sessions(hosts):
     h1, _, _ = hosts
     assert wait_until(lambda: _settled(h1), 60)
-    report = h1.cli("status", "-o", "json")
-    bgp = json.loads(report.stdout)["bgp"]
+    bgp = json.loads(h1.cli("status", "-o", "json").stdout)["bgp"]
     assert {k: bgp.get(k) for k in ("backend", "bird", "sessions", "established")} == {
         "backend": "bird", "bird": "running", "sessions": 4, "established": 2}
-    line = _bgp_line(h1.cli("status").stdout)
-    assert line == f"BIRD running (pid {bgp['pid']}), 2 of 4 sessions Established " \
-                   "(`calico-libnetwork node status`)"
+    assert bgp_status.line(bgp) == f"BIRD running (pid {bgp['pid']}), 2 of 4 sessions " \
+                                   "Established (`calico-libnetwork node status`)"
 
 
 @needs_root
