@@ -160,7 +160,7 @@ def scale(args, work: Path) -> dict:
             run = work / f"scale-{peers}"
             run.mkdir()
             blocks = POOL.subnet(26)
-            feed = [f"router id 10.200.255.2;\nprotocol device {{ scan time 2; }}\n"]
+            feed = ["router id 10.200.255.2;\nprotocol device { scan time 2; }\n"]
             for i, address in enumerate(addresses):
                 routes = "".join(f"  route {next(blocks)} blackhole;\n"
                                  for _ in range(args.blocks_per_peer))
@@ -231,8 +231,8 @@ def main():
         print(f"   etcd routing (vxlan), h2:   {_summary(found['vxlan']['h2'])}")
         print(f"   BGP (bird), h2:             {_summary(found['bird']['h2'])}")
         print(f"   BGP (bird), router:         {_summary(found['bird']['router'])}")
-        print(f"   ratio of medians, BGP/etcd on h2: "
-              f"{statistics.median(found['bird']['h2']) / statistics.median(found['vxlan']['h2']):.1f}")
+        ratio = statistics.median(found["bird"]["h2"]) / statistics.median(found["vxlan"]["h2"])
+        print(f"   ratio of medians, BGP/etcd on h2: {ratio:.1f}")
         sizes = scale(args, Path(tmp))
         print(f"2. one BIRD, {args.peers} mesh peers x {args.blocks_per_peer} blocks "
               f"({args.peers * args.blocks_per_peer} prefixes)")

@@ -57,14 +57,21 @@ fi
 say "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq docker.io etcd-server etcd-client iptables nftables iproute2 python3-venv \
-    bird2 >/dev/null
-# bird2 starts Debian's own BIRD service; the node agent runs BIRD itself
-# (CALICO_NETWORKING_BACKEND=bird) and stays off while another one runs.
-if have_systemd; then
-    systemctl disable --now bird.service >/dev/null 2>&1 || true
-else
-    /etc/init.d/bird stop >/dev/null 2>&1 || true
+apt-get install -y -qq docker.io etcd-server etcd-client iptables nftables iproute2 python3-venv >/dev/null
+# BIRD 2 for CALICO_NETWORKING_BACKEND=bird: the node agent runs it itself, and
+# stays off while another BIRD runs, so Debian's own BIRD service must not
+# start (policy-rc.d) nor start at boot. A bird2 installed before is left as it is.
+if ! dpkg-query -W -f='${Status}' bird2 2>/dev/null | grep -q "ok installed"; then
+    policy=/usr/sbin/policy-rc.d ours=false
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        ours=true
+        trap 'rm -f "$policy"' EXIT
+    fi
+    apt-get install -y -qq bird2 >/dev/null
+    if [ "$ours" = true ]; then rm -f "$policy"; trap - EXIT; fi
+    if have_systemd; then systemctl disable bird.service >/dev/null 2>&1 || true; fi
 fi
 
 say "installing calico-libnetwork into $PREFIX"

@@ -124,7 +124,7 @@ def _family(inputs: BirdInputs, family: Family, debug: str | None) -> list[str]:
         return lines + [f"# IPv{v} disabled on this node (no bgp.ipv{v}Address).", ""]
     settings = inputs.settings
     lines += [f"template bgp bgp_template{v} {{",
-              f"  description \"Connection to BGP peer\";",
+              "  description \"Connection to BGP peer\";",
               f"  local{' ' + str(family.address.ip) if settings.bind_mode == 'NodeIP' else ''}"
               f"{' port ' + str(settings.listen_port) if settings.listen_port != 179 else ''}"
               f" as {inputs.as_number};"]

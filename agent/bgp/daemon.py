@@ -26,7 +26,7 @@ import threading
 import time
 
 from agent.bgp.control import ControlError, configure
-from agent.policy.engine import write_status
+from agent.status_file import write_status
 from datastore.retry import Backoff
 
 LOG = logging.getLogger(__name__)

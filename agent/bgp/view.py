@@ -71,7 +71,8 @@ class BgpView:
             pools = [p for p in state.pools.values() if p.version == version]
             own = sorted(c for c in owned if c.version == version)
             exported = [c for c in own if _pool_is_plain(state, c)] + sorted(
-                IPNetwork(str(ip)) for ip in borrowed if ip.version == version and _pool_is_plain(state, ip))
+                IPNetwork(str(ip)) for ip in borrowed
+                if ip.version == version and _pool_is_plain(state, ip))
             families.append(Family(
                 version, me.address_of(version),
                 tuple(peers_of(me, state.nodes, self.peers, self.configurations, settings,

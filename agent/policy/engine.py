@@ -11,13 +11,13 @@ table, so a stopped agent leaves the host as it found it.
 """
 
 import datetime
-import json
 import logging
 import os
 import time
 
 from agent import nftables
 from agent.routing import kernel
+from agent.status_file import write_status
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
@@ -196,15 +196,6 @@ def host_addresses() -> dict[str, frozenset[str]]:
         for address in kernel.addresses(version):
             found.setdefault(address.ifname, set()).add(str(address.network.ip))
     return {name: frozenset(held) for name, held in found.items()}
-
-
-def write_status(path: str, status: dict) -> None:
-    """Replace the policy status file `status` reads, atomically."""
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(status, f)
-    os.replace(tmp, path)
 
 
 def policy_off(status_path: str) -> None:
