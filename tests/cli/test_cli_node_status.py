@@ -19,7 +19,7 @@ import pytest
 
 from agent.bgp.daemon import BirdPaths
 from agent.bgp.sessions import UnexpectedOutput, parse_protocols
-from agent.policy.engine import write_status
+from agent.status_file import write_status
 from plugin.cli import bgp_status
 from plugin.cli.node_status import peers_table
 from tests.lab import Lab
