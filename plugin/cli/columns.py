@@ -36,6 +36,23 @@ _SELECTOR = ("SELECTOR", _spec("nodeSelector", default="all()"))
 _WEP = [("WORKLOAD", _spec("workload")), ("NODE", _spec("node")),
         ("NETWORKS", _spec("ipNetworks")), ("INTERFACE", _spec("interfaceName"))]
 
+
+def _peer_nodes(res: Resource) -> str:
+    """The local side as calicoctl shows it: a node, a selector, or everyone."""
+    return res.spec.get("node") or res.spec.get("nodeSelector") or "(global)"
+
+
+def _or_dash(*path) -> Callable[[Resource], object]:
+    read = _spec(*path)
+    return lambda res: read(res) or "-"
+
+
+_BGP_PEER = [("PEERIP", _spec("peerIP")), ("NODE", _peer_nodes),
+             ("ASN", _spec("asNumber", default=0))]
+_BGP_CONFIGURATION = [("LOGSEVERITY", _spec("logSeverityScreen")),
+                      ("MESHENABLED", _or_dash("nodeToNodeMeshEnabled")),
+                      ("ASNUMBER", _or_dash("asNumber"))]
+
 # kind -> (plain columns, wide columns)
 COLUMNS = {
     "IPPool": ([NAME, _CIDR, _SELECTOR],
@@ -52,6 +69,8 @@ COLUMNS = {
     "Profile": ([NAME], [NAME, ("LABELS", lambda res: res.metadata.get("labels"))]),
     "GlobalNetworkPolicy": ([NAME], [NAME, ("ORDER", _spec("order")),
                                      ("SELECTOR", _spec("selector"))]),
+    "BGPPeer": ([NAME, *_BGP_PEER], [NAME, *_BGP_PEER]),
+    "BGPConfiguration": ([NAME, *_BGP_CONFIGURATION], [NAME, *_BGP_CONFIGURATION]),
     "HostEndpoint": ([NAME, ("NODE", _spec("node"))],
                      [NAME, ("NODE", _spec("node")), ("INTERFACE", _spec("interfaceName")),
                       ("IPS", _spec("expectedIPs")), ("PROFILES", _spec("profiles"))]),

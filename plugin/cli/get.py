@@ -15,8 +15,8 @@ def register(commands) -> None:
     p = commands.add_parser("get", help="show resources (as calicoctl get)")
     p.add_argument("kind", metavar="KIND",
                    help="ippools, nodes, workloadendpoints, profiles, globalnetworkpolicies, "
-                        "clusterinformations, felixconfigurations, bgpconfigurations (or "
-                        "calicoctl's aliases)")
+                        "clusterinformations, felixconfigurations, bgpconfigurations, "
+                        "bgppeers (or calicoctl's aliases)")
     p.add_argument("name", nargs="?", metavar="NAME", help="one resource (default: all)")
     add_output_option(p, "wide", "yaml", "json")
     where = p.add_mutually_exclusive_group()

@@ -25,6 +25,7 @@ _SHORT = {
     "ClusterInformation": ("clusterinfo", "clusterinfos"),
     "FelixConfiguration": ("felixconfig", "felixconfigs"),
     "BGPConfiguration": ("bgpconfig", "bgpconfigs"),
+    "BGPPeer": ("bgpp", "bgpps", "bp", "bps"),
 }
 _ALIASES = {alias: kind for kind, plural in PLURALS.items()
             for alias in (kind.lower(), plural, *_SHORT.get(kind, ()))}

@@ -14,7 +14,8 @@ from kernel.errors import KernelError
 from metrics import exposition
 from plugin import metrics, server, startup
 from plugin.agent_process import AGENT_ARGV, REGISTERED_FLAG, AgentProcess
-from plugin.cli import apply, check, delete, get, ipam_gc, ipam_show, pool, status
+from plugin.cli import (apply, check, delete, get, ipam_gc, ipam_show, node_status, pool,
+                        status)
 from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 
@@ -131,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     delete.register(sub)
     status.register(sub)
     check.register(sub)
+    node_status.register(sub)
     ipam = sub.add_parser("ipam", help="show and clean up IP address allocations")
     ipam_commands = ipam.add_subparsers(dest="ipam_command", metavar="COMMAND", required=True)
     ipam_show.register(ipam_commands)

@@ -2,7 +2,8 @@
 
 IP pools go through ipam.pools, so they get its validation, defaults,
 overlap refusal, Felix side effect and calicoctl's delete; Profiles and
-GlobalNetworkPolicies through datastore.policy, so that only what the agent
+GlobalNetworkPolicies through datastore.policy, and BGPPeers and
+BGPConfigurations through datastore.bgp, so that only what the agent
 enforces is stored (checked(), for every object before any is written); the
 other kinds go straight to the datastore.  A GlobalNetworkPolicy is found
 under its stored name, default.<name>.  apply keeps the stored uid and
@@ -15,7 +16,7 @@ import copy
 import sys
 
 from agent import node
-from datastore import policy
+from datastore import bgp, policy
 from datastore.errors import ResourceAlreadyExists
 from datastore.felix_configuration import FelixConfigurationError
 from datastore.resources import Resource, Resources, valid_name
@@ -105,12 +106,13 @@ def checked(objects: list[Resource]) -> list[Resource]:
     before the first is: a Profile or GlobalNetworkPolicy this plugin would not
     enforce is refused with the field it names (a GlobalNetworkPolicy comes
     back named default.<name>, `types` filled in), and so are a
-    FelixConfiguration field the agent reads and an IP pool that
+    FelixConfiguration field the agent reads, a BGPPeer or BGPConfiguration
+    the agent would not apply (datastore.bgp) and an IP pool that
     fails the checks needing no datastore.  Warnings about legal objects that
     are probably not meant go to stderr."""
     try:
-        out = [policy.validate_resource(res) for res in objects]
-    except (policy.PolicyError, FelixConfigurationError) as exc:
+        out = [bgp.validate_resource(policy.validate_resource(res)) for res in objects]
+    except (policy.PolicyError, FelixConfigurationError, bgp.BGPError) as exc:
         raise CommandError(str(exc)) from None
     for res in out:
         if res.kind == "IPPool":

@@ -1,6 +1,7 @@
 """`calico-libnetwork status`: this node as the plugin sees it, like
 `calicoctl node status`, and a health check: exit 1 when etcd cannot be
-reached or a plugin socket does not answer Plugin.Activate as dockerd would.
+reached, a plugin socket does not answer Plugin.Activate as dockerd would,
+or the BIRD the agent runs does not answer (plugin/cli/bgp_status.py).
 An etcd that anyone reaching it may write (plain http, or https without
 client certificates) is a warning.
 A workload endpoint whose cali interface is missing is only a warning: a
@@ -17,7 +18,7 @@ from datastore.resources import Resources
 from datastore.settings import connect
 from driver import dataplane
 from kernel.errors import KernelError
-from plugin.cli import etcd_security, names_check, probe
+from plugin.cli import bgp_status, etcd_security, names_check, probe
 from plugin.cli.output import add_output_option, as_json, table
 from plugin.config import DEFAULT_PLUGIN_DIR
 from plugin.server import SOCKETS, socket_paths
@@ -42,7 +43,8 @@ def run(args, config) -> int:
     report = {"node": {"name": config.nodename},
               "etcd": {"endpoints": list(config.etcd.endpoints), "reachable": False},
               "policy": policy_status(config.agent),
-              "names": names_check.names_status(config.agent, config.driver.docker_host)}
+              "names": names_check.names_status(config.agent, config.driver.docker_host),
+              "bgp": bgp_status.bgp_status(config.agent)}
     with closing(connect(config.etcd)) as etcd:
         try:
             etcd.revision()
@@ -187,6 +189,9 @@ def _problems(report: dict) -> list[str]:
         elif sock["state"] != "answering":
             problems.append(f"plugin socket {sock['path']} does not answer Plugin.Activate "
                             f"({sock['error']}); restart the plugin, or {_START_HINT}")
+    bgp = bgp_status.problem(report["bgp"])
+    if bgp:
+        problems.append(bgp)
     return problems
 
 
@@ -209,7 +214,8 @@ def _print(report: dict) -> None:
         rows.append(["Host endpoints:", _host_endpoints_line(report["policy"])])
     if report["policy"].get("encapsulation"):
         rows.append(["Tunnels:", _tunnels_line(report["policy"])])
-    table(None, rows + [["Names:", names_check.line(report["names"])]])
+    table(None, rows + [["Names:", names_check.line(report["names"])],
+                        ["BGP:", bgp_status.line(report["bgp"])]])
     print()
     table(["PLUGIN SOCKET", "STATE", "DETAIL"],
           [[s["path"], s["state"], s.get("implements") or s.get("error")]
