@@ -1,7 +1,10 @@
 """From policy state to nftables chains, in Felix's shape (calico-policy.md
-§4-§6): per local endpoint an ingress chain (tw-<if>) and an egress chain
-(fw-<if>) that jump to one chain per policy (pi-/po-) and per profile
-(pri-/pro-).  A policy or profile chain marks what it allows (accept bit)
+§4-§6): an ingress chain (tw-) and an egress chain (fw-) for local workload
+endpoints, which jump to one chain per policy (pi-/po-) and per profile
+(pri-/pro-).  Felix renders the tw-/fw- chains per endpoint; here workloads
+with the same policies (in order), profiles and published ports share one
+pair, named by a hash of what selects it (tw-<hash>), rendered once: a
+thousand containers of a few kinds are a few dozen chains, not thousands.  A policy or profile chain marks what it allows (accept bit)
 or passes (pass bit) and returns; the endpoint chain returns on the accept
 bit, ends the tier with a drop unless the pass bit is set, and drops when no
 profile allowed.  Returning, not accepting, lets a same-host packet meet
@@ -37,8 +40,11 @@ accept mark, which the later hooks accept at once.
 """
 
 import hashlib
+import itertools
 import logging
 from dataclasses import dataclass, field
+
+import netaddr
 
 from agent.policy.guarded import Guarded, guard_rules, named_by
 from agent.policy.state import Endpoint, PolicyState
@@ -77,6 +83,7 @@ _CONNTRACK = ("ct state established,related accept", "ct state invalid drop")
 _ALL_INTERFACES_CHAIN = "any-interface-at-all"  # Felix's; no interface has so long a name
 DIRECTIONS = ("Ingress", "Egress")
 _MAX_NAME = 255
+_SHARED_HASH = 16  # hex digits naming a shared workload chain: 64 bits, no collision in practice
 _FAMILY = {4: ("ipv4", "ip", "icmp"), 6: ("ipv6", "ip6", "icmpv6")}
 _VERSION = {"ip": 4, "ip6": 6}
 _ACTIONS = {
@@ -142,6 +149,9 @@ class Compiler:
         # interfaces, by its expectedIPs)
         self._endpoints: dict[tuple[str, str], tuple[Chains, dict[str, Chains]]] = {}
         self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
+        # what selects a workload's tw-/fw- chain -> (its name, its rules, the
+        # Calico rules of the chains it jumps to)
+        self._shared: dict[tuple, tuple[str, tuple[str, ...], dict]] = {}
         self._selection = None
 
     def forget(self, key: str) -> None:
@@ -180,10 +190,21 @@ class Compiler:
         for direction in DIRECTIONS:
             inbound = direction == "Ingress"
             policies = self._selection.policies(labels, direction, NORMAL)
-            name = ("tw-" if inbound else "fw-") + endpoint.interface
-            prelude = () if inbound else guard_rules(self._closed(state, endpoint, policies))
-            own.rules[name] = tuple(_endpoint_chain(jumps, state, endpoint, direction,
-                                                    policies, prelude))
+            # Everything the chain's rules depend on (the guard follows from
+            # the policies and profiles; a change of either forgets all).
+            selects = (direction, tuple(p.name for p in policies), endpoint.profiles,
+                       endpoint.publishes)
+            shared = self._shared.get(selects)
+            if shared is None:
+                name = ("tw-" if inbound else "fw-") + \
+                    hashlib.sha256(repr(selects).encode()).hexdigest()[:_SHARED_HASH]
+                prelude = () if inbound else guard_rules(self._closed(state, endpoint, policies))
+                chain_jumps = {}
+                shared = self._shared[selects] = (name, tuple(_endpoint_chain(
+                    chain_jumps, state, endpoint, direction, policies, prelude)), chain_jumps)
+            name, rules, chain_jumps = shared
+            own.rules[name] = rules
+            jumps.update(chain_jumps)
             (own.ingress if inbound else own.egress)[endpoint.interface] = name
 
     def _host_endpoint(self, own: Chains, jumps: dict, state: PolicyState, endpoint: Endpoint,
@@ -305,47 +326,82 @@ def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, directi
 
 
 def render_rule(chains: Chains, calico_rule: Rule):
-    """nft rules for one Calico rule: one per IP family it applies to."""
+    """nft rules for one Calico rule, per IP family it applies to: one, or
+    one per alternative of its lists of ports and nets (below)."""
     for family in (4, 6):
         rule = calico_rule.for_family(family)  # with the nets of that family only
         if rule is None:
             continue
         nfproto, ip, icmp = _FAMILY[family]
-        parts = [f"meta nfproto {nfproto}"]
+        # Each part: its alternatives, any of which matches.
+        parts = [(f"meta nfproto {nfproto}",)]
         if rule.protocol is not None:
-            parts.append(f"meta l4proto {rule.protocol}")
+            parts.append((f"meta l4proto {rule.protocol}",))
         if rule.not_protocol is not None:
-            parts.append(f"meta l4proto != {rule.not_protocol}")
+            parts.append((f"meta l4proto != {rule.not_protocol}",))
         if rule.icmp is not None:
-            parts.append(_icmp(icmp, rule.icmp, negate=False))
+            parts.append((_icmp(icmp, rule.icmp, negate=False),))
         if rule.not_icmp is not None:
-            parts.append(_icmp(icmp, rule.not_icmp, negate=True))
+            parts.append((_icmp(icmp, rule.not_icmp, negate=True),))
         for side, entity in (("saddr", rule.source), ("daddr", rule.destination)):
             parts.extend(_entity(chains, entity, ip, side))
-        parts.append(_ACTIONS[rule.action])
-        yield " ".join(parts)
+        for matches in itertools.product(*parts):
+            yield " ".join((*matches, _ACTIONS[rule.action]))
 
 
 def _entity(chains: Chains, entity: EntityRule, ip: str, side: str):
+    """The parts (tuples of alternatives) matching one side of a rule.
+
+    No anonymous set holds a range or a CIDR: libnftables reads back every
+    interval set of the table, anonymous ones too, before each transaction
+    (6-7 ms with a few hundred of them, against 1 ms without).  So a list
+    is one rule per range or CIDR, and one more for its single ports or
+    addresses (a plain set); ranges are merged first, so that the
+    alternatives never overlap and a Log rule logs a packet once.  A
+    negated list is one rule: a plain set of the singles, then each range."""
     if entity.nets:
-        yield f"{ip} {side} {_anonymous([str(n) for n in entity.nets])}"
+        yield _any_of(f"{ip} {side}", _net_pieces(entity.nets))
     if entity.not_nets:
-        yield f"{ip} {side} != {_anonymous([str(n) for n in entity.not_nets])}"
+        yield (_none_of(f"{ip} {side}", _net_pieces(entity.not_nets)),)
     if entity.selector is not None:
         chains.selectors.add(entity.selector)
-        yield f"{ip} {side} @{set_name(entity.selector, _VERSION[ip])}"
+        yield (f"{ip} {side} @{set_name(entity.selector, _VERSION[ip])}",)
     if entity.not_selector is not None:
         chains.selectors.add(entity.not_selector)
-        yield f"{ip} {side} != @{set_name(entity.not_selector, _VERSION[ip])}"
-    port = "sport" if side == "saddr" else "dport"
+        yield (f"{ip} {side} != @{set_name(entity.not_selector, _VERSION[ip])}",)
+    port = "th sport" if side == "saddr" else "th dport"
     if entity.ports:
-        yield f"th {port} {_anonymous(_port_list(entity.ports))}"
+        yield _any_of(port, _port_pieces(entity.ports))
     if entity.not_ports:
-        yield f"th {port} != {_anonymous(_port_list(entity.not_ports))}"
+        yield (_none_of(port, _port_pieces(entity.not_ports)),)
 
 
-def _port_list(ports) -> list[str]:
-    return [str(p.first) if p.first == p.last else f"{p.first}-{p.last}" for p in ports]
+def _net_pieces(nets) -> tuple[list[str], list[str]]:
+    """(single addresses, CIDRs) covering the nets, none overlapping."""
+    merged = netaddr.cidr_merge(nets)
+    return ([str(n.ip) for n in merged if n.size == 1],
+            [str(n) for n in merged if n.size > 1])
+
+
+def _port_pieces(ports) -> tuple[list[str], list[str]]:
+    """(single ports, ranges "a-b") covering the ports, none overlapping."""
+    merged = []
+    for p in sorted(ports, key=lambda p: (p.first, p.last)):
+        if merged and p.first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], p.last)
+        else:
+            merged.append([p.first, p.last])
+    return ([str(a) for a, b in merged if a == b], [f"{a}-{b}" for a, b in merged if a != b])
+
+
+def _any_of(match: str, pieces: tuple[list[str], list[str]]) -> tuple[str, ...]:
+    singles, ranges = pieces
+    return tuple(f"{match} {x}" for x in ([_anonymous(singles)] if singles else []) + ranges)
+
+
+def _none_of(match: str, pieces: tuple[list[str], list[str]]) -> str:
+    singles, ranges = pieces
+    return " ".join(f"{match} != {x}" for x in ([_anonymous(singles)] if singles else []) + ranges)
 
 
 def _icmp(icmp: str, match, negate: bool) -> str:

@@ -145,7 +145,8 @@ class PolicyEngine:
                               **Ruleset.dispatch(chains, *(self.felix(name)[0] for name in (
                                   "default_endpoint_to_host_action",
                                   "failsafe_inbound_host_ports",
-                                  "failsafe_outbound_host_ports")))})
+                                  "failsafe_outbound_host_ports")))},
+                       Ruleset.workload_maps(chains))
 
     def encapsulation(self) -> Encapsulation:
         return Encapsulation.of(self.state.pools.values())

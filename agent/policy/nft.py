@@ -47,6 +47,8 @@ LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
+FROM_WL_MAP, TO_WL_MAP = "from-wl-chains", "to-wl-chains"
+_INTERFACE_MAP = "ifname : verdict"
 
 
 @dataclass
@@ -56,6 +58,19 @@ class Ruleset:
     # set name -> (nft type, members)
     sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
+    # verdict map name -> (nft type, elements '"<interface>" : goto <chain>'):
+    # written after the chains they name
+    maps: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+
+    @staticmethod
+    def workload_maps(chains: Chains) -> dict[str, tuple[str, frozenset[str]]]:
+        """Each local workload's interface -> its chain, per direction: a
+        container coming or going changes one element of each, not a chain
+        listing every interface."""
+        return {name: (_INTERFACE_MAP, frozenset(f'"{iface}" : goto {chain}'
+                                                 for iface, chain in by_interface.items()))
+                for name, by_interface in ((FROM_WL_MAP, chains.egress),
+                                           (TO_WL_MAP, chains.ingress))}
 
     @staticmethod
     def dispatch(chains: Chains, endpoint_to_host_action: str,
@@ -64,8 +79,8 @@ class Ruleset:
         """The chains that send a packet to its endpoint's chain by interface
         (any other cali interface, not ours or not programmed yet, drops),
         wl-to-host, and the host endpoints' dispatch and failsafe chains."""
-        return {"from-wl": _dispatch("iifname", chains.egress),
-                "to-wl": _dispatch("oifname", chains.ingress),
+        return {"from-wl": _dispatch("iifname", FROM_WL_MAP),
+                "to-wl": _dispatch("oifname", TO_WL_MAP),
                 "wl-to-host": _workload_to_host(endpoint_to_host_action),
                 **{name: _host_dispatch("iifname" if "from" in name else "oifname",
                                         chains.host.get(name, {}))
@@ -102,13 +117,9 @@ def _failsafe(port: ProtoPort, side: str, port_side: str) -> str:
     return f"{peer}{port.protocol} {port_side} {port.port} accept"
 
 
-def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
-    rules = ["ct state established,related accept", "ct state invalid drop"]
-    if chains:
-        vmap = ", ".join(f'"{iface}" : goto {chain}' for iface, chain in sorted(chains.items()))
-        rules.append(f"{match} vmap {{ {vmap} }}")
-    rules.append("drop")
-    return tuple(rules)
+def _dispatch(match: str, interface_map: str) -> tuple[str, ...]:
+    return ("ct state established,related accept", "ct state invalid drop",
+            f"{match} vmap @{interface_map}", "drop")
 
 
 def _workload_to_host(action: str) -> tuple[str, ...]:
@@ -188,6 +199,9 @@ def full_script(desired: Ruleset) -> str:
         lines.extend(_elements("add", t, name, members))
     chains = sorted(desired.chains)
     lines.extend(f"add chain {t} {name}" for name in chains)
+    for name, (kind, members) in sorted(desired.maps.items()):
+        lines.append(f"add map {t} {name} {{ type {kind}; }}")
+        lines.extend(_elements("add", t, name, members))
     for name in chains:
         lines.extend(f"add rule {t} {name} {rule}" for rule in desired.chains[name])
     for name, (hook, rules) in BASE_CHAINS.items():
@@ -197,27 +211,44 @@ def full_script(desired: Ruleset) -> str:
 
 
 def diff_script(old: Ruleset, new: Ruleset) -> str:
+    """In an order nft accepts: a map's element leaves before the chain it
+    names, or before a new element of the same interface; a new element
+    comes after its new chain."""
     t = f"{FAMILY} {TABLE}"
-    lines = []
-    for name, (kind, members) in sorted(new.sets.items()):
-        before = old.sets.get(name)
-        if before is None:
-            lines.append(f"add set {t} {name} {{ type {kind}; }}")
-            lines.extend(_elements("add", t, name, members))
-        else:
-            lines.extend(_elements("add", t, name, members - before[1]))
-            lines.extend(_elements("delete", t, name, before[1] - members))
     added = sorted(set(new.chains) - set(old.chains))
     removed = sorted(set(old.chains) - set(new.chains))
-    changed = sorted(n for n in new.chains if n in old.chains and new.chains[n] != old.chains[n])
+    changed = sorted(n for n, rules in new.chains.items()
+                     if n in old.chains and old.chains[n] is not rules and old.chains[n] != rules)
+    lines = _members_diff(t, "set", old.sets, new.sets, "delete")
+    lines += _members_diff(t, "map", old.maps, new.maps, "delete")
     lines.extend(f"add chain {t} {name}" for name in added)
     for name in changed + removed:
         lines.append(f"flush chain {t} {name}")
+    lines += _members_diff(t, "set", old.sets, new.sets, "add")
+    lines += _members_diff(t, "map", old.maps, new.maps, "add")
     for name in changed + added:
         lines.extend(f"add rule {t} {name} {rule}" for rule in new.chains[name])
+    lines.extend(f"delete {kind} {t} {name}" for kind, held, now in (
+        ("map", old.maps, new.maps), ("set", old.sets, new.sets)) for name in sorted(held)
+        if name not in now)
     lines.extend(f"delete chain {t} {name}" for name in removed)
-    lines.extend(f"delete set {t} {name}" for name in sorted(set(old.sets) - set(new.sets)))
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _members_diff(t: str, kind: str, old: dict, new: dict, verb: str) -> list[str]:
+    """The elements to add to (verb "add", with the new sets or maps
+    themselves) or delete from (verb "delete") each set or map."""
+    lines = []
+    for name, (nft_type, members) in sorted(new.items()):
+        before = old.get(name)
+        if before is None:
+            if verb == "add":
+                lines.append(f"add {kind} {t} {name} {{ type {nft_type}; }}")
+                lines.extend(_elements("add", t, name, members))
+        elif before[1] is not members:
+            lines.extend(_elements(verb, t, name, members - before[1] if verb == "add"
+                                   else before[1] - members))
+    return lines
 
 
 def _elements(verb: str, table: str, name: str, members) -> list[str]:

@@ -14,7 +14,7 @@ from agent.policy import nft
 from agent.policy.compiler import set_name
 from agent.policy.engine import PolicyEngine
 from agent.policy.membership import Membership
-from agent.policy.nft import FAMILY, TABLE, PolicyTable, full_script
+from agent.policy.nft import FAMILY, FROM_WL_MAP, TABLE, TO_WL_MAP, PolicyTable, full_script
 from datastore.selector import parse
 from kernel.errors import KernelError
 from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
@@ -159,12 +159,25 @@ def test_the_first_batch_writes_the_whole_table_then_only_differences(engine, sc
     feed(engine, *NETWORKS, snapshot=True)
     assert scripts == [full_script(engine.nft.programmed)]
     assert scripts[0].startswith(f"add table {T}\ndelete table {T}\n")
-    feed(engine, wep("c", "10.0.0.4"))  # a local endpoint: its chains and the dispatch
-    lines = scripts[1].splitlines()
-    assert f"add chain {T} tw-{interface('c')}" in lines
-    assert f"flush chain {T} to-wl" in lines
-    assert f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}" in lines
-    assert not any("table" in line.split()[:2] for line in lines)
+    # A local endpoint of net1, as a: a's chains, an element in each
+    # interface map, its address in net1's set; no chain written.
+    feed(engine, wep("c", "10.0.0.4"))
+    programmed = engine.nft.programmed
+    ingress, egress = (programmed.maps[name][1] for name in (TO_WL_MAP, FROM_WL_MAP))
+    a_in, a_out = (next(e.split("goto ")[1] for e in elements if interface("a") in e)
+                   for elements in (ingress, egress))
+    assert sorted(scripts[1].splitlines()) == sorted([
+        f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}",
+        f'add element {T} {TO_WL_MAP} {{ "{interface("c")}" : goto {a_in} }}',
+        f'add element {T} {FROM_WL_MAP} {{ "{interface("c")}" : goto {a_out} }}'])
+    # One with a profile of its own: its chains too, in the same script.
+    feed(engine, profile("net3"), wep("d", "10.0.0.5", profiles=("net3",)))
+    lines = scripts[2].splitlines()
+    d_in = next(e.split("goto ")[1] for e in engine.nft.programmed.maps[TO_WL_MAP][1]
+                if interface("d") in e)
+    assert lines.index(f"add chain {T} {d_in}") < lines.index(
+        f'add element {T} {TO_WL_MAP} {{ "{interface("d")}" : goto {d_in} }}')
+    assert not any("table" in line.split()[:2] or line.startswith("flush") for line in lines)
 
 
 def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
@@ -248,7 +261,7 @@ def test_after_a_failed_script_the_next_batch_rewrites_the_table(engine, scripts
     assert engine.nft.programmed is None
     engine.batch_done(False, False)
     assert scripts[1:] == [full_script(engine.nft.programmed)]
-    assert "tw-" + interface("c") in engine.nft.programmed.chains
+    assert any(interface("c") in e for e in engine.nft.programmed.maps[TO_WL_MAP][1])
 
 
 def test_a_snapshot_rewrites_the_table(engine, scripts):
