@@ -132,9 +132,11 @@ def set_name(selector: Selector, family: int) -> str:
 
 
 class Compiler:
-    """Compiles a node's chains, remembering each local endpoint's chains and each
-    policy and profile chain until told they are stale: after a change of
-    one local endpoint, only that endpoint's chains are compiled again."""
+    """Compiles a node's chains, remembering each local endpoint's chains,
+    each shared workload chain and each policy and profile chain until told
+    they are stale: after a change of one local endpoint, only that
+    endpoint's chains are compiled again; after a change of one policy's or
+    profile's rules, only its chains and the shared chains naming it."""
 
     def __init__(self, node: str, guarded: frozenset[Guarded] = frozenset()):
         self.node = node
@@ -142,15 +144,16 @@ class Compiler:
         self.forget_all()
 
     def forget_all(self) -> None:
-        """A profile, a policy or the guarded destinations changed: any
+        """What a policy selects, or the guarded destinations, changed: any
         chain may differ."""
-        # (endpoint key, interface) -> its own chains, and the policy and
-        # profile chains they jump to (a host endpoint may have several
-        # interfaces, by its expectedIPs)
-        self._endpoints: dict[tuple[str, str], tuple[Chains, dict[str, Chains]]] = {}
+        # (endpoint key, interface) -> (its profiles, what its chains are:
+        # a workload's shared chains' keys, or a host endpoint's own chains
+        # and the chains they jump to); a host endpoint may have several
+        # interfaces, by its expectedIPs
+        self._endpoints: dict[tuple[str, str], tuple[tuple[str, ...], object]] = {}
         self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
-        # what selects a workload's tw-/fw- chain -> (its name, its rules, the
-        # Calico rules of the chains it jumps to)
+        # what selects a workload's tw-/fw- chain -> (its name, its rules,
+        # the chains it jumps to)
         self._shared: dict[tuple, tuple[str, tuple[str, ...], dict]] = {}
         self._selection = None
 
@@ -159,60 +162,87 @@ class Compiler:
         for cached in [k for k in self._endpoints if k[0] == key]:
             del self._endpoints[cached]
 
+    def forget_rules(self, kind: str, name: str) -> None:
+        """Policy (kind "policy") or profile `name` changed its rules only,
+        or the profile came or went: its own chains, and the shared chains
+        and host endpoints' chains naming it (their guard, or their jump or
+        drop for a missing profile)."""
+        if kind == "policy":
+            prefixes, place = ("pi-", "po-"), 1
+        else:
+            prefixes, place = ("pri-", "pro-"), 2
+        for prefix in prefixes:
+            self._rule_chains.pop(chain_name(prefix, name), None)
+        self._shared = {k: v for k, v in self._shared.items() if name not in k[place]}
+        if kind == "profile":
+            self._endpoints = {k: v for k, v in self._endpoints.items() if name not in v[0]}
+
     def compile(self, state: PolicyState,
                 host_addresses: dict[str, frozenset[str]] | None = None) -> Chains:
         """host_addresses: interface -> its addresses, for host endpoints
         without interfaceName."""
         if self._selection is None:
             self._selection = _Selection(state)
-        chains, compiled, jumped = Chains(), {}, {}
+        chains, compiled, jumped, used = Chains(), {}, {}, set()
         for endpoint in state.local_endpoints(self.node) + \
                 state.local_host_endpoints(self.node, host_addresses):
             cached = (endpoint.key, endpoint.interface)
-            own, jumps = compiled[cached] = \
-                self._endpoints.get(cached) or self._endpoint(state, endpoint)
-            chains.add(own)
-            jumped.update(jumps)  # many endpoints jump to one chain: add it once
-        for chain in jumped.values():
-            chains.add(chain)
+            entry = compiled[cached] = self._endpoints.get(cached) or \
+                (endpoint.profiles, self._endpoint(state, endpoint))
+            if endpoint.host:
+                own, jumps = entry[1]
+                chains.add(own)
+                jumped.update(jumps)
+                continue
+            selects_in, selects_out = entry[1]
+            chains.ingress[endpoint.interface] = self._shared_chain(state, selects_in)[0]
+            chains.egress[endpoint.interface] = self._shared_chain(state, selects_out)[0]
+            used.add(selects_in)
+            used.add(selects_out)
+        for selects in used:
+            name, rules, jumps = self._shared[selects]
+            chains.rules[name] = rules
+            jumped.update(jumps)
+        for name, source in jumped.items():  # many endpoints jump to one chain: add it once
+            chains.add(self._rule_chain(state, name, source))
         self._endpoints = compiled
         return chains
 
     def _endpoint(self, state: PolicyState, endpoint: Endpoint):
-        own, jumps = Chains(), {}
+        """A workload's keys of its shared chains (ingress, egress); a host
+        endpoint's own chains and the chains they jump to."""
         labels = state.labels_of(endpoint)
-        (self._host_endpoint if endpoint.host else self._workload_endpoint)(
-            own, jumps, state, endpoint, labels)
-        return own, {name: self._rule_chain(name, rules) for name, rules in jumps.items()}
+        if not endpoint.host:
+            # Everything a workload's chain depends on.
+            return tuple((direction, tuple(p.name for p in self._selection.policies(
+                state, labels, direction, NORMAL)), endpoint.profiles, endpoint.publishes)
+                for direction in DIRECTIONS)
+        own, jumps = Chains(), {}
+        self._host_endpoint(own, jumps, state, endpoint, labels)
+        return own, jumps
 
-    def _workload_endpoint(self, own: Chains, jumps: dict, state: PolicyState,
-                           endpoint: Endpoint, labels: dict) -> None:
-        for direction in DIRECTIONS:
+    def _shared_chain(self, state: PolicyState, selects: tuple):
+        """The tw-/fw- chain of the workloads so selected: (name, rules, jumps)."""
+        shared = self._shared.get(selects)
+        if shared is None:
+            direction, names, profiles, publishes = selects
             inbound = direction == "Ingress"
-            policies = self._selection.policies(labels, direction, NORMAL)
-            # Everything the chain's rules depend on (the guard follows from
-            # the policies and profiles; a change of either forgets all).
-            selects = (direction, tuple(p.name for p in policies), endpoint.profiles,
-                       endpoint.publishes)
-            shared = self._shared.get(selects)
-            if shared is None:
-                name = ("tw-" if inbound else "fw-") + \
-                    hashlib.sha256(repr(selects).encode()).hexdigest()[:_SHARED_HASH]
-                prelude = () if inbound else guard_rules(self._closed(state, endpoint, policies))
-                chain_jumps = {}
-                shared = self._shared[selects] = (name, tuple(_endpoint_chain(
-                    chain_jumps, state, endpoint, direction, policies, prelude)), chain_jumps)
-            name, rules, chain_jumps = shared
-            own.rules[name] = rules
-            jumps.update(chain_jumps)
-            (own.ingress if inbound else own.egress)[endpoint.interface] = name
+            policies = [state.policies[n] for n in names]
+            name = ("tw-" if inbound else "fw-") + \
+                hashlib.sha256(repr(selects).encode()).hexdigest()[:_SHARED_HASH]
+            prelude = () if inbound else guard_rules(self._closed(state, profiles, policies))
+            jumps = {}
+            shared = self._shared[selects] = (name, tuple(_endpoint_chain(
+                jumps, state, profiles, direction, policies, prelude,
+                publishes=publishes)), jumps)
+        return shared
 
     def _host_endpoint(self, own: Chains, jumps: dict, state: PolicyState, endpoint: Endpoint,
                        labels: dict) -> None:
         """A host endpoint's chains of each kind that it needs: normal and
         forward always, preDNAT and untracked when such policies select it."""
         for kind, directions in HOST_CHAINS.items():
-            selected = {d: self._selection.policies(labels, d, kind) for d in directions}
+            selected = {d: self._selection.policies(state, labels, d, kind) for d in directions}
             if kind in (PRE_DNAT, UNTRACKED) and not any(selected.values()):
                 continue
             if kind == UNTRACKED and endpoint.interface == ALL_INTERFACES:
@@ -224,23 +254,26 @@ class Compiler:
                 name = prefix + (_ALL_INTERFACES_CHAIN if endpoint.interface == ALL_INTERFACES
                                  else endpoint.interface)
                 own.rules[name] = tuple(_endpoint_chain(
-                    jumps, state, endpoint, direction, policies,
-                    _host_prelude(kind, direction == "Ingress"), kind))
+                    jumps, state, endpoint.profiles, direction, policies,
+                    _host_prelude(kind, direction == "Ingress"), kind, host=True))
                 own.host.setdefault(dispatch, {})[endpoint.interface] = name
 
-    def _closed(self, state: PolicyState, endpoint: Endpoint,
+    def _closed(self, state: PolicyState, profiles: tuple[str, ...],
                 policies: list[GlobalNetworkPolicy]) -> list[Guarded]:
-        """The guarded destinations no egress rule of this endpoint names."""
+        """The guarded destinations no egress rule of these policies and profiles names."""
         rules = [r for p in policies for r in p.egress]
-        rules += [r for name in endpoint.profiles
+        rules += [r for name in profiles
                   if isinstance(profile := state.profiles.get(name), Profile)
                   for r in profile.egress]
         return [g for g in sorted(self.guarded) if not any(named_by(r, g) for r in rules)]
 
-    def _rule_chain(self, name: str, rules) -> Chains:
-        """A policy's or profile's chain (its rules for one direction), alone."""
+    def _rule_chain(self, state: PolicyState, name: str, source: tuple[str, str, str]) -> Chains:
+        """A policy's or profile's chain (its rules for one direction), alone;
+        source: ("policy" or "profile", its name, the direction)."""
         chain = self._rule_chains.get(name)
         if chain is None:
+            kind, held, direction = source
+            rules = (state.policies if kind == "policy" else state.profiles)[held].rules(direction)
             chain = self._rule_chains[name] = Chains()
             chain.rules[name] = tuple(line for rule in rules for line in render_rule(chain, rule))
         return chain
@@ -252,15 +285,17 @@ class _Selection:
 
     def __init__(self, state: PolicyState):
         self._sorted = sorted(state.policies.values(), key=lambda p: p.sort_key)
-        self._memo = {}
+        self._memo = {}  # by names: a policy whose rules alone change stays selected
 
-    def policies(self, labels: dict, direction: str, kind: str) -> list[GlobalNetworkPolicy]:
-        """Those of one kind of chain (Felix's tiers: normal, forward, preDNAT, untracked)."""
+    def policies(self, state: PolicyState, labels: dict, direction: str,
+                 kind: str) -> list[GlobalNetworkPolicy]:
+        """Those of one kind of chain (Felix's tiers: normal, forward, preDNAT,
+        untracked), as they are in state now."""
         key = (frozenset(labels.items()), direction)
         if key not in self._memo:
-            self._memo[key] = [p for p in self._sorted
+            self._memo[key] = [p.name for p in self._sorted
                                if p.governs(direction) and p.selector.evaluate(labels)]
-        return [p for p in self._memo[key] if _of_kind(p, kind)]
+        return [p for p in map(state.policies.__getitem__, self._memo[key]) if _of_kind(p, kind)]
 
 
 def _of_kind(policy: GlobalNetworkPolicy, kind: str) -> bool:
@@ -282,21 +317,22 @@ def _host_prelude(kind: str, inbound: bool) -> tuple[str, ...]:
     return (*nd, *_CONNTRACK, f"jump {FAILSAFE_IN if inbound else FAILSAFE_OUT}")
 
 
-def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, direction: str,
-                    policies: list[GlobalNetworkPolicy], prelude, kind: str = NORMAL):
-    """The rules of the endpoint's chain of that kind; jumps gets the name and
-    the Calico rules of each policy or profile chain it jumps to."""
+def _endpoint_chain(jumps: dict, state: PolicyState, profiles: tuple[str, ...], direction: str,
+                    policies: list[GlobalNetworkPolicy], prelude, kind: str = NORMAL,
+                    host: bool = False, publishes: bool = False):
+    """The rules of an endpoint's chain of that kind; jumps gets the name of
+    each policy or profile chain it jumps to, and what it renders."""
     inbound = direction == "Ingress"
     yield from prelude
     yield CLEAR_MARKS
-    if not (inbound or endpoint.host):
+    if not (inbound or host):
         # No VXLAN or IPIP from workloads (Felix's default, whatever the
         # pools): decapsulated elsewhere, it would carry a forged source.
         yield f"udp dport {VXLAN_PORT} drop"
         yield f"meta l4proto {IPIP_PROTOCOL} drop"
     for policy in policies:
         chain = chain_name("pi-" if inbound else "po-", policy.name)
-        jumps[chain] = policy.rules(direction)
+        jumps[chain] = ("policy", policy.name, direction)
         yield f"{NOT_PASSED} jump {chain}"
         if kind == UNTRACKED:
             yield f"{ACCEPTED} notrack"
@@ -307,19 +343,19 @@ def _endpoint_chain(jumps: dict, state: PolicyState, endpoint: Endpoint, directi
         yield ACCEPT_AND_RETURN  # no applyOnForward policy: forwarded traffic is allowed
     if kind != NORMAL:
         return  # profiles apply to normal chains only
-    if inbound and endpoint.publishes:
+    if inbound and publishes:
         # Published means reachable, as on Docker's bridge: a connection to
         # a published port (agent/published.py) passes the profiles, which
         # admit only the network's own endpoints.  Policies selecting the
         # endpoint decide before (their tier ends in a drop).
         yield f"ct mark & {PUBLISHED_MARK:#x} == {PUBLISHED_MARK:#x} {ACCEPT_AND_RETURN}"
-    for name in endpoint.profiles:
+    for name in profiles:
         profile = state.profiles.get(name)
         if not isinstance(profile, Profile):
             yield "drop"  # a missing or invalid profile denies (§4.3)
             return
         chain = chain_name("pri-" if inbound else "pro-", name)
-        jumps[chain] = profile.rules(direction)
+        jumps[chain] = ("profile", name, direction)
         yield f"jump {chain}"
         yield f"{ACCEPTED} return"
     yield "drop"

@@ -10,6 +10,7 @@ sends only what differs.  Stopping removes the
 table, so a stopped agent leaves the host as it found it.
 """
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -25,6 +26,8 @@ from agent.policy.nft import PolicyTable, Ruleset
 from agent.policy.state import PolicyState
 from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
+from datastore.policy import GlobalNetworkPolicy, Profile
+from datastore.records import GLOBAL_NETWORK_POLICIES, PROFILES
 from kernel.errors import KernelError
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +65,11 @@ class PolicyEngine:
         """Record one key's record; False when policy sees no change in it
         (then batch_done has nothing to do for it: no compile, no nft)."""
         before = self.state.endpoints.get(key)
+        if kind in (GLOBAL_NETWORK_POLICIES, PROFILES):
+            name = key[len(kind.prefix):]
+            held = self.state.policies if kind is GLOBAL_NETWORK_POLICIES \
+                else self.state.profiles
+            before = held.get(name)
         what = self.state.on_change(kind, key, record)
         if what is None:
             return False
@@ -70,13 +78,20 @@ class PolicyEngine:
         if what == "endpoint":
             self._endpoints_changed.add(key)
             after = self.state.endpoints.get(key)
-            if self._local(before) or self._local(after):
-                self.compiler.forget(key)
-                self._chains = None
+            if not (self._local(before) or self._local(after)):
+                return True  # set elements only
+            self.compiler.forget(key)
+        elif what == "profile":
+            # A profile's rules are its own chains; its labels, what its
+            # endpoints' labels are (the compiler recomputes its endpoints).
+            self.compiler.forget_rules("profile", name)
+            if _labels_to_apply(before) != _labels_to_apply(held.get(name)):
+                self._relabel = True
+        elif _rules_only(before, held.get(name)):
+            self.compiler.forget_rules("policy", name)  # selects as before
         else:
             self.compiler.forget_all()
-            self._chains = None
-            self._relabel = self._relabel or what == "profile"
+        self._chains = None
         return True
 
     def batch_done(self, changed: bool, snapshot: bool) -> None:
@@ -188,6 +203,17 @@ class PolicyEngine:
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         }
         write_status(self.status_path, status)
+
+
+def _labels_to_apply(profile) -> dict:
+    return dict(profile.labels_to_apply) if isinstance(profile, Profile) else {}
+
+
+def _rules_only(before: GlobalNetworkPolicy | None, after: GlobalNetworkPolicy | None) -> bool:
+    """Whether a policy changed its rules alone: it selects the same
+    endpoints, in the same place, for the same kinds of chain."""
+    return before is not None and after is not None and \
+        dataclasses.replace(before, ingress=after.ingress, egress=after.egress) == after
 
 
 def host_addresses() -> dict[str, frozenset[str]]:

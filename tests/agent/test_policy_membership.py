@@ -292,6 +292,16 @@ BATCHES = [
                                          profiles=("net2",))]),
     ("local's profiles changed", [wep("c", "10.0.0.5", labels={"role": "db"},
                                       profiles=("net2",))]),
+    ("a policy's rules changed", [gnp("db", ingress=[
+        {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'db'"},
+         "destination": {"ports": [80, "8000:8080"]}}])]),
+    ("a policy's order changed", [gnp("db", order=5, ingress=[
+        {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'db'"},
+         "destination": {"ports": [80, "8000:8080"]}}])]),
+    ("a profile's rules changed", [profile("net2", ingress=[{"action": "Deny"}])]),
+    ("local of a missing profile", [wep("d", "10.0.0.6", profiles=("net3", "net1"))]),
+    ("the profile appears", [profile("net3", labels={"role": "db"})]),
+    ("the profile is gone", [gone(profile("net3"))]),
     ("local and remote gone", [gone(wep("a")), gone(wep("r", node=OTHER_NODE))]),
     ("policies gone", [gone(gnp("tiers")), gone(gnp("db"))]),
 ]
@@ -303,6 +313,32 @@ def test_an_engine_that_follows_the_changes_programs_what_a_fresh_one_does(engin
         feed(engine, *batch)
         done += batch
         assert engine.nft.programmed == fresh(*done, status_path=str(tmp_path / "fresh")), name
+
+
+def test_a_change_of_the_rules_naming_a_guarded_destination_moves_the_guard(tmp_path):
+    """The guard in the shared egress chains follows the rules of the
+    policies and profiles they name, changed alone."""
+    etcd = ["http://10.0.0.9:2379"]
+    opens = {"action": "Allow", "protocol": "TCP",
+             "destination": {"nets": ["10.0.0.9/32"], "ports": [2379]}}
+    batches = [[profile("net1"), wep("a", "10.0.0.1"), wep("c", "10.0.0.5"),
+                gnp("etcd", types=["Egress"], egress=[opens])],
+               [gnp("etcd", types=["Egress"], egress=[{"action": "Pass"}])],
+               [profile("net1", egress=[opens])],
+               [profile("net1")]]
+    engine = PolicyEngine(NODE, str(tmp_path / "engine"), etcd_endpoints=etcd)
+    engine.nft.program = lambda desired: setattr(engine.nft, "programmed", desired)
+    done, guarded = [], []
+    for batch in batches:
+        feed(engine, *batch)
+        done += batch
+        reference = PolicyEngine(NODE, str(tmp_path / "fresh"), etcd_endpoints=etcd)
+        reference.nft.program = lambda desired: setattr(reference.nft, "programmed", desired)
+        feed(reference, *done, snapshot=True)
+        assert engine.nft.programmed == reference.nft.programmed
+        egress = engine.nft.programmed.chains[engine._chains.egress[interface("a")]]
+        guarded.append(any("10.0.0.9 . 2379" in rule for rule in egress))
+    assert guarded == [False, True, False, True]
 
 
 @pytest.mark.parametrize("batch", [
