@@ -55,6 +55,9 @@ class PolicyEngine:
         self.membership = Membership()
         self.compiler = Compiler(self.nodename, guarded_destinations(self.etcd_endpoints))
         self._chains = None  # compiled chains; None: compile what is stale
+        # selector -> its sets (name -> (type, members)), while its members stay
+        self._sets: dict = {}
+        self._maps = (None, {})  # the workload maps of these compiled chains
         self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -147,13 +150,24 @@ class PolicyEngine:
             self._chains = None
 
     def desired(self) -> Ruleset:
+        """What the table holds now; the sets and maps that did not change
+        are the objects last programmed (the renderer skips them at once)."""
         chains = self._chains
+        for selector in self.membership.moved():
+            self._sets.pop(selector, None)
         sets = {}
         for selector in chains.selectors:
-            members = self.membership.members(selector)
-            for family, kind in SET_TYPES.items():
-                sets[set_name(selector, family)] = (kind, frozenset(
+            held = self._sets.get(selector)
+            if held is None:
+                members = self.membership.members(selector)
+                held = self._sets[selector] = {set_name(selector, family): (kind, frozenset(
                     a for a in members if (":" in a) == (family == 6)))
+                    for family, kind in SET_TYPES.items()}
+            sets.update(held)
+        if len(self._sets) > len(chains.selectors):
+            self._sets = {s: held for s, held in self._sets.items() if s in chains.selectors}
+        if self._maps[0] is not chains:
+            self._maps = (chains, Ruleset.workload_maps(chains))
         for family, name in HOSTS.items():
             sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
         return Ruleset(sets, {**chains.rules, **tunnel_chains(self.encapsulation()),
@@ -161,7 +175,7 @@ class PolicyEngine:
                                   "default_endpoint_to_host_action",
                                   "failsafe_inbound_host_ports",
                                   "failsafe_outbound_host_ports")))},
-                       Ruleset.workload_maps(chains))
+                       self._maps[1])
 
     def encapsulation(self) -> Encapsulation:
         return Encapsulation.of(self.state.pools.values())

@@ -245,7 +245,7 @@ def _members_diff(t: str, kind: str, old: dict, new: dict, verb: str) -> list[st
             if verb == "add":
                 lines.append(f"add {kind} {t} {name} {{ type {nft_type}; }}")
                 lines.extend(_elements("add", t, name, members))
-        elif before[1] is not members:
+        elif before[1] is not members and before[1] != members:
             lines.extend(_elements(verb, t, name, members - before[1] if verb == "add"
                                    else before[1] - members))
     return lines
