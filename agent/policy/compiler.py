@@ -184,23 +184,26 @@ class Compiler:
         if self._selection is None:
             self._selection = _Selection(state)
         chains, compiled, jumped, used = Chains(), {}, {}, set()
-        for endpoint in state.local_endpoints(self.node) + \
-                state.local_host_endpoints(self.node, host_addresses):
+        ingress, egress, cache = chains.ingress, chains.egress, self._endpoints
+        # A thousand workloads cost a few dictionary operations each.
+        for endpoint in state.local_endpoints(self.node):
             cached = (endpoint.key, endpoint.interface)
-            entry = compiled[cached] = self._endpoints.get(cached) or \
+            entry = compiled[cached] = cache.get(cached) or \
                 (endpoint.profiles, self._endpoint(state, endpoint))
-            if endpoint.host:
-                own, jumps = entry[1]
-                chains.add(own)
-                jumped.update(jumps)
-                continue
-            selects_in, selects_out = entry[1]
-            chains.ingress[endpoint.interface] = self._shared_chain(state, selects_in)[0]
-            chains.egress[endpoint.interface] = self._shared_chain(state, selects_out)[0]
+            selects_in, name_in, selects_out, name_out = entry[1]
+            ingress[endpoint.interface] = name_in
+            egress[endpoint.interface] = name_out
             used.add(selects_in)
             used.add(selects_out)
+        for endpoint in state.local_host_endpoints(self.node, host_addresses):
+            cached = (endpoint.key, endpoint.interface)
+            entry = compiled[cached] = cache.get(cached) or \
+                (endpoint.profiles, self._endpoint(state, endpoint))
+            own, jumps = entry[1]
+            chains.add(own)
+            jumped.update(jumps)
         for selects in used:
-            name, rules, jumps = self._shared[selects]
+            name, rules, jumps = self._shared_chain(state, selects)
             chains.rules[name] = rules
             jumped.update(jumps)
         for name, source in jumped.items():  # many endpoints jump to one chain: add it once
@@ -209,14 +212,17 @@ class Compiler:
         return chains
 
     def _endpoint(self, state: PolicyState, endpoint: Endpoint):
-        """A workload's keys of its shared chains (ingress, egress); a host
-        endpoint's own chains and the chains they jump to."""
+        """A workload's shared chains: (key, name) of the ingress one, then of
+        the egress one; a host endpoint's own chains and the chains they jump to."""
         labels = state.labels_of(endpoint)
         if not endpoint.host:
-            # Everything a workload's chain depends on.
-            return tuple((direction, tuple(p.name for p in self._selection.policies(
-                state, labels, direction, NORMAL)), endpoint.profiles, endpoint.publishes)
-                for direction in DIRECTIONS)
+            found = ()
+            for direction in DIRECTIONS:
+                # Everything a workload's chain depends on.
+                selects = (direction, tuple(p.name for p in self._selection.policies(
+                    state, labels, direction, NORMAL)), endpoint.profiles, endpoint.publishes)
+                found += (selects, _shared_name(selects))
+            return found
         own, jumps = Chains(), {}
         self._host_endpoint(own, jumps, state, endpoint, labels)
         return own, jumps
@@ -228,8 +234,7 @@ class Compiler:
             direction, names, profiles, publishes = selects
             inbound = direction == "Ingress"
             policies = [state.policies[n] for n in names]
-            name = ("tw-" if inbound else "fw-") + \
-                hashlib.sha256(repr(selects).encode()).hexdigest()[:_SHARED_HASH]
+            name = _shared_name(selects)
             prelude = () if inbound else guard_rules(self._closed(state, profiles, policies))
             jumps = {}
             shared = self._shared[selects] = (name, tuple(_endpoint_chain(
@@ -277,6 +282,12 @@ class Compiler:
             chain = self._rule_chains[name] = Chains()
             chain.rules[name] = tuple(line for rule in rules for line in render_rule(chain, rule))
         return chain
+
+
+def _shared_name(selects: tuple) -> str:
+    """A shared workload chain's name: tw-/fw- and a hash of what selects it."""
+    return ("tw-" if selects[0] == "Ingress" else "fw-") + \
+        hashlib.sha256(repr(selects).encode()).hexdigest()[:_SHARED_HASH]
 
 
 class _Selection:

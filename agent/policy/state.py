@@ -121,9 +121,8 @@ class PolicyState:
         return labels
 
     def local_endpoints(self, node: str) -> list[Endpoint]:
-        """This node's workload endpoints, by interface."""
-        return sorted((e for e in self._of_node(node) if e.interface and not e.host),
-                      key=lambda e: e.interface)
+        """This node's workload endpoints with an interface."""
+        return [e for e in self._of_node(node) if e.interface and not e.host]
 
     def local_host_endpoints(self, node: str,
                              addresses: dict[str, frozenset[str]] | None = None
