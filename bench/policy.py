@@ -61,6 +61,7 @@ import ipaddress
 import json
 import os
 import pstats
+import random
 import re
 import resource
 import shutil
@@ -84,6 +85,7 @@ from agent.policy.compiler import Compiler, set_name  # noqa: E402
 from agent.policy.engine import PolicyEngine  # noqa: E402
 from agent.policy.membership import Membership  # noqa: E402
 from agent.policy.state import PolicyState  # noqa: E402
+from bench.stats import bootstrap_interval, ratio_of_medians, verdict  # noqa: E402
 from datastore import follower  # noqa: E402
 from datastore.etcd import _PAGE as PAGE  # noqa: E402
 from datastore.etcd import Etcd  # noqa: E402
@@ -633,7 +635,8 @@ def bench_datapath(args, lab, status_dir):
                                          str(ECHO_PORT)], workloads["b"]))
     modes = ("off", "ct only", "on", "on+rpf", "on+cluster")
     selecting = sum(1 for p in range(args.policies) if p % APPS == 0)
-    print(f"3. datapath a -> b (one network, host namespace between them); modes: off, "
+    print(f"3. datapath a -> b (one network, host namespace between them; "
+          f"{machine_state()}); modes: off, "
           f"ct only (a forward chain with just the conntrack rule, to tell conntrack's cost "
           f"from ours), on (profile only), on+rpf (and the anti-spoofing table), "
           f"on+cluster (+{args.endpoints} endpoints, "
@@ -692,8 +695,9 @@ def bench_datapath(args, lab, status_dir):
                 inside.submit(switch, mode).result()
                 tcp(1, 0)
                 ping()
-            for r in range(args.rounds):
-                for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+            rng = random.Random(args.seed)
+            for _ in range(args.rounds):
+                for mode in rng.sample(modes, len(modes)):  # each round in random order
                     inside.submit(switch, mode).result()
                     time.sleep(0.3)  # the old table's deferred freeing
                     results[mode]["ping"].append(ping())
@@ -709,22 +713,32 @@ def bench_datapath(args, lab, status_dir):
     def us(seconds):
         return f"{seconds * 1e6:.0f} us"
 
-    # Each figure: the median over the rounds of one run's figure; each ratio:
-    # the median, and the range, of the per-round ratios to "off".
+    # Each figure: the median over the rounds of one run's figure; each
+    # ratio: of the medians over the rounds, paired by round, with its
+    # bootstrap interval (bench/stats.py).
+    rng = random.Random(args.seed)
+    print(f"   {machine_state()} at the end")
     for label, metric in (("ping avg", "ping"), ("TCP request/response p50", "rr"),
                           ("TCP request/response p90", "rr90"),
                           ("TCP connect+request+close p50", "connect")):
-        off = results["off"][metric]
-        line = f"   {label}: off {us(statistics.median(off))}"
-        for mode in modes[1:]:
-            runs = results[mode][metric]
-            ratios = [on / base for on, base in zip(runs, off)]
-            line += (f", {mode} {us(statistics.median(runs))} "
-                     f"(x{statistics.median(ratios):.3f}, rounds {min(ratios):.2f}"
-                     f"-{max(ratios):.2f})")
-        print(line)
-    print(f"   ({args.rounds} rounds x ping -c {args.pings} -i 0.01, {args.requests} "
-          f"request/responses, {args.connects} connections per mode; target on/off < 1.05)")
+        print(f"   {label}: " + ", ".join(f"{mode} {us(statistics.median(results[mode][metric]))}"
+                                          for mode in modes))
+        for mode, base in (("on", "ct only"), ("on+cluster", "ct only"), ("on", "off"),
+                           ("ct only", "off"), ("on+rpf", "on")):
+            pairs = list(zip(results[mode][metric], results[base][metric]))
+            low, high = bootstrap_interval(pairs, ratio_of_medians, rng)
+            target = 1.05 if base == "ct only" else None
+            print(f"      {mode} / {base}: x{ratio_of_medians(pairs):.3f} (95 % interval "
+                  f"{low:.3f}-{high:.3f}" + (f"; {verdict(low, high, target)})" if target
+                                             else ")"))
+    print(f"   ({args.rounds} rounds, each mode once per round in random order (seed "
+          f"{args.seed}): ping -c {args.pings} -i 0.01, {args.requests} request/responses on "
+          f"one connection, {args.connects} connections; target on / ct only <= 1.05)")
+
+
+def machine_state() -> str:
+    return f"{os.cpu_count()} CPUs, load average " + " ".join(
+        f"{x:.2f}" for x in os.getloadavg())
 
 
 # --- 4. large cluster -----------------------------------------------------------
@@ -966,6 +980,8 @@ def outer(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a small, fast run")
+    p.add_argument("--seed", type=int, help="3: seed of the rounds' order and the bootstrap "
+                   "(default: drawn, and printed)")
     p.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
     p.add_argument("--profile", action="store_true", help="print cProfile top entries")
     p.add_argument("--poll", choices=("status", "nft"), default="status",
@@ -983,6 +999,8 @@ def main():
     for name, (full, quick) in SIZES.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
+    if args.seed is None:
+        args.seed = random.randrange(1 << 32)
     try:
         return run(args)
     except KeyboardInterrupt:  # the with-blocks have cleaned up

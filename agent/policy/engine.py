@@ -22,7 +22,7 @@ from agent.routing import kernel
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
-from agent.policy.nft import PolicyTable, Ruleset
+from agent.policy.nft import PolicyTable, Ruleset, base_chains
 from agent.policy.state import PolicyState
 from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
@@ -175,7 +175,7 @@ class PolicyEngine:
                                   "default_endpoint_to_host_action",
                                   "failsafe_inbound_host_ports",
                                   "failsafe_outbound_host_ports")))},
-                       self._maps[1])
+                       self._maps[1], base_chains(chains))
 
     def encapsulation(self) -> Encapsulation:
         return Encapsulation.of(self.state.pools.values())

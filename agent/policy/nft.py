@@ -27,7 +27,8 @@ chains (unless a preDNAT or doNotTrack policy allowed it) and to-hep-fwd
 after them.  preDNAT policy runs in a prerouting chain at mangle priority,
 before DNAT; doNotTrack policy in prerouting and output chains at raw
 priority, before conntrack, which first clear our mark bits (Felix's raw
-chains do).  Workload interfaces are never host endpoint policy's, except
+chains do); those hooks are ours only while such policies apply here
+(base_chains).  Workload interfaces are never host endpoint policy's, except
 in forward chains of the "*" endpoint, as in Felix.
 """
 
@@ -61,6 +62,8 @@ class Ruleset:
     # verdict map name -> (nft type, elements '"<interface>" : goto <chain>'):
     # written after the chains they name
     maps: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    # base chain name -> (its hook, its rules): base_chains()
+    base: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @staticmethod
     def workload_maps(chains: Chains) -> dict[str, tuple[str, frozenset[str]]]:
@@ -134,31 +137,48 @@ def _workload_to_host(action: str) -> tuple[str, ...]:
 # DefaultEndpointToHostAction -> the end of wl-to-host; Return adds nothing.
 _HOST_ACTIONS = {"Drop": ("drop",), "Accept": ("accept",), "Return": ()}
 
-BASE_CHAINS = {
-    "raw-prerouting": ("type filter hook prerouting priority raw; policy accept;",
-                       (CLEAR_MARKS, 'iifname "cali*" accept', "jump raw-from-hep")),
-    "raw-output": ("type filter hook output priority raw; policy accept;",
-                   (CLEAR_MARKS, "jump raw-to-hep")),
-    "mangle-prerouting": ("type filter hook prerouting priority mangle; policy accept;",
-                          ("ct state established,related accept", f"{ACCEPTED} accept",
-                           'iifname "cali*" accept',  # workloads: never host endpoint policy
-                           "jump mangle-from-hep")),
-    "forward": ("type filter hook forward priority filter; policy accept;",
-                (f"{NOT_ACCEPTED} jump from-hep-fwd",
-                 'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
-                 "jump to-hep-fwd")),
-    "input": ("type filter hook input priority filter; policy accept;",
-              (f"jump {TUNNELS_IN}",  # first, as Felix: no Allow admits forged tunnels
-               'iifname "cali*" goto wl-to-host',
-               f"{ACCEPTED} accept",  # by a preDNAT or doNotTrack policy
-               "jump from-hep")),
-    "output": ("type filter hook output priority filter; policy accept;",
-               (f"{ACCEPTED} accept",  # by a doNotTrack policy
-                'oifname "cali*" accept',  # to this host's workloads: not filtered
-                f"udp dport {VXLAN_PORT} accept",
-                f"jump {TUNNELS_OUT}",
-                "jump to-hep")),
-}
+_PRIORITY = "type filter hook {} priority {}; policy accept;"
+
+
+def base_chains(chains: Chains) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Our chains on the netfilter hooks: name -> (hook, rules).  Each hook
+    costs every packet a visit, so the raw and mangle ones are there only
+    while a host endpoint has doNotTrack or preDNAT policies, the only
+    policies that decide before the filter hooks; the accept mark they set
+    (and that the raw chains first clear) is read only while they are.
+    Established flows are accepted at once: every chain below would accept
+    them first."""
+    pre_dnat = bool(chains.host.get("mangle-from-hep"))
+    marks = pre_dnat or any(chains.host.get(name) for name in ("raw-from-hep", "raw-to-hep"))
+    base = {}
+    if marks:
+        base["raw-prerouting"] = (_PRIORITY.format("prerouting", "raw"), (
+            CLEAR_MARKS, 'iifname "cali*" accept', "jump raw-from-hep"))
+        base["raw-output"] = (_PRIORITY.format("output", "raw"), (
+            CLEAR_MARKS, "jump raw-to-hep"))
+    if pre_dnat:
+        base["mangle-prerouting"] = (_PRIORITY.format("prerouting", "mangle"), (
+            "ct state established,related accept", f"{ACCEPTED} accept",
+            'iifname "cali*" accept',  # workloads: never host endpoint policy
+            "jump mangle-from-hep"))
+    accepted = (f"{ACCEPTED} accept",) if marks else ()  # by a preDNAT or doNotTrack policy
+    base["forward"] = (_PRIORITY.format("forward", "filter"), (
+        "ct state established,related accept",
+        f"{NOT_ACCEPTED} jump from-hep-fwd" if marks else "jump from-hep-fwd",
+        'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
+        "jump to-hep-fwd"))
+    base["input"] = (_PRIORITY.format("input", "filter"), (
+        f"jump {TUNNELS_IN}",  # first, as Felix: no Allow admits forged tunnels
+        'iifname "cali*" goto wl-to-host',
+        *accepted,
+        "jump from-hep"))
+    base["output"] = (_PRIORITY.format("output", "filter"), (
+        *accepted,
+        'oifname "cali*" accept',  # to this host's workloads: not filtered
+        f"udp dport {VXLAN_PORT} accept",
+        f"jump {TUNNELS_OUT}",
+        "jump to-hep"))
+    return base
 
 
 class PolicyTable:
@@ -204,7 +224,7 @@ def full_script(desired: Ruleset) -> str:
         lines.extend(_elements("add", t, name, members))
     for name in chains:
         lines.extend(f"add rule {t} {name} {rule}" for rule in desired.chains[name])
-    for name, (hook, rules) in BASE_CHAINS.items():
+    for name, (hook, rules) in desired.base.items():
         lines.append(f"add chain {t} {name} {{ {hook} }}")
         lines.extend(f"add rule {t} {name} {rule}" for rule in rules)
     return "\n".join(lines) + "\n"
@@ -231,6 +251,13 @@ def diff_script(old: Ruleset, new: Ruleset) -> str:
     lines.extend(f"delete {kind} {t} {name}" for kind, held, now in (
         ("map", old.maps, new.maps), ("set", old.sets, new.sets)) for name in sorted(held)
         if name not in now)
+    for name, (hook, rules) in new.base.items():  # after the chains they jump to
+        before = old.base.get(name)
+        if before != (hook, rules):
+            lines.append(f"add chain {t} {name} {{ {hook} }}" if before is None
+                         else f"flush chain {t} {name}")
+            lines.extend(f"add rule {t} {name} {rule}" for rule in rules)
+    lines.extend(f"delete chain {t} {name}" for name in old.base if name not in new.base)
     lines.extend(f"delete chain {t} {name}" for name in removed)
     return "\n".join(lines) + "\n" if lines else ""
 

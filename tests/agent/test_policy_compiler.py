@@ -17,7 +17,7 @@ import pytest
 
 from agent.policy import nft
 from agent.policy.compiler import (ACCEPT_MARK, ACCEPTED, CLEAR_MARKS, IPIP_PROTOCOL,
-                                   NOT_PASSED, VXLAN_PORT,
+                                   NOT_ACCEPTED, NOT_PASSED, VXLAN_PORT,
                                    Chains, chain_name, render_rule, set_name)
 from agent.policy.engine import PolicyEngine
 from agent.policy.nft import FAMILY, TABLE, Ruleset, diff_script, full_script
@@ -711,3 +711,20 @@ def test_tunnels_follow_the_hosts_addresses_and_the_pools_modes(ruleset_of, tmp_
                                               "ipv4VXLANTunnelAddr": "10.65.1.0"})
     assert not feed(engine, vtep.key, vtep.to_json().encode())
 
+
+
+def test_hooks_before_filter_only_while_policies_decide_there(ruleset_of):
+    """Every hook costs every packet: raw and mangle chains only while a host
+    endpoint has doNotTrack or preDNAT policies; established flows leave
+    the forward chain at its first rule, as with conntrack alone."""
+    plain = ruleset_of(*STATES[NAMES.index("remote endpoints")])
+    assert sorted(plain.base) == ["forward", "input", "output"]
+    assert plain.base["forward"][1][:2] == ("ct state established,related accept",
+                                            "jump from-hep-fwd")
+    assert not any("0x10000 ==" in rule for _, rules in plain.base.values() for rule in rules)
+    hosts = ruleset_of(*STATES[NAMES.index("host endpoints")])
+    assert sorted(hosts.base) == ["forward", "input", "mangle-prerouting", "output",
+                                  "raw-output", "raw-prerouting"]
+    assert hosts.base["forward"][1][:2] == ("ct state established,related accept",
+                                            f"{NOT_ACCEPTED} jump from-hep-fwd")
+    assert f"{ACCEPTED} accept" in hosts.base["input"][1]
