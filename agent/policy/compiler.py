@@ -4,8 +4,9 @@ endpoints, which jump to one chain per policy (pi-/po-) and per profile
 (pri-/pro-).  Felix renders the tw-/fw- chains per endpoint; here workloads
 with the same policies (in order), profiles and published ports share one
 pair, named by a hash of what selects it (tw-<hash>), rendered once: a
-thousand containers of a few kinds are a few dozen chains, not thousands.  A policy or profile chain marks what it allows (accept bit)
-or passes (pass bit) and returns; the endpoint chain returns on the accept
+thousand containers of a few kinds are a few dozen chains, not thousands.
+A policy or profile chain marks what it allows (accept bit) or passes (pass
+bit) and returns; the endpoint chain returns on the accept
 bit, ends the tier with a drop unless the pass bit is set, and drops when no
 profile allowed.  Returning, not accepting, lets a same-host packet meet
 both the sender's egress and the receiver's ingress chain.
@@ -42,6 +43,7 @@ accept mark, which the later hooks accept at once.
 import hashlib
 import itertools
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import netaddr
@@ -146,27 +148,36 @@ class Compiler:
     def forget_all(self) -> None:
         """What a policy selects, or the guarded destinations, changed: any
         chain may differ."""
-        # (endpoint key, interface) -> (its profiles, what its chains are:
-        # a workload's shared chains' keys, or a host endpoint's own chains
-        # and the chains they jump to); a host endpoint may have several
-        # interfaces, by its expectedIPs
-        self._endpoints: dict[tuple[str, str], tuple[tuple[str, ...], object]] = {}
+        # (endpoint key, interface) -> (its profiles, its own chains and
+        # the chains they jump to), for host endpoints (one may have several
+        # interfaces, by its expectedIPs)
+        self._endpoints: dict[tuple[str, str], tuple[tuple[str, ...], tuple]] = {}
         self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
         # what selects a workload's tw-/fw- chain -> (its name, its rules,
         # the chains it jumps to)
         self._shared: dict[tuple, tuple[str, tuple[str, ...], dict]] = {}
         self._selection = None
+        # Local workloads, kept up to date one at a time: key -> (interface,
+        # profiles, its shared chains' keys and names: _workload()); each
+        # interface's chains; how many use each shared chain.
+        self._workloads: dict[str, tuple[str, tuple[str, ...], tuple]] = {}
+        self._ingress: dict[str, str] = {}
+        self._egress: dict[str, str] = {}
+        self._used: Counter = Counter()
+        self._stale: set[str] | None = None  # workloads to compile again; None: all
 
     def forget(self, key: str) -> None:
         """Local endpoint `key` changed, or is gone."""
         for cached in [k for k in self._endpoints if k[0] == key]:
             del self._endpoints[cached]
+        if self._stale is not None:
+            self._stale.add(key)
 
     def forget_rules(self, kind: str, name: str) -> None:
         """Policy (kind "policy") or profile `name` changed its rules only,
         or the profile came or went: its own chains, and the shared chains
         and host endpoints' chains naming it (their guard, or their jump or
-        drop for a missing profile)."""
+        drop for a missing profile); a profile's endpoints too (their labels)."""
         if kind == "policy":
             prefixes, place = ("pi-", "po-"), 1
         else:
@@ -176,6 +187,8 @@ class Compiler:
         self._shared = {k: v for k, v in self._shared.items() if name not in k[place]}
         if kind == "profile":
             self._endpoints = {k: v for k, v in self._endpoints.items() if name not in v[0]}
+            if self._stale is not None:
+                self._stale.update(k for k, w in self._workloads.items() if name in w[1])
 
     def compile(self, state: PolicyState,
                 host_addresses: dict[str, frozenset[str]] | None = None) -> Chains:
@@ -183,48 +196,79 @@ class Compiler:
         without interfaceName."""
         if self._selection is None:
             self._selection = _Selection(state)
-        chains, compiled, jumped, used = Chains(), {}, {}, set()
-        ingress, egress, cache = chains.ingress, chains.egress, self._endpoints
-        # A thousand workloads cost a few dictionary operations each.
-        for endpoint in state.local_endpoints(self.node):
-            cached = (endpoint.key, endpoint.interface)
-            entry = compiled[cached] = cache.get(cached) or \
-                (endpoint.profiles, self._endpoint(state, endpoint))
-            selects_in, name_in, selects_out, name_out = entry[1]
-            ingress[endpoint.interface] = name_in
-            egress[endpoint.interface] = name_out
-            used.add(selects_in)
-            used.add(selects_out)
+        self._compile_workloads(state)
+        chains = Chains(ingress=dict(self._ingress), egress=dict(self._egress))
+        compiled, jumped = {}, {}
         for endpoint in state.local_host_endpoints(self.node, host_addresses):
             cached = (endpoint.key, endpoint.interface)
-            entry = compiled[cached] = cache.get(cached) or \
+            entry = compiled[cached] = self._endpoints.get(cached) or \
                 (endpoint.profiles, self._endpoint(state, endpoint))
             own, jumps = entry[1]
             chains.add(own)
             jumped.update(jumps)
-        for selects in used:
+        self._endpoints = compiled
+        for selects in self._used:
             name, rules, jumps = self._shared_chain(state, selects)
             chains.rules[name] = rules
             jumped.update(jumps)
         for name, source in jumped.items():  # many endpoints jump to one chain: add it once
             chains.add(self._rule_chain(state, name, source))
-        self._endpoints = compiled
         return chains
 
-    def _endpoint(self, state: PolicyState, endpoint: Endpoint):
+    def _compile_workloads(self, state: PolicyState) -> None:
+        """The stale workloads' chains (all of them after forget_all): a
+        change of one of a thousand costs that one."""
+        if self._stale is None:
+            self._workloads, self._ingress, self._egress = {}, {}, {}
+            self._used = Counter()
+            keys = [e.key for e in state.local_endpoints(self.node)]
+        else:
+            keys = self._stale
+        self._stale = set()
+        for key in keys:
+            self._unplace(state, key)
+            endpoint = state.endpoints.get(key)
+            if endpoint is not None and endpoint.node == self.node and endpoint.interface \
+                    and not endpoint.host:
+                self._place(key, (endpoint.interface, endpoint.profiles,
+                                  self._workload(state, endpoint)))
+
+    def _place(self, key: str, workload: tuple) -> None:
+        interface, _, (selects_in, name_in, selects_out, name_out) = workload
+        self._workloads[key] = workload
+        self._ingress[interface], self._egress[interface] = name_in, name_out
+        self._used.update((selects_in, selects_out))
+
+    def _unplace(self, state: PolicyState, key: str) -> None:
+        workload = self._workloads.pop(key, None)
+        if workload is None:
+            return
+        interface, _, (selects_in, _, selects_out, _) = workload
+        self._used.subtract((selects_in, selects_out))
+        self._used += Counter()  # drops what no workload uses
+        del self._ingress[interface], self._egress[interface]
+        # Another workload on that interface (a stale record): it has it now.
+        for other, held in self._workloads.items():
+            if held[0] == interface:
+                self._place(other, held)
+                break
+
+    def _workload(self, state: PolicyState, endpoint: Endpoint) -> tuple:
         """A workload's shared chains: (key, name) of the ingress one, then of
-        the egress one; a host endpoint's own chains and the chains they jump to."""
+        the egress one."""
         labels = state.labels_of(endpoint)
-        if not endpoint.host:
-            found = ()
-            for direction in DIRECTIONS:
-                # Everything a workload's chain depends on.
-                selects = (direction, tuple(p.name for p in self._selection.policies(
-                    state, labels, direction, NORMAL)), endpoint.profiles, endpoint.publishes)
-                found += (selects, _shared_name(selects))
-            return found
+        found = ()
+        for direction in DIRECTIONS:
+            # Everything a workload's chain depends on.
+            selects = (direction, tuple(p.name for p in self._selection.policies(
+                state, labels, direction, NORMAL)), endpoint.profiles, endpoint.publishes)
+            found += (selects, _shared_name(selects))
+        return found
+
+    def _endpoint(self, state: PolicyState, endpoint: Endpoint) -> tuple:
+        """A host endpoint's own chains and the chains they jump to."""
         own, jumps = Chains(), {}
-        self._host_endpoint(own, jumps, state, endpoint, labels)
+        self._host_endpoint(own, jumps, state, endpoint, state.labels_of(endpoint))
         return own, jumps
 
     def _shared_chain(self, state: PolicyState, selects: tuple):
