@@ -57,7 +57,7 @@ class PolicyEngine:
         self._chains = None  # compiled chains; None: compile what is stale
         # selector -> its sets (name -> (type, members)), while its members stay
         self._sets: dict = {}
-        self._maps = (None, {})  # the workload maps of these compiled chains
+        self._maps = (None, {})  # the interfaces' chains, and their workload maps
         self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -166,8 +166,8 @@ class PolicyEngine:
             sets.update(held)
         if len(self._sets) > len(chains.selectors):
             self._sets = {s: held for s, held in self._sets.items() if s in chains.selectors}
-        if self._maps[0] is not chains:
-            self._maps = (chains, Ruleset.workload_maps(chains))
+        if self._maps[0] != (chains.ingress, chains.egress):
+            self._maps = ((chains.ingress, chains.egress), Ruleset.workload_maps(chains))
         for family, name in HOSTS.items():
             sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
         return Ruleset(sets, {**chains.rules, **tunnel_chains(self.encapsulation()),
