@@ -212,7 +212,9 @@ class Compiler:
             chains.rules[name] = rules
             jumped.update(jumps)
         for name, source in jumped.items():  # many endpoints jump to one chain: add it once
-            chains.add(self._rule_chain(state, name, source))
+            chain = self._rule_chain(state, name, source)
+            chains.rules.update(chain.rules)
+            chains.selectors |= chain.selectors
         return chains
 
     def _compile_workloads(self, state: PolicyState) -> None:

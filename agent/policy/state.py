@@ -61,7 +61,8 @@ class PolicyState:
 
     def __init__(self):
         self.endpoints: dict[str, Endpoint] = {}
-        self._by_node: dict[str, set[str]] = {}  # node -> its endpoints' keys
+        # (node, whether host endpoints) -> those endpoints' keys
+        self._by_node: dict[tuple[str, bool], set[str]] = {}
         self.profiles: dict[str, Profile | object] = {}  # name -> Profile or INVALID_PROFILE
         self.policies: dict[str, GlobalNetworkPolicy] = {}  # stored name -> policy
         # FelixConfiguration name -> the fields the agent reads (every node's;
@@ -100,9 +101,9 @@ class PolicyState:
             held[name] = new
         if held is self.endpoints:
             if old is not None:
-                self._by_node[old.node].discard(key)
+                self._by_node[old.node, old.host].discard(key)
             if new is not None:
-                self._by_node.setdefault(new.node, set()).add(key)
+                self._by_node.setdefault((new.node, new.host), set()).add(key)
         return what
 
     def host_addresses(self, version: int) -> frozenset[str]:
@@ -122,7 +123,7 @@ class PolicyState:
 
     def local_endpoints(self, node: str) -> list[Endpoint]:
         """This node's workload endpoints with an interface."""
-        return [e for e in self._of_node(node) if e.interface and not e.host]
+        return [e for e in self._of_node(node, host=False) if e.interface]
 
     def local_host_endpoints(self, node: str,
                              addresses: dict[str, frozenset[str]] | None = None
@@ -133,7 +134,7 @@ class PolicyState:
         expectedIPs (`addresses`: interface -> its addresses); of several for
         one interface, the first by name.  Each comes with its interface."""
         chosen = {}
-        for endpoint in sorted((e for e in self._of_node(node) if e.host), key=lambda e: e.key):
+        for endpoint in sorted(self._of_node(node, host=True), key=lambda e: e.key):
             if endpoint.interface:
                 chosen.setdefault(endpoint.interface, endpoint)
                 continue
@@ -145,10 +146,11 @@ class PolicyState:
     def matches_by_address(self, node: str) -> bool:
         """Whether one of this node's host endpoints has no interfaceName:
         then the host's addresses pick its interfaces."""
-        return any(e.host and not e.interface for e in self._of_node(node))
+        return any(not e.interface for e in self._of_node(node, host=True))
 
-    def _of_node(self, node: str):
-        return (self.endpoints[key] for key in self._by_node.get(node, ()))
+    def _of_node(self, node: str, host: bool):
+        """The node's host endpoints, or its workload endpoints."""
+        return (self.endpoints[key] for key in self._by_node.get((node, host), ()))
 
 
 def _tunnel_view(kind: Kind, record):
