@@ -250,9 +250,9 @@ class Compiler:
         self._used += Counter()  # drops what no workload uses
         del self._ingress[interface], self._egress[interface]
         # Another workload on that interface (a stale record): it has it now.
-        for other, held in self._workloads.items():
+        for held in self._workloads.values():
             if held[0] == interface:
-                self._place(other, held)
+                self._ingress[interface], self._egress[interface] = held[2][1], held[2][3]
                 break
 
     def _workload(self, state: PolicyState, endpoint: Endpoint) -> tuple:

@@ -353,3 +353,19 @@ def test_a_change_that_comes_with_a_new_selector_reaches_the_sets(engine, tmp_pa
     feed(engine, *with_selector)
     assert engine.nft.programmed == fresh(*start, *with_selector,
                                           status_path=str(tmp_path / "fresh"))
+
+
+def test_a_stale_record_on_the_same_interface_leaves_it_to_the_other(engine, tmp_path):
+    """Two local records naming one interface (a stale one beside its
+    successor): when one goes, the interface keeps the other's chains."""
+    stale_key, stale = wep("y", "10.0.0.8", profiles=("net2",))
+    record = json.loads(stale)
+    record["spec"]["interfaceName"] = interface("a")
+    stale = (stale_key, json.dumps(record).encode())
+    feed(engine, *NETWORKS, stale)
+    feed(engine, gone(stale))
+    assert engine.nft.programmed == fresh(*NETWORKS, status_path=str(tmp_path / "fresh"))
+    feed(engine, stale)
+    feed(engine, gone(wep("a")))
+    assert engine.nft.programmed == fresh(*NETWORKS, stale, gone(wep("a")),
+                                          status_path=str(tmp_path / "fresh"))
