@@ -493,7 +493,7 @@ def bench_latency(args):
             "policy changed": lambda i: (
                 policy(i % args.policies, args.networks, port=20000 + i),
                 ["list", "chain", *TABLE.split(), f"pi-{policy_name(i % args.policies)}"],
-                re.compile(rf"dport {{[^}}]*\b{20000 + i}\b")),
+                re.compile(rf"dport {20000 + i}\b")),
             "remote endpoint added": lambda i: (
                 wep("node-x", i, f"net{i % args.networks}", address("10.200.0.0", i)),
                 ["get", "element", *TABLE.split(), profile_set(i % args.networks),
@@ -501,9 +501,9 @@ def bench_latency(args):
                 None),
             "local endpoint added": lambda i: (
                 local_wep(HOST2, args.endpoints + i, args.networks),
-                ["list", "chain", *TABLE.split(),
-                 "tw-" + host_ifname(endpoint_id(HOST2, args.endpoints + i))],
-                None),
+                ["list", "map", *TABLE.split(), nft.TO_WL_MAP],
+                re.compile(re.escape(f'"{host_ifname(endpoint_id(HOST2, args.endpoints + i))}"'
+                                     ' : goto tw-'))),
         }
         def status_id():
             with contextlib.suppress(FileNotFoundError):
