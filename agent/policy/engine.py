@@ -57,7 +57,7 @@ class PolicyEngine:
         self._chains = None  # compiled chains; None: compile what is stale
         # selector -> its sets (name -> (type, members)), while its members stay
         self._sets: dict = {}
-        self._maps = (None, {})  # the interfaces' chains, and their workload maps
+        self._maps = None  # compiled chains, and the workload maps of their interfaces
         self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -166,8 +166,10 @@ class PolicyEngine:
             sets.update(held)
         if len(self._sets) > len(chains.selectors):
             self._sets = {s: held for s, held in self._sets.items() if s in chains.selectors}
-        if self._maps[0] != (chains.ingress, chains.egress):
-            self._maps = ((chains.ingress, chains.egress), Ruleset.workload_maps(chains))
+        before = self._maps
+        if before is None or (before[0].ingress, before[0].egress) != \
+                (chains.ingress, chains.egress):
+            self._maps = (chains, Ruleset.workload_maps(chains, before))
         for family, name in HOSTS.items():
             sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
         return Ruleset(sets, {**chains.rules, **tunnel_chains(self.encapsulation()),

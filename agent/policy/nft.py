@@ -66,14 +66,24 @@ class Ruleset:
     base: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @staticmethod
-    def workload_maps(chains: Chains) -> dict[str, tuple[str, frozenset[str]]]:
+    def workload_maps(chains: Chains, before: tuple[Chains, dict] | None = None
+                      ) -> dict[str, tuple[str, frozenset[str]]]:
         """Each local workload's interface -> its chain, per direction: a
         container coming or going changes one element of each, not a chain
-        listing every interface."""
-        return {name: (_INTERFACE_MAP, frozenset(f'"{iface}" : goto {chain}'
-                                                 for iface, chain in by_interface.items()))
-                for name, by_interface in ((FROM_WL_MAP, chains.egress),
-                                           (TO_WL_MAP, chains.ingress))}
+        listing every interface.  before: the chains and maps last made,
+        changed by the interfaces that moved rather than made anew."""
+        maps = {}
+        for name, direction in ((FROM_WL_MAP, "egress"), (TO_WL_MAP, "ingress")):
+            now = getattr(chains, direction)
+            if before is None:
+                maps[name] = (_INTERFACE_MAP, frozenset(map(_element, now.items())))
+                continue
+            then = getattr(before[0], direction)
+            moved = {i for i, c in now.items() if then.get(i) != c} | (then.keys() - now.keys())
+            maps[name] = (_INTERFACE_MAP, before[1][name][1].difference(
+                _element((i, then[i])) for i in moved if i in then).union(
+                _element((i, now[i])) for i in moved if i in now))
+        return maps
 
     @staticmethod
     def dispatch(chains: Chains, endpoint_to_host_action: str,
@@ -89,6 +99,10 @@ class Ruleset:
                                         chains.host.get(name, {}))
                    for name in HOST_DISPATCH},
                 **_failsafe_chains(failsafe_in, failsafe_out)}
+
+
+def _element(interface_chain: tuple[str, str]) -> str:
+    return '"{}" : goto {}'.format(*interface_chain)
 
 
 def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
