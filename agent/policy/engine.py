@@ -10,6 +10,7 @@ sends only what differs.  Stopping removes the
 table, so a stopped agent leaves the host as it found it.
 """
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -21,10 +22,12 @@ from agent.status_file import write_status
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
-from agent.policy.nft import PolicyTable, Ruleset
+from agent.policy.nft import PolicyTable, Ruleset, base_chains
 from agent.policy.state import PolicyState
 from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
+from datastore.policy import GlobalNetworkPolicy, Profile
+from datastore.records import GLOBAL_NETWORK_POLICIES, PROFILES
 from kernel.errors import KernelError
 from metrics import instruments
 
@@ -54,6 +57,9 @@ class PolicyEngine:
         self.membership = Membership()
         self.compiler = Compiler(self.nodename, guarded_destinations(self.etcd_endpoints))
         self._chains = None  # compiled chains; None: compile what is stale
+        # selector -> its sets (name -> (type, members)), while its members stay
+        self._sets: dict = {}
+        self._maps = None  # compiled chains, and the workload maps of their interfaces
         self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -64,6 +70,11 @@ class PolicyEngine:
         """Record one key's record; False when policy sees no change in it
         (then batch_done has nothing to do for it: no compile, no nft)."""
         before = self.state.endpoints.get(key)
+        if kind in (GLOBAL_NETWORK_POLICIES, PROFILES):
+            name = key[len(kind.prefix):]
+            held = self.state.policies if kind is GLOBAL_NETWORK_POLICIES \
+                else self.state.profiles
+            before = held.get(name)
         what = self.state.on_change(kind, key, record)
         if what is None:
             return False
@@ -72,13 +83,20 @@ class PolicyEngine:
         if what == "endpoint":
             self._endpoints_changed.add(key)
             after = self.state.endpoints.get(key)
-            if self._local(before) or self._local(after):
-                self.compiler.forget(key)
-                self._chains = None
+            if not (self._local(before) or self._local(after)):
+                return True  # set elements only
+            self.compiler.forget(key)
+        elif what == "profile":
+            # A profile's rules are its own chains; its labels, what its
+            # endpoints' labels are (the compiler recomputes its endpoints).
+            self.compiler.forget_rules("profile", name)
+            if _labels_to_apply(before) != _labels_to_apply(held.get(name)):
+                self._relabel = True
+        elif _rules_only(before, held.get(name)):
+            self.compiler.forget_rules("policy", name)  # selects as before
         else:
             self.compiler.forget_all()
-            self._chains = None
-            self._relabel = self._relabel or what == "profile"
+        self._chains = None
         return True
 
     def batch_done(self, changed: bool, snapshot: bool) -> None:
@@ -144,20 +162,34 @@ class PolicyEngine:
             self._chains = None
 
     def desired(self) -> Ruleset:
+        """What the table holds now; the sets and maps that did not change
+        are the objects last programmed (the renderer skips them at once)."""
         chains = self._chains
+        for selector in self.membership.moved():
+            self._sets.pop(selector, None)
         sets = {}
         for selector in chains.selectors:
-            members = self.membership.members(selector)
-            for family, kind in SET_TYPES.items():
-                sets[set_name(selector, family)] = (kind, frozenset(
+            held = self._sets.get(selector)
+            if held is None:
+                members = self.membership.members(selector)
+                held = self._sets[selector] = {set_name(selector, family): (kind, frozenset(
                     a for a in members if (":" in a) == (family == 6)))
+                    for family, kind in SET_TYPES.items()}
+            sets.update(held)
+        if len(self._sets) > len(chains.selectors):
+            self._sets = {s: held for s, held in self._sets.items() if s in chains.selectors}
+        before = self._maps
+        if before is None or (before[0].ingress, before[0].egress) != \
+                (chains.ingress, chains.egress):
+            self._maps = (chains, Ruleset.workload_maps(chains, before))
         for family, name in HOSTS.items():
             sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
         return Ruleset(sets, {**chains.rules, **tunnel_chains(self.encapsulation()),
                               **Ruleset.dispatch(chains, *(self.felix(name)[0] for name in (
                                   "default_endpoint_to_host_action",
                                   "failsafe_inbound_host_ports",
-                                  "failsafe_outbound_host_ports")))})
+                                  "failsafe_outbound_host_ports")))},
+                       self._maps[1], base_chains(chains))
 
     def encapsulation(self) -> Encapsulation:
         return Encapsulation.of(self.state.pools.values())
@@ -199,6 +231,17 @@ class PolicyEngine:
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         }
         write_status(self.status_path, status)
+
+
+def _labels_to_apply(profile) -> dict:
+    return dict(profile.labels_to_apply) if isinstance(profile, Profile) else {}
+
+
+def _rules_only(before: GlobalNetworkPolicy | None, after: GlobalNetworkPolicy | None) -> bool:
+    """Whether a policy changed its rules alone: it selects the same
+    endpoints, in the same place, for the same kinds of chain."""
+    return before is not None and after is not None and \
+        dataclasses.replace(before, ingress=after.ingress, egress=after.egress) == after
 
 
 def host_addresses() -> dict[str, frozenset[str]]:

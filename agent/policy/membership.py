@@ -15,9 +15,15 @@ class Membership:
         self._counts: dict[Selector, Counter] = {}
         # endpoint key -> (label set evaluated, selectors matched, addresses)
         self._seen: dict[str, tuple[frozenset, frozenset, tuple[str, ...]]] = {}
+        self._moved: set[Selector] = set()  # whose members may have changed
 
     def members(self, selector: Selector) -> set[str]:
         return set(self._counts.get(selector, ()))
+
+    def moved(self) -> set[Selector]:
+        """The selectors whose members may have changed since last asked."""
+        moved, self._moved = self._moved, set()
+        return moved
 
     def set_selectors(self, state: PolicyState, selectors: set[Selector]) -> None:
         """Track exactly these selectors: a scan of every endpoint for the
@@ -31,6 +37,7 @@ class Membership:
                           for key, (labels, hits, addresses) in self._seen.items()}
         if not added:
             return
+        self._moved |= added
         for selector in added:
             self._counts[selector] = Counter()
         memo = {}
@@ -56,6 +63,7 @@ class Membership:
                 and seen[0] == frozenset(state.labels_of(endpoint).items()):
             return  # evaluated as it is (by set_selectors' scan): nothing moves
         _, before, addresses = self._seen.pop(key, (None, frozenset(), ()))
+        self._moved |= before
         for selector in before:
             counts = self._counts[selector]
             counts.subtract(addresses)
@@ -67,6 +75,7 @@ class Membership:
         labels = state.labels_of(endpoint)
         hits = frozenset(s for s in self._counts if s.evaluate(labels))
         self._seen[key] = (frozenset(labels.items()), hits, endpoint.addresses)
+        self._moved |= hits
         for selector in hits:
             self._counts[selector].update(endpoint.addresses)
 

@@ -27,7 +27,8 @@ chains (unless a preDNAT or doNotTrack policy allowed it) and to-hep-fwd
 after them.  preDNAT policy runs in a prerouting chain at mangle priority,
 before DNAT; doNotTrack policy in prerouting and output chains at raw
 priority, before conntrack, which first clear our mark bits (Felix's raw
-chains do).  Workload interfaces are never host endpoint policy's, except
+chains do); those hooks are ours only while such policies apply here
+(base_chains).  Workload interfaces are never host endpoint policy's, except
 in forward chains of the "*" endpoint, as in Felix.
 """
 
@@ -48,6 +49,8 @@ LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
+FROM_WL_MAP, TO_WL_MAP = "from-wl-chains", "to-wl-chains"
+_INTERFACE_MAP = "ifname : verdict"
 # `nft list table` text: each set's block, and its elements in it
 _SET = re.compile(r"^\tset (\S+) \{\n(.*?)^\t\}", re.M | re.S)
 _ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
@@ -61,6 +64,31 @@ class Ruleset:
     # set name -> (nft type, members)
     sets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> rules
+    # verdict map name -> (nft type, elements '"<interface>" : goto <chain>'):
+    # written after the chains they name
+    maps: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    # base chain name -> (its hook, its rules): base_chains()
+    base: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    @staticmethod
+    def workload_maps(chains: Chains, before: tuple[Chains, dict] | None = None
+                      ) -> dict[str, tuple[str, frozenset[str]]]:
+        """Each local workload's interface -> its chain, per direction: a
+        container coming or going changes one element of each, not a chain
+        listing every interface.  before: the chains and maps last made,
+        changed by the interfaces that moved rather than made anew."""
+        maps = {}
+        for name, direction in ((FROM_WL_MAP, "egress"), (TO_WL_MAP, "ingress")):
+            now = getattr(chains, direction)
+            if before is None:
+                maps[name] = (_INTERFACE_MAP, frozenset(map(_element, now.items())))
+                continue
+            then = getattr(before[0], direction)
+            moved = {i for i, c in now.items() if then.get(i) != c} | (then.keys() - now.keys())
+            maps[name] = (_INTERFACE_MAP, before[1][name][1].difference(
+                _element((i, then[i])) for i in moved if i in then).union(
+                _element((i, now[i])) for i in moved if i in now))
+        return maps
 
     @staticmethod
     def dispatch(chains: Chains, endpoint_to_host_action: str,
@@ -69,13 +97,17 @@ class Ruleset:
         """The chains that send a packet to its endpoint's chain by interface
         (any other cali interface, not ours or not programmed yet, drops),
         wl-to-host, and the host endpoints' dispatch and failsafe chains."""
-        return {"from-wl": _dispatch("iifname", chains.egress),
-                "to-wl": _dispatch("oifname", chains.ingress),
+        return {"from-wl": _dispatch("iifname", FROM_WL_MAP),
+                "to-wl": _dispatch("oifname", TO_WL_MAP),
                 "wl-to-host": _workload_to_host(endpoint_to_host_action),
                 **{name: _host_dispatch("iifname" if "from" in name else "oifname",
                                         chains.host.get(name, {}))
                    for name in HOST_DISPATCH},
                 **_failsafe_chains(failsafe_in, failsafe_out)}
+
+
+def _element(interface_chain: tuple[str, str]) -> str:
+    return '"{}" : goto {}'.format(*interface_chain)
 
 
 def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -107,13 +139,9 @@ def _failsafe(port: ProtoPort, side: str, port_side: str) -> str:
     return f"{peer}{port.protocol} {port_side} {port.port} accept"
 
 
-def _dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
-    rules = ["ct state established,related accept", "ct state invalid drop"]
-    if chains:
-        vmap = ", ".join(f'"{iface}" : goto {chain}' for iface, chain in sorted(chains.items()))
-        rules.append(f"{match} vmap {{ {vmap} }}")
-    rules.append("drop")
-    return tuple(rules)
+def _dispatch(match: str, interface_map: str) -> tuple[str, ...]:
+    return ("ct state established,related accept", "ct state invalid drop",
+            f"{match} vmap @{interface_map}", "drop")
 
 
 def _workload_to_host(action: str) -> tuple[str, ...]:
@@ -129,31 +157,48 @@ def _workload_to_host(action: str) -> tuple[str, ...]:
 # DefaultEndpointToHostAction -> the end of wl-to-host; Return adds nothing.
 _HOST_ACTIONS = {"Drop": ("drop",), "Accept": ("accept",), "Return": ()}
 
-BASE_CHAINS = {
-    "raw-prerouting": ("type filter hook prerouting priority raw; policy accept;",
-                       (CLEAR_MARKS, 'iifname "cali*" accept', "jump raw-from-hep")),
-    "raw-output": ("type filter hook output priority raw; policy accept;",
-                   (CLEAR_MARKS, "jump raw-to-hep")),
-    "mangle-prerouting": ("type filter hook prerouting priority mangle; policy accept;",
-                          ("ct state established,related accept", f"{ACCEPTED} accept",
-                           'iifname "cali*" accept',  # workloads: never host endpoint policy
-                           "jump mangle-from-hep")),
-    "forward": ("type filter hook forward priority filter; policy accept;",
-                (f"{NOT_ACCEPTED} jump from-hep-fwd",
-                 'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
-                 "jump to-hep-fwd")),
-    "input": ("type filter hook input priority filter; policy accept;",
-              (f"jump {TUNNELS_IN}",  # first, as Felix: no Allow admits forged tunnels
-               'iifname "cali*" goto wl-to-host',
-               f"{ACCEPTED} accept",  # by a preDNAT or doNotTrack policy
-               "jump from-hep")),
-    "output": ("type filter hook output priority filter; policy accept;",
-               (f"{ACCEPTED} accept",  # by a doNotTrack policy
-                'oifname "cali*" accept',  # to this host's workloads: not filtered
-                f"udp dport {VXLAN_PORT} accept",
-                f"jump {TUNNELS_OUT}",
-                "jump to-hep")),
-}
+_PRIORITY = "type filter hook {} priority {}; policy accept;"
+
+
+def base_chains(chains: Chains) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Our chains on the netfilter hooks: name -> (hook, rules).  Each hook
+    costs every packet a visit, so the raw and mangle ones are there only
+    while a host endpoint has doNotTrack or preDNAT policies, the only
+    policies that decide before the filter hooks; the accept mark they set
+    (and that the raw chains first clear) is read only while they are.
+    Established flows are accepted at once: every chain below would accept
+    them first."""
+    pre_dnat = bool(chains.host.get("mangle-from-hep"))
+    marks = pre_dnat or any(chains.host.get(name) for name in ("raw-from-hep", "raw-to-hep"))
+    base = {}
+    if marks:
+        base["raw-prerouting"] = (_PRIORITY.format("prerouting", "raw"), (
+            CLEAR_MARKS, 'iifname "cali*" accept', "jump raw-from-hep"))
+        base["raw-output"] = (_PRIORITY.format("output", "raw"), (
+            CLEAR_MARKS, "jump raw-to-hep"))
+    if pre_dnat:
+        base["mangle-prerouting"] = (_PRIORITY.format("prerouting", "mangle"), (
+            "ct state established,related accept", f"{ACCEPTED} accept",
+            'iifname "cali*" accept',  # workloads: never host endpoint policy
+            "jump mangle-from-hep"))
+    accepted = (f"{ACCEPTED} accept",) if marks else ()  # by a preDNAT or doNotTrack policy
+    base["forward"] = (_PRIORITY.format("forward", "filter"), (
+        "ct state established,related accept",
+        f"{NOT_ACCEPTED} jump from-hep-fwd" if marks else "jump from-hep-fwd",
+        'iifname "cali*" jump from-wl', 'oifname "cali*" jump to-wl',
+        "jump to-hep-fwd"))
+    base["input"] = (_PRIORITY.format("input", "filter"), (
+        f"jump {TUNNELS_IN}",  # first, as Felix: no Allow admits forged tunnels
+        'iifname "cali*" goto wl-to-host',
+        *accepted,
+        "jump from-hep"))
+    base["output"] = (_PRIORITY.format("output", "filter"), (
+        *accepted,
+        'oifname "cali*" accept',  # to this host's workloads: not filtered
+        f"udp dport {VXLAN_PORT} accept",
+        f"jump {TUNNELS_OUT}",
+        "jump to-hep"))
+    return base
 
 
 class PolicyTable:
@@ -211,36 +256,63 @@ def full_script(desired: Ruleset) -> str:
         lines.extend(_elements("add", t, name, members))
     chains = sorted(desired.chains)
     lines.extend(f"add chain {t} {name}" for name in chains)
+    for name, (kind, members) in sorted(desired.maps.items()):
+        lines.append(f"add map {t} {name} {{ type {kind}; }}")
+        lines.extend(_elements("add", t, name, members))
     for name in chains:
         lines.extend(f"add rule {t} {name} {rule}" for rule in desired.chains[name])
-    for name, (hook, rules) in BASE_CHAINS.items():
+    for name, (hook, rules) in desired.base.items():
         lines.append(f"add chain {t} {name} {{ {hook} }}")
         lines.extend(f"add rule {t} {name} {rule}" for rule in rules)
     return "\n".join(lines) + "\n"
 
 
 def diff_script(old: Ruleset, new: Ruleset) -> str:
+    """In an order nft accepts: a map's element leaves before the chain it
+    names, or before a new element of the same interface; a new element
+    comes after its new chain."""
     t = f"{FAMILY} {TABLE}"
-    lines = []
-    for name, (kind, members) in sorted(new.sets.items()):
-        before = old.sets.get(name)
-        if before is None:
-            lines.append(f"add set {t} {name} {{ type {kind}; }}")
-            lines.extend(_elements("add", t, name, members))
-        else:
-            lines.extend(_elements("add", t, name, members - before[1]))
-            lines.extend(_elements("delete", t, name, before[1] - members))
     added = sorted(set(new.chains) - set(old.chains))
     removed = sorted(set(old.chains) - set(new.chains))
-    changed = sorted(n for n in new.chains if n in old.chains and new.chains[n] != old.chains[n])
+    changed = sorted(n for n, rules in new.chains.items()
+                     if n in old.chains and old.chains[n] is not rules and old.chains[n] != rules)
+    lines = _members_diff(t, "set", old.sets, new.sets, "delete")
+    lines += _members_diff(t, "map", old.maps, new.maps, "delete")
     lines.extend(f"add chain {t} {name}" for name in added)
     for name in changed + removed:
         lines.append(f"flush chain {t} {name}")
+    lines += _members_diff(t, "set", old.sets, new.sets, "add")
+    lines += _members_diff(t, "map", old.maps, new.maps, "add")
     for name in changed + added:
         lines.extend(f"add rule {t} {name} {rule}" for rule in new.chains[name])
+    lines.extend(f"delete {kind} {t} {name}" for kind, held, now in (
+        ("map", old.maps, new.maps), ("set", old.sets, new.sets)) for name in sorted(held)
+        if name not in now)
+    for name, (hook, rules) in new.base.items():  # after the chains they jump to
+        before = old.base.get(name)
+        if before != (hook, rules):
+            lines.append(f"add chain {t} {name} {{ {hook} }}" if before is None
+                         else f"flush chain {t} {name}")
+            lines.extend(f"add rule {t} {name} {rule}" for rule in rules)
+    lines.extend(f"delete chain {t} {name}" for name in old.base if name not in new.base)
     lines.extend(f"delete chain {t} {name}" for name in removed)
-    lines.extend(f"delete set {t} {name}" for name in sorted(set(old.sets) - set(new.sets)))
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _members_diff(t: str, kind: str, old: dict, new: dict, verb: str) -> list[str]:
+    """The elements to add to (verb "add", with the new sets or maps
+    themselves) or delete from (verb "delete") each set or map."""
+    lines = []
+    for name, (nft_type, members) in sorted(new.items()):
+        before = old.get(name)
+        if before is None:
+            if verb == "add":
+                lines.append(f"add {kind} {t} {name} {{ type {nft_type}; }}")
+                lines.extend(_elements("add", t, name, members))
+        elif before[1] is not members and before[1] != members:
+            lines.extend(_elements(verb, t, name, members - before[1] if verb == "add"
+                                   else before[1] - members))
+    return lines
 
 
 def _elements(verb: str, table: str, name: str, members) -> list[str]:

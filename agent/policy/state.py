@@ -61,6 +61,8 @@ class PolicyState:
 
     def __init__(self):
         self.endpoints: dict[str, Endpoint] = {}
+        # (node, whether host endpoints) -> those endpoints' keys
+        self._by_node: dict[tuple[str, bool], set[str]] = {}
         self.profiles: dict[str, Profile | object] = {}  # name -> Profile or INVALID_PROFILE
         self.policies: dict[str, GlobalNetworkPolicy] = {}  # stored name -> policy
         # FelixConfiguration name -> the fields the agent reads (every node's;
@@ -90,12 +92,18 @@ class PolicyState:
             held, name, new = getattr(self, attribute), key[len(kind.prefix):], record
         else:
             return None
-        if held.get(name) == new:
+        old = held.get(name)
+        if old == new:
             return None
         if new is None:
             del held[name]
         else:
             held[name] = new
+        if held is self.endpoints:
+            if old is not None:
+                self._by_node[old.node, old.host].discard(key)
+            if new is not None:
+                self._by_node.setdefault((new.node, new.host), set()).add(key)
         return what
 
     def host_addresses(self, version: int) -> frozenset[str]:
@@ -114,10 +122,8 @@ class PolicyState:
         return labels
 
     def local_endpoints(self, node: str) -> list[Endpoint]:
-        """This node's workload endpoints, by interface."""
-        return sorted((e for e in self.endpoints.values()
-                       if e.node == node and e.interface and not e.host),
-                      key=lambda e: e.interface)
+        """This node's workload endpoints with an interface."""
+        return [e for e in self._of_node(node, host=False) if e.interface]
 
     def local_host_endpoints(self, node: str,
                              addresses: dict[str, frozenset[str]] | None = None
@@ -128,8 +134,7 @@ class PolicyState:
         expectedIPs (`addresses`: interface -> its addresses); of several for
         one interface, the first by name.  Each comes with its interface."""
         chosen = {}
-        for endpoint in sorted((e for e in self.endpoints.values() if e.node == node and e.host),
-                               key=lambda e: e.key):
+        for endpoint in sorted(self._of_node(node, host=True), key=lambda e: e.key):
             if endpoint.interface:
                 chosen.setdefault(endpoint.interface, endpoint)
                 continue
@@ -141,8 +146,11 @@ class PolicyState:
     def matches_by_address(self, node: str) -> bool:
         """Whether one of this node's host endpoints has no interfaceName:
         then the host's addresses pick its interfaces."""
-        return any(e.host and e.node == node and not e.interface
-                   for e in self.endpoints.values())
+        return any(not e.interface for e in self._of_node(node, host=True))
+
+    def _of_node(self, node: str, host: bool):
+        """The node's host endpoints, or its workload endpoints."""
+        return (self.endpoints[key] for key in self._by_node.get((node, host), ()))
 
 
 def _tunnel_view(kind: Kind, record):

@@ -5,6 +5,7 @@ nothing), and the chains are read as Felix would run them
 checked by the real nft (`nft -c`, which the kernel validates and aborts)
 in a throw-away network namespace; the host's ruleset is never touched."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from agent.policy import nft
 from agent.policy.compiler import (ACCEPT_MARK, ACCEPTED, CLEAR_MARKS, IPIP_PROTOCOL,
-                                   NOT_PASSED, VXLAN_PORT,
+                                   NOT_ACCEPTED, NOT_PASSED, VXLAN_PORT,
                                    Chains, chain_name, render_rule, set_name)
 from agent.policy.engine import PolicyEngine
 from agent.policy.nft import FAMILY, TABLE, Ruleset, diff_script, full_script
@@ -201,8 +202,32 @@ def test_only_local_endpoints_with_an_interface_get_chains():
     del record["spec"]["interfaceName"]
     chains = compile_chains(state_of(profile("net1"), wep("a"), wep("r", node=OTHER_NODE),
                                      (no_interface[0], json.dumps(record).encode())), NODE)
-    assert chains.ingress == {interface("a"): "tw-" + interface("a")}
-    assert chains.egress == {interface("a"): "fw-" + interface("a")}
+    assert list(chains.ingress) == list(chains.egress) == [interface("a")]
+    assert chains.ingress[interface("a")].startswith("tw-")
+    assert chains.egress[interface("a")].startswith("fw-")
+    assert {chains.ingress[interface("a")], chains.egress[interface("a")]} <= set(chains.rules)
+
+
+def test_workloads_selected_alike_share_their_chains():
+    """Same policies in the same order, same profiles, same published
+    ports: one tw-/fw- pair, rendered once; any difference, a pair of its own."""
+    state = state_of(profile("net1"), profile("net2"),
+                     wep("a"), wep("b"), wep("c", profiles=("net2",)),
+                     wep("d", labels={"app": "web"}), wep("e", labels={"app": "web"}),
+                     wep("f"),
+                     gnp("web", selector="app == 'web'", types=["Ingress"],
+                         ingress=[{"action": "Allow"}]))
+    f = wep("f")[0]
+    state.endpoints[f] = dataclasses.replace(state.endpoints[f], publishes=True)
+    chains = compile_chains(state, NODE)
+    ingress = {name: chains.ingress[interface(name)] for name in "abcdef"}
+    assert ingress["a"] == ingress["b"]
+    assert ingress["d"] == ingress["e"]
+    assert len({ingress[n] for n in "acdf"}) == 4
+    assert chains.egress[interface("d")] == chains.egress[interface("a")]  # Ingress only
+    assert skeleton(chains.rules[ingress["d"]]) == [
+        "policy pi-default.web", "end of tier", "profile pri-net1", "drop"]
+    assert len([n for n in chains.rules if n.startswith(("tw-", "fw-"))]) == 4 + 3
 
 
 # The record of one policy or profile whose chain ends as the outcome says:
@@ -326,6 +351,11 @@ def both(text: str) -> list[str]:
     return [f"{V4} {text}", f"{V6} {text}"]
 
 
+def each(*texts: str) -> list[str]:
+    """Several rules per family."""
+    return [f"{v} {text}" for v in (V4, V6) for text in texts]
+
+
 DB = "role == 'db'"
 
 
@@ -342,16 +372,23 @@ RENDERED = [  # (the rule's fields, its nft matches per family)
     ({"notProtocol": "UDP"}, both("meta l4proto != 17")),
     ({"notProtocol": "ICMP"}, both("meta l4proto != 1")),  # limits no family
     ({"protocol": "TCP", "destination": {"ports": [443]}}, both("meta l4proto 6 th dport 443")),
-    ({"protocol": "UDP", "destination": {"ports": [53, "8000:8080"]}},
-     both("meta l4proto 17 th dport { 53, 8000-8080 }")),
+    # Lists holding ranges or CIDRs: a rule per range or CIDR, one for the
+    # singles (no interval set: libnftables re-reads those at every change)
+    ({"protocol": "UDP", "destination": {"ports": [53, "8000:8080", 54]}},
+     each("meta l4proto 17 th dport { 53, 54 }", "meta l4proto 17 th dport 8000-8080")),
     ({"protocol": "TCP", "source": {"ports": ["1024:65535"]}},
      both("meta l4proto 6 th sport 1024-65535")),
     ({"protocol": "TCP", "destination": {"notPorts": [22, 2379]}},
      both("meta l4proto 6 th dport != { 22, 2379 }")),
     ({"protocol": 132, "source": {"notPorts": ["5:6"]}, "destination": {"ports": [9]}},
      both("meta l4proto 132 th sport != 5-6 th dport 9")),
-    ({"protocol": "TCP", "destination": {"ports": [80, "80:90", 80]}},  # overlapping
-     both("meta l4proto 6 th dport { 80, 80-90, 80 }")),
+    ({"protocol": "TCP", "destination": {"ports": [80, "80:90", 80, "85:95"]}},  # overlapping
+     both("meta l4proto 6 th dport 80-95")),
+    ({"protocol": "TCP", "destination": {"notPorts": [22, "8000:8080", 23, "9000:9001"]}},
+     both("meta l4proto 6 th dport != { 22, 23 } th dport != 8000-8080 th dport != 9000-9001")),
+    ({"protocol": "TCP", "source": {"ports": ["1:2", 5]}, "destination": {"ports": [7, "8:9"]}},
+     each(*(f"meta l4proto 6 th sport {s} th dport {d}"
+            for s in ("5", "1-2") for d in ("7", "8-9")))),
     ({"protocol": "ICMP"}, [f"{V4} meta l4proto 1"]),
     ({"protocol": "ICMP", "icmp": {"type": 8}}, [f"{V4} meta l4proto 1 icmp type 8"]),
     ({"protocol": "ICMP", "icmp": {"type": 3, "code": 4}},
@@ -366,14 +403,16 @@ RENDERED = [  # (the rule's fields, its nft matches per family)
     ({"ipVersion": 4}, [f"{V4} "]),
     ({"ipVersion": 6}, [f"{V6} "]),
     ({"source": {"nets": ["10.0.0.0/8"]}}, [f"{V4} ip saddr 10.0.0.0/8"]),
-    ({"source": {"nets": ["10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16"]}},
-     [f"{V4} ip saddr {{ 10.0.0.0/8, 10.1.0.0/16, 192.168.0.0/16 }}"]),
+    ({"source": {"nets": ["10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16"]}},  # 10.1 in 10
+     [f"{V4} ip saddr 10.0.0.0/8", f"{V4} ip saddr 192.168.0.0/16"]),
+    ({"source": {"nets": ["10.0.0.1/32", "10.0.0.9", "10.2.0.0/16"]}},
+     [f"{V4} ip saddr {{ 10.0.0.1, 10.0.0.9 }}", f"{V4} ip saddr 10.2.0.0/16"]),
     ({"destination": {"nets": ["fd00::/8"]}}, [f"{V6} ip6 daddr fd00::/8"]),  # no IPv4 rule
     ({"source": {"notNets": ["10.0.0.0/8"]}}, [f"{V4} ip saddr != 10.0.0.0/8"]),
     ({"destination": {"notNets": ["fd00::/8", "fe80::/10"]}},
-     [f"{V6} ip6 daddr != {{ fd00::/8, fe80::/10 }}"]),
+     [f"{V6} ip6 daddr != fd00::/8 ip6 daddr != fe80::/10"]),
     ({"source": {"nets": ["0.0.0.0/0"]}, "destination": {"notNets": ["10.0.0.1/32"]}},
-     [f"{V4} ip saddr 0.0.0.0/0 ip daddr != 10.0.0.1/32"]),
+     [f"{V4} ip saddr 0.0.0.0/0 ip daddr != 10.0.0.1"]),
     ({"ipVersion": 6, "source": {"nets": ["::/0"]}}, [f"{V6} ip6 saddr ::/0"]),
     ({"source": {"selector": DB}},
      [f"{V4} ip saddr {at(DB, 4)}", f"{V6} ip6 saddr {at(DB, 6)}"]),
@@ -396,7 +435,7 @@ def rule_of(fields: dict):
 
 @pytest.mark.parametrize("fields, matches", RENDERED, ids=lambda v: json.dumps(v)
                          if isinstance(v, dict) else "")
-def test_a_rule_renders_one_nft_rule_per_family_it_applies_to(fields, matches):
+def test_a_rule_renders_nft_rules_per_family_it_applies_to(fields, matches):
     chains = Chains()
     rule = rule_of(fields)
     assert list(render_rule(chains, rule)) == [f"{m} {ALLOW}".replace("  ", " ")
@@ -672,3 +711,20 @@ def test_tunnels_follow_the_hosts_addresses_and_the_pools_modes(ruleset_of, tmp_
                                               "ipv4VXLANTunnelAddr": "10.65.1.0"})
     assert not feed(engine, vtep.key, vtep.to_json().encode())
 
+
+
+def test_hooks_before_filter_only_while_policies_decide_there(ruleset_of):
+    """Every hook costs every packet: raw and mangle chains only while a host
+    endpoint has doNotTrack or preDNAT policies; established flows leave
+    the forward chain at its first rule, as with conntrack alone."""
+    plain = ruleset_of(*STATES[NAMES.index("remote endpoints")])
+    assert sorted(plain.base) == ["forward", "input", "output"]
+    assert plain.base["forward"][1][:2] == ("ct state established,related accept",
+                                            "jump from-hep-fwd")
+    assert not any("0x10000 ==" in rule for _, rules in plain.base.values() for rule in rules)
+    hosts = ruleset_of(*STATES[NAMES.index("host endpoints")])
+    assert sorted(hosts.base) == ["forward", "input", "mangle-prerouting", "output",
+                                  "raw-output", "raw-prerouting"]
+    assert hosts.base["forward"][1][:2] == ("ct state established,related accept",
+                                            f"{NOT_ACCEPTED} jump from-hep-fwd")
+    assert f"{ACCEPTED} accept" in hosts.base["input"][1]

@@ -14,7 +14,7 @@ from agent.policy import nft
 from agent.policy.compiler import set_name
 from agent.policy.engine import PolicyEngine
 from agent.policy.membership import Membership
-from agent.policy.nft import FAMILY, TABLE, PolicyTable, full_script
+from agent.policy.nft import FAMILY, FROM_WL_MAP, TABLE, TO_WL_MAP, PolicyTable, full_script
 from datastore.selector import parse
 from kernel.errors import KernelError
 from tests.agent.policy_records import (NODE, OTHER_NODE, gnp, gone, interface, profile,
@@ -159,12 +159,25 @@ def test_the_first_batch_writes_the_whole_table_then_only_differences(engine, sc
     feed(engine, *NETWORKS, snapshot=True)
     assert scripts == [full_script(engine.nft.programmed)]
     assert scripts[0].startswith(f"add table {T}\ndelete table {T}\n")
-    feed(engine, wep("c", "10.0.0.4"))  # a local endpoint: its chains and the dispatch
-    lines = scripts[1].splitlines()
-    assert f"add chain {T} tw-{interface('c')}" in lines
-    assert f"flush chain {T} to-wl" in lines
-    assert f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}" in lines
-    assert not any("table" in line.split()[:2] for line in lines)
+    # A local endpoint of net1, as a: a's chains, an element in each
+    # interface map, its address in net1's set; no chain written.
+    feed(engine, wep("c", "10.0.0.4"))
+    programmed = engine.nft.programmed
+    ingress, egress = (programmed.maps[name][1] for name in (TO_WL_MAP, FROM_WL_MAP))
+    a_in, a_out = (next(e.split("goto ")[1] for e in elements if interface("a") in e)
+                   for elements in (ingress, egress))
+    assert sorted(scripts[1].splitlines()) == sorted([
+        f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}",
+        f'add element {T} {TO_WL_MAP} {{ "{interface("c")}" : goto {a_in} }}',
+        f'add element {T} {FROM_WL_MAP} {{ "{interface("c")}" : goto {a_out} }}'])
+    # One with a profile of its own: its chains too, in the same script.
+    feed(engine, profile("net3"), wep("d", "10.0.0.5", profiles=("net3",)))
+    lines = scripts[2].splitlines()
+    d_in = next(e.split("goto ")[1] for e in engine.nft.programmed.maps[TO_WL_MAP][1]
+                if interface("d") in e)
+    assert lines.index(f"add chain {T} {d_in}") < lines.index(
+        f'add element {T} {TO_WL_MAP} {{ "{interface("d")}" : goto {d_in} }}')
+    assert not any("table" in line.split()[:2] or line.startswith("flush") for line in lines)
 
 
 def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
@@ -248,7 +261,7 @@ def test_after_a_failed_script_the_next_batch_rewrites_the_table(engine, scripts
     assert engine.nft.programmed is None
     engine.batch_done(False, False)
     assert scripts[1:] == [full_script(engine.nft.programmed)]
-    assert "tw-" + interface("c") in engine.nft.programmed.chains
+    assert any(interface("c") in e for e in engine.nft.programmed.maps[TO_WL_MAP][1])
 
 
 def test_a_snapshot_rewrites_the_table(engine, scripts):
@@ -279,6 +292,16 @@ BATCHES = [
                                          profiles=("net2",))]),
     ("local's profiles changed", [wep("c", "10.0.0.5", labels={"role": "db"},
                                       profiles=("net2",))]),
+    ("a policy's rules changed", [gnp("db", ingress=[
+        {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'db'"},
+         "destination": {"ports": [80, "8000:8080"]}}])]),
+    ("a policy's order changed", [gnp("db", order=5, ingress=[
+        {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'db'"},
+         "destination": {"ports": [80, "8000:8080"]}}])]),
+    ("a profile's rules changed", [profile("net2", ingress=[{"action": "Deny"}])]),
+    ("local of a missing profile", [wep("d", "10.0.0.6", profiles=("net3", "net1"))]),
+    ("the profile appears", [profile("net3", labels={"role": "db"})]),
+    ("the profile is gone", [gone(profile("net3"))]),
     ("local and remote gone", [gone(wep("a")), gone(wep("r", node=OTHER_NODE))]),
     ("policies gone", [gone(gnp("tiers")), gone(gnp("db"))]),
 ]
@@ -292,6 +315,32 @@ def test_an_engine_that_follows_the_changes_programs_what_a_fresh_one_does(engin
         assert engine.nft.programmed == fresh(*done, status_path=str(tmp_path / "fresh")), name
 
 
+def test_a_change_of_the_rules_naming_a_guarded_destination_moves_the_guard(tmp_path):
+    """The guard in the shared egress chains follows the rules of the
+    policies and profiles they name, changed alone."""
+    etcd = ["http://10.0.0.9:2379"]
+    opens = {"action": "Allow", "protocol": "TCP",
+             "destination": {"nets": ["10.0.0.9/32"], "ports": [2379]}}
+    batches = [[profile("net1"), wep("a", "10.0.0.1"), wep("c", "10.0.0.5"),
+                gnp("etcd", types=["Egress"], egress=[opens])],
+               [gnp("etcd", types=["Egress"], egress=[{"action": "Pass"}])],
+               [profile("net1", egress=[opens])],
+               [profile("net1")]]
+    engine = PolicyEngine(NODE, str(tmp_path / "engine"), etcd_endpoints=etcd)
+    engine.nft.program = lambda desired: setattr(engine.nft, "programmed", desired)
+    done, guarded = [], []
+    for batch in batches:
+        feed(engine, *batch)
+        done += batch
+        reference = PolicyEngine(NODE, str(tmp_path / "fresh"), etcd_endpoints=etcd)
+        reference.nft.program = lambda desired: setattr(reference.nft, "programmed", desired)
+        feed(reference, *done, snapshot=True)
+        assert engine.nft.programmed == reference.nft.programmed
+        egress = engine.nft.programmed.chains[engine._chains.egress[interface("a")]]
+        guarded.append(any("10.0.0.9 . 2379" in rule for rule in egress))
+    assert guarded == [False, True, False, True]
+
+
 @pytest.mark.parametrize("batch", [
     [profile("net1", labels={"net1": "", "tier": "b"})],
     [wep("r", "10.0.0.30", node=OTHER_NODE)],
@@ -303,4 +352,20 @@ def test_a_change_that_comes_with_a_new_selector_reaches_the_sets(engine, tmp_pa
                                                  "source": {"selector": "role == 'db'"}}])]
     feed(engine, *with_selector)
     assert engine.nft.programmed == fresh(*start, *with_selector,
+                                          status_path=str(tmp_path / "fresh"))
+
+
+def test_a_stale_record_on_the_same_interface_leaves_it_to_the_other(engine, tmp_path):
+    """Two local records naming one interface (a stale one beside its
+    successor): when one goes, the interface keeps the other's chains."""
+    stale_key, stale = wep("y", "10.0.0.8", profiles=("net2",))
+    record = json.loads(stale)
+    record["spec"]["interfaceName"] = interface("a")
+    stale = (stale_key, json.dumps(record).encode())
+    feed(engine, *NETWORKS, stale)
+    feed(engine, gone(stale))
+    assert engine.nft.programmed == fresh(*NETWORKS, status_path=str(tmp_path / "fresh"))
+    feed(engine, stale)
+    feed(engine, gone(wep("a")))
+    assert engine.nft.programmed == fresh(*NETWORKS, stale, gone(wep("a")),
                                           status_path=str(tmp_path / "fresh"))
