@@ -1,22 +1,25 @@
 """Node agent route programming benchmark (not a test; prints figures).
 
-    .venv/bin/python bench/routes.py [--blocks 1000] [--claims 100] [--family 4|6|both]
+    .venv/bin/python bench/routes.py [--blocks 1000] [--nodes 1000] [--claims 100]
+                                     [--family 4|6|both] [--encap direct|vxlan|both]
 
-Needs root.  For each IP family (default: IPv4, then IPv6) makes a network
-namespace with 10.0.0.1/16 and fd00::1/64 on eth0 and an etcd inside it,
-then (re-running itself inside the namespace):
+Needs root.  For each IP family (default: IPv4, then IPv6) and each
+encapsulation (default: direct, then VXLAN) makes a network namespace with
+10.0.0.1/16 and fd00::1/64 on eth0 and an etcd inside it, then (re-running
+itself inside the namespace):
 
 1. writes --blocks block affinities and blocks (/26 of an IPv4 pool, or /122
-   of an IPv6 pool) for 100 fake remote nodes with addresses on that /16
-   (that /64, as bgp.ipv6Address, the agent running with IP6), starts
-   `calico-libnetwork agent` cold and reports
+   of an IPv6 pool) for --nodes fake remote nodes with addresses on that /16
+   (that /64, as bgp.ipv6Address, the agent running with IP6; with VXLAN the
+   pool is vxlanMode Always and each node has its VTEP's address and MAC),
+   starts `calico-libnetwork agent` cold and reports
    the time until all their routes are in the kernel (from the process
    start, and the agent's own first full sync);
 2. with the agent running, claims --claims new blocks for remote nodes one
    by one (affinity and block written in one transaction, as a claim ends)
    and reports the delay until each route is programmed: p50 and p99.
 
-Targets: cold start < 2 s for 1,000 blocks; propagation p99 < 1 s.
+Targets: cold start < 2 s for 1,000 nodes' blocks; propagation p99 < 1 s.
 """
 
 import argparse
@@ -41,19 +44,21 @@ from datastore.resources import Resource  # noqa: E402
 from ipam.blocks import AllocationBlock, affinity_key, affinity_value, block_key  # noqa: E402
 from ipam.pools import build_pool  # noqa: E402
 
-NODES = 100
+NODES = 1000
 POOLS = {4: (IPNetwork("172.16.0.0/12"), 26), 6: (IPNetwork("fd00:b::/48"), 122)}
 FAMILIES = {4: 2, 6: 10}
 RTM_F_FIB_MATCH = 0x2000
 TXN_OPS = 100  # etcd allows 128 operations per transaction by default
+ENCAPS = {"direct": ("direct",), "vxlan": ("vxlan",), "both": ("direct", "vxlan")}
 
 
 def outer(args):
-    return max(outer_family(args, family) for family in
-               {"4": "4", "6": "6", "both": "46"}[args.family])
+    return max(outer_family(args, family, encap)
+               for family in {"4": "4", "6": "6", "both": "46"}[args.family]
+               for encap in ENCAPS[args.encap])
 
 
-def outer_family(args, family):
+def outer_family(args, family, encap):
     from tests.lab import EtcdServer, Lab
     from tests.lab.common import in_netns
     with Lab() as lab:
@@ -64,17 +69,18 @@ def outer_family(args, family):
         with EtcdServer(netns=ns) as etcd:
             argv = [sys.executable, __file__, "--inner", "--etcd", etcd.endpoints,
                     "--blocks", str(args.blocks), "--claims", str(args.claims),
-                    "--family", family]
+                    "--family", family, "--nodes", str(args.nodes), "--encap", encap]
             return subprocess.run(in_netns(argv, ns)).returncode
 
 
-def records(start, count, version):
-    """(key, value) pairs: affinity and block of blocks start..start+count."""
+def records(start, count, version, nodes=NODES):
+    """(key, value) pairs: affinity and block of blocks start..start+count,
+    block i on node-<i % nodes>."""
     pool, size = POOLS[version]
     blocks = list(pool.subnet(size, count=start + count))[start:]
     pairs = []
     for i, cidr in enumerate(blocks, start):
-        node = f"remote-{i % NODES}"
+        node = f"node-{i % nodes}"
         pairs.append((affinity_key(node, cidr), json.dumps(affinity_value("confirmed"))))
         pairs.append((block_key(cidr), AllocationBlock.new(cidr, f"host:{node}").to_json()))
     return blocks, pairs
@@ -101,15 +107,29 @@ def routed(ipr, cidr):
     return bool(found) and found[0]["dst_len"] == cidr.prefixlen and found[0]["proto"] == 80
 
 
+def node_resources(count, vxlan=False):
+    """Nodes node-0..node-<count - 1>, addresses on 10.0.0.0/16 and
+    fd00::/64, with a VTEP each (in 10.255.0.0/16 and fd00:ff::/64) if vxlan."""
+    nodes = []
+    for n in range(count):
+        spec = {"bgp": {"ipv4Address": f"10.0.{1 + n // 200}.{1 + n % 200}/16",
+                        "ipv6Address": f"fd00::{n + 2:x}/64"}}
+        if vxlan:
+            mac = f"66:00:00:00:{n // 256:02x}:{n % 256:02x}"
+            spec.update(ipv4VXLANTunnelAddr=f"10.255.{n // 256}.{n % 256}",
+                        vxlanTunnelMACAddr=mac, ipv6VXLANTunnelAddr=f"fd00:ff::{n + 1:x}",
+                        vxlanTunnelMACAddrV6=mac)
+        nodes.append(Resource(kind="Node", name=f"node-{n}", spec=spec))
+    return nodes
+
+
 def inner(args):
-    version = int(args.family)
+    version, vxlan = int(args.family), args.encap == "vxlan"
     etcd = Etcd(args.etcd)
-    pool = build_pool("bench", str(POOLS[version][0])).to_resource()
-    nodes = [Resource(kind="Node", name=f"remote-{n}", spec={"bgp": {
-        "ipv4Address": f"10.0.{1 + n // 200}.{1 + n % 200}/16",
-        "ipv6Address": f"fd00::{n + 2:x}/64"}}) for n in range(NODES)]
-    write(etcd, [(r.key, r.to_json()) for r in [pool, *nodes]])
-    _, pairs = records(0, args.blocks, version)
+    pool = build_pool("bench", str(POOLS[version][0]),
+                      vxlan_mode="Always" if vxlan else "Never").to_resource()
+    write(etcd, [(r.key, r.to_json()) for r in [pool, *node_resources(args.nodes, vxlan)]])
+    _, pairs = records(0, args.blocks, version, args.nodes)
     write(etcd, pairs)
 
     log = Path(f"/tmp/bench-routes-agent-{os.getpid()}.log")
@@ -125,12 +145,14 @@ def inner(args):
             time.sleep(0.01)
         cold = time.monotonic() - started
         first_sync = re.search(r"full sync: \d+ routes \(.*?\) in (\d+) ms", log.read_text())
-        print(f"IPv{version} cold start, {args.blocks} remote blocks: {cold:.2f} s from "
+        print(f"IPv{version} {args.encap} cold start, {args.blocks} blocks of {args.nodes} "
+              f"remote nodes: {cold:.2f} s from "
               "process start "
               f"(agent's first full sync {first_sync.group(1) if first_sync else '?'} ms; "
               "target < 2 s)")
 
-        blocks, pairs = records(args.blocks, args.claims, version)
+        # Past the blocks the agent may claim for its own VTEP's address.
+        blocks, pairs = records(2 * args.blocks, args.claims, version, args.nodes)
         delays = []
         with IPRoute() as ipr:
             for cidr, i in zip(blocks, range(0, len(pairs), 2)):
@@ -143,7 +165,7 @@ def inner(args):
                 delays.append(time.monotonic() - claimed)
         delays.sort()
         p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
-        print(f"IPv{version} claim -> route, {len(delays)} claims: "
+        print(f"IPv{version} {args.encap} claim -> route, {len(delays)} claims: "
               f"p50 {statistics.median(delays) * 1000:.0f} ms,"
               f" p99 {p99 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms (target p99 < 1 s)")
     finally:
@@ -156,7 +178,9 @@ def inner(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--blocks", type=int, default=1000)
+    p.add_argument("--nodes", type=int, default=NODES)
     p.add_argument("--claims", type=int, default=100)
+    p.add_argument("--encap", choices=tuple(ENCAPS), default="both")
     p.add_argument("--family", choices=("4", "6", "both"), default="both")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--etcd", help=argparse.SUPPRESS)

@@ -346,6 +346,11 @@ class Etcd:
             if tls:
                 raise EtcdTlsError(tls) from exc
             raise DatastoreUnavailable(f"cannot watch etcd: {type(exc).__name__}") from exc
+        except etcd3.exceptions.WatchTimedOut as exc:
+            # etcd (or this host) too busy to answer in time: an outage to
+            # the follower, not a bug (seen with a thousand agents syncing).
+            raise DatastoreUnavailable(
+                f"etcd did not confirm the watch on {prefix} in {self.timeout:.0f} s") from exc
         try:
             while True:
                 try:
