@@ -1,6 +1,7 @@
 """The follower against a real etcd: a snapshot of what its views subscribe
 to, the watch after it, a new snapshot after etcd restarts or the watched
-revision is compacted, and each key parsed once for every view of its kind."""
+revision is compacted, and each key parsed once for every view of its kind;
+and followers behind `etcd grpc-proxy` (README: many hosts)."""
 
 import json
 import threading
@@ -11,6 +12,7 @@ from datastore.etcd import Etcd
 from datastore.follower import Follower, watch_prefix
 from datastore.records import Kind
 from tests.lab.common import wait_until
+from tests.lab.grpc_proxy import EtcdGrpcProxy
 
 THINGS = "/calico/test/things/"
 OTHERS = "/calico/test/others/"
@@ -148,3 +150,30 @@ def test_a_quiet_watch_is_replaced_at_once(etcd_clean, kinds, follow):
 def test_the_watch_covers_every_kind_and_no_more(kinds):
     assert watch_prefix(kinds) == "/calico/test/"
     assert watch_prefix(kinds[:1]) == THINGS
+
+
+def test_followers_behind_etcd_grpc_proxy_snapshot_and_watch_through_it(etcd_clean, kinds):
+    """What the agent asks of etcd (paged ranges, a transaction, a watch)
+    works through the proxy."""
+    things, _ = kinds
+    stop, threads = threading.Event(), []
+    with EtcdGrpcProxy([etcd_clean.endpoints]) as proxy:
+        etcd = Etcd(proxy.endpoints, timeout=2.0)
+        try:
+            # More than a page (500 keys) of the snapshot's range read.
+            for first in range(0, 600, 100):
+                assert etcd.commit(creates=[(f"{THINGS}{n:04d}", json.dumps({"n": n}))
+                                            for n in range(first, first + 100)])
+            views = Recorder(things), Recorder(things)
+            threads += [Follower(etcd, (view,), idle_timeout=5.0, stop=stop).start("follower")
+                        for view in views]
+            assert wait_until(lambda: all(len(v.held) == 600 for v in views), 10)
+            put(etcd_clean, THINGS + "new", {"n": -1})  # written to etcd, not through the proxy
+            assert wait_until(lambda: all(v.held.get(THINGS + "new") == {"n": -1}
+                                          for v in views), 5)
+            assert [v.snapshots for v in views] == [1, 1]
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(5)
+            etcd.close()
