@@ -266,6 +266,9 @@ def worker(args) -> int:
             reply(applied(agents, json.loads(Path(command[1]).read_text())))
         elif command[0] == "stop":
             break
+    # Closing the clients under the followers' watches makes gRPC complain.
+    logging.disable(logging.CRITICAL)
+    threading.excepthook = lambda _: None
     stop.set()
     for agent in agents:
         agent.etcd.close()
@@ -356,7 +359,7 @@ def steady_writes(etcd: Etcd, args, via: str) -> dict[str, float]:
 def run_via(args, etcd_cluster: EtcdCluster, via: str, workdir: Path) -> None:
     proxy = EtcdGrpcProxy(etcd_cluster.endpoints).start() if via == "proxy" else None
     endpoints = [proxy.endpoints] if proxy else etcd_cluster.endpoints
-    writer = Etcd(etcd_cluster.endpoints)
+    writer = Etcd(etcd_cluster.endpoints, timeout=args.client_timeout)
     workers = None
     try:
         workers = Workers(args, endpoints)
