@@ -243,8 +243,18 @@ class Etcd:
         keys_only: values come back as b"" (a cheap listing of keys and
         their mod_revisions).
         """
+        kvs, revision = [], None
+        for page, revision in self.prefix_pages(prefix, keys_only):
+            kvs.extend(page)
+        return kvs, revision
+
+    def prefix_pages(self, prefix: str,
+                     keys_only: bool = False) -> Iterator[tuple[list[KV], int]]:
+        """get_prefix a page at a time, each with the revision all are read
+        at: a reader that keeps only what it parses never holds the whole
+        range's raw values (30,000 endpoints: about 25 MB)."""
         end = etcd3.utils.prefix_range_end(prefix.encode())
-        kvs, start, revision = [], prefix.encode(), None
+        start, revision = prefix.encode(), None
         while True:
             # No sort order: etcd returns a range in key order anyway, and
             # with one etcd 3.4 reads and sorts the whole rest of the range
@@ -252,9 +262,9 @@ class Etcd:
             resp = self._call(lambda c: c.get_range_response(
                 start, end, limit=_PAGE, revision=revision, keys_only=keys_only))
             revision = revision or resp.header.revision
-            kvs.extend(KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs)
+            yield [KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs], revision
             if not resp.more:
-                return kvs, revision
+                return
             start = resp.kvs[-1].key + b"\0"
 
     def revision(self) -> int:

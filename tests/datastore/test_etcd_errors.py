@@ -31,7 +31,9 @@ def test_a_watch_etcd_does_not_confirm_in_time_raises_datastore_unavailable():
             etcd.put("/calico/test/key", "value")  # connected before etcd stops answering
             os.kill(server.process.pid, signal.SIGSTOP)
             try:
-                with pytest.raises(DatastoreUnavailable, match="did not confirm the watch"):
+                # Mostly "did not confirm the watch"; on a busy machine gRPC may
+                # give up on the stopped etcd first, an outage as well.
+                with pytest.raises(DatastoreUnavailable):
                     next(etcd.watch_prefix("/calico/test/", 1, idle_timeout=5))
             finally:
                 os.kill(server.process.pid, signal.SIGCONT)
