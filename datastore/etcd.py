@@ -364,14 +364,22 @@ class Etcd:
         try:
             while True:
                 try:
-                    item = events.get(timeout=idle_timeout)
+                    items = [events.get(timeout=idle_timeout)]
                 except queue.Empty:
                     raise WatchStalled(f"no watch event on {prefix} for {idle_timeout}s")
-                if isinstance(item, etcd3.exceptions.RevisionCompactedError):
-                    raise RevisionCompacted(item.compacted_revision)
-                if isinstance(item, Exception):
-                    raise DatastoreUnavailable(f"etcd watch failed: {item!r}")
-                batch = [_watch_event(e) for e in item.events]
+                # What arrived while the caller was busy is one batch: a
+                # burst of writes costs its views one batch_done, not one each.
+                while not events.empty():
+                    items.append(events.get_nowait())
+                batch = []
+                for item in items:
+                    if isinstance(item, Exception):
+                        if batch:
+                            yield batch
+                        if isinstance(item, etcd3.exceptions.RevisionCompactedError):
+                            raise RevisionCompacted(item.compacted_revision)
+                        raise DatastoreUnavailable(f"etcd watch failed: {item!r}")
+                    batch += [_watch_event(e) for e in item.events]
                 if batch:
                     yield batch
         finally:

@@ -1,10 +1,12 @@
 """The follower against a real etcd: a snapshot of what its views subscribe
 to, the watch after it, a new snapshot after etcd restarts or the watched
-revision is compacted, and each key parsed once for every view of its kind;
-and followers behind `etcd grpc-proxy` (README: many hosts)."""
+revision is compacted, each key parsed once for every view of its kind,
+what arrived while the views were busy handed over as one batch; and
+followers behind `etcd grpc-proxy` (README: many hosts)."""
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -177,3 +179,30 @@ def test_followers_behind_etcd_grpc_proxy_snapshot_and_watch_through_it(etcd_cle
             for thread in threads:
                 thread.join(5)
             etcd.close()
+
+
+def test_what_arrives_while_the_views_are_busy_is_one_batch(etcd_clean, kinds, follow):
+    things, _ = kinds
+
+    class Slow(Recorder):
+        """Busy for 0.5 s with the first batch of the watch."""
+        batches = 0
+
+        def batch_done(self, changed, snapshot):
+            super().batch_done(changed, snapshot)
+            if not snapshot:
+                self.batches += 1
+                if self.batches == 1:
+                    time.sleep(0.5)
+
+    view = Slow(things)
+    follow(view)
+    assert wait_until(lambda: view.snapshots == 1, 5)
+    writer = Etcd(etcd_clean.endpoints)
+    try:
+        for n in range(20):  # 20 revisions, a few ms apart
+            writer.put(f"{THINGS}{n:02d}", json.dumps({"n": n}))
+    finally:
+        writer.close()
+    assert wait_until(lambda: len(view.held) == 20, 10)
+    assert view.batches <= 3  # the first write, what came meanwhile (maybe split in two)
