@@ -50,6 +50,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -278,16 +279,19 @@ def memory(processes) -> dict[str, tuple[int, int]]:
     return found
 
 
-def background(host, count):
+def background(host, count) -> list[str]:
     """Start `count` sleeping containers on the Calico network, printing the
-    plugin's and agent's memory at 0, 100, 1,000, ... and count of them."""
+    plugin's and agent's memory at 0, 100, 1,000, ... and count of them, and
+    each failed `docker run`; their ids."""
     checkpoints = sorted({c for c in (0, 100, 1000, 10000) if c < count} | {count})
-    started = 0
+    started, ids, failures = 0, [], Counter()
 
     def start(_):
         result = host.docker("run", "-d", "--net", CALICO, "busybox", "sleep", "1d")
         if result.returncode:
-            raise RuntimeError(f"docker run -d failed: {result.stderr.strip()}")
+            failures[result.stderr.strip()] += 1
+        else:
+            ids.append(result.stdout.strip())
 
     print(f"memory with N containers running on the Calico network (target < 150 MB "
           f"in all; {machine_state()}):")
@@ -307,6 +311,15 @@ def background(host, count):
             f"{name} RSS {r / 2**20:.0f} MB, PSS {p / 2**20:.0f} MB"
             for name, (r, p) in found.items())
             + f"; in all RSS {rss:.0f} MB, PSS {pss:.0f} MB{took}; {machine_state()}")
+    for error, times in failures.items():
+        print(f"  docker run -d failed {times} times: {error}")
+    return ids
+
+
+def remove(host, ids):
+    """docker rm -f, 50 at a time (the lab's cleanup gives all of them 60 s)."""
+    for i in range(0, len(ids), 50):
+        host.docker("rm", "-f", *ids[i:i + 50], timeout=600)
 
 
 def plugin_env(pairs) -> dict:
@@ -351,7 +364,7 @@ def main():
           f"{os.cpu_count()} CPUs, {machine_state()}, seed {seed}")
     print("plugin: calico-libnetwork run, "
           + (" ".join(args.plugin_env) if env else "defaults (node agent, policy, names on)"))
-    host = DockerHost("bench", 200)
+    host, ids = DockerHost("bench", 200), []
     try:
         host.start()
         import_busybox(host)
@@ -360,11 +373,12 @@ def main():
         host.docker("network", "create", *CALICO_OPTIONS, CALICO, check=True)
         host.docker("network", "create", "--driver", "bridge", USER_BRIDGE, check=True)
         if args.background:
-            background(host, args.background)
+            ids = background(host, args.background)
         (bursts if args.burst else single_runs)(host, args, random.Random(seed))
     finally:
         if args.keep_log and getattr(host, "plugin", None):
             shutil.copy(host.plugin.log_path, KEPT_LOG)
+        remove(host, ids)
         host.close()
     print(f"took {time.monotonic() - started:.0f} s; {machine_state()}")
 
