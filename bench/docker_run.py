@@ -299,11 +299,9 @@ def background(host, count) -> list[str]:
         began = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(start, range(checkpoint - started)))
-        if checkpoint > started:
-            took = f", {checkpoint - started} started in {time.monotonic() - began:.0f} s"
-            time.sleep(5)  # the agent's watch and policy catch up
-        else:
-            took = ""
+        took = (f", {checkpoint - started} started in {time.monotonic() - began:.0f} s"
+                if checkpoint > started else "")
+        time.sleep(5)  # the agent (at 0: its start) and its policy catch up
         started = checkpoint
         found = memory(calico_processes(host))
         rss, pss = (sum(v[i] for v in found.values()) / 2**20 for i in (0, 1))
