@@ -5,10 +5,10 @@ liveness.py's heartbeat), and one datastore Follower feeds its views:
 routing/ (routes, VXLAN, IPIP, NAT between hosts), policy/, names/ and
 published.py (this host's published ports, `docker run -p`, as DNAT).
 antispoofing.py keeps the reverse-path table; nftables.py is libnftables;
-status.py reads the peers for `calico-libnetwork status`; settings.py,
-errors.py.
+status.py reads the peers for `calico-libnetwork status`; metrics.py is the
+cluster metrics view and serves the node's /metrics; settings.py, errors.py.
 
 May import: ipam (pools, blocks, the allocator for its tunnel address),
-datastore and kernel (netlink, KernelError); policy/ and names/ only from
+datastore, kernel (netlink, KernelError) and metrics; policy/ and names/ only from
 main.py.  Not driver, not plugin.
 """

@@ -8,7 +8,7 @@ import threading
 
 from netaddr import IPNetwork
 
-from agent import antispoofing, node
+from agent import antispoofing, metrics, node
 from agent.autodetect import node_address, node_address6
 from agent.liveness import Heartbeat
 from agent.names.service import NameService
@@ -28,17 +28,26 @@ LOG = logging.getLogger(__name__)
 
 
 def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
-              registered: bool = False) -> None:
+              registered: bool = False, metrics_socket=None,
+              plugin_metrics: str | None = None) -> None:
     """Block until stop is set (by SIGTERM/SIGINT when run in the main
     thread).  registered: `run` has just registered the node and marked
-    ClusterInformation ready (its first agent, see _register).  Raises
-    AgentError (e.g. NodeConflict) or KernelError when it cannot start."""
+    ClusterInformation ready (its first agent, see _register).
+    metrics_socket: serve the node's metrics there (with the plugin
+    workers' from the directory plugin_metrics).  Raises AgentError (e.g.
+    NodeConflict) or KernelError when it cannot start."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    etcd = connect(settings.etcd)
+    etcd = connect(settings.etcd)  # no round trip yet
+    cluster = exporter = None
     try:
+        if metrics_socket is not None:  # before the first round trip, which it counts
+            cluster = metrics.ClusterMetrics(settings.nodename)
+            health = (metrics.ResponderHealth(settings.names_health_path),) \
+                if settings.names else ()
+            exporter = metrics.serve(metrics_socket, cluster, plugin_metrics, *health)
         address, address6 = node_address(settings), node_address6(settings)
         LOG.info("node %s, address %s, IPv6 address %s", settings.nodename, address,
                  address6 or "none (IP6=none)")
@@ -57,7 +66,7 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
         names = _start_names(settings) if settings.names else None
         published = PublishedPorts(settings.nodename)
         views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index,
-                                  published) if v)
+                                  published, cluster) if v)
         thread = Follower(etcd, views, settings.watch_idle_timeout, stop).start("follower")
         antispoofing.repair()
         while not stop.wait(antispoofing.CHECK_INTERVAL):
@@ -72,13 +81,15 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
         LOG.info("node agent stopped; routes are left in place")
     finally:
         etcd.close()
+        if exporter is not None:
+            exporter.shutdown()
 
 
 def _start_names(settings: AgentSettings) -> NameService | None:
     """The name service, or None when it cannot start: routes and policy
     must not stop for names."""
     try:
-        return NameService(settings.names_status_path).start()
+        return NameService(settings.names_status_path, settings.names_health_path).start()
     except Exception:  # noqa: BLE001
         LOG.exception("names across hosts are off: the name service did not start")
         return None

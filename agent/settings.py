@@ -43,6 +43,11 @@ class AgentSettings:
     def names_status_path(self) -> str:
         return f"{self.run_dir}/names-{self.nodename}.json"
 
+    @property
+    def names_health_path(self) -> str:
+        """The names watchdog's file (agent/names/health.py responder_health)."""
+        return f"{self.run_dir}/names-health-{self.nodename}.json"
+
 
 def variable(name: str, version: int) -> str:
     """The variable's name for an IP version: IP -> IP6, IP_AUTODETECTION_METHOD

@@ -76,9 +76,9 @@ def burst(endpoints, node, threads, pairs):
         lost[0] += not result
         return result
 
-    def call(fn):
+    def call(op, fn):
         trips[0] += 1
-        return real_call(fn)
+        return real_call(op, fn)
     etcd.commit, etcd._call = commit, call
     costs = []
 

@@ -71,8 +71,8 @@ from datastore.etcd import Etcd  # noqa: E402
 from datastore.follower import Follower  # noqa: E402
 from datastore.records import WORKLOAD_ENDPOINTS  # noqa: E402
 from ipam.pools import build_pool  # noqa: E402
-from tests.lab.common import LabProcess, free_port, shm_dir  # noqa: E402
-from tests.lab.etcd import ETCD, _clean_env  # noqa: E402
+from tests.lab.common import shm_dir  # noqa: E402
+from tests.lab.etcd import EtcdCluster  # noqa: E402
 from tests.lab.grpc_proxy import EtcdGrpcProxy  # noqa: E402
 
 MEMBERS = 3
@@ -82,44 +82,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- the etcd cluster and its proxy -------------------------------------------
-
-class EtcdCluster:
-    """MEMBERS etcd members on loopback ports, etcd's default timings."""
-
-    def __init__(self):
-        self.dir = shm_dir() / f"scale-{os.getpid()}"
-        self.ports = [(free_port(), free_port()) for _ in range(MEMBERS)]
-        self.members = []
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [f"http://127.0.0.1:{client}" for client, _ in self.ports]
-
-    def start(self):
-        initial = ",".join(f"m{i}=http://127.0.0.1:{peer}"
-                           for i, (_, peer) in enumerate(self.ports))
-        for i, (client, peer) in enumerate(self.ports):
-            data = self.dir / f"m{i}"
-            data.mkdir(parents=True)
-            self.members.append(LabProcess([
-                ETCD, "--name", f"m{i}", "--data-dir", str(data),
-                "--listen-client-urls", self.endpoints[i],
-                "--advertise-client-urls", self.endpoints[i],
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", initial, "--logger", "zap", "--log-outputs", "stderr",
-                "--quota-backend-bytes", str(8 * 2**30)],
-                self.dir / f"m{i}.log", _clean_env()).start())
-        etcd = Etcd(self.endpoints, timeout=30)
-        etcd.revision()  # a quorum answers
-        etcd.close()
-        return self
-
-    def close(self):
-        for member in self.members:
-            member.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 def metric(url: str, name: str) -> float:
     """The sum of a Prometheus metric's samples at url/metrics."""
@@ -152,10 +114,9 @@ class Usage:
         out = {}
         for i, member in enumerate(self.cluster.members):
             out[f"member {i}"] = {
-                **process_usage(member.pid),
-                "sent": metric(self.cluster.endpoints[i],
-                               "etcd_network_client_grpc_sent_bytes_total"),
-                "db": metric(self.cluster.endpoints[i], "etcd_mvcc_db_total_size_in_bytes")}
+                **process_usage(member.process.pid),
+                "sent": metric(member.endpoints, "etcd_network_client_grpc_sent_bytes_total"),
+                "db": metric(member.endpoints, "etcd_mvcc_db_total_size_in_bytes")}
         if self.proxy:
             usage = process_usage(self.proxy.process.pid)
             out["proxy"] = {**usage, "sent": usage["wchar"], "db": 0}
@@ -357,9 +318,10 @@ def steady_writes(etcd: Etcd, args, via: str) -> dict[str, float]:
 
 
 def run_via(args, etcd_cluster: EtcdCluster, via: str, workdir: Path) -> None:
-    proxy = EtcdGrpcProxy(etcd_cluster.endpoints).start() if via == "proxy" else None
-    endpoints = [proxy.endpoints] if proxy else etcd_cluster.endpoints
-    writer = Etcd(etcd_cluster.endpoints, timeout=args.client_timeout)
+    members = [member.endpoints for member in etcd_cluster.members]
+    proxy = EtcdGrpcProxy(members).start() if via == "proxy" else None
+    endpoints = [proxy.endpoints] if proxy else members
+    writer = Etcd(members, timeout=args.client_timeout)
     workers = None
     try:
         workers = Workers(args, endpoints)
@@ -425,7 +387,9 @@ def outer(args) -> int:
           f"{args.nodes} nodes, {args.endpoints} endpoints, {args.networks} networks, "
           f"{args.policies} policies; {args.rate} creates/s for {args.seconds} s; "
           f"{MEMBERS}-member etcd on loopback; {os.cpu_count()} CPUs")
-    etcd_cluster = EtcdCluster()
+    etcd_cluster = EtcdCluster(MEMBERS)
+    workdir = shm_dir() / f"scale-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         etcd_cluster.start()
         etcd = Etcd(etcd_cluster.endpoints, timeout=30)
@@ -434,9 +398,10 @@ def outer(args) -> int:
         etcd.close()
         print(f"wrote {count} keys in {time.monotonic() - began:.1f} s")
         for via in args.via.split(","):
-            run_via(args, etcd_cluster, via, etcd_cluster.dir)
+            run_via(args, etcd_cluster, via, workdir)
     finally:
         etcd_cluster.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

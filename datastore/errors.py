@@ -14,6 +14,11 @@ class EtcdTlsError(DatastoreUnavailable):
     message names the file and its variable), not an outage to wait out."""
 
 
+class QuorumLost(DatastoreUnavailable):
+    """The etcd members that answer have no leader: the cluster lost its
+    quorum (or is electing a leader for longer than a request waits)."""
+
+
 class RevisionCompacted(DatastoreUnavailable):
     """A watch asked for a revision that etcd has compacted away."""
 

@@ -5,7 +5,8 @@ libcalico-go etcdv3 backend): ``create`` (key must not exist), ``update``
 (key's mod_revision must match), ``delete`` (optionally revision-checked).
 A lost compare is a ``None``/``False`` result, not an exception: callers
 re-read and retry.  Unreachable etcd raises ``DatastoreUnavailable`` naming
-the endpoints tried, within ``timeout`` seconds per endpoint; a TLS failure
+the endpoints tried, within ``timeout`` seconds per endpoint; a cluster that
+lost its quorum raises ``QuorumLost`` within ``timeout``; a TLS failure
 (a certificate refused or not trusted, a bad CA, certificate or key file)
 raises ``EtcdTlsError`` at once, naming the file and its variable to check.
 """
@@ -35,8 +36,9 @@ import etcd3.utils
 import etcd3.watch
 import grpc
 
-from datastore.errors import (DatastoreUnavailable, EtcdTlsError, RevisionCompacted,
+from datastore.errors import (DatastoreUnavailable, EtcdTlsError, QuorumLost, RevisionCompacted,
                               WatchStalled)
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -61,8 +63,15 @@ _GRPC_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 # Only "could not connect" is retried: the request was not applied.  A timeout
-# may have been applied, and a CAS caller must re-read instead.
+# may have been applied, and a CAS caller must re-read instead.  A member
+# without a leader ("no leader", below) refuses before applying anything.
 _RETRYABLE = (etcd3.exceptions.ConnectionFailedError, etcd3.exceptions.NoServerAvailableError)
+# Sent with every request and watch (etcd's clientv3.WithRequireLeader): a
+# member cut off from its cluster's quorum then refuses at once with "no
+# leader", and cancels our watches, instead of holding a request until the
+# deadline or keeping a watch open that never sees another event.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+_NO_LEADER = "etcdserver: no leader"
 
 
 class TlsFiles(NamedTuple):
@@ -142,22 +151,30 @@ class Etcd:
             ep = etcd3.Endpoint(host, port, secure=secure,
                                 creds=creds if secure else None,
                                 time_retry=0, opts=_GRPC_OPTIONS)
-            self._clients.append(etcd3.MultiEndpointEtcd3Client([ep], timeout=timeout))
+            client = etcd3.MultiEndpointEtcd3Client([ep], timeout=timeout)
+            client.metadata = _REQUIRE_LEADER  # the library's slot for call metadata
+            self._clients.append(client)
         self._current = 0
         self._closed = False
 
     # -- plumbing -------------------------------------------------------
 
-    def _call(self, fn):
+    def _call(self, op: str, fn):
         """Run fn(client) on the current endpoint, failing over on outage and
-        retrying refused connections until `timeout` has passed."""
+        retrying refused connections until `timeout` has passed.  `op`: the
+        kind of request, as the metrics count it (instruments.ETCD_OPS)."""
         deadline = time.monotonic() + self.timeout
+        attempts = 0
         while True:
-            errors, tls_errors, retryable = [], [], True
+            errors, tls_errors, retryable, leaderless = [], [], True, []
             n = len(self._clients)
             start = self._current
             for i in range(n):
                 idx = (start + i) % n
+                instruments.etcd_request(op)
+                if attempts:
+                    instruments.etcd_retry("unavailable")
+                attempts += 1
                 try:
                     result = fn(self._clients[idx])
                 except _UNAVAILABLE as exc:
@@ -165,6 +182,10 @@ class Etcd:
                     if tls:  # a file to fix: retrying will not help
                         tls_errors.append(tls)
                         retryable = False
+                        continue
+                    if _NO_LEADER in _grpc_details(exc):  # an election, or no quorum
+                        leaderless.append(self.endpoints[idx])
+                        errors.append(f"{self.endpoints[idx]} (no leader)")
                         continue
                     errors.append(f"{self.endpoints[idx]} ({type(exc).__name__}"
                                   f"{_plain_http_hint(self.endpoints[idx], exc)})")
@@ -188,6 +209,12 @@ class Etcd:
         if tls_errors:
             raise EtcdTlsError("; ".join(
                 tls_errors + ([f"cannot reach etcd at {', '.join(errors)}"] if errors else [])))
+        if leaderless:
+            raise QuorumLost(
+                f"the etcd cluster has no leader for {self.timeout:g} s: it has lost its "
+                "quorum (more than half of its members are down or cut off from the "
+                f"others); etcd at {', '.join(errors)}; it serves again as soon as a "
+                "majority of its members is back")
         raise DatastoreUnavailable(
             "cannot reach etcd at " + ", ".join(errors)
             + "; check ETCD_ENDPOINTS and that etcd is running"
@@ -232,7 +259,7 @@ class Etcd:
     # -- reads ----------------------------------------------------------
 
     def get(self, key: str) -> KV | None:
-        value, meta = self._call(lambda c: c.get(key))
+        value, meta = self._call("get", lambda c: c.get(key))
         if meta is None:
             return None
         return KV(key, value, meta.mod_revision)
@@ -259,7 +286,7 @@ class Etcd:
             # No sort order: etcd returns a range in key order anyway, and
             # with one etcd 3.4 reads and sorts the whole rest of the range
             # for every page (30,000 keys: 2.7 s instead of 0.4 s).
-            resp = self._call(lambda c: c.get_range_response(
+            resp = self._call("range", lambda c: c.get_range_response(
                 start, end, limit=_PAGE, revision=revision, keys_only=keys_only))
             revision = revision or resp.header.revision
             yield [KV(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs], revision
@@ -269,12 +296,12 @@ class Etcd:
 
     def revision(self) -> int:
         """The store's current revision (a count-only read is the cheapest)."""
-        return self._call(lambda c: c.get_response("/", count_only=True)).header.revision
+        return self._call("get", lambda c: c.get_response("/", count_only=True)).header.revision
 
     # -- compare-and-swap writes ---------------------------------------
 
     def _txn(self, compare, success):
-        ok, responses = self._call(lambda c: c.transaction(compare, success, []))
+        ok, responses = self._call("txn", lambda c: c.transaction(compare, success, []))
         if not ok:
             return None
         return responses
@@ -320,7 +347,7 @@ class Etcd:
                    + [tx.put(k, _bytes(v)) for k, v, _ in updates]
                    + [tx.delete(k) for k, _ in deletes])
         failure = [tx.get(k) for k in read_back]
-        ok, responses = self._call(lambda c: c.transaction(compare, success, failure))
+        ok, responses = self._call("txn", lambda c: c.transaction(compare, success, failure))
         if ok:
             header = responses[0].response_put.header if creates or updates \
                 else responses[0].response_delete_range.header
@@ -332,7 +359,7 @@ class Etcd:
 
     def put(self, key: str, value) -> int:
         """Unconditional write: only for keys with a single writer by design."""
-        resp = self._call(lambda c: c.put(key, _bytes(value)))
+        resp = self._call("put", lambda c: c.put(key, _bytes(value)))
         return resp.header.revision
 
     # -- watch ----------------------------------------------------------
@@ -341,26 +368,18 @@ class Etcd:
                      idle_timeout: float = 10.0) -> Iterator[list[WatchEvent]]:
         """Yield batches of events under prefix from start_revision on.
 
-        Raises WatchStalled when nothing arrives for idle_timeout seconds (the
-        client's stream can hang silently when etcd dies), DatastoreUnavailable
-        when the stream breaks, and RevisionCompacted (a DatastoreError) when
-        start_revision is gone.  Callers re-snapshot on any of them.
+        The watch opens on the member that served last, else the next that
+        takes it.  Raises WatchStalled when nothing arrives for idle_timeout
+        seconds (the client's stream can hang silently when etcd dies),
+        DatastoreUnavailable when no member takes the watch or the stream
+        breaks (the member lost its leader, or went away: the next watch
+        starts with another), and RevisionCompacted (a DatastoreError) when
+        start_revision is gone.  Callers watch again from the revision after
+        the last event they saw, and re-snapshot after RevisionCompacted.
         """
         events = queue.Queue()
-        client = self._clients[self._current]
-        try:
-            watch_id = client.add_watch_prefix_callback(
-                prefix, events.put, start_revision=start_revision)
-        except _UNAVAILABLE as exc:
-            tls = self._tls_failure(self.endpoints[self._current], exc)
-            if tls:
-                raise EtcdTlsError(tls) from exc
-            raise DatastoreUnavailable(f"cannot watch etcd: {type(exc).__name__}") from exc
-        except etcd3.exceptions.WatchTimedOut as exc:
-            # etcd (or this host) too busy to answer in time: an outage to
-            # the follower, not a bug (seen with a thousand agents syncing).
-            raise DatastoreUnavailable(
-                f"etcd did not confirm the watch on {prefix} in {self.timeout:.0f} s") from exc
+        instruments.etcd_request("watch")
+        client, watch_id = self._open_watch(prefix, events.put, start_revision)
         try:
             while True:
                 try:
@@ -374,17 +393,47 @@ class Etcd:
                 batch = []
                 for item in items:
                     if isinstance(item, Exception):
-                        if batch:
+                        if batch:  # what came before the failure was seen
                             yield batch
                         if isinstance(item, etcd3.exceptions.RevisionCompactedError):
                             raise RevisionCompacted(item.compacted_revision)
-                        raise DatastoreUnavailable(f"etcd watch failed: {item!r}")
+                        idx = self._clients.index(client)
+                        # The next watch (and request) starts with another member.
+                        self._current = (idx + 1) % len(self._clients)
+                        raise DatastoreUnavailable(
+                            f"the etcd watch on {self.endpoints[idx]} failed: "
+                            f"{_grpc_details(item) or repr(item)}")
                     batch += [_watch_event(e) for e in item.events]
                 if batch:
                     yield batch
         finally:
             threading.Thread(target=_quietly, args=(client.cancel_watch, watch_id),
                              daemon=True).start()
+
+    def _open_watch(self, prefix: str, callback, start_revision: int):
+        """(client, watch id) of a watch on the first endpoint that takes it,
+        starting with the one that served last: a watch that failed on a
+        member that went away resumes on another."""
+        failures, n = [], len(self._clients)
+        for i in range(n):
+            idx = (self._current + i) % n
+            client = self._clients[idx]
+            try:
+                watch_id = client.add_watch_prefix_callback(
+                    prefix, callback, start_revision=start_revision)
+            except etcd3.exceptions.RevisionCompactedError as exc:
+                raise RevisionCompacted(exc.compacted_revision) from exc
+            except (*_UNAVAILABLE, etcd3.exceptions.WatchTimedOut, grpc.RpcError) as exc:
+                tls = self._tls_failure(self.endpoints[idx], exc)
+                if tls:
+                    raise EtcdTlsError(tls) from exc
+                details = _grpc_details(exc)
+                failures.append(f"{self.endpoints[idx]} ("
+                                f"{'no leader' if _NO_LEADER in details else type(exc).__name__})")
+                continue
+            self._current = idx
+            return client, watch_id
+        raise DatastoreUnavailable(f"cannot watch etcd at {', '.join(failures)}")
 
 
 def _watch_event(event) -> WatchEvent:

@@ -3,11 +3,16 @@ to, then one watch from the snapshot's revision, each key parsed once
 (records.py) and handed to every view of its kind.
 
 Models: networking-calico's EtcdWatcher + PathDispatcher, Felix's fetcd.py
-feeding splitter.py.  A quiet watch (nothing for idle_timeout: the client's
-stream can hang silently when etcd dies) is replaced by a new snapshot at
-once; any other failure (etcd down, the stream broken, the revision
-compacted) tells the views that what they hold is no longer followed
-(reset) and re-snapshots after a backoff.
+feeding splitter.py.  A watch that fails (a member down, the stream broken,
+no quorum) or goes quiet (nothing for idle_timeout: the client's stream can
+hang silently when etcd dies) resumes from the last revision it saw, on
+another member if need be, after a backoff (at once for a quiet one): the
+views keep what they hold, and miss nothing.  Only when etcd no longer has
+that revision (compacted, or a new store whose revision is behind it) are
+the views reset and handed a new snapshot.  A follower made with
+resume=False resets its views as soon as the watch fails, and takes a new
+snapshot instead of resuming: for views that must never serve what may
+have changed while nothing watched (the plugin's pool cache).
 """
 
 import logging
@@ -15,7 +20,7 @@ import os
 import threading
 from typing import Protocol
 
-from datastore.errors import DatastoreError, WatchStalled
+from datastore.errors import DatastoreError, RevisionCompacted, WatchStalled
 from datastore.etcd import Etcd
 from datastore.records import Kind, parse
 from datastore.retry import Backoff
@@ -31,7 +36,7 @@ class View(Protocol):
 
     kinds: tuple[Kind, ...]  # what it subscribes to
 
-    # Forget what it holds: a snapshot follows, or the watch was lost.
+    # Forget what it holds: a snapshot follows.
     def reset(self) -> None: ...
 
     # One key's record (None: deleted, unreadable or not one of its kind's
@@ -84,13 +89,18 @@ def watch_prefix(kinds) -> str:
 
 
 class Follower:
-    def __init__(self, etcd: Etcd, views, idle_timeout: float, stop: threading.Event):
+    def __init__(self, etcd: Etcd, views, idle_timeout: float, stop: threading.Event,
+                 resume: bool = True):
         self.etcd, self.views = etcd, tuple(views)
         self.idle_timeout, self.stop = idle_timeout, stop
+        self.resume = resume
         self._readers = _readers(self.views)
         self.prefix = watch_prefix(self._readers)
         self._backoff = Backoff(*RETRY_DELAYS)
-        self._lost = True  # the next snapshot is worth a line in the log
+        # The last revision the views are current with; None: a snapshot is due.
+        self.revision: int | None = None
+        self.snapshots = 0  # taken so far (a resync storm shows here)
+        self._lost = False  # the watch failed: its resumption is worth a line in the log
 
     def start(self, name: str) -> threading.Thread:
         """Run in a daemon thread of its own: a watch may hang for its idle
@@ -106,34 +116,58 @@ class Follower:
                 continue
             except WatchStalled as exc:
                 # Routine where quiet is normal (the pools): not worth a line.
-                LOG.debug("%s; new snapshot", exc)
+                LOG.debug("%s; watching again from revision %s", exc, self.revision)
                 continue
+            except RevisionCompacted as exc:
+                LOG.warning("the etcd watch on %s cannot resume from revision %s (%s);"
+                            " new snapshot", self.prefix, self.revision, exc)
+                self._forget()
+                delay = self._backoff.next()
             except DatastoreError as exc:
                 if self.stop.is_set():  # the client was closed under the watch
                     return
                 delay = self._backoff.next()
-                LOG.warning("lost the etcd watch on %s (%s); new snapshot in %.1f s",
-                            self.prefix, exc, delay)
+                self._lost = True
+                if not self.resume:
+                    self._forget()
+                LOG.warning("lost the etcd watch on %s (%s); %s in %.1f s", self.prefix, exc,
+                            "new snapshot" if self.revision is None
+                            else f"resuming from revision {self.revision}", delay)
             except Exception:  # noqa: BLE001 - a bug must not silently stop following
+                self._forget()
                 delay = self._backoff.next()
                 LOG.exception("following %s failed; new snapshot in %.1f s", self.prefix, delay)
-            self._lost = True
-            for view in self.views:
-                view.reset()
             self.stop.wait(delay)
 
-    def _follow(self) -> None:
-        """One snapshot, then the watch until it fails (or stop)."""
-        revision = snapshot(self.etcd, self.views)
-        self._backoff.reset()
-        LOG.log(logging.INFO if self._lost else logging.DEBUG,
-                "snapshot of %s at revision %d", self.prefix, revision)
-        self._lost = False
+    def _forget(self) -> None:
+        """What the views hold is no longer followed: a snapshot is due."""
+        self.revision = None
         for view in self.views:
-            view.batch_done(True, True)
-        for batch in self.etcd.watch_prefix(self.prefix, revision + 1, self.idle_timeout):
+            view.reset()
+
+    def _follow(self) -> None:
+        """A snapshot unless the views are current with a revision etcd
+        still has, then the watch from there until it fails (or stop)."""
+        if self.revision is not None and (now := self.etcd.revision()) < self.revision:
+            LOG.warning("etcd is at revision %d, behind the %d we saw (a new or restored "
+                        "store); new snapshot", now, self.revision)
+            self._forget()
+        if self.revision is None:
+            self.revision = snapshot(self.etcd, self.views)
+            self.snapshots += 1
+            self._backoff.reset()
+            LOG.info("snapshot of %s at revision %d", self.prefix, self.revision)
+            for view in self.views:
+                view.batch_done(True, True)
+        else:
+            LOG.log(logging.INFO if self._lost else logging.DEBUG,
+                    "watching %s again from revision %d", self.prefix, self.revision)
+        self._lost = False
+        watch = self.etcd.watch_prefix(self.prefix, self.revision + 1, self.idle_timeout)
+        for batch in watch:
             if self.stop.is_set():
                 return
+            self._backoff.reset()
             changed = dict.fromkeys(self.views, False)
             for event in batch:
                 kind = next((k for k in self._readers if event.key.startswith(k.prefix)), None)
@@ -145,3 +179,5 @@ class Follower:
                         changed[view] = True
             for view, seen in changed.items():
                 view.batch_done(seen, False)
+            # Events come in revision order: the views are current with the last.
+            self.revision = max(self.revision, batch[-1].mod_revision)

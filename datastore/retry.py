@@ -6,6 +6,7 @@ import random
 import time
 
 from datastore.errors import TooManyConflicts
+from metrics import instruments
 
 RETRIES = 100
 _MAX_BACKOFF = 0.05  # seconds
@@ -20,6 +21,7 @@ def attempts(what: str, retries: int = RETRIES):
     """
     for attempt in range(retries):
         if attempt:
+            instruments.etcd_retry("conflict")
             time.sleep(random.uniform(0, min(_MAX_BACKOFF, 0.001 * 2 ** attempt)))
         yield attempt
     raise TooManyConflicts(

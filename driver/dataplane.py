@@ -43,6 +43,7 @@ import errno
 import ipaddress
 import os
 import re
+import socket
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import rt_scope
@@ -59,11 +60,15 @@ __all__ = [
     'set_up_veth',
     'remove_veth',
     'remove_routes',
+    'restore_routes',
+    'host_routes',
     'link_exists',
     'links',
+    'link_names',
 ]
 
 IPV4_GATEWAY = '169.254.1.1'
+_RTF_LOCAL_OR_ANYCAST = 0x80000000 | 0x00100000  # /proc/net/ipv6_route's flags
 IPV6_GATEWAY = 'fe80::1'
 
 # Calico's validator accepts exactly these names for interfaceName; the
@@ -196,17 +201,59 @@ def _program_host_side(nl, index, host_ifname, v4, v6, proc_sys):
             f'add {IPV6_GATEWAY} to {host_ifname}', 'addr', 'replace',
             dict(index=index, address=IPV6_GATEWAY, prefixlen=64, flags=IFA_F_NODAD),
         ))
-    changes += [
+    nl.change(changes + _route_changes(index, host_ifname, v4, v6))
+
+
+def _route_changes(index, host_ifname, v4, v6):
+    """The host routes to a container's addresses through its host end."""
+    return [
         (f'add route {addr}/32 dev {host_ifname}', 'route', 'replace',
          dict(dst=f'{addr}/32', oif=index, scope='link', table=MAIN_TABLE))
         for addr in v4
-    ]
-    changes += [
+    ] + [
         (f'add route {addr}/128 dev {host_ifname}', 'route', 'replace',
          dict(dst=f'{addr}/128', oif=index, table=MAIN_TABLE))
         for addr in v6
     ]
-    nl.change(changes)
+
+
+def restore_routes(host_ifname, ipv4_addrs=(), ipv6_addrs=()):
+    """Put back the host routes to a joined container's addresses (someone
+    deleted them); False when the host end is gone, which no route mends."""
+    _check_ifname(host_ifname)
+    v4 = _parse_addrs(ipv4_addrs, 4, host_ifname)
+    v6 = _parse_addrs(ipv6_addrs, 6, host_ifname)
+    index = netlink.index(host_ifname)
+    if index is None:
+        return False
+    with netlink.rtnl() as nl:
+        nl.change(_route_changes(index, host_ifname, v4, v6))
+    return True
+
+
+def host_routes(prefix):
+    """{address: interface} of the main table's /32 and /128 routes through
+    links whose name starts with ``prefix``.  Read from the calling
+    thread's /proc/thread-self/net (the namespace its netlink socket acts
+    in): a netlink dump through pyroute2 decodes every attribute of every
+    route, a second for a thousand containers on a busy host."""
+    found = {}
+    with open('/proc/thread-self/net/route', encoding='ascii') as f:
+        next(f)  # the heading
+        for line in f:
+            iface, dest, *_, mask = line.split()[:8]
+            if mask == 'FFFFFFFF' and iface.startswith(prefix):
+                found[str(ipaddress.IPv4Address(bytes.fromhex(dest)[::-1]))] = iface
+    try:
+        with open('/proc/thread-self/net/ipv6_route', encoding='ascii') as f:
+            for line in f:  # every table's: the local table's are flagged
+                dest, length, *_, flags, iface = line.split()
+                if length == '80' and iface.startswith(prefix) \
+                        and not int(flags, 16) & _RTF_LOCAL_OR_ANYCAST:
+                    found[str(ipaddress.IPv6Address(bytes.fromhex(dest)))] = iface
+    except FileNotFoundError:
+        pass  # IPv6 disabled
+    return found
 
 
 def add_ipv4_gateway(host_ifname, proc_sys='/proc/sys'):
@@ -273,6 +320,21 @@ def remove_routes(ipv4_addrs=(), ipv6_addrs=(), host_ifname=None):
              dict(dst=dst, table=MAIN_TABLE, **scope, **match))
             for dst, scope in wanted
         ], ok=(errno.ESRCH, errno.ENODEV, errno.ENOENT))
+
+
+def link_names(prefix):
+    """The names of the links that start with ``prefix``."""
+    return {name for name in _link_names().values() if name.startswith(prefix)}
+
+
+def _link_names():
+    """{index: name} of every link, from the C library's dump of names only:
+    pyroute2 decodes every attribute of every link, some 5 ms a veth on a
+    busy host, 10 s for a thousand containers."""
+    try:
+        return dict(socket.if_nameindex())
+    except OSError as e:
+        raise KernelError(f'could not list links: {e.strerror or e}') from e
 
 
 def link_exists(ifname):

@@ -42,13 +42,34 @@ class DockerApi:
     def endpoint_ids(self, network_id: str) -> set[str]:
         """The endpoints dockerd holds on a network (none if it has no such
         network); DockerUnavailable when it does not answer."""
-        def endpoints(api):
+        return set(self.attached(network_id)[1])
+
+    def attached(self, network_id: str) -> "tuple[str | None, dict[str, Attached]]":
+        """The network's name (None: dockerd has no such network) and what
+        one inspect of it shows of each endpoint: endpoint id -> Attached;
+        DockerUnavailable when dockerd does not answer."""
+        def inspect(api):
             try:
                 network = api.inspect_network(network_id)
             except docker.errors.NotFound:
-                return set()
-            return {info.get("EndpointID") for info in (network.get("Containers") or {}).values()}
-        return self._ask(f"network {network_id[:12]}", endpoints)
+                return None, {}
+            return network.get("Name"), {
+                info.get("EndpointID"): Attached.from_network(container_id, info)
+                for container_id, info in (network.get("Containers") or {}).items()}
+        return self._ask(f"network {network_id[:12]}", inspect)
+
+    def network_drivers(self) -> dict[str, str]:
+        """Network id -> driver name of every network dockerd has."""
+        return self._ask("its networks", lambda api: {
+            n["Id"]: n.get("Driver") or "" for n in api.networks()})
+
+    def container(self, network_id: str, container_id: str) -> "EndpointContainer":
+        """What `docker inspect` of a container tells for one of its networks."""
+        def inspect(api):
+            network_name = api.inspect_network(network_id).get("Name")
+            return EndpointContainer.from_inspect(
+                api.inspect_container(container_id), network_id, network_name)
+        return self._ask(f"container {container_id[:12]}", inspect)
 
     def server_version(self) -> str:
         """dockerd's release, e.g. "20.10.24" (for `status`, never a request)."""
@@ -124,6 +145,26 @@ class DockerApi:
 
 
 @dataclass(frozen=True)
+class Attached:
+    """An endpoint as `docker network inspect` lists it."""
+
+    container_id: str  # "ep-<id>" for an endpoint without a container (a Swarm balancer)
+    name: str  # the container's
+    mac: str | None
+    ip_networks: tuple[str, ...]  # as the WorkloadEndpoint lists them: /32, /128
+
+    @classmethod
+    def from_network(cls, container_id: str, info: dict):
+        addresses = []
+        for field in ("IPv4Address", "IPv6Address"):
+            if info.get(field):
+                ip = info[field].split("/")[0]
+                addresses.append(f"{ip}/{128 if ':' in ip else 32}")
+        return cls(container_id, info.get("Name") or container_id[:12],
+                   info.get("MacAddress") or None, tuple(addresses))
+
+
+@dataclass(frozen=True)
 class EndpointContainer:
     """The container behind an endpoint, as `docker inspect` shows it."""
 
@@ -134,6 +175,7 @@ class EndpointContainer:
     # the short container id and, from Docker 25, DNSNames (which adds the
     # hostname when it differs).
     dns_names: tuple[str, ...]
+    sandbox_key: str | None = None  # the network namespace's path, as Join was given it
 
     @classmethod
     def from_inspect(cls, container: dict, network_id: str, network_name: str | None):
@@ -146,7 +188,8 @@ class EndpointContainer:
                 break
         names = [(container.get("Name") or "").lstrip("/"), *(settings.get("Aliases") or ()),
                  *(settings.get("DNSNames") or ()), (container.get("Id") or "")[:12]]
-        return cls(config.get("Labels") or {}, name, tuple(dict.fromkeys(n for n in names if n)))
+        return cls(config.get("Labels") or {}, name, tuple(dict.fromkeys(n for n in names if n)),
+                   (container.get("NetworkSettings") or {}).get("SandboxKey") or None)
 
 
 def _version_refused(exc: docker.errors.APIError) -> bool:

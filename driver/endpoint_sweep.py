@@ -104,14 +104,14 @@ def _held(driver, started: datetime.datetime):
     node = driver.settings.nodename
     before = started.replace(microsecond=0) - datetime.timedelta(seconds=1)
     weps = [w for w in ep.node_weps(driver.resources, node)
-            if w.annotations.get(ep.NETWORK_ID_ANNOTATION) and _created(w) < before]
+            if w.annotations.get(ep.NETWORK_ID_ANNOTATION) and created(w) < before]
     held = set()
     for network_id in {w.annotations[ep.NETWORK_ID_ANNOTATION] for w in weps}:
         held |= driver.docker.endpoint_ids(network_id)
     return weps, held
 
 
-def _created(wep) -> datetime.datetime:
+def created(wep) -> datetime.datetime:
     """Its creationTimestamp; one that does not parse counts as new (kept)."""
     try:
         return datetime.datetime.strptime(wep.metadata.get("creationTimestamp", ""),

@@ -1,9 +1,12 @@
 """Workload endpoints and profiles: the Calico v3 records for Docker's
 endpoints and networks (calico-datastore.md §2.3, §2.4, §7)."""
 
+import functools
 import hashlib
 import json
 import re
+
+import netaddr
 
 from datastore import annotations
 from datastore import ports
@@ -88,6 +91,27 @@ def workload_endpoint(node, endpoint_id, network_id, ip_networks, mac, profiles,
             "mac": mac,
         },
     )
+
+
+def addresses(ip_networks) -> list[netaddr.IPAddress]:
+    """The addresses of a WorkloadEndpoint's ipNetworks (unparsable ones left out)."""
+    found = [_address(str(net)) for net in ip_networks or ()]
+    return [a for a in found if a is not None]
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(ip_network: str) -> netaddr.IPAddress | None:
+    # Cached: `check` reads the same lists several times, and netaddr takes
+    # some 0.1 ms a parse.  Callers must not change the shared result.
+    try:
+        return netaddr.IPNetwork(ip_network).ip
+    except (netaddr.AddrFormatError, ValueError):
+        return None
+
+
+def endpoint_addresses(weps) -> set[netaddr.IPAddress]:
+    """The addresses the WorkloadEndpoints list."""
+    return {a for wep in weps for a in addresses(wep.spec.get("ipNetworks"))}
 
 
 def published_ports(wep: Resource) -> tuple[ports.PortBinding, ...]:

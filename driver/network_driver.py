@@ -53,6 +53,11 @@ NAME_WAIT_SECONDS = 2.0
 # and 28 showed every one by then; a question before that costs dockerd a
 # network inspect while it starts the container.
 CONTAINER_SHOWN_SECONDS = 0.05
+# A busy dockerd (restarting with Swarm tasks, a manager electing) may show
+# a container only after label_poll_timeout: asking goes on, slower, while
+# its endpoint exists, or its names never reach the other hosts.
+LATE_LEARN_SECONDS = 300.0
+LATE_ASK_DELAYS = (1.0, 10.0)
 IPV6_ONLY_REFUSED = (
     "Calico networks need IPv4: each host reaches its containers through an IPv4 "
     "gateway (169.254.1.1) and the hosts know each other by IPv4 address, so IPv6-only "
@@ -90,10 +95,12 @@ class NetworkDriver:
         # endpoints, which only this process creates: two containers asking
         # for one port at once cannot both see it free.
         self._publishing = threading.Lock()
+        self._closed = threading.Event()  # ends the late learning
 
     def close(self) -> None:
         """Wait for the claims and learning Join started, then end the kept
         threads (the process is done with this driver)."""
+        self._closed.set()
         self._claims.shutdown(wait=True)
         self._learners.shutdown(wait=True)
 
@@ -335,11 +342,44 @@ class NetworkDriver:
             lambda: self.docker.endpoint_container(network_id, endpoint_id),
             self.settings.label_poll_timeout, max_delay=0.2, first_delay=CONTAINER_SHOWN_SECONDS)
         if container is None:
-            LOG.warning("endpoint %s has no DNS names (nor container labels): dockerd did not "
-                        "show its container within %.1fs", endpoint_id[:12],
-                        self.settings.label_poll_timeout)
+            LOG.warning("dockerd did not show the container of endpoint %s within %.1fs: its "
+                        "DNS names (and container labels) wait, asked for again for up to %.0fs",
+                        endpoint_id[:12], self.settings.label_poll_timeout, LATE_LEARN_SECONDS)
+            self._ask_later(network_id, endpoint_id, time.monotonic(), LATE_ASK_DELAYS[0])
             return
         self.record_container(endpoint_id, container)
+
+    def _ask_later(self, network_id, endpoint_id, since, delay):
+        # A daemon timer, not a learner thread: learners stay free for new
+        # Joins, and no exit waits for a container that may never show.
+        timer = threading.Timer(delay, self._learn_late, args=(network_id, endpoint_id, since))
+        timer.daemon = True
+        timer.name = f"learn-late-{endpoint_id[:12]}"
+        timer.start()
+
+    def _learn_late(self, network_id, endpoint_id, since):
+        """One more question about a container dockerd did not show in time;
+        the next one later, while its WorkloadEndpoint exists, for up to
+        LATE_LEARN_SECONDS."""
+        if self._closed.is_set():
+            return
+        container = self.docker.endpoint_container(network_id, endpoint_id)
+        if container is not None:
+            self.record_container(endpoint_id, container)
+            return
+        waited = time.monotonic() - since
+        try:
+            stored = self._stored_wep(endpoint_id) is not None
+        except DatastoreError:
+            stored = True  # etcd's turn to be away: keep asking dockerd
+        if not stored:
+            return  # deleted meanwhile: nothing to name
+        if waited >= LATE_LEARN_SECONDS:
+            LOG.warning("endpoint %s has no DNS names (nor container labels): dockerd did not "
+                        "show its container within %.0fs", endpoint_id[:12], waited)
+            return
+        self._ask_later(network_id, endpoint_id, since,
+                        min(LATE_ASK_DELAYS[1], max(LATE_ASK_DELAYS[0], waited)))
 
     def record_container(self, endpoint_id, container) -> bool:
         """Write the container's DNS names, network name, Swarm service labels

@@ -26,7 +26,9 @@ class PoolCache:
         self._stop = threading.Event()
         # A quiet watch is normal (pools rarely change); after idle_timeout
         # without an event it is replaced, in case the stream died silently.
-        self._follower = Follower(etcd, (self,), idle_timeout, self._stop)
+        # A lost watch is not resumed: pools are few, and none that may have
+        # changed while nothing watched is ever served.
+        self._follower = Follower(etcd, (self,), idle_timeout, self._stop, resume=False)
         self._pools: list[Pool] | None = None
         self._held: dict[str, Pool] = {}
 

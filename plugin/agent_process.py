@@ -38,11 +38,13 @@ _POLL = 1.0  # seconds between looks at the agent
 
 
 class AgentProcess:
-    def __init__(self, argv=AGENT_ARGV, registered=False):
+    def __init__(self, argv=AGENT_ARGV, registered=False, pass_fds=()):
         """registered: the caller has just registered the node, and the
-        first agent is told so (REGISTERED_FLAG); a restarted one is not."""
+        first agent is told so (REGISTERED_FLAG); a restarted one is not.
+        pass_fds: descriptors every agent inherits (the metrics socket)."""
         self.argv = argv
         self.registered = registered
+        self.pass_fds = tuple(pass_fds)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # no spawn after __exit__ has looked
         self._process = None
@@ -73,7 +75,7 @@ class AgentProcess:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._process = subprocess.Popen(argv)
+                self._process = subprocess.Popen(argv, pass_fds=self.pass_fds)
             argv = self.argv
             started = time.monotonic()
             while self._process.poll() is None and not self._stop.wait(_POLL):

@@ -23,6 +23,7 @@ from datastore.errors import DatastoreError
 from driver.errors import DriverError
 from ipam.errors import IpamError
 from kernel.errors import KernelError
+from metrics import instruments
 from plugin.calls import CALLS
 from plugin.schemas import BadRequest
 
@@ -152,6 +153,7 @@ def _read_body() -> bytes:
 
 
 def _log(call, fields, status, body):
+    instruments.call_answered(call, flask.g.started, status != 200)
     ms = (time.monotonic() - flask.g.started) * 1000
     ids = " ".join(f"{k}={str(fields[k])[:12]}" for k in _LOGGED_FIELDS
                    if fields.get(k) not in (None, ""))

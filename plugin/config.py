@@ -74,6 +74,7 @@ class Config:
     agent: AgentSettings
     debug: bool = False
     default_pools: DefaultPools = DefaultPools()
+    prometheus_port: int | None = None  # None: no metrics, nothing listens
 
     def __post_init__(self):
         if (self.driver.nodename != self.nodename or self.agent.nodename != self.nodename
@@ -113,6 +114,7 @@ class Config:
                 run_dir=env.get("CALICO_LIBNETWORK_RUN_DIR") or AgentSettings.run_dir),
             debug=bool(env.get("CALICO_DEBUG")),
             default_pools=DefaultPools.from_env(env),
+            prometheus_port=_port(env, "CALICO_LIBNETWORK_PROMETHEUS_PORT"),
         )
 
 
@@ -238,6 +240,17 @@ def _mtu(env) -> int | None:
     if not 68 <= mtu <= 65535:
         raise ConfigError(f"CALICO_LIBNETWORK_VETH_MTU: {raw!r} is not an MTU (68-65535)")
     return mtu
+
+
+def _port(env, name) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    port = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name}: {raw!r} is not a TCP port (1-65535); unset it to serve "
+                          "no metrics")
+    return port
 
 
 def _cidr(env, name, version) -> str | None:

@@ -19,9 +19,11 @@ import threading
 from gunicorn.app.base import BaseApplication
 
 from driver.network_driver import NetworkDriver
+from metrics import instruments
 from plugin import services, startup
 from plugin.app import create_app
 from plugin.config import Config
+from plugin.metrics import CALL_NAMES
 
 LOG = logging.getLogger(__name__)
 SOCKETS = ("calico.sock", "calico-ipam.sock")
@@ -60,9 +62,10 @@ def claim_sockets(paths) -> None:
 
 class PluginServer(BaseApplication):
     def __init__(self, config: Config, paths, workers: int = 1, threads: int = 16,
-                 complete_start: bool = False):
+                 complete_start: bool = False, metrics_dir: str | None = None):
         self.config = config
         self.complete_start = complete_start
+        self.metrics_dir = metrics_dir
         self.options = {
             "bind": [f"unix:{p}" for p in paths],
             "umask": 0o077,  # the sockets are root-only
@@ -89,6 +92,8 @@ class PluginServer(BaseApplication):
         return create_app(lambda: services.build(self.config))
 
     def _post_worker_init(self, worker) -> None:
+        if self.metrics_dir is not None:  # after fork: the files are this worker's
+            instruments.enable_plugin(self.metrics_dir, CALL_NAMES)
         if self.complete_start:
             # In the worker, not the arbiter: its etcd client must not live
             # through gunicorn's forks.
@@ -97,13 +102,15 @@ class PluginServer(BaseApplication):
         _build_services(worker)
 
 
-def serve(config: Config, paths, complete_start: bool = False) -> None:
+def serve(config: Config, paths, complete_start: bool = False,
+          metrics_dir: str | None = None) -> None:
     """Serve on `paths` (claimed first with claim_sockets) until SIGTERM;
     `complete_start`: the start's etcd steps are still to do (etcd did not
-    answer), and the worker does them once etcd answers."""
+    answer), and the worker does them once etcd answers; `metrics_dir`: the
+    workers count their calls there (plugin/metrics.py)."""
     LOG.info("serving %s for node %s, etcd %s", ", ".join(paths),
              config.nodename, ",".join(config.etcd.endpoints))
-    PluginServer(config, paths, complete_start=complete_start).run()
+    PluginServer(config, paths, complete_start=complete_start, metrics_dir=metrics_dir).run()
 
 
 def _build_services(worker) -> None:

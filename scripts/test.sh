@@ -9,7 +9,8 @@
 #      every test;
 #   2. each engine of LAB_DOCKER_MATRIX (default "26"; e.g. "26 28", or ""
 #      for none), as LAB_DOCKER=<engine>: the tests marked `matrix`, the
-#      end-to-end modules that run in lab hosts (tests/e2e/conftest.py).
+#      end-to-end modules that run in lab hosts (tests/e2e/conftest.py),
+#      at the same time as run 1.
 # A summary line per run ends the output. Exit code: 0 when every run passed,
 # else the first failing run's pytest code; "no tests collected" (5) counts
 # as failure in run 1 and as nothing to do in the others.
@@ -30,22 +31,43 @@ engine_version() {  # engine_version [MAJOR]: what its dockerd says it is
         || echo "dockerd ${1:-?} (not installed)"
 }
 
-log=$(mktemp /tmp/calico-test.XXXXXX)
-trap 'rm -f "$log"' EXIT
-summary=()
-run() {  # run ENGINE WHAT [pytest args]: one pytest run, its line in the summary
+# The engines' runs go side by side: most of an end-to-end test's time is
+# waiting on dockerd, so two runs take little longer than the longer one.
+# Run 1 prints as it goes; each other run's output is printed whole when it ends.
+logs=$(mktemp -d /tmp/calico-test.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+run() {  # run ENGINE WHAT [pytest args]: one pytest run; its summary line in $logs/ENGINE.summary
     local engine=$1 what=$2 code=0 started=$SECONDS; shift 2
     local name; name=$(engine_version "$engine")
     if [ -n "$engine" ]; then name+=" (LAB_DOCKER=$engine)"; else name+=" (Debian 12)"; fi
-    echo "==== test.sh: $name: $what ===="
-    LAB_DOCKER=$engine .venv/bin/python -m pytest -p no:cacheprovider -q "$@" 2>&1 \
-        | tee "$log" || code=${PIPESTATUS[0]}
-    local result; result=$(grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)' "$log" \
+    local out=$logs/${engine:-default}.out
+    echo "==== test.sh: $name: $what ====" >"$out"
+    if [ "$engine" = "${LAB_DOCKER:-}" ]; then
+        cat "$out"
+        LAB_DOCKER=$engine .venv/bin/python -m pytest -p no:cacheprovider -q "$@" 2>&1 \
+            | tee -a "$out" || code=${PIPESTATUS[0]}
+    else
+        LAB_DOCKER=$engine .venv/bin/python -m pytest -p no:cacheprovider -q "$@" >>"$out" 2>&1 \
+            || code=$?
+        cat "$out"
+    fi
+    local result; result=$(grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)' "$out" \
         | tail -1 | sed 's/^=* *//; s/ *=*$//')
-    summary+=("$name, $what: ${result:-no result} (exit $code, $((SECONDS - started)) s)")
+    echo "$name, $what: ${result:-no result} (exit $code, $((SECONDS - started)) s)" \
+        >"$logs/${engine:-default}.summary"
     return "$code"
 }
 
+engines=() pids=()
+for engine in $LAB_DOCKER_MATRIX; do
+    [ "$engine" != "${LAB_DOCKER:-}" ] || continue
+    engines+=("$engine")
+    ( code=0
+      run "$engine" "tests marked matrix" -m matrix "$@" || code=$?
+      [ "$code" != 5 ] || code=0
+      exit "$code" ) &
+    pids+=($!)
+done
 code=0
 run "${LAB_DOCKER:-}" "every test" "$@" || code=$?
 if [ "$code" = 5 ]; then
@@ -53,14 +75,15 @@ if [ "$code" = 5 ]; then
     code=1
 fi
 rc=$code
-for engine in $LAB_DOCKER_MATRIX; do
-    [ "$engine" != "${LAB_DOCKER:-}" ] || continue
+for pid in "${pids[@]}"; do
     code=0
-    run "$engine" "tests marked matrix" -m matrix "$@" || code=$?
-    [ "$code" != 5 ] || code=0
+    wait "$pid" || code=$?
     [ "$rc" != 0 ] || rc=$code
 done
 
 echo "==== test.sh: summary ===="
-printf '%s\n' "${summary[@]}"
+cat "$logs/${LAB_DOCKER:-default}.summary"
+for engine in "${engines[@]}"; do
+    cat "$logs/$engine.summary"
+done
 exit "$rc"

@@ -97,9 +97,9 @@ class EtcdCalls(list):
 def etcd_calls(monkeypatch):
     made, real_call = EtcdCalls(), Etcd._call
 
-    def counted(self, fn):
+    def counted(self, op, fn):
         made.append((threading.current_thread().name, sys._getframe(1).f_code.co_name))
-        return real_call(self, fn)
+        return real_call(self, op, fn)
     monkeypatch.setattr(Etcd, "_call", counted)
     return made
 

@@ -5,7 +5,7 @@ docker-v29.0.0): `GET /version` unversioned with ApiVersion and
 MinAPIVersion; a versioned path below the minimum gets HTTP 400 "client
 version X is too old. Minimum supported API version is Y, please upgrade
 your client to a newer version", above the maximum "too new"; then
-`/networks/<id>` and `/containers/<id>/json`.  `hang = True` makes it accept
+`/networks`, `/networks/<id>` and `/containers/<id>/json`.  `hang = True` makes it accept
 requests and never answer, like dockerd while it starts (its API listener
 exists before NewDaemon returns, but serves nothing).
 """
@@ -43,6 +43,7 @@ class FakeDockerd:
         self.containers = {}  # id -> Config ({"Labels": {...}})
         self.inspect = {}  # id -> more of `docker inspect` (Name, NetworkSettings)
         self.endpoints = {}  # network id -> {container id: endpoint id}
+        self.addresses = {}  # endpoint id -> its IPv4Address in network inspect ("a.b.c.d/n")
         self.release = "fake"  # what /version calls Version
         self.hang = False
         self.requests = []  # (method, path) in arrival order
@@ -110,11 +111,15 @@ class FakeDockerd:
             return _send(handler, 200, {"ApiVersion": self.api_version, "Os": "linux",
                                         "Version": self.release})
         parts = path.strip("/").split("/")
+        if parts == ["networks"]:
+            return _send(handler, 200, [{"Name": name, "Id": network_id, "Driver": "calico"}
+                                        for network_id, name in self.networks.items()])
         if parts[0] == "networks" and len(parts) == 2:
             network_id = parts[1]
             if network_id not in self.networks:
                 return _send(handler, 404, {"message": f"network {network_id} not found"})
-            containers = {cid: {"Name": cid[:8], "EndpointID": eid}
+            containers = {cid: {"Name": cid[:8], "EndpointID": eid,
+                                "IPv4Address": self.addresses.get(eid, "")}
                           for cid, eid in self.endpoints.get(network_id, {}).items()}
             return _send(handler, 200, {"Name": self.networks[network_id], "Id": network_id,
                                         "Driver": "calico", "Containers": containers})

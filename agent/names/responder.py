@@ -12,8 +12,10 @@ embedded resolver waits for an upstream), and an upstream that fails or
 stays silent gets the client a SERVFAIL, on which Docker tries its next
 server, as it would have on the upstream's own silence.
 
-UDP and TCP, on sockets the caller binds (Listener); one asyncio loop in a
-daemon thread serves them all.
+UDP and TCP, on sockets the caller binds (Listener), IPv4 and IPv6; one
+asyncio loop in a daemon thread serves them all, and echoes the names
+watchdog's probes (serve_probes), so that a loop that stops answering is
+seen from outside the process.
 """
 
 import asyncio
@@ -28,7 +30,9 @@ from dataclasses import dataclass
 
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
+from agent.names import upstreams
 from agent.names.index import NameTable
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -38,12 +42,16 @@ TCP_IDLE_TIMEOUT = 10.0  # a client connection with no question for this long is
 MAX_IN_FLIGHT = 1024  # forwards at once, as Docker's embedded resolver caps them
 TTL = 0  # names change within seconds on any host: nothing may cache them
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python 3.11 lacks the name
+# Where the interception sends IPv6 questions (upstreams.GATEWAY6): the
+# listeners on "::" answer only what was sent there.
+GATEWAY6 = socket.inet_pton(socket.AF_INET6, upstreams.GATEWAY6)
 
 
 @dataclass
 class Listener:
     """One address:port served over UDP and TCP, forwarding to `upstreams`
-    ((address, port) pairs tried in order)."""
+    ((address, port) pairs tried in order, read at each question: the
+    service changes them when the host's nameservers change)."""
 
     address: str
     port: int
@@ -77,10 +85,14 @@ class Listener:
 
 
 def _socket(kind: int, address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, kind)
+    ipv6 = ":" in address
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        if ipv6:  # "::" (see intercept.py): IPv6 only, IPv4 has listeners of its own
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        else:
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         sock.bind((address, port))
     except OSError:
         sock.close()
@@ -136,51 +148,71 @@ class Responder:
         self.loop = asyncio.new_event_loop()
         self._thread = None
         self._in_flight = 0
-        self._servers = []
+        self._servers = {}  # id(listener) -> its UDP transport and TCP server
 
     def start(self, listeners: list[Listener]) -> "Responder":
-        self.listeners = listeners
         self._thread = threading.Thread(target=self.loop.run_forever, name="dns-responder",
                                         daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(listeners), self.loop).result(10)
+        self.add(listeners)
         return self
+
+    def serve_probes(self, probes: socket.socket) -> None:
+        """Echo every datagram of `probes` (a watchdog's socket, see
+        watchdog.py) from the loop that answers the questions."""
+        probes.setblocking(False)
+        self.loop.call_soon_threadsafe(self.loop.add_reader, probes, _echo, probes)
+
+    def add(self, listeners: list[Listener]) -> None:
+        asyncio.run_coroutine_threadsafe(self._serve(listeners), self.loop).result(10)
+
+    def remove(self, listeners: list[Listener]) -> None:
+        """Stop serving listeners and close their sockets."""
+        asyncio.run_coroutine_threadsafe(self._close(listeners), self.loop).result(5)
+        for listener in listeners:
+            listener.close()
 
     def stop(self) -> None:
         if self._thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(5)
+        self.remove(list(self.listeners))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
-        for listener in self.listeners:
-            listener.close()
         self._thread = None
 
     async def _serve(self, listeners: list[Listener]) -> None:
         for listener in listeners:
-            transport, _ = await self.loop.create_datagram_endpoint(
-                lambda lst=listener: _UdpServer(self, lst), sock=listener.udp)
+            if listener.udp.family == socket.AF_INET6:
+                transport = _UdpServer6(self, listener)
+            else:
+                transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda lst=listener: _UdpServer(self, lst), sock=listener.udp)
             server = await asyncio.start_server(
                 lambda r, w, lst=listener: self._tcp_client(lst, r, w), sock=listener.tcp)
-            self._servers += [transport, server]
+            self._servers[id(listener)] = (transport, server)
+            self.listeners.append(listener)
 
-    async def _close(self) -> None:
-        for server in self._servers:
-            server.close()
-        self._servers = []
+    async def _close(self, listeners: list[Listener]) -> None:
+        for listener in listeners:
+            for server in self._servers.pop(id(listener), ()):
+                server.close()
+            self.listeners.remove(listener)
 
     async def answer(self, listener: Listener, source: str, query: bytes, tcp: bool) -> bytes:
         """The reply to one question (local, forwarded, or SERVFAIL)."""
+        started = time.monotonic()
         local = local_answer(self.table(), source, query)
         if local is not None:
+            instruments.dns_answered("local", started)
             return local
-        if self._in_flight >= MAX_IN_FLIGHT:
-            return servfail(query)
-        self._in_flight += 1
-        try:
-            reply = await self._forward(listener.upstreams, query, tcp)
-        finally:
-            self._in_flight -= 1
+        reply = None
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
+            try:
+                reply = await self._forward(listener.upstreams, query, tcp)
+            finally:
+                self._in_flight -= 1
+        instruments.dns_answered("servfail" if reply is None else "forwarded", started)
         return reply if reply is not None else servfail(query)
 
     async def _forward(self, upstreams, query: bytes, tcp: bool) -> bytes | None:
@@ -208,6 +240,11 @@ class Responder:
 
     async def _tcp_client(self, listener, reader, writer) -> None:
         source = writer.get_extra_info("peername")[0]
+        local = writer.get_extra_info("sockname")
+        if len(local) == 4 and socket.inet_pton(socket.AF_INET6,
+                                                local[0].split("%")[0]) != GATEWAY6:
+            writer.close()  # "::" reached otherwise than through the interception
+            return
         try:
             while True:
                 size = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
@@ -224,6 +261,20 @@ class Responder:
             writer.close()
 
 
+def _echo(probes: socket.socket) -> None:
+    """Answer the watchdog's probes: that this loop runs is what it asks."""
+    try:
+        while probe := probes.recv(64):
+            probes.send(probe)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as exc:
+        LOG.debug("watchdog probe socket: %s", exc)
+    # The watchdog is gone; its successor comes with a socket of its own.
+    asyncio.get_running_loop().remove_reader(probes)
+    probes.close()
+
+
 class _UdpServer(asyncio.DatagramProtocol):
     def __init__(self, responder: Responder, listener: Listener):
         self.responder, self.listener = responder, listener
@@ -236,16 +287,61 @@ class _UdpServer(asyncio.DatagramProtocol):
         asyncio.ensure_future(self._reply(data, addr))
 
     async def _reply(self, data, addr):
-        try:
-            reply = await self.responder.answer(self.listener, addr[0], data, tcp=False)
-        except Exception:  # noqa: BLE001 - one bad question must not stop the server
-            LOG.exception("DNS question from %s failed", addr[0])
-            reply = servfail(data)
+        reply = await _udp_answer(self.responder, self.listener, data, addr[0])
         if reply is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
     def error_received(self, exc):
         LOG.debug("DNS socket error: %s", exc)
+
+
+class _UdpServer6:
+    """UDP on "::" (the IPv6 questions the interception sends to fe80::1):
+    each reply leaves from the address its question was sent to (read with
+    IPV6_PKTINFO), which conntrack needs to undo the DNAT; the kernel would
+    choose a global address of its own for a global destination."""
+
+    def __init__(self, responder: Responder, listener: Listener):
+        self.responder, self.listener, self.sock = responder, listener, listener.udp
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        self.sock.setblocking(False)
+        responder.loop.add_reader(self.sock, self._read)
+        self.closed = False
+
+    def _read(self):
+        try:
+            data, ancillary, _, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(20))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            LOG.debug("DNS socket error: %s", exc)
+            return
+        info = [(level, kind, value) for level, kind, value in ancillary
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO]
+        if info and info[0][2][:16] == GATEWAY6:  # else "::" reached otherwise than
+            asyncio.ensure_future(self._reply(data, addr, info))  # through the interception
+
+    async def _reply(self, data, addr, info):
+        reply = await _udp_answer(self.responder, self.listener, data, addr[0])
+        if reply is not None and not self.closed:
+            try:
+                self.sock.sendmsg([reply], info, 0, addr)
+            except OSError as exc:
+                LOG.debug("DNS reply to %s: %s", addr[0], exc)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.responder.loop.remove_reader(self.sock)
+
+
+async def _udp_answer(responder: Responder, listener: Listener, data: bytes,
+                      source: str) -> bytes | None:
+    try:
+        return await responder.answer(listener, source, data, tcp=False)
+    except Exception:  # noqa: BLE001 - one bad question must not stop the server
+        LOG.exception("DNS question from %s failed", source)
+        return servfail(data)
 
 
 class _UdpExchange(asyncio.DatagramProtocol):

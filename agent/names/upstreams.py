@@ -8,6 +8,7 @@ import json
 RESOLV_CONF = "/etc/resolv.conf"
 DAEMON_JSON = "/etc/docker/daemon.json"
 GATEWAY = "169.254.1.1"
+GATEWAY6 = "fe80::1"  # every container's IPv6 gateway, as 169.254.1.1 is its IPv4 one
 SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 MAX_SERVERS = 3  # Docker tries up to 3 upstreams
 
@@ -45,10 +46,25 @@ def _is_address(text: str) -> bool:
 
 def intercepted(servers: list[str]) -> list[str]:
     """The ones dockerd up to 27 asks from inside the container, so that the
-    question crosses the cali veth: IPv4 and not loopback (loopback ones it
-    asks from the host's namespace)."""
-    return [s for s in servers if ipaddress.ip_address(s).version == 4
-            and not ipaddress.ip_address(s).is_loopback][:MAX_SERVERS]
+    question crosses the cali veth: neither loopback (asked from the host's
+    namespace) nor link-local (not reachable from a container), IPv4 and
+    IPv6 alike (IPv6 ones by a container with IPv6).  Docker tries the first
+    three of the file, and the first three of either family."""
+    found = [s for s in servers if _routed(s)]
+    return ([s for s in found if ":" not in s][:MAX_SERVERS]
+            + [s for s in found if ":" in s][:MAX_SERVERS])
+
+
+def fallback(servers: list[str]) -> str | None:
+    """Where questions asked of 169.254.1.1 go while the responder does not
+    answer: the first of its upstreams a container's packet can be sent to
+    (IPv4, neither loopback nor link-local), if any."""
+    return next((s for s in servers if ":" not in s and _routed(s)), None)
+
+
+def _routed(server: str) -> bool:
+    address = ipaddress.ip_address(server)
+    return not (address.is_loopback or address.is_link_local)
 
 
 def _read(path: str) -> list[str]:

@@ -26,6 +26,7 @@ from agent.policy.state import PolicyState
 from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
 from kernel.errors import KernelError
+from metrics import instruments
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class PolicyEngine:
         self.felix_env = felix_env
         self.etcd_endpoints = tuple(etcd_endpoints)  # guarded from workloads
         self.nft = PolicyTable()
+        self._programmed = False  # the first programming is not timed, as Felix's
         self.reset()
 
     def reset(self) -> None:
@@ -98,6 +100,22 @@ class PolicyEngine:
             self._full = not self.nft.present()
             self._last_full = started
             self._guard(guarded_destinations(self.etcd_endpoints))  # names may move
+        desired = self.compute()
+        if self._full:
+            self.nft.programmed = None
+        self.nft.program(desired)
+        if self._full:
+            self._last_full = started
+        self._full = False
+        if self._programmed:
+            instruments.dataplane_applied(time.monotonic() - started)
+        self._programmed = True
+        self._write_status(started)
+
+    def compute(self) -> Ruleset:
+        """The ruleset the records call for: what is stale compiled again,
+        the sets' members brought up to date (`check` calls it after a
+        snapshot, to compare with the kernel without programming it)."""
         if self.state.matches_by_address(self.nodename):
             self._host_interfaces(host_addresses())
         if self._chains is None:
@@ -109,13 +127,7 @@ class PolicyEngine:
         for key in changed:
             self.membership.update(self.state, key)
         self._endpoints_changed, self._relabel = set(), False
-        if self._full:
-            self.nft.programmed = None
-        self.nft.program(self.desired())
-        if self._full:
-            self._last_full = started
-        self._full = False
-        self._write_status(started)
+        return self.desired()
 
     def _host_interfaces(self, addresses: dict[str, frozenset[str]]) -> None:
         """The host's addresses by interface, which pick the interfaces of

@@ -32,6 +32,7 @@ in forward chains of the "*" endpoint, as in Felix.
 """
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from agent.nftables import run
@@ -47,6 +48,10 @@ LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
+# `nft list table` text: each set's block, and its elements in it
+_SET = re.compile(r"^\tset (\S+) \{\n(.*?)^\t\}", re.M | re.S)
+_ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
+_TABLE_BLOCK = re.compile(rf"^table {FAMILY} {TABLE} \{{\n(.*?)^\}}", re.M | re.S)
 
 
 @dataclass
@@ -116,6 +121,7 @@ def _workload_to_host(action: str) -> tuple[str, ...]:
             # DNS to the agent's responder, asked directly or redirected
             # there (agent/names): names resolve whatever the egress rules.
             "ip daddr 169.254.1.1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
+            "ip6 daddr fe80::1 meta l4proto { tcp, udp } ct original proto-dst 53 accept",
             "jump from-wl",  # the workload's egress policy: drops, or returns allowed
             *_HOST_ACTIONS[action])
 
@@ -173,6 +179,23 @@ class PolicyTable:
             return True
         except KernelError:
             return False
+
+    def sets(self) -> dict[str, frozenset[str]] | None:
+        """The sets in the kernel's table and their elements; None when
+        there is no table (or one without sets: ours always has the
+        Calico hosts' sets)."""
+        # The sets of every inet table (without the chains: a thousand
+        # endpoints' chains take nft a second to list), then ours.
+        listing = run(f"list sets {FAMILY}\n")
+        ours = _TABLE_BLOCK.search(listing)
+        if ours is None:
+            return None
+        found = {}
+        for name, body in _SET.findall(ours.group(1)):
+            elements = _ELEMENTS.search(body)
+            found[name] = frozenset(e for e in re.split(r"[\s,]+", elements.group(1)) if e) \
+                if elements else frozenset()
+        return found
 
     def remove(self) -> None:
         """Delete our table (and with it every rule and set); safe to repeat."""

@@ -1,23 +1,16 @@
 """`calico-libnetwork ipam gc`: find, and with --apply release, addresses this
 plugin allocated that no workload endpoint uses, e.g. when dockerd or the
-plugin died between RequestAddress and CreateEndpoint, on any node.
-
-Only handles this plugin makes ("libnetwork.<hex>", attrs type "libnetwork")
-are candidates, and a handle only when every address it holds is unused and
-older than the grace period: tunnel addresses, CNI's and other components'
-allocations are never touched.
+plugin died between RequestAddress and CreateEndpoint, on any node (which
+addresses count: ipam/leaks.py).
 """
 
-import datetime
 from contextlib import closing
-from typing import NamedTuple
-
-from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from datastore.resources import Resources
 from datastore.settings import connect
+from driver import endpoints as ep
 from ipam.allocator import Ipam
-from ipam.driver import ALLOCATION_TYPE, HANDLE_ID_PREFIX
+from ipam.leaks import Leak, leaked
 from ipam.store import BlockStore
 from plugin.cli.errors import CommandError
 from plugin.cli.output import add_output_option, as_json, table
@@ -25,31 +18,33 @@ from plugin.cli.output import add_output_option, as_json, table
 DEFAULT_GRACE = 300.0
 
 
-class Leak(NamedTuple):
-    address: str
-    handle: str
-    node: str | None
-    endpoint_name: str | None
-    age: int  # seconds since the address was allocated
-
-
 def register(ipam_commands) -> None:
     p = ipam_commands.add_parser("gc", help="find addresses this plugin allocated that no "
                                             "workload endpoint uses (--apply releases them)")
     p.add_argument("--apply", action="store_true", help="release them (default: only report)")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
-                   help="leave younger addresses alone: a container may be between getting "
-                        f"its address and its endpoint (default {DEFAULT_GRACE:.0f})")
+    add_grace_option(p, "addresses", "between getting its address and its endpoint")
     add_output_option(p, "json")
     p.set_defaults(func=run)
 
 
-def run(args, config) -> int:
+def add_grace_option(parser, what: str, why: str) -> None:
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help=f"leave younger {what} alone: a container may be {why} "
+                             f"(default {DEFAULT_GRACE:.0f})")
+
+
+def grace(args) -> float:
+    """--grace, checked."""
     if args.grace < 0:
         raise CommandError("--grace must be 0 or more seconds")
+    return args.grace
+
+
+def run(args, config) -> int:
+    seconds = grace(args)
     with closing(connect(config.etcd)) as etcd:
         ipam = Ipam(etcd, config.nodename)
-        leaks = find_leaks(ipam.store, Resources(etcd), args.grace)
+        leaks = find_leaks(ipam.store, Resources(etcd), seconds)
         if args.apply:
             for handle in sorted({leak.handle for leak in leaks}):
                 ipam.release_by_handle(handle)
@@ -70,48 +65,6 @@ def run(args, config) -> int:
 
 
 def find_leaks(store: BlockStore, resources: Resources, grace: float) -> list[Leak]:
-    now = datetime.datetime.now(datetime.timezone.utc)
     # Blocks before endpoints: an endpoint created in between is then seen.
-    by_handle = {}
-    for _, block, _ in store.blocks():
-        for ordinal, index in enumerate(block.allocations):
-            if index is not None:
-                ip = block.ip(ordinal)
-                handle, attrs = block.allocation(ip)
-                if handle and handle.startswith(HANDLE_ID_PREFIX):
-                    by_handle.setdefault(handle, []).append((ip, attrs))
-    used = _endpoint_addresses(resources)
-    leaks = []
-    for handle, allocations in by_handle.items():
-        found = [_leak(ip, handle, attrs, used, grace, now) for ip, attrs in allocations]
-        if all(found):  # release_by_handle frees all of a handle's addresses
-            leaks += found
-    return sorted(leaks, key=lambda leak: IPAddress(leak.address).sort_key())
-
-
-def _leak(ip, handle, attrs, used, grace, now) -> Leak | None:
-    age = _age(attrs.get("timestamp"), now)
-    if attrs.get("type") != ALLOCATION_TYPE or ip in used or age is None or age < grace:
-        return None
-    return Leak(str(ip), handle, attrs.get("node"), attrs.get("endpoint-name"), int(age))
-
-
-def _age(timestamp, now) -> float | None:
-    try:
-        when = datetime.datetime.fromisoformat(str(timestamp))
-    except ValueError:
-        return None  # unknown age: never old enough
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return (now - when).total_seconds()
-
-
-def _endpoint_addresses(resources: Resources) -> set[IPAddress]:
-    used = set()
-    for wep in resources.list("WorkloadEndpoint"):  # every namespace
-        for net in wep.spec.get("ipNetworks") or []:
-            try:
-                used.add(IPNetwork(str(net)).ip)
-            except (AddrFormatError, ValueError):
-                continue
-    return used
+    blocks = store.blocks()
+    return leaked(blocks, ep.endpoint_addresses(resources.list("WorkloadEndpoint")), grace)

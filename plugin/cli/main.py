@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import socket
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -10,16 +11,17 @@ from agent.main import run_agent
 from datastore.errors import DatastoreError, DatastoreUnavailable, EtcdTlsError
 from ipam.errors import IpamError
 from kernel.errors import KernelError
-from plugin import server, startup
-from plugin.agent_process import REGISTERED_FLAG, AgentProcess
-from plugin.cli import apply, delete, get, ipam_gc, ipam_show, pool, status
+from metrics import exposition
+from plugin import metrics, server, startup
+from plugin.agent_process import AGENT_ARGV, REGISTERED_FLAG, AgentProcess
+from plugin.cli import apply, check, delete, get, ipam_gc, ipam_show, pool, status
 from plugin.cli.errors import CommandError
 from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
 
 LOG = logging.getLogger(__name__)
 # Expected failures: a message for the user, exit 1, no traceback.
 USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, KernelError,
-               server.AlreadyServed, startup.StartupError)
+               server.AlreadyServed, startup.StartupError, exposition.PortUnavailable)
 
 
 def _version() -> str:
@@ -35,12 +37,24 @@ def cmd_run(args, config: Config) -> int:
     # the host or starts an agent.
     paths = server.socket_paths(args.plugin_dir, args.socket or server.SOCKETS)
     server.claim_sockets(paths)
+    node_metrics = metrics.prepare(config)  # a taken port stops the start here
+    try:
+        return _run(args, config, paths, node_metrics)
+    finally:
+        if node_metrics is not None:
+            node_metrics.close()
+
+
+def _run(args, config: Config, paths, node_metrics: metrics.NodeMetrics | None) -> int:
     etcd_answers = _prepare_datastore(config)
     startup.prepare_kernel(config)
     if etcd_answers:
         startup.prepare_endpoints(config)
+    metrics_dir = node_metrics and node_metrics.directory
     if args.no_agent:
-        server.serve(config, paths, complete_start=not etcd_answers)
+        if node_metrics is not None:
+            node_metrics.serve_here()
+        server.serve(config, paths, complete_start=not etcd_answers, metrics_dir=metrics_dir)
         return 0
     # Registering here, not in the agent, makes a node name or address clash
     # stop the start with its message; the first agent is told it is done.
@@ -51,8 +65,11 @@ def cmd_run(args, config: Config) -> int:
     # agent keeps it alive or routes to it.
     if etcd_answers:
         startup.register_node(config)
-    with AgentProcess(registered=etcd_answers):
-        server.serve(config, paths, complete_start=not etcd_answers)
+    agent = AgentProcess(AGENT_ARGV + (node_metrics.agent_args() if node_metrics else []),
+                         registered=etcd_answers,
+                         pass_fds=node_metrics.pass_fds() if node_metrics else ())
+    with agent:
+        server.serve(config, paths, complete_start=not etcd_answers, metrics_dir=metrics_dir)
     return 0
 
 
@@ -74,7 +91,14 @@ def _prepare_datastore(config: Config) -> bool:
 
 
 def cmd_agent(args, config: Config) -> int:
-    run_agent(config.agent, registered=args.registered)
+    if args.metrics_fd is not None:  # from `run`, which bound the port
+        metrics_socket = socket.socket(fileno=args.metrics_fd)
+    elif config.prometheus_port is not None:  # an agent alone binds it itself
+        metrics_socket = exposition.listen(config.prometheus_port)
+    else:
+        metrics_socket = None
+    run_agent(config.agent, registered=args.registered, metrics_socket=metrics_socket,
+              plugin_metrics=args.plugin_metrics)
     return 0
 
 
@@ -97,12 +121,16 @@ def parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="run only the node agent (run starts it itself)")
     # Only from `run`, for the agent it starts first, right after registering.
     agent.add_argument(REGISTERED_FLAG, action="store_true", help=argparse.SUPPRESS)
+    # Only from `run`: the metrics socket it bound, and its workers' metrics files.
+    agent.add_argument(metrics.METRICS_FD_FLAG, type=int, help=argparse.SUPPRESS)
+    agent.add_argument(metrics.PLUGIN_METRICS_FLAG, help=argparse.SUPPRESS)
     agent.set_defaults(func=cmd_agent)
     pool.register(sub)
     apply.register(sub)
     get.register(sub)
     delete.register(sub)
     status.register(sub)
+    check.register(sub)
     ipam = sub.add_parser("ipam", help="show and clean up IP address allocations")
     ipam_commands = ipam.add_subparsers(dest="ipam_command", metavar="COMMAND", required=True)
     ipam_show.register(ipam_commands)

@@ -18,8 +18,10 @@ import os
 import re
 import socket
 import struct
+import time
 
 from agent.names import upstreams
+from agent.names.health import responder_health
 from driver.docker_api import DockerApi
 from driver.errors import DockerUnavailable
 
@@ -40,6 +42,8 @@ def names_status(agent, docker_host: str, daemon_json: str | None = None) -> dic
         status["running"] = False
     except (OSError, ValueError) as exc:
         status["error"] = f"{agent.names_status_path}: {exc}"
+    status["responder"] = responder_health(agent.names_health_path)
+    status["intercepted"] = status["responder"]["intercepted"]
     try:
         status["dockerd"] = DockerApi(docker_host, timeout=2.0).server_version()
     except DockerUnavailable as exc:
@@ -139,12 +143,26 @@ def line(status: dict) -> str:
         return f"unknown ({status['error']})"
     if status.get("running") is False:
         return "not answering yet (is the node agent running?)"
+    if stuck(status):
+        return f"NOT ANSWERING: {stuck(status)}"
     where = ", ".join(status.get("listening") or []) or "nothing"
     intercepted = ", ".join(status.get("intercepted") or []) or "none"
     text = f"answering on {where}; questions to {intercepted} intercepted"
     if status.get("advice"):
         text += "; NOT reachable from containers on this dockerd (see warning)"
     return text
+
+
+def stuck(status: dict) -> str | None:
+    """What a responder that does not answer costs, and what to do; None
+    when it answers (or no watchdog looks: no agent, names off)."""
+    health = status.get("responder") or {}
+    if health.get("answering") is not False:
+        return None
+    since = time.strftime("%H:%M:%S", time.localtime(health.get("since") or 0))
+    return (f"the agent's DNS responder has not answered since {since} (the agent is stuck: "
+            "restart the plugin); containers' questions go straight to their nameservers "
+            "meanwhile, so names of other hosts' containers do not resolve")
 
 
 def _daemon_dns(path: str) -> list[str]:

@@ -179,6 +179,8 @@ def _problems(report: dict) -> list[str]:
     problems = []
     if not report["etcd"]["reachable"]:
         problems.append(report["etcd"]["error"])
+    if names_check.stuck(report["names"]):
+        problems.append(f"names across hosts: {names_check.stuck(report['names'])}")
     for sock in report["sockets"]:
         if sock["state"] == "missing":
             problems.append(f"plugin socket {sock['path']} does not exist; {_START_HINT}")

@@ -257,7 +257,10 @@ def test_resolv_conf(tmp_path, monkeypatch):
     conf.write_text("search lab\nnameserver 10.0.0.53\nnameserver 127.0.0.1\n"
                     "nameserver fd00::53\nnameserver 10.0.0.53\noptions ndots:2\n")
     assert upstreams.nameservers(str(conf)) == ["10.0.0.53", "127.0.0.1", "fd00::53"]
-    assert upstreams.intercepted(upstreams.nameservers(str(conf))) == ["10.0.0.53"]
+    assert upstreams.intercepted(upstreams.nameservers(str(conf))) == ["10.0.0.53", "fd00::53"]
+    assert upstreams.intercepted(["fe80::53", "169.254.0.53", "::1"]) == []
+    assert upstreams.fallback(["127.0.0.53", "fd00::53", "10.0.0.53"]) == "10.0.0.53"
+    assert upstreams.fallback(["127.0.0.53"]) is None  # a container's packet cannot go there
     stub, real = tmp_path / "stub.conf", tmp_path / "real.conf"
     stub.write_text("nameserver 127.0.0.53\n")
     real.write_text("nameserver 192.0.2.53\n")
@@ -266,12 +269,25 @@ def test_resolv_conf(tmp_path, monkeypatch):
 
 
 def test_interception_script():
-    text = script({"10.0.0.53": 40001})
+    redirects = {"10.0.0.53": 40001, "fd00::53": 40002}
+    text = script(redirects, fallback="10.0.0.53")
     assert "flags owner" in text
-    assert ('iifname "cali*" ip daddr 10.0.0.53 udp dport 53 dnat to 169.254.1.1:40001'
-            in text)
-    assert ('iifname "cali*" ip daddr 10.0.0.53 tcp dport 53 dnat to 169.254.1.1:40001'
-            in text)
+    for proto in ("udp", "tcp"):
+        assert (f'iifname "cali*" ip daddr 10.0.0.53 {proto} dport 53 dnat ip to '
+                "169.254.1.1:40001") in text
+        assert (f'iifname "cali*" ip6 daddr fd00::53 {proto} dport 53 dnat ip6 to '
+                "[fe80::1]:40002") in text
+    assert "dnat ip to 10.0.0.53:53" not in text  # the fallback is for a stuck responder
+    # The IPv6 listeners listen on "::": only what came in through a cali veth reaches them.
+    assert ('iifname != "cali*" meta nfproto ipv6 meta l4proto { tcp, udp } th dport '
+            "{ 40002 } drop") in text
+    # The responder does not answer: nothing goes to it, 169.254.1.1's questions
+    # go to the fallback.
+    bypassed = script(redirects, bypassed=True, fallback="10.0.0.53")
+    assert "169.254.1.1:4000" not in bypassed and "fe80::1" not in bypassed
+    assert ('iifname "cali*" ip daddr 169.254.1.1 udp dport 53 dnat ip to 10.0.0.53:53'
+            in bypassed)
+    assert "dnat" not in script(redirects, bypassed=True)  # no fallback: no rule
 
 
 def test_behind_the_gateway(tmp_path):

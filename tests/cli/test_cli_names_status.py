@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 
 from agent.settings import AgentSettings
 from plugin.cli import names_check
@@ -20,7 +21,9 @@ def test_advice_per_dockerd():
 def test_status_reads_the_agents_file_and_asks_dockerd(tmp_path):
     agent = AgentSettings(nodename="n1", run_dir=str(tmp_path))
     (tmp_path / "names-n1.json").write_text(json.dumps(
-        {"listening": ["169.254.1.1:53", "169.254.1.1:40001"], "intercepted": ["10.0.0.53"]}))
+        {"listening": ["169.254.1.1:53", "169.254.1.1:40001"], "redirects": ["10.0.0.53"]}))
+    (tmp_path / "names-health-n1.json").write_text(json.dumps(  # the watchdog's
+        {"pid": os.getpid(), "answering": True, "intercepted": ["10.0.0.53"]}))
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"dns": ["10.0.0.53"]}')
     for versions, release, warned in ((DOCKER_20_10, "20.10.24", False),
@@ -74,3 +77,33 @@ def test_status_finds_the_dockerd_behind_the_socket(tmp_path, monkeypatch):
     assert status["daemonJson"] == str(daemon_json)
     assert status["daemonDns"] == ["169.254.1.1", "10.0.0.53"] and status["advice"] is None
     assert names_check._peer_pid(f"unix://{tmp_path}/none.sock") is None
+
+
+def test_the_responders_health_from_the_watchdogs_file(tmp_path):
+    agent = AgentSettings(nodename="n1", run_dir=str(tmp_path))
+    (tmp_path / "names-n1.json").write_text(json.dumps(
+        {"listening": ["169.254.1.1:53", "169.254.1.1:40001"], "redirects": ["10.0.0.53"]}))
+    health = tmp_path / "names-health-n1.json"
+    unix = f"unix://{tmp_path}/none.sock"
+    status = names_check.names_status(agent, unix)
+    assert status["responder"]["answering"] is None and status["intercepted"] == []
+    health.write_text(json.dumps({"pid": os.getpid(), "answering": True, "since": 0,
+                                  "intercepted": ["10.0.0.53"], "withdrawals": 0}))
+    status = names_check.names_status(agent, unix)
+    assert names_check.stuck(status) is None
+    assert "questions to 10.0.0.53 intercepted" in names_check.line(status)
+    health.write_text(json.dumps({"pid": os.getpid(), "answering": False, "since": 0,
+                                  "intercepted": [], "withdrawals": 1}))
+    status = names_check.names_status(agent, unix)
+    assert status["responder"]["withdrawals"] == 1
+    line = names_check.line(status)
+    assert line.startswith("NOT ANSWERING: the agent's DNS responder has not answered since")
+    assert "straight to their nameservers" in line
+    # A watchdog that is gone (its agent killed) left its file: nothing is known.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    health.write_text(json.dumps({"pid": dead.pid, "answering": False, "since": 0,
+                                  "intercepted": ["10.0.0.53"], "withdrawals": 1}))
+    status = names_check.names_status(agent, unix)
+    assert status["responder"]["answering"] is None and status["intercepted"] == []
+    assert names_check.stuck(status) is None

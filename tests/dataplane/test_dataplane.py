@@ -555,3 +555,23 @@ def test_errors_are_typed_and_leave_nothing_behind(host, call, named):
 
     assert named in str(caught.value)
     assert (links(host), routes(host, '-4'), routes(host, '-6')) == before
+
+
+def test_host_routes_read_back_and_restored(host, join):
+    """What `check` reads (link names, the cali host routes) and puts back
+    (a deleted route), against the kernel; a gone interface gets none."""
+    host_if, _ = join('ab' * 32, '10.65.0.7', 'fd00:65::7')
+    assert run_in(host, dataplane.link_names, 'cali') == {host_if}
+    assert run_in(host, dataplane.host_routes, 'cali') == {
+        '10.65.0.7': host_if, 'fd00:65::7': host_if}
+    ip(host, 'route', 'del', '10.65.0.7/32')
+    ip(host, '-6', 'route', 'del', 'fd00:65::7/128')
+    assert run_in(host, dataplane.host_routes, 'cali') == {}
+    assert run_in(host, dataplane.restore_routes, host_if, ['10.65.0.7'], ['fd00:65::7'])
+    assert run_in(host, dataplane.restore_routes, host_if, ['10.65.0.7'])  # replayed
+    assert run_in(host, dataplane.host_routes, 'cali') == {
+        '10.65.0.7': host_if, 'fd00:65::7': host_if}
+    assert routes(host, '-4', host_if)[0]['scope'] == 'link'
+    ip(host, 'link', 'del', host_if)
+    assert not run_in(host, dataplane.restore_routes, host_if, ['10.65.0.7'])
+    assert run_in(host, dataplane.host_routes, 'cali') == {}

@@ -1,8 +1,9 @@
 """The follower against a real etcd: a snapshot of what its views subscribe
-to, the watch after it, a new snapshot after etcd restarts or the watched
-revision is compacted, each key parsed once for every view of its kind,
-what arrived while the views were busy handed over as one batch; and
-followers behind `etcd grpc-proxy` (README: many hosts)."""
+to, the watch after it, resumed from its revision after etcd restarts, a
+new snapshot when the watched revision is compacted or the store is new,
+each key parsed once for every view of its kind, and what arrived while the
+views were busy handed over as one batch; followers behind `etcd grpc-proxy`
+(README: many hosts).  A cluster of several members: test_etcd_members.py."""
 
 import json
 import threading
@@ -13,49 +14,12 @@ import pytest
 from datastore.etcd import Etcd
 from datastore.follower import Follower, watch_prefix
 from datastore.records import Kind
+from tests.datastore.views import Parses, Recorder
 from tests.lab.common import wait_until
 from tests.lab.grpc_proxy import EtcdGrpcProxy
 
 THINGS = "/calico/test/things/"
 OTHERS = "/calico/test/others/"
-
-
-class Parses:
-    """A parser that counts its calls; an unreadable value raises."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, key, value, revision):
-        self.calls += 1
-        return json.loads(value)
-
-
-class Recorder:
-    """A view that keeps what it is handed, and every record object it got."""
-
-    def __init__(self, *kinds):
-        self.kinds = kinds
-        self.held, self.seen = {}, []
-        self.snapshots = 0
-        self.resets = 0
-        self.on_snapshot = None
-
-    def reset(self):
-        self.held = {}
-        self.resets += 1
-
-    def on_change(self, kind, key, record):
-        self.seen.append(record)
-        old = self.held.pop(key, None)
-        if record is not None:
-            self.held[key] = record
-        return old != record
-
-    def batch_done(self, changed, snapshot):
-        self.snapshots += snapshot
-        if snapshot and self.on_snapshot:
-            self.on_snapshot()
 
 
 @pytest.fixture
@@ -106,20 +70,39 @@ def test_snapshot_then_watch_with_each_key_parsed_once_for_every_view(etcd_clean
     assert both.snapshots == just_things.snapshots == 1
 
 
-def test_etcd_restarted_means_a_new_snapshot_that_catches_up(etcd_clean, kinds, follow):
+def test_etcd_restarted_means_the_watch_resumes_and_catches_up(etcd_clean, kinds, follow):
+    """No new snapshot: the view keeps what it holds while etcd is down, and
+    the watch resumes from the last revision it saw."""
     things, _ = kinds
     put(etcd_clean, THINGS + "a", {"n": 1})
     view = Recorder(things)
     follow(view)
     assert wait_until(lambda: view.held == {THINGS + "a": {"n": 1}}, 5)
     etcd_clean.kill()
-    # The watch is lost: what the view holds is no longer followed.
-    assert wait_until(lambda: view.held == {} and view.resets >= 2, 10)
+    time.sleep(1.5)  # the watch is lost, and retried
+    assert view.held == {THINGS + "a": {"n": 1}}
     etcd_clean.start()
     put(etcd_clean, THINGS + "b", {"n": 2})  # written while nothing watched
     assert wait_until(lambda: view.held == {THINGS + "a": {"n": 1},
                                             THINGS + "b": {"n": 2}}, 20)
-    assert view.snapshots >= 2
+    assert view.snapshots == 1 and view.resets == 1
+
+
+def test_a_new_store_behind_the_revision_seen_means_a_new_snapshot(etcd_clean, kinds, follow):
+    """etcd recreated empty (or restored from an older backup) while the
+    watch was down: its revision is behind the one the view is current
+    with, so resuming would miss everything; a new snapshot instead."""
+    things, _ = kinds
+    for n in range(5):
+        put(etcd_clean, THINGS + "a", {"n": n})
+    view = Recorder(things)
+    follow(view)
+    assert wait_until(lambda: view.held == {THINGS + "a": {"n": 4}}, 5)
+    etcd_clean.close()  # its data goes too
+    etcd_clean.start()
+    put(etcd_clean, THINGS + "b", {"n": 1})
+    assert wait_until(lambda: view.held == {THINGS + "b": {"n": 1}}, 20)
+    assert view.snapshots == 2
 
 
 def test_a_compacted_revision_means_a_new_snapshot(etcd_clean, kinds, follow):
@@ -141,12 +124,20 @@ def test_a_compacted_revision_means_a_new_snapshot(etcd_clean, kinds, follow):
     assert view.snapshots == 2
 
 
-def test_a_quiet_watch_is_replaced_at_once(etcd_clean, kinds, follow):
+def test_a_quiet_watch_is_replaced_at_once_without_a_snapshot(etcd_clean, kinds, follow,
+                                                              monkeypatch):
     """Nothing written under the views' prefix for the idle timeout (1 s):
-    a new snapshot without a backoff."""
+    a new watch from the same revision, without a backoff."""
+    watches, real = [], Etcd.watch_prefix
+
+    def counted(self, prefix, start_revision, idle_timeout):
+        watches.append(start_revision)
+        return real(self, prefix, start_revision, idle_timeout)
+    monkeypatch.setattr(Etcd, "watch_prefix", counted)
     view = Recorder(kinds[0])
     follow(view)
-    assert wait_until(lambda: view.snapshots >= 3, 5)
+    assert wait_until(lambda: len(watches) >= 3, 5)
+    assert view.snapshots == 1 and len(set(watches)) == 1
 
 
 def test_the_watch_covers_every_kind_and_no_more(kinds):

@@ -4,7 +4,9 @@ hosts (tests/lab), on whichever dockerd LAB_DOCKER picks, and carry the
 20.10, then `-m matrix` on each newer engine (LAB_DOCKER_MATRIX, default 26).
 test_quickstart.py is not here: it runs the quick start on this machine
 itself, on dockerd 20.10 and 28 whatever LAB_DOCKER says; nor is
-test_crash_burst.py: three bursts of 24 containers take it 25-45 s."""
+test_crash_burst.py: three bursts of 24 containers take it 25-45 s; nor
+test_etcd_cluster.py: three hosts, three etcd members and a lost quorum take
+it about 2 minutes."""
 
 from pathlib import Path
 

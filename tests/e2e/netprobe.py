@@ -21,6 +21,10 @@ Standard library only.
     netprobe.py advertise IFNAME
         One IPv6 router advertisement (router lifetime 1800 s) to all nodes
         out of IFNAME, as a router on the link would send it.
+    netprobe.py resolve SERVER NAME TIMEOUT ATTEMPTS
+        Ask SERVER (port 53, UDP) for NAME's A records as a resolver would:
+        up to ATTEMPTS questions, each given TIMEOUT s; print the addresses
+        of the first reply and its rcode, exit 0 if one came.
     netprobe.py arrivals
         Print, as JSON, this namespace's counters of what arrived for it:
         ICMP echo requests and UDP datagrams to closed ports per family,
@@ -28,8 +32,10 @@ Standard library only.
 """
 
 import json
+import os
 import selectors
 import socket
+import struct
 import sys
 import time
 
@@ -161,6 +167,43 @@ def arrivals():
     return True
 
 
+def resolve(server, name, timeout, attempts):
+    for attempt in range(attempts):
+        qid = (os.getpid() + attempt) & 0xFFFF
+        question = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"".join(
+            bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+        question += struct.pack("!HH", 1, 1)
+        with socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET,
+                           socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            try:
+                s.sendto(question, (server, 53))
+                reply = s.recv(4096)
+            except OSError:
+                continue
+        if reply[:2] != question[:2]:
+            continue
+        flags, _, count = struct.unpack("!HHH", reply[2:8])
+        at, addresses = len(question), []
+        for _ in range(count):
+            at = _skip_name(reply, at)
+            rtype, _, _, size = struct.unpack("!HHIH", reply[at:at + 10])
+            if rtype == 1 and size == 4:
+                addresses.append(socket.inet_ntoa(reply[at + 10:at + 14]))
+            at += 10 + size
+        print(f"rcode {flags & 0xF} {' '.join(addresses)}", flush=True)
+        return True
+    return False
+
+
+def _skip_name(data, at):
+    while data[at]:
+        if data[at] & 0xC0 == 0xC0:  # a pointer ends the name
+            return at + 2
+        at += 1 + data[at]
+    return at + 1
+
+
 def main(argv):
     mode, args = argv[0], argv[1:]
     if mode == "serve":
@@ -174,6 +217,8 @@ def main(argv):
         return send(args[0], args[1], int(args[2]))
     elif mode == "advertise":
         return advertise(args[0])
+    elif mode == "resolve":
+        return resolve(args[0], args[1], float(args[2]), int(args[3]))
     elif mode == "arrivals":
         return arrivals()
     raise SystemExit(f"netprobe: unknown mode {mode!r}")

@@ -19,7 +19,7 @@ import types
 from tests.e2e.calico_host import container_ip, docker
 from tests.e2e.managed_plugin import PLUGIN, create_plugin, plugin_log
 from tests.lab import EtcdServer
-from tests.lab.common import LabError, in_parallel, ip, wait_until
+from tests.lab.common import LabError, in_parallel, wait_until
 from tests.lab.registry import start_registry
 
 ADDRESSES = {"h1": "10.0.30.1", "h2": "10.0.30.2", "h3": "10.0.30.3"}
@@ -94,12 +94,7 @@ def swarm_lab(make_host, plugin_dir, **settings):
     registry = f"{ADDRESSES['h1']}:5000"
     hosts = [make_host(etcd=False, daemon_config={"insecure-registries": [registry]})
              for _ in ADDRESSES]
-    seg = lab.netns("swarm-seg")
-    ip("link", "add", "br0", "type", "bridge", netns=seg)
-    ip("link", "set", "br0", "up", netns=seg)
-    for n, host in enumerate(hosts, 1):
-        lab.veth(host.netns, "eth1", seg, f"p{n}", f"{ADDRESSES[host.name]}/24")
-        ip("link", "set", f"p{n}", "master", "br0", netns=seg)
+    lab.segment("swarm-seg", *((host.netns, f"{ADDRESSES[host.name]}/24") for host in hosts))
     h1 = hosts[0]
     etcd = EtcdServer(host=ADDRESSES["h1"], netns=h1.netns).start()
     h1.etcd = etcd  # h1 is closed last, so etcd outlives every host's containers

@@ -8,11 +8,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 from dnslib import QTYPE, DNSRecord
 
+from tests.e2e import reach
 from tests.e2e.calico_host import Project, calicoctl, container_ip, docker, start_plugin
 from tests.e2e.names_lab import CALICO as CALICO_OPTIONS
 from tests.e2e.names_lab import EXTERNAL, LINK, names_lab, nameserver_or_skip
@@ -45,7 +47,7 @@ def diagnose(hosts, host, container, name) -> str:
     lookup = host.docker("exec", container, "nslookup", name)
     return "\n".join([
         f"nslookup {name}: {lookup.stdout}{lookup.stderr}",
-        host.run_in_netns("nft list table ip calico-libnetwork-dns", check=False).stdout,
+        host.run_in_netns("nft list table inet calico-libnetwork-dns", check=False).stdout,
         calicoctl(host, "get", "workloadendpoints", "-o", "yaml", check=False).stdout,
         *(p.log_tail() for p in hosts.plugins.values())])
 
@@ -209,13 +211,55 @@ def test_status_says_what_to_set_on_dockerd_28_and_later(hosts):
         assert advice is None  # asked from the container: nothing to set
 
 
+def agent_pid(hosts, name="h1") -> int:
+    agents = subprocess.run(["pgrep", "-P", str(hosts.plugins[name].pid), "-f",
+                             "plugin.cli agent"], capture_output=True, text=True).stdout.split()
+    assert agents, "no node agent under the plugin"
+    return int(agents[0])
+
+
+def test_a_frozen_agent_leaves_lookups_to_the_nameserver(hosts):
+    """A stuck agent (SIGSTOP) costs no lookup dockerd's 4 s: its watchdog
+    takes the interception away, so that Docker's embedded DNS, asked as a
+    resolver asks with a 1 s timeout, gets the nameserver's answer; SIGCONT
+    brings the names of other hosts' containers back."""
+    h1 = hosts.h1
+    workload_a = reach.container(h1, "workload-A", "net1")
+
+    def resolve(name, attempts=2):
+        """As a resolver asks: `attempts` questions of 1 s each (2: glibc's
+        default count; dockerd would wait 4 s for a frozen responder)."""
+        result = subprocess.run(workload_a.argv(sys.executable, "-I", "-S", reach.script(),
+                                                "resolve", "127.0.0.11", name, 1, attempts),
+                                capture_output=True, text=True, timeout=30)
+        return result.stdout.split() if result.returncode == 0 else None
+
+    assert wait_until(lambda: resolves(h1, "workload-A", "workload-E"), 10)
+    agent = agent_pid(hosts)
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        frozen = time.monotonic()
+        # Asked at the freeze: the first 1 s attempt may be lost to the
+        # frozen responder, the second is the nameserver's.
+        assert EXTERNAL[1] in (resolve(EXTERNAL[0]) or []), diagnose(
+            hosts, h1, "workload-A", EXTERNAL[0])
+        print(f"answered by the nameserver {time.monotonic() - frozen:.2f} s after SIGSTOP")
+        address_c = container_ip(h1, "workload-C", "net1")
+        assert resolve("workload-C") == ["rcode", "0", address_c]  # Docker's own answer
+        assert resolve("workload-E") == ["rcode", "3"]  # the nameserver's NXDOMAIN
+        report = names_report(h1)
+        assert report["responder"]["answering"] is False and report["intercepted"] == []
+        assert "NOT ANSWERING" in calicoctl(h1, "status", check=False).stdout
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    assert wait_until(lambda: resolves(h1, "workload-A", "workload-E"), 5), \
+        diagnose(hosts, h1, "workload-A", "workload-E")
+    assert names_report(h1)["responder"]["answering"] is True
+
+
 def test_lookups_do_not_hang_when_the_agent_dies(hosts):
     h1 = hosts.h1
-    plugin = hosts.plugins["h1"]
-    agents = subprocess.run(["pgrep", "-P", str(plugin.pid), "-f", "plugin.cli agent"],
-                            capture_output=True, text=True).stdout.split()
-    assert agents, "no node agent under the plugin"
-    os.kill(int(agents[0]), signal.SIGKILL)
+    os.kill(agent_pid(hosts), signal.SIGKILL)
     # The kernel drops the interception table with its owner.
     assert wait_until(lambda: "calico-libnetwork-dns" not in h1.run_in_netns(
         "nft list tables").stdout, 1, 0.02)

@@ -4,9 +4,9 @@ hosts and an image registry, all made per test run and removed afterwards
 
 from .common import LabError, LabProcess, RUN, lab_name
 from .dockerd import DockerHost
-from .etcd import EtcdServer
+from .etcd import EtcdCluster, EtcdServer
 from .images import import_busybox
 from .netns import Lab
 
-__all__ = ["DockerHost", "EtcdServer", "Lab", "LabError", "LabProcess", "RUN",
+__all__ = ["DockerHost", "EtcdCluster", "EtcdServer", "Lab", "LabError", "LabProcess", "RUN",
            "import_busybox", "lab_name"]

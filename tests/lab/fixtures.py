@@ -7,6 +7,9 @@
     def test_two(docker_host_factory):       # several hosts, one Lab
         h1, h2 = docker_host_factory(), docker_host_factory(etcd=False)
         docker_host_factory.lab.veth(h1.netns, "eth1", h2.netns, "eth1", ...)
+
+    def test_members(etcd_cluster):          # three etcd members on loopback
+        etcd_cluster.leader().kill()
 """
 
 import os
@@ -16,6 +19,7 @@ import pytest
 
 from .common import run_all
 from .dockerd import DOCKERD, DockerHost
+from .etcd import ETCD, EtcdCluster
 from .images import import_busybox
 from .netns import Lab
 
@@ -67,3 +71,13 @@ def docker_host_factory():
 def docker_host(docker_host_factory):
     """One started Docker host with busybox and etcd inside it (module-wide)."""
     return docker_host_factory()
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster():
+    """Three etcd members on loopback ports (tests/lab/etcd.py EtcdCluster),
+    started, for the module: `etcd_cluster.endpoints` lists all three."""
+    if not shutil.which(ETCD):
+        pytest.skip(f"{ETCD} is not installed (scripts/deps.sh installs it)")
+    with EtcdCluster() as cluster:
+        yield cluster

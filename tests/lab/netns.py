@@ -45,6 +45,18 @@ class Lab:
                 self.addr(netns, ifname, cidr)
             ip("link", "set", ifname, "up", netns=netns)
 
+    def segment(self, name, *members):
+        """A namespace `name` holding bridge br0, with each (netns, cidr) of
+        `members` linked to it by its eth1 (port p1, p2, ... on the bridge):
+        hosts on one Ethernet segment.  Returns the segment's namespace."""
+        seg = self.netns(name)
+        ip("link", "add", "br0", "type", "bridge", netns=seg)
+        ip("link", "set", "br0", "up", netns=seg)
+        for n, (netns, cidr) in enumerate(members, 1):
+            self.veth(netns, "eth1", seg, f"p{n}", cidr)
+            ip("link", "set", f"p{n}", "master", "br0", netns=seg)
+        return seg
+
     def workload(self, host, name, host_ifname, address):
         """A namespace wired as Calico wires a container, without Docker:
         `address`/32 on its eth0, routed through 169.254.1.1 to `host_ifname`

@@ -64,6 +64,26 @@ def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_
     assert store.get(WEP_KEY) is None and store.get_prefix(SANDBOXES)[0] == []
 
 
+def test_names_shown_after_the_poll_timeout_are_still_recorded(store, dockerd, no_netlink):
+    """A busy dockerd (a Swarm manager restarting its tasks) shows the
+    container only after label_poll_timeout: the names still arrive."""
+    client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
+                         label_poll_timeout=0.2)
+    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
+    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    assert call(client, "NetworkDriver.Join", {
+        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
+        "Options": {}})[0] == 200
+    time.sleep(0.5)  # past the poll timeout
+    dockerd.containers[CONTAINER] = {"Labels": {}}
+    dockerd.inspect[CONTAINER] = {"Name": "/web.1.abc", "NetworkSettings": {"Networks": {
+        "net1": {"NetworkID": NET, "Aliases": ["web", CONTAINER[:12]]}}}}
+    dockerd.endpoints[NET] = {CONTAINER: EP}
+    notes = annotations(store, timeout=10.0)
+    assert json.loads(notes["libnetwork.projectcalico.org/dns-names"]) == \
+        ["web.1.abc", "web", CONTAINER[:12]]
+
+
 def test_without_dockerd_the_endpoint_still_works(store, no_netlink):
     client = make_client(store, create_profiles=False, label_poll_timeout=0.3)  # NoDocker
     assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
