@@ -7,6 +7,7 @@ busybox true` on a Calico network and on a user-defined bridge.
 
     sudo .venv/bin/python bench/docker_run.py      # 450 rounds: 5-7 minutes
     sudo .venv/bin/python bench/docker_run.py --burst 150 --parallel 4 [--rounds 5]
+    sudo .venv/bin/python bench/docker_run.py --background 1000 --runs 100
 
 Single runs (default): after warm-up runs, --runs rounds; each round starts
 one container on each network, in an order drawn at random (--seed repeats
@@ -27,6 +28,12 @@ and on the user-defined bridge, in random order each round; the wall time of
 each burst, the ratio with its interval (few rounds: a wide one), and each
 plugin call's p50/p99 under that load.
 
+--background N first starts N containers (`sleep`) on the Calico network,
+8 at a time, and prints the memory of the plugin (gunicorn's arbiter and
+workers) and of its node agent at 0, 100, 1,000, ... and N of them (RSS, and
+PSS, which shares the workers' common pages out among them; target < 150 MB
+in all); the measurement then runs with them running.
+
 --plugin-env KEY=VALUE (repeatable) changes the plugin's configuration, to
 see what a part costs (e.g. CALICO_LIBNETWORK_POLICY=false); the figures
 that count are those of the defaults.  Each run prints when it ran, how long
@@ -43,6 +50,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -252,6 +260,66 @@ def print_cpu(cpu, containers):
                            for name, seconds in cpu.items()))
 
 
+def memory(processes) -> dict[str, tuple[int, int]]:
+    """(RSS, PSS) bytes of each group of pids but etcd."""
+    found = {}
+    for name, pids in processes.items():
+        if name == "etcd":
+            continue
+        rss = pss = 0
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in text.splitlines()[1:])
+            rss += int(fields["Rss"].split()[0]) * 1024
+            pss += int(fields["Pss"].split()[0]) * 1024
+        found[name] = (rss, pss)
+    return found
+
+
+def background(host, count) -> list[str]:
+    """Start `count` sleeping containers on the Calico network, printing the
+    plugin's and agent's memory at 0, 100, 1,000, ... and count of them, and
+    each failed `docker run`; their ids."""
+    checkpoints = sorted({c for c in (0, 100, 1000, 10000) if c < count} | {count})
+    started, ids, failures = 0, [], Counter()
+
+    def start(_):
+        result = host.docker("run", "-d", "--net", CALICO, "busybox", "sleep", "1d")
+        if result.returncode:
+            failures[result.stderr.strip()] += 1
+        else:
+            ids.append(result.stdout.strip())
+
+    print(f"memory with N containers running on the Calico network (target < 150 MB "
+          f"in all; {machine_state()}):")
+    for checkpoint in checkpoints:
+        began = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(start, range(checkpoint - started)))
+        took = (f", {checkpoint - started} started in {time.monotonic() - began:.0f} s"
+                if checkpoint > started else "")
+        time.sleep(5)  # the agent (at 0: its start) and its policy catch up
+        started = checkpoint
+        found = memory(calico_processes(host))
+        rss, pss = (sum(v[i] for v in found.values()) / 2**20 for i in (0, 1))
+        print(f"  {checkpoint:5d}: " + ", ".join(
+            f"{name} RSS {r / 2**20:.0f} MB, PSS {p / 2**20:.0f} MB"
+            for name, (r, p) in found.items())
+            + f"; in all RSS {rss:.0f} MB, PSS {pss:.0f} MB{took}; {machine_state()}")
+    for error, times in failures.items():
+        print(f"  docker run -d failed {times} times: {error}")
+    return ids
+
+
+def remove(host, ids):
+    """docker rm -f, 50 at a time (the lab's cleanup gives all of them 60 s)."""
+    for i in range(0, len(ids), 50):
+        host.docker("rm", "-f", *ids[i:i + 50], timeout=600)
+
+
 def plugin_env(pairs) -> dict:
     env = {}
     for pair in pairs:
@@ -282,6 +350,8 @@ def main():
                         "(default: drawn, and printed)")
     parser.add_argument("--plugin-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the plugin other than its default (repeatable)")
+    parser.add_argument("--background", type=int, default=0, metavar="N",
+                        help="N containers running on the Calico network first")
     parser.add_argument("--keep-log", action="store_true", help=f"copy the plugin's log to "
                         f"{KEPT_LOG}")
     args = parser.parse_args()
@@ -292,7 +362,7 @@ def main():
           f"{os.cpu_count()} CPUs, {machine_state()}, seed {seed}")
     print("plugin: calico-libnetwork run, "
           + (" ".join(args.plugin_env) if env else "defaults (node agent, policy, names on)"))
-    host = DockerHost("bench", 200)
+    host, ids = DockerHost("bench", 200), []
     try:
         host.start()
         import_busybox(host)
@@ -300,10 +370,13 @@ def main():
         host.plugin = start_plugin(host, command=(ENTRY_POINT,), **env)
         host.docker("network", "create", *CALICO_OPTIONS, CALICO, check=True)
         host.docker("network", "create", "--driver", "bridge", USER_BRIDGE, check=True)
+        if args.background:
+            ids = background(host, args.background)
         (bursts if args.burst else single_runs)(host, args, random.Random(seed))
     finally:
         if args.keep_log and getattr(host, "plugin", None):
             shutil.copy(host.plugin.log_path, KEPT_LOG)
+        remove(host, ids)
         host.close()
     print(f"took {time.monotonic() - started:.0f} s; {machine_state()}")
 

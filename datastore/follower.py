@@ -60,12 +60,13 @@ def snapshot(etcd: Etcd, views) -> int:
         view.reset()
     revisions = []
     for kind, readers in _readers(views).items():
-        kvs, revision = etcd.get_prefix(kind.prefix)
+        # A page at a time: the raw values of one page are held, not all.
+        for kvs, revision in etcd.prefix_pages(kind.prefix):
+            for kv in kvs:
+                record = parse(kind, kv.key, kv.value, kv.mod_revision)
+                for view in readers:
+                    view.on_change(kind, kv.key, record)
         revisions.append(revision)
-        for kv in kvs:
-            record = parse(kind, kv.key, kv.value, kv.mod_revision)
-            for view in readers:
-                view.on_change(kind, kv.key, record)
     return min(revisions)
 
 

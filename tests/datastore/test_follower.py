@@ -1,8 +1,9 @@
 """The follower against a real etcd: a snapshot of what its views subscribe
 to, the watch after it, resumed from its revision after etcd restarts, a
 new snapshot when the watched revision is compacted or the store is new,
-and each key parsed once for every view of its kind.  A cluster of several
-members: test_etcd_members.py."""
+each key parsed once for every view of its kind, and what arrived while the
+views were busy handed over as one batch; followers behind `etcd grpc-proxy`
+(README: many hosts).  A cluster of several members: test_etcd_members.py."""
 
 import json
 import threading
@@ -15,6 +16,7 @@ from datastore.follower import Follower, watch_prefix
 from datastore.records import Kind
 from tests.datastore.views import Parses, Recorder
 from tests.lab.common import wait_until
+from tests.lab.grpc_proxy import EtcdGrpcProxy
 
 THINGS = "/calico/test/things/"
 OTHERS = "/calico/test/others/"
@@ -141,3 +143,57 @@ def test_a_quiet_watch_is_replaced_at_once_without_a_snapshot(etcd_clean, kinds,
 def test_the_watch_covers_every_kind_and_no_more(kinds):
     assert watch_prefix(kinds) == "/calico/test/"
     assert watch_prefix(kinds[:1]) == THINGS
+
+
+def test_followers_behind_etcd_grpc_proxy_snapshot_and_watch_through_it(etcd_clean, kinds):
+    """What the agent asks of etcd (paged ranges, a transaction, a watch)
+    works through the proxy."""
+    things, _ = kinds
+    stop, threads = threading.Event(), []
+    with EtcdGrpcProxy([etcd_clean.endpoints]) as proxy:
+        etcd = Etcd(proxy.endpoints, timeout=2.0)
+        try:
+            # More than a page (500 keys) of the snapshot's range read.
+            for first in range(0, 600, 100):
+                assert etcd.commit(creates=[(f"{THINGS}{n:04d}", json.dumps({"n": n}))
+                                            for n in range(first, first + 100)])
+            views = Recorder(things), Recorder(things)
+            threads += [Follower(etcd, (view,), idle_timeout=5.0, stop=stop).start("follower")
+                        for view in views]
+            assert wait_until(lambda: all(len(v.held) == 600 for v in views), 10)
+            put(etcd_clean, THINGS + "new", {"n": -1})  # written to etcd, not through the proxy
+            assert wait_until(lambda: all(v.held.get(THINGS + "new") == {"n": -1}
+                                          for v in views), 5)
+            assert [v.snapshots for v in views] == [1, 1]
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(5)
+            etcd.close()
+
+
+def test_what_arrives_while_the_views_are_busy_is_one_batch(etcd_clean, kinds, follow):
+    things, _ = kinds
+
+    class Slow(Recorder):
+        """Busy for 0.5 s with the first batch of the watch."""
+        batches = 0
+
+        def batch_done(self, changed, snapshot):
+            super().batch_done(changed, snapshot)
+            if not snapshot:
+                self.batches += 1
+                if self.batches == 1:
+                    time.sleep(0.5)
+
+    view = Slow(things)
+    follow(view)
+    assert wait_until(lambda: view.snapshots == 1, 5)
+    writer = Etcd(etcd_clean.endpoints)
+    try:
+        for n in range(20):  # 20 revisions, a few ms apart
+            writer.put(f"{THINGS}{n:02d}", json.dumps({"n": n}))
+    finally:
+        writer.close()
+    assert wait_until(lambda: len(view.held) == 20, 10)
+    assert view.batches <= 3  # the first write, what came meanwhile (maybe split in two)

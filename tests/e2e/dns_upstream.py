@@ -1,12 +1,18 @@
 """A tiny DNS server for the lab, standing for the hosts' real nameserver:
 `python -m tests.e2e.dns_upstream ADDRESS PORT NAME=IP...` answers A for the
-names given and NXDOMAIN for every other name, over UDP and TCP."""
+names given and NXDOMAIN for every other name, over UDP and TCP.  A question
+for delay-<ms>.<name> is answered as one for <name>, <ms> milliseconds late:
+a nameserver farther away than this one on the lab's veth (bench/names.py)."""
 
+import re
 import sys
 import time
 
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
+
+
+DELAYED = re.compile(r"delay-(\d+)\.(.+)")
 
 
 class Resolver(BaseResolver):
@@ -15,7 +21,12 @@ class Resolver(BaseResolver):
 
     def resolve(self, request, handler):
         reply = request.reply()
-        address = self.records.get(str(request.q.qname).rstrip(".").lower())
+        name = str(request.q.qname).rstrip(".").lower()
+        delayed = DELAYED.fullmatch(name)
+        if delayed:
+            time.sleep(int(delayed[1]) / 1000)  # the server answers each question in a thread
+            name = delayed[2]
+        address = self.records.get(name)
         if address is None:
             reply.header.rcode = RCODE.NXDOMAIN
         elif request.q.qtype == QTYPE.A:
