@@ -174,6 +174,17 @@ def test_mesh_and_router_sessions_are_established_on_every_host(cluster):
         sessions = host.run_in_netns(["ss", "-Htn", "state", "established",
                                       "( sport = :179 or dport = :179 )"]).stdout
         assert len(sessions.splitlines()) == len(expected)
+        # What a user of the guides reads: calicoctl's tables, from our CLI.
+        status = calicoctl(host, "node", "status").stdout
+        assert status.startswith("Calico process is running."), status
+        rows = {cells[0]: cells[1:] for cells in
+                ([c.strip() for c in line.strip().strip("|").split("|")]
+                 for line in status.splitlines() if line.startswith("|"))}
+        for address in (a for pair in others for a in pair):
+            peer_type, state, _, info = rows[address]
+            assert (peer_type, state, info) == ("node-to-node mesh", "up", "Established"), status
+        for address in (TOR, TOR6):
+            assert rows[address][0] == "global" and rows[address][3] == "Established", status
     for name in ADDRESS:
         assert established(cluster.tor_socket, name)
         assert established(cluster.tor_socket, f"{name}v6")
