@@ -32,6 +32,17 @@ def annotations(store, timeout=5.0):
         time.sleep(0.05)
 
 
+def joined(store, dockerd, **settings):
+    """A client whose endpoint has joined, dockerd not showing its container yet."""
+    client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5), **settings)
+    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
+    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
+    assert call(client, "NetworkDriver.Join", {
+        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
+        "Options": {}})[0] == 200
+    return client
+
+
 def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_netlink,
                                                               round_trips):
     client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
@@ -67,13 +78,7 @@ def test_names_are_recorded_once_dockerd_shows_the_container(store, dockerd, no_
 def test_names_shown_after_the_poll_timeout_are_still_recorded(store, dockerd, no_netlink):
     """A busy dockerd (a Swarm manager restarting its tasks) shows the
     container only after label_poll_timeout: the names still arrive."""
-    client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
-                         label_poll_timeout=0.2)
-    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
-    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
-    assert call(client, "NetworkDriver.Join", {
-        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
-        "Options": {}})[0] == 200
+    joined(store, dockerd, label_poll_timeout=0.2)
     time.sleep(0.5)  # past the poll timeout
     dockerd.containers[CONTAINER] = {"Labels": {}}
     dockerd.inspect[CONTAINER] = {"Name": "/web.1.abc", "NetworkSettings": {"Networks": {
@@ -98,13 +103,7 @@ def test_a_swarm_tasks_service_labels_are_recorded_without_labelling(store, dock
     """A Swarm task's service and stack labels reach its endpoint even with
     CALICO_LIBNETWORK_LABEL_ENDPOINTS off (policy selects services by them);
     its other labels do not."""
-    client = make_client(store, docker=DockerApi(dockerd.url, timeout=0.5),
-                         label_poll_timeout=5.0)
-    assert call(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)[0] == 200
-    assert call(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)[0] == 200
-    assert call(client, "NetworkDriver.Join", {
-        "NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/c0ffee",
-        "Options": {}})[0] == 200
+    joined(store, dockerd, label_poll_timeout=5.0)
     swarm = {"com.docker.swarm.service.name": "db",
              "com.docker.swarm.service.id": "yev1q7lcn31qyxk10nhugr0ys",
              "com.docker.stack.namespace": "shop"}
