@@ -33,7 +33,7 @@ engine_version() {  # engine_version [MAJOR]: what its dockerd says it is
 
 # The engines' runs go side by side: most of an end-to-end test's time is
 # waiting on dockerd, so two runs take little longer than the longer one.
-# Run 1 prints as it goes; each other run's output is printed whole when it ends.
+# Run 1 prints as it goes; the others' output follows it, whole.
 logs=$(mktemp -d /tmp/calico-test.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
 run() {  # run ENGINE WHAT [pytest args]: one pytest run; its summary line in $logs/ENGINE.summary
@@ -49,7 +49,6 @@ run() {  # run ENGINE WHAT [pytest args]: one pytest run; its summary line in $l
     else
         LAB_DOCKER=$engine .venv/bin/python -m pytest -p no:cacheprovider -q "$@" >>"$out" 2>&1 \
             || code=$?
-        cat "$out"
     fi
     local result; result=$(grep -E '^=* ?[0-9]+ (passed|failed|errors?|skipped|deselected)' "$out" \
         | tail -1 | sed 's/^=* *//; s/ *=*$//')
@@ -79,6 +78,9 @@ for pid in "${pids[@]}"; do
     code=0
     wait "$pid" || code=$?
     [ "$rc" != 0 ] || rc=$code
+done
+for engine in "${engines[@]}"; do
+    cat "$logs/$engine.out"
 done
 
 echo "==== test.sh: summary ===="
