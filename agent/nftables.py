@@ -93,10 +93,13 @@ _per_thread = threading.local()
 
 
 def run(script: str) -> str:
-    """Run a script with this thread's context, made at its first use: a
-    context acts in one network namespace (tests and benches give each
-    namespace a thread of its own)."""
+    """Run a script with this thread's context, made at its first use in
+    the thread's network namespace: a context's socket acts in the namespace
+    it was made in, so a thread that moved since (setns), or a child forked
+    from it that joined another, gets a context of its own there."""
+    netns = os.stat("/proc/thread-self/ns/net").st_ino
     nft = getattr(_per_thread, "nft", None)
-    if nft is None:
+    if nft is None or _per_thread.netns != netns:
         nft = _per_thread.nft = NftContext()
+        _per_thread.netns = netns
     return nft.run(script)

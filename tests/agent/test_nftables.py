@@ -10,6 +10,7 @@ from pyroute2 import netns as pyroute2_netns
 from agent import nftables
 from kernel.errors import KernelError
 from tests.lab import Lab
+from tests.lab.netns import run_in
 
 pytestmark = pytest.mark.require_root
 
@@ -40,3 +41,22 @@ def test_each_run_returns_its_own_output(inside):
     listing = inside(f"list table {T}")
     assert inside(f"list table {T}") == listing
     assert inside(f"add chain {T} c\n") == ""
+
+
+def test_a_context_acts_in_the_namespace_its_thread_is_in_now():
+    """A thread's context made in one namespace is not used after the
+    thread (or a child forked from it) joined another: the table lands in
+    the namespace the caller is in.  (A fork of pytest's main thread, which
+    `check` had given a context, once wrote the anti-spoofing table into
+    pytest's own namespace.)"""
+    nftables.run("list tables\n")  # this thread's context, in pytest's namespace
+    with Lab() as lab:
+        ns = lab.netns("nftables-moved")
+        try:
+            run_in(ns, nftables.run, f"add table {T}\n")
+            assert f"table {T}" in run_in(ns, nftables.run, "list tables\n")
+        finally:
+            here = nftables.run("list tables\n")
+            if f"table {T}" in here:
+                nftables.run(f"delete table {T}\n")
+        assert f"table {T}" not in here
