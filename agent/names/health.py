@@ -1,17 +1,9 @@
 """The responder's health as the names watchdog sees it: a small JSON file
-the watchdog rewrites at each change (never on a timer), read by `status`,
-`check` and the metrics through responder_health()."""
+the watchdog rewrites at each change (never on a timer, with
+agent/status_file.py), read by `status`, `check` and the metrics through
+responder_health()."""
 
 import json
-import os
-
-
-def write(path: str, health: dict) -> None:
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(health, f)
-    os.replace(tmp, path)
 
 
 def responder_health(path: str) -> dict:

@@ -22,7 +22,6 @@ a nameserver forwards to that nameserver (its silence gets SERVFAIL, as
 dockerd would have waited for nothing too).
 """
 
-import json
 import logging
 import os
 import threading
@@ -32,6 +31,7 @@ from agent.names.index import NameIndex
 from agent.names.responder import DNS_PORT, Listener, Responder
 from agent.names.upstreams import GATEWAY
 from agent.names.watchdog_process import WATCHDOG_ARGV, WatchdogProcess
+from agent.status_file import write_status
 
 LOG = logging.getLogger(__name__)
 FOLLOW_INTERVAL = 1.0  # seconds between reads of resolv.conf and daemon.json
@@ -139,11 +139,7 @@ class NameService:
         return redirects, fallback
 
     def _write_status(self) -> None:
-        os.makedirs(os.path.dirname(self.status_path), mode=0o755, exist_ok=True)
-        tmp = self.status_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.status, f)
-        os.replace(tmp, self.status_path)
+        write_status(self.status_path, self.status)
 
 
 def _where(listener: Listener) -> str:

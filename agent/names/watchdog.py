@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from agent.names import health
+from agent.status_file import write_status
 from agent.names.intercept import Interception
 from kernel.errors import KernelError
 
@@ -146,7 +146,7 @@ class Watchdog:
             icp = self.interception
             intercepted = sorted(icp.redirects) if icp.programmed and not icp.bypassed else []
             try:
-                health.write(self.health_path, {
+                write_status(self.health_path, {
                     "pid": os.getpid(), "answering": self.answering, "since": self.since,
                     "intercepted": intercepted, "tableProgrammed": icp.programmed,
                     "fallback": icp.fallback if icp.bypassed else None,

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.metrics import ResponderHealth
-from agent.names import health
+from agent.status_file import write_status
 from agent.names.responder import Listener, Responder
 from metrics import instruments
 from tests.agent.test_names import (WEP_PREFIX, FakeUpstream, answers, ask, guide_index,
@@ -66,10 +66,10 @@ def test_the_responders_health_as_the_watchdog_wrote_it(tmp_path):
     registry = CollectorRegistry()
     registry.register(ResponderHealth(str(path)))
     assert registry.get_sample_value(ANSWERING) is None
-    health.write(str(path), {"answering": False, "since": 1, "intercepted": [],
+    write_status(str(path), {"answering": False, "since": 1, "intercepted": [],
                              "withdrawals": 2, "pid": os.getpid()})
     assert registry.get_sample_value(ANSWERING) == 0
     assert registry.get_sample_value(WITHDRAWALS) == 2
-    health.write(str(path), {"answering": True, "since": 2, "intercepted": ["10.0.0.2"],
+    write_status(str(path), {"answering": True, "since": 2, "intercepted": ["10.0.0.2"],
                              "withdrawals": 2, "pid": os.getpid()})
     assert registry.get_sample_value(ANSWERING) == 1
