@@ -28,6 +28,7 @@ import time
 from agent.bgp.control import ControlError, configure
 from agent.status_file import write_status
 from datastore.retry import Backoff
+from kernel.processes import in_this_netns
 
 LOG = logging.getLogger(__name__)
 
@@ -202,26 +203,13 @@ def _end_orphan(paths: BirdPaths) -> None:
 
 def other_bird(paths: BirdPaths, port: int) -> str | None:
     """Why a BGP speaker that is not ours owns this network namespace, or None."""
-    here = _netns("self")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        argv = _cmdline(int(entry))
-        if not argv or os.path.basename(argv.split("\0")[0]) not in ("bird", "bird6"):
-            continue
-        if _netns(entry) == here and paths.config not in argv:
-            return f"another BIRD (pid {entry}: {argv.replace(chr(0), ' ').strip()}) " \
+    for pid, argv in in_this_netns():
+        if os.path.basename(argv[0]) in ("bird", "bird6") and paths.config not in argv:
+            return f"another BIRD (pid {pid}: {' '.join(argv).strip()}) " \
                    "runs in this network namespace"
     if _listening(port):
         return f"something else listens on TCP port {port} (BGP)"
     return None
-
-
-def _netns(pid: str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
 
 
 def _cmdline(pid: int) -> str:

@@ -14,6 +14,7 @@ import sys
 from agent.bgp.control import ControlError
 from agent.bgp.daemon import BirdPaths
 from agent.bgp.sessions import BgpSession, UnexpectedOutput, sessions
+from kernel.processes import in_this_netns
 from plugin.cli import bgp_status
 from plugin.cli.bordered_table import render
 
@@ -67,23 +68,10 @@ def peers_table(found: list[BgpSession], version: int) -> str:
 
 def agent_running() -> bool:
     """Whether a node agent runs in this network namespace."""
-    here = _netns(os.getpid())
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-            if _is_agent(argv) and _netns(pid) == here:
-                return True
-        except OSError:
-            continue  # gone meanwhile, or not ours to look at
-    return False
+    return any(_is_agent(argv) for _, argv in in_this_netns())
 
 
 def _is_agent(argv: list[str]) -> bool:
     return any(word == _AGENT_COMMAND and os.path.basename(argv[i - 1]) in _AGENT_LAUNCHERS
                for i, word in enumerate(argv) if i > 0)
 
-
-def _netns(pid) -> tuple[int, int]:
-    st = os.stat(f"/proc/{pid}/ns/net")
-    return st.st_dev, st.st_ino
