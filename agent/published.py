@@ -41,6 +41,7 @@ TABLE = "inet calico-libnetwork-ports"
 PUBLISHED_MARK = 0x40000  # conntrack mark bit of a connection to a published port
 _MARKED = f"ct mark & {PUBLISHED_MARK:#x} == {PUBLISHED_MARK:#x}"
 _FAMILIES = {4: ("ip", "ipv4"), 6: ("ip6", "ipv6")}
+UNSPECIFIED = ("", "0.0.0.0", "::")  # host addresses that mean every address of the host
 
 
 def script(endpoints: Iterable[WorkloadEndpoint]) -> str:
@@ -57,24 +58,26 @@ def script(endpoints: Iterable[WorkloadEndpoint]) -> str:
              f"add rule {t} output fib daddr type local jump published",
              f"add rule {t} postrouting {_MARKED} ip saddr 127.0.0.0/8 masquerade"]
     for endpoint in sorted(endpoints, key=lambda e: e.interface):
-        for version, address in _addresses(endpoint):
+        for version, address, bindings in forwards(endpoint):
             ip, nfproto = _FAMILIES[version]
             lines.append(f"add rule {t} postrouting {_MARKED} {ip} saddr {address} "
                          f"{ip} daddr {address} masquerade")
-            for binding in endpoint.published:
-                if binding.version in (None, version):
-                    lines.append(f"add rule {t} published " + _dnat(binding, ip, nfproto,
-                                                                      address))
+            lines += [f"add rule {t} published " + _dnat(binding, ip, nfproto, address)
+                      for binding in bindings]
     return "\n".join(lines) + "\n"
 
 
-def _addresses(endpoint: WorkloadEndpoint):
+def forwards(endpoint: WorkloadEndpoint):
+    """(IP version, address, the bindings forwarded to it) for each of the
+    endpoint's addresses: a binding without a host address goes to each
+    family, one with a host address to its own."""
     for address in endpoint.addresses:
-        yield (6 if ":" in address else 4), address
+        version = 6 if ":" in address else 4
+        yield version, address, [b for b in endpoint.published if b.version in (None, version)]
 
 
 def _dnat(binding: PortBinding, ip: str, nfproto: str, address: str) -> str:
-    unspecified = binding.host_ip in ("", "0.0.0.0", "::")
+    unspecified = binding.host_ip in UNSPECIFIED
     destination = f"meta nfproto {nfproto}" if unspecified else f"{ip} daddr {binding.host_ip}"
     target = f"[{address}]" if ip == "ip6" else address
     return (f"{destination} meta l4proto {binding.protocol} th dport {binding.host_port} "

@@ -10,7 +10,7 @@ is read again (a container starting or going meanwhile is no finding)."""
 import re
 
 from agent import nftables
-from agent.published import TABLE
+from agent.published import TABLE, UNSPECIFIED, forwards
 from datastore.workload_endpoint import WorkloadEndpoint
 from driver import endpoints as ep
 from kernel.errors import KernelError
@@ -26,7 +26,6 @@ _RESTART = "restart the plugin (`calico-libnetwork run`, or its systemd unit): i
 _RULE = re.compile(r"^(?:ip6? daddr (?P<host_ip>\S+) )?(?:meta nfproto ipv[46] )?"
                    r"(?P<protocol>tcp|udp|sctp) dport (?P<host_port>\d+) .*"
                    r"dnat ip6? to \[?(?P<address>[^\]\s]+?)\]?:(?P<port>\d+)$")
-_UNSPECIFIED = ("", "0.0.0.0", "::")
 
 
 def check(layers: Layers, tools: Tools, _grace) -> list[Finding]:
@@ -56,16 +55,11 @@ def check(layers: Layers, tools: Tools, _grace) -> list[Finding]:
 def _wanted(weps) -> set[tuple]:
     """(protocol, host address or "", host port, address, port) of each
     binding of these endpoints, per address of the binding's family."""
-    wanted = set()
-    for res in weps or ():
-        endpoint = WorkloadEndpoint.from_resource(res)
-        for address in endpoint.addresses:
-            version = 6 if ":" in address else 4
-            for b in endpoint.published:
-                if b.version in (None, version):
-                    host_ip = "" if b.host_ip in _UNSPECIFIED else b.host_ip
-                    wanted.add((b.protocol, host_ip, b.host_port, address, b.port))
-    return wanted
+    return {(b.protocol, "" if b.host_ip in UNSPECIFIED else b.host_ip, b.host_port,
+             address, b.port)
+            for res in weps or ()
+            for _, address, bindings in forwards(WorkloadEndpoint.from_resource(res))
+            for b in bindings}
 
 
 def _programmed() -> set[tuple] | None:
