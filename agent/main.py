@@ -22,7 +22,7 @@ from agent.routing.reconciler import Reconciler
 from agent.settings import AgentSettings
 from datastore.errors import DatastoreUnavailable
 from datastore.etcd import Etcd
-from datastore.follower import RETRY_DELAYS, Follower
+from datastore.follower import RETRY_DELAYS, Follower, Throttle
 from datastore.resources import Resources
 from datastore.retry import Backoff
 from datastore.settings import connect
@@ -77,7 +77,8 @@ def run_agent(settings: AgentSettings, stop: threading.Event | None = None,
         bgp = bird and BgpView(settings.nodename, bird, settings.workload_prefix)
         views = tuple(v for v in (ClusterState(reconciler), policy, names and names.index,
                                   published, cluster, bgp) if v)
-        thread = Follower(etcd, views, settings.watch_idle_timeout, stop).start("follower")
+        thread = Follower(etcd, views, settings.watch_idle_timeout, stop,
+                          throttle=Throttle()).start("follower")
         antispoofing.repair()
         while not stop.wait(antispoofing.CHECK_INTERVAL):
             antispoofing.repair()

@@ -66,8 +66,10 @@ class Figures(NamedTuple):
 class ClusterMetrics:
     """A follower view; also a prometheus_client collector of what it saw.
 
-    The figures are worked out after each batch and replaced whole, so a
-    scrape never sees a snapshot half read."""
+    The figures are worked out when a scrape asks for them after a change
+    (not at each batch: that walk of every endpoint and block would cost
+    each change in the cluster); during a resync a scrape gets the last
+    snapshot's, never one half read."""
 
     kinds = (WORKLOAD_ENDPOINTS, HOST_ENDPOINTS, NODES, POOLS, BLOCKS)
 
@@ -76,43 +78,45 @@ class ClusterMetrics:
         self.figures: Figures | None = None  # None: no snapshot read yet
         self.resyncs = 0
         self._resyncing = False
-        self._lock = threading.Lock()
+        self._stale = False  # changed since the figures were worked out
+        self._lock = threading.Lock()  # the follower's changes against a scrape
         self.reset()
 
     def reset(self) -> None:
         """A resync starts (the follower lost its watch, or begins)."""
-        self.endpoints: dict[str, str] = {}  # key -> node
-        self.host_endpoints: dict[str, str] = {}
-        self.nodes: set[str] = set()
-        self.pools = {}  # name -> Pool
-        self.blocks: dict[str, BlockUse] = {}
         with self._lock:
+            self.endpoints: dict[str, str] = {}  # key -> node
+            self.host_endpoints: dict[str, str] = {}
+            self.nodes: set[str] = set()
+            self.pools = {}  # name -> Pool
+            self.blocks: dict[str, BlockUse] = {}
             if not self._resyncing:  # a lost watch, then its snapshot: one resync
                 self.resyncs += 1
             self._resyncing = True
 
     def on_change(self, kind: Kind, key: str, record) -> bool:
         name = key[len(kind.prefix):]
-        if kind is WORKLOAD_ENDPOINTS:
-            _put(self.endpoints, key, record and record.node)
-        elif kind is HOST_ENDPOINTS:
-            _put(self.host_endpoints, key, record and record.node)
-        elif kind is NODES:
-            (self.nodes.add if record is not None else self.nodes.discard)(name)
-        elif kind is POOLS:
-            _put(self.pools, name, record)
-        elif kind is BLOCKS:
-            _put(self.blocks, key, record and BlockUse.of(record))
+        use = record and BlockUse.of(record) if kind is BLOCKS else None
+        with self._lock:
+            if kind is WORKLOAD_ENDPOINTS:
+                _put(self.endpoints, key, record and record.node)
+            elif kind is HOST_ENDPOINTS:
+                _put(self.host_endpoints, key, record and record.node)
+            elif kind is NODES:
+                (self.nodes.add if record is not None else self.nodes.discard)(name)
+            elif kind is POOLS:
+                _put(self.pools, name, record)
+            elif kind is BLOCKS:
+                _put(self.blocks, key, use)
         return True
 
     def batch_done(self, changed: bool, snapshot: bool) -> None:
-        if not (changed or snapshot):
-            return
-        figures = self._figures()
         with self._lock:
-            self.figures = figures
             if snapshot:
-                self._resyncing = False
+                self.figures = self._figures()
+                self._resyncing = self._stale = False
+            elif changed:
+                self._stale = True
 
     def _figures(self) -> Figures:
         local = sum(1 for node in self.endpoints.values() if node == self.nodename) + \
@@ -138,6 +142,8 @@ class ClusterMetrics:
 
     def collect(self):
         with self._lock:
+            if self._stale and not self._resyncing:
+                self.figures, self._stale = self._figures(), False
             figures, resyncs = self.figures, self.resyncs
         # Felix's counter has no _total, which prometheus_client's Counter
         # would add: untyped under the exact name (rate() reads it alike).

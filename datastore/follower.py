@@ -13,11 +13,17 @@ the views reset and handed a new snapshot.  A follower made with
 resume=False resets its views as soon as the watch fails, and takes a new
 snapshot instead of resuming: for views that must never serve what may
 have changed while nothing watched (the plugin's pool cache).
+
+A follower made with a Throttle hands its views at most a burst of batches
+at once, then one per interval, as Felix applies its dataplane: under a
+steady stream of changes everywhere in the cluster, the views work once
+per interval on all that arrived meanwhile, not once per change.
 """
 
 import logging
 import os
 import threading
+import time
 from typing import Protocol
 
 from datastore.errors import DatastoreError, RevisionCompacted, WatchStalled
@@ -88,12 +94,30 @@ def watch_prefix(kinds) -> str:
     return common[:common.rfind("/") + 1]
 
 
+class Throttle:
+    """Felix's apply throttle (int_dataplane.go: throttle.New(10), one more
+    admitted every 100 ms): `burst` admissions at once, then one per
+    `interval`."""
+
+    def __init__(self, burst: int = 10, interval: float = 0.1):
+        self.burst, self.interval = burst, interval
+        self._tokens, self._at = float(burst), time.monotonic()
+
+    def delay(self) -> float:
+        """Take one admission; the wait before it is due (0: now)."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) / self.interval) - 1
+        self._at = now
+        return max(0.0, -self._tokens * self.interval)
+
+
 class Follower:
     def __init__(self, etcd: Etcd, views, idle_timeout: float, stop: threading.Event,
-                 resume: bool = True):
+                 resume: bool = True, throttle: Throttle | None = None):
         self.etcd, self.views = etcd, tuple(views)
         self.idle_timeout, self.stop = idle_timeout, stop
         self.resume = resume
+        self.throttle = throttle
         self._readers = _readers(self.views)
         self.prefix = watch_prefix(self._readers)
         self._backoff = Backoff(*RETRY_DELAYS)
@@ -181,3 +205,7 @@ class Follower:
                 view.batch_done(seen, False)
             # Events come in revision order: the views are current with the last.
             self.revision = max(self.revision, batch[-1].mod_revision)
+            # What arrives while it waits is the next batch, whole
+            # (Etcd.watch_prefix hands over all that is queued).
+            if self.throttle is not None and self.stop.wait(self.throttle.delay()):
+                return

@@ -18,7 +18,7 @@ import time
 
 from agent import nftables
 from agent.routing import kernel
-from agent.status_file import write_status
+from agent.status_file import PacedStatus, write_status
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
@@ -43,6 +43,7 @@ class PolicyEngine:
                  felix_env: FelixSettings = FelixSettings(), etcd_endpoints=()):
         self.nodename = nodename
         self.status_path = status_path
+        self.status = PacedStatus(status_path)
         self.resync_interval = resync_interval
         # the FELIX_* variables: they win over every FelixConfiguration
         self.felix_env = felix_env
@@ -200,6 +201,7 @@ class PolicyEngine:
 
     def stop(self) -> None:
         """Remove our table and status: the host as it was without us."""
+        self.status.cancel()
         remove_policy(self.status_path)
 
     def _local(self, endpoint) -> bool:
@@ -230,7 +232,7 @@ class PolicyEngine:
                 timespec="seconds"),
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         }
-        write_status(self.status_path, status)
+        self.status.write(status)
 
 
 def _labels_to_apply(profile) -> dict:

@@ -72,6 +72,9 @@ class PolicyState:
         self.hosts: dict[str, dict[int, str]] = {}
         # IPPool name -> (IP version, ipipMode, vxlanMode)
         self.pools: dict[str, tuple[int, str, str]] = {}
+        # host_addresses' answers until a Node's addresses change: the same
+        # object each time, which the renderer skips at once
+        self._host_addresses: dict[int, frozenset[str]] = {}
 
     def on_change(self, kind: Kind, key: str, record) -> str | None:
         """Record one key's record (None: deleted or unreadable); returns
@@ -99,7 +102,9 @@ class PolicyState:
             del held[name]
         else:
             held[name] = new
-        if held is self.endpoints:
+        if held is self.hosts:
+            self._host_addresses.clear()
+        elif held is self.endpoints:
             if old is not None:
                 self._by_node[old.node, old.host].discard(key)
             if new is not None:
@@ -108,7 +113,11 @@ class PolicyState:
 
     def host_addresses(self, version: int) -> frozenset[str]:
         """Every Calico host's address of one IP version."""
-        return frozenset(a[version] for a in self.hosts.values() if version in a)
+        found = self._host_addresses.get(version)
+        if found is None:
+            found = self._host_addresses[version] = frozenset(
+                a[version] for a in self.hosts.values() if version in a)
+        return found
 
     def labels_of(self, endpoint: Endpoint) -> dict[str, str]:
         """Own labels, then each profile's labelsToApply in order; the first

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from datastore.etcd import Etcd
-from datastore.follower import Follower, watch_prefix
+from datastore.follower import Follower, Throttle, watch_prefix
 from datastore.records import Kind
 from tests.datastore.views import Parses, Recorder
 from tests.lab.common import wait_until
@@ -34,8 +34,9 @@ def follow(etcd_clean):
     stop = threading.Event()
     threads = []
 
-    def start(*views):
-        threads.append(Follower(etcd, views, idle_timeout=1.0, stop=stop).start("follower"))
+    def start(*views, throttle=None):
+        threads.append(Follower(etcd, views, idle_timeout=1.0, stop=stop,
+                                throttle=throttle).start("follower"))
 
     yield start
     stop.set()
@@ -197,3 +198,44 @@ def test_what_arrives_while_the_views_are_busy_is_one_batch(etcd_clean, kinds, f
         writer.close()
     assert wait_until(lambda: len(view.held) == 20, 10)
     assert view.batches <= 3  # the first write, what came meanwhile (maybe split in two)
+
+
+class Batches(Recorder):
+    """Counts the watch's batches and when each came."""
+
+    def __init__(self, *kinds):
+        super().__init__(*kinds)
+        self.times = []
+
+    def batch_done(self, changed, snapshot):
+        super().batch_done(changed, snapshot)
+        if not snapshot:
+            self.times.append(time.monotonic())
+
+
+def test_a_throttled_follower_takes_a_burst_at_once_then_one_batch_per_interval(
+        etcd_clean, kinds, follow):
+    """As Felix's apply throttle: the first batches at once, then under a
+    steady stream of writes one per interval holding all that came."""
+    things, _ = kinds
+    view = Batches(things)
+    follow(view, throttle=Throttle(burst=3, interval=0.3))
+    assert wait_until(lambda: view.snapshots == 1, 5)
+    writer = Etcd(etcd_clean.endpoints)
+    try:
+        began = time.monotonic()
+        for n in range(3):  # the burst: each handed over at once
+            writer.put(f"{THINGS}{n:02d}", json.dumps({"n": n}))
+            assert wait_until(lambda: len(view.held) == n + 1, 2)
+        assert time.monotonic() - began < 0.3
+        for n in range(3, 40):  # a write every 20 ms for 0.75 s
+            writer.put(f"{THINGS}{n:02d}", json.dumps({"n": n}))
+            time.sleep(0.02)
+    finally:
+        writer.close()
+    assert wait_until(lambda: len(view.held) == 40, 5)
+    # 37 writes in about 0.75 s: after the burst (and a part refilled
+    # meanwhile), a few batches, never two within the interval
+    later = view.times[5:]
+    gaps = [b - a for a, b in zip(view.times[4:], later)]
+    assert 1 <= len(later) <= 4 and min(gaps) >= 0.25, view.times

@@ -1,0 +1,37 @@
+"""agent.status_file: a status replaced whole; a paced one written at most
+once per interval, the newest last, nothing after cancel."""
+
+import json
+import time
+
+from agent.status_file import PacedStatus
+from tests.lab.common import wait_until
+
+
+def read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_a_paced_status_is_written_at_once_then_at_most_once_per_interval(tmp_path):
+    path = tmp_path / "run" / "policy.json"  # its directory is made
+    status = PacedStatus(str(path), interval=0.3)
+    status.write({"n": 1})
+    assert read(path) == {"n": 1}  # the first at once
+    written = path.stat().st_mtime_ns
+    for n in range(2, 6):
+        status.write({"n": n})
+    assert read(path) == {"n": 1} and path.stat().st_mtime_ns == written
+    assert wait_until(lambda: read(path) == {"n": 5}, 2)  # the newest, within the interval
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left
+
+
+def test_a_cancelled_paced_status_writes_nothing_more(tmp_path):
+    path = tmp_path / "policy.json"
+    status = PacedStatus(str(path), interval=0.2)
+    status.write({"n": 1})
+    status.write({"n": 2})
+    status.cancel()
+    path.unlink()  # as the engine's stop removes it
+    time.sleep(0.4)
+    assert not path.exists()
