@@ -4,6 +4,7 @@ network's name and DNS names the plugin annotates) and the host ports it
 publishes, parsed once."""
 
 import json
+import sys
 from dataclasses import dataclass
 
 from datastore import ports
@@ -33,10 +34,18 @@ class WorkloadEndpoint:
         if not isinstance(names, list):
             names = []
         labels = res.metadata.get("labels") or {}
-        return cls(spec.get("node") or "", spec.get("interfaceName") or "",
+        # What many endpoints share (their node, labels, profiles, network)
+        # is held once: 30,000 endpoints' copies were 19 MB of the agent.
+        network = annotations.get(NETWORK_NAME)
+        return cls(_shared(spec.get("node") or ""), spec.get("interfaceName") or "",
                    tuple(str(n).split("/")[0] for n in spec.get("ipNetworks") or ()),
-                   tuple(sorted((k, str(v)) for k, v in labels.items())),
-                   tuple(spec.get("profiles") or ()),
-                   annotations.get(NETWORK_NAME),
+                   tuple(sorted((_shared(k), _shared(str(v))) for k, v in labels.items())),
+                   tuple(_shared(p) for p in spec.get("profiles") or ()),
+                   _shared(network) if isinstance(network, str) else network,
                    tuple(n for n in names if isinstance(n, str)),
                    ports.published(res.name, annotations))
+
+
+def _shared(text) -> str:
+    """One object for equal strings (sys.intern's are freed when unused)."""
+    return sys.intern(text) if type(text) is str else text

@@ -44,8 +44,7 @@ class Endpoint:
 
     @classmethod
     def of_workload(cls, key: str, wep: WorkloadEndpoint) -> "Endpoint":
-        labels = tuple((k, v) for k, v in wep.labels
-                       if not k.startswith(_DROPPED_LABEL_PREFIXES))
+        labels = tuple(kv for kv in wep.labels if not kv[0].startswith(_DROPPED_LABEL_PREFIXES))
         return cls(key, wep.node, wep.interface, wep.addresses, labels, wep.profiles,
                    publishes=bool(wep.published))
 
