@@ -18,7 +18,7 @@ over the nodes.  Then, for each way of reaching etcd in --via:
 
 it starts --agents simulated agents, --per-process of them in each worker
 process.  A simulated agent is the agent's real follower
-(datastore/follower.py: its snapshot, watch and record parsing) with its own
+(datastore/follower.py: its snapshot, watch, record parsing and apply throttle) with its own
 etcd client, feeding the agent's real routing view (ClusterState, with the
 routes it would program computed and the kernel writes left out) and name
 index, and a probe view that notes when each watch batch was applied.  The
@@ -68,7 +68,7 @@ from bench.policy import cluster, wep, write  # noqa: E402
 from bench.routes import node_resources, records  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from datastore.etcd import Etcd  # noqa: E402
-from datastore.follower import Follower  # noqa: E402
+from datastore.follower import Follower, Throttle  # noqa: E402
 from datastore.records import WORKLOAD_ENDPOINTS  # noqa: E402
 from ipam.pools import build_pool  # noqa: E402
 from tests.lab.common import shm_dir  # noqa: E402
@@ -201,7 +201,7 @@ class SimAgent:
         self.probe = Probe()
         self.etcd = Etcd(endpoints, timeout=timeout)
         self.follower = Follower(self.etcd, (routing, NameIndex(), self.probe),
-                                 IDLE_TIMEOUT, stop)
+                                 IDLE_TIMEOUT, stop, throttle=Throttle())
 
 
 def worker(args) -> int:

@@ -18,11 +18,10 @@ from prometheus_client import CollectorRegistry
 from agent.settings import AgentSettings
 from metrics import exposition
 from plugin.calls import CALLS
+from plugin.cli.agent_command import METRICS_FD_FLAG, PLUGIN_METRICS_FLAG
 
 # Docker's calls, counted from 0 (Plugin.Activate is answered by the app, not counted).
 CALL_NAMES = tuple(CALLS)
-METRICS_FD_FLAG = "--metrics-fd"  # the agent's: serve metrics on this inherited socket
-PLUGIN_METRICS_FLAG = "--plugin-metrics"  # the agent's: the workers' files are here
 
 
 def plugin_directory(settings: AgentSettings) -> str:

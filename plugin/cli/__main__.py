@@ -2,6 +2,6 @@
 
 import sys
 
-from plugin.cli.main import main
+from plugin.cli.entry import main
 
 sys.exit(main())

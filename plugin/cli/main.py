@@ -2,27 +2,23 @@
 
 import argparse
 import logging
-import socket
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from agent.errors import AgentError
-from agent.main import run_agent
-from datastore.errors import DatastoreError, DatastoreUnavailable, EtcdTlsError
+from datastore.errors import DatastoreUnavailable, EtcdTlsError
 from ipam.errors import IpamError
-from kernel.errors import KernelError
-from metrics import exposition
 from plugin import metrics, server, startup
-from plugin.agent_process import AGENT_ARGV, REGISTERED_FLAG, AgentProcess
-from plugin.cli import (apply, check, delete, get, ipam_gc, ipam_show, node_status, pool,
-                        status)
+from plugin.agent_process import AGENT_ARGV, AgentProcess
+from plugin.cli import (agent_command, apply, check, delete, get, ipam_gc, ipam_show,
+                        node_status, pool, status)
+from plugin.cli.command import execute
 from plugin.cli.errors import CommandError
-from plugin.config import DEFAULT_PLUGIN_DIR, Config, ConfigError
+from plugin.config import DEFAULT_PLUGIN_DIR, Config
 
 LOG = logging.getLogger(__name__)
 # Expected failures: a message for the user, exit 1, no traceback.
-USER_ERRORS = (DatastoreError, IpamError, CommandError, AgentError, KernelError,
-               server.AlreadyServed, startup.StartupError, exposition.PortUnavailable)
+USER_ERRORS = (*agent_command.USER_ERRORS, IpamError, CommandError, server.AlreadyServed,
+               startup.StartupError)
 
 
 def _version() -> str:
@@ -91,18 +87,6 @@ def _prepare_datastore(config: Config) -> bool:
     return True
 
 
-def cmd_agent(args, config: Config) -> int:
-    if args.metrics_fd is not None:  # from `run`, which bound the port
-        metrics_socket = socket.socket(fileno=args.metrics_fd)
-    elif config.prometheus_port is not None:  # an agent alone binds it itself
-        metrics_socket = exposition.listen(config.prometheus_port)
-    else:
-        metrics_socket = None
-    run_agent(config.agent, registered=args.registered, metrics_socket=metrics_socket,
-              plugin_metrics=args.plugin_metrics)
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="calico-libnetwork",
@@ -119,13 +103,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-agent", action="store_true",
                      help="do not run the node agent (routes between hosts, NAT outgoing)")
     run.set_defaults(func=cmd_run)
-    agent = sub.add_parser("agent", help="run only the node agent (run starts it itself)")
-    # Only from `run`, for the agent it starts first, right after registering.
-    agent.add_argument(REGISTERED_FLAG, action="store_true", help=argparse.SUPPRESS)
-    # Only from `run`: the metrics socket it bound, and its workers' metrics files.
-    agent.add_argument(metrics.METRICS_FD_FLAG, type=int, help=argparse.SUPPRESS)
-    agent.add_argument(metrics.PLUGIN_METRICS_FLAG, help=argparse.SUPPRESS)
-    agent.set_defaults(func=cmd_agent)
+    agent = sub.add_parser("agent", help=agent_command.HELP)
+    agent_command.add_arguments(agent)
+    agent.set_defaults(func=agent_command.cmd_agent)
     pool.register(sub)
     apply.register(sub)
     get.register(sub)
@@ -142,20 +122,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        print(f"calico-libnetwork: configuration error: {exc}", file=sys.stderr)
-        return 2
-    # The daemon logs its work; the operating commands print only their answer.
-    quiet = logging.INFO if args.command in ("run", "agent") else logging.WARNING
-    logging.basicConfig(level=logging.DEBUG if config.debug else quiet,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args, config)
-    except USER_ERRORS as exc:
-        print(f"calico-libnetwork: {exc}", file=sys.stderr)
-        return 1
+    return execute(args.command, args.func, args, USER_ERRORS)
 
 
 if __name__ == "__main__":

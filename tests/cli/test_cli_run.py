@@ -257,3 +257,16 @@ def test_version():
     result = subprocess.run([sys.executable, "-m", "plugin.cli", "--version"],
                             env=environment(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("calico-libnetwork ")
+
+
+def test_the_agent_process_imports_neither_the_web_server_nor_the_docker_client():
+    """The agent lives as long as its host: its process (`run` starts it as
+    `-m plugin.cli agent`) loads what it runs, not flask, gunicorn or docker."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "plugin.cli", "agent",
+                             "--help"], env=environment(), capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0 and "run only the node agent" in result.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "agent.main" in imported
+    assert not {"flask", "gunicorn", "docker", "plugin.server"} & imported
