@@ -64,7 +64,9 @@ def dumps(bindings) -> str:
 
 def loads(text: str | None) -> tuple[PortBinding, ...]:
     """The bindings of an annotation (ValueError, KeyError, TypeError if unreadable)."""
-    items = json.loads(text or "[]")
+    if not text:
+        return ()
+    items = json.loads(text)
     if not isinstance(items, list):
         raise ValueError("published ports are not a list")
     return tuple(sorted(PortBinding.from_json(item) for item in items))

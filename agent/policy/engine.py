@@ -137,14 +137,16 @@ class PolicyEngine:
         snapshot, to compare with the kernel without programming it)."""
         if self.state.matches_by_address(self.nodename):
             self._host_interfaces(host_addresses())
-        if self._chains is None:
+        compiled = self._chains is None
+        if compiled:
             self._chains = self.compiler.compile(self.state, self._host_addresses)
-            self.membership.set_selectors(self.state, self._chains.selectors)
         changed = self._endpoints_changed
         if self._relabel:
-            changed |= set(self.membership.relabelled(self.state))
+            changed |= set(self.membership.relabelled(self.state, changed))
         for key in changed:
             self.membership.update(self.state, key)
+        if compiled:  # after the updates: each label set evaluated once against new selectors
+            self.membership.set_selectors(self.state, self._chains.selectors)
         self._endpoints_changed, self._relabel = set(), False
         return self.desired()
 

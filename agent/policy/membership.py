@@ -84,15 +84,13 @@ class Membership:
         for selector in label_set.hits:
             self._counts[selector].update(endpoint.addresses)
 
-    def relabelled(self, state: PolicyState) -> list[str]:
-        """Endpoints whose label set (own plus inherited) is not the one last
-        evaluated: after a profile's labelsToApply changed."""
-        relabelled = []
-        for key, endpoint in state.endpoints.items():
-            seen = self._seen.get(key)
-            if seen is None or seen[0].labels != frozenset(state.labels_of(endpoint).items()):
-                relabelled.append(key)
-        return relabelled
+    def relabelled(self, state: PolicyState, known=frozenset()) -> list[str]:
+        """Endpoints evaluated before, and not in `known` (changed anyway),
+        whose label set (own plus inherited) is not the one they were
+        evaluated with: after a profile's labelsToApply changed.  (Those
+        not evaluated yet are update()'s or set_selectors'.)"""
+        return [key for key, (label_set, _) in self._seen.items() if key not in known
+                and label_set.labels != frozenset(state.labels_of(state.endpoints[key]).items())]
 
     def _label_set(self, labels: dict) -> _LabelSet:
         key = frozenset(labels.items())
