@@ -205,7 +205,10 @@ class Follower:
                 view.batch_done(seen, False)
             # Events come in revision order: the views are current with the last.
             self.revision = max(self.revision, batch[-1].mod_revision)
-            # What arrives while it waits is the next batch, whole
-            # (Etcd.watch_prefix hands over all that is queued).
-            if self.throttle is not None and self.stop.wait(self.throttle.delay()):
+            # A batch its views saw no change in (other hosts' heartbeats)
+            # costs them nothing and takes no turn.  What arrives while it
+            # waits is the next batch, whole (Etcd.watch_prefix hands over
+            # all that is queued).
+            if self.throttle is not None and any(changed.values()) \
+                    and self.stop.wait(self.throttle.delay()):
                 return
