@@ -68,8 +68,8 @@ class ClusterMetrics:
 
     The figures are worked out when a scrape asks for them after a change
     (not at each batch: that walk of every endpoint and block would cost
-    each change in the cluster); during a resync a scrape gets the last
-    snapshot's, never one half read."""
+    each change in the cluster), from whole batches: during a batch or a
+    resync a scrape gets the last figures, never a batch half read."""
 
     kinds = (WORKLOAD_ENDPOINTS, HOST_ENDPOINTS, NODES, POOLS, BLOCKS)
 
@@ -79,6 +79,7 @@ class ClusterMetrics:
         self.resyncs = 0
         self._resyncing = False
         self._stale = False  # changed since the figures were worked out
+        self._in_batch = False  # changes came that their batch_done has not closed
         self._lock = threading.Lock()  # the follower's changes against a scrape
         self.reset()
 
@@ -98,6 +99,7 @@ class ClusterMetrics:
         name = key[len(kind.prefix):]
         use = record and BlockUse.of(record) if kind is BLOCKS else None
         with self._lock:
+            self._in_batch = True
             if kind is WORKLOAD_ENDPOINTS:
                 _put(self.endpoints, key, record and record.node)
             elif kind is HOST_ENDPOINTS:
@@ -112,6 +114,7 @@ class ClusterMetrics:
 
     def batch_done(self, changed: bool, snapshot: bool) -> None:
         with self._lock:
+            self._in_batch = False
             if snapshot:
                 self.figures = self._figures()
                 self._resyncing = self._stale = False
@@ -142,7 +145,7 @@ class ClusterMetrics:
 
     def collect(self):
         with self._lock:
-            if self._stale and not self._resyncing:
+            if self._stale and not (self._resyncing or self._in_batch):
                 self.figures, self._stale = self._figures(), False
             figures, resyncs = self.figures, self.resyncs
         # Felix's counter has no _total, which prometheus_client's Counter

@@ -31,9 +31,12 @@ class PacedStatus:
         self._pending: dict | None = None
         self._timer: threading.Timer | None = None
         self._written = float("-inf")  # when last written (monotonic)
+        self._cancelled = False
 
     def write(self, status: dict) -> None:
         with self._lock:
+            if self._cancelled:
+                return
             self._pending = status
             if self._timer is not None:
                 return  # it writes the newest
@@ -46,8 +49,10 @@ class PacedStatus:
         self._flush()
 
     def cancel(self) -> None:
-        """Write nothing more (the file is about to be removed)."""
+        """Write nothing more, whatever is given after (the file is about to
+        be removed)."""
         with self._lock:
+            self._cancelled = True
             if self._timer is not None:
                 self._timer.cancel()
             self._pending = self._timer = None
@@ -55,7 +60,7 @@ class PacedStatus:
     def _flush(self) -> None:
         with self._lock:
             status, self._pending, self._timer = self._pending, None, None
-            if status is None:
+            if status is None or self._cancelled:
                 return
             self._written = time.monotonic()
             try:

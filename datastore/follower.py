@@ -104,11 +104,12 @@ class Throttle:
         self._tokens, self._at = float(burst), time.monotonic()
 
     def delay(self) -> float:
-        """Take one admission; the wait before it is due (0: now)."""
+        """Take one admission for what was just handed over; the wait until
+        the next one is due (0: now)."""
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._at) / self.interval) - 1
         self._at = now
-        return max(0.0, -self._tokens * self.interval)
+        return max(0.0, (1 - self._tokens) * self.interval)
 
 
 class Follower:

@@ -32,6 +32,8 @@ from datastore.retry import Backoff
 LOG = logging.getLogger(__name__)
 AGENT_ARGV = [sys.executable, "-P", "-m", "plugin.cli", "agent"]
 REGISTERED_FLAG = "--registered"  # the Node is registered: run did it just before
+METRICS_FD_FLAG = "--metrics-fd"  # serve metrics on this inherited socket
+PLUGIN_METRICS_FLAG = "--plugin-metrics"  # the plugin workers' metrics files are here
 _RESTART_DELAYS = (1.0, 30.0)
 HEALTHY_RUN = 10.0  # seconds an agent must have run for its restart to be prompt
 _POLL = 1.0  # seconds between looks at the agent

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from agent.settings import AgentSettings
 from metrics import exposition
 from plugin.calls import CALLS
-from plugin.cli.agent_command import METRICS_FD_FLAG, PLUGIN_METRICS_FLAG
+from plugin.agent_process import METRICS_FD_FLAG, PLUGIN_METRICS_FLAG
 
 # Docker's calls, counted from 0 (Plugin.Activate is answered by the app, not counted).
 CALL_NAMES = tuple(CALLS)

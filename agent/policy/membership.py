@@ -89,8 +89,15 @@ class Membership:
         whose label set (own plus inherited) is not the one they were
         evaluated with: after a profile's labelsToApply changed.  (Those
         not evaluated yet are update()'s or set_selectors'.)"""
-        return [key for key, (label_set, _) in self._seen.items() if key not in known
-                and label_set.labels != frozenset(state.labels_of(state.endpoints[key]).items())]
+        relabelled = []
+        for key, (label_set, _) in self._seen.items():
+            if key in known:
+                continue
+            endpoint = state.endpoints.get(key)  # None: deleted, not updated yet
+            if endpoint is None or \
+                    label_set.labels != frozenset(state.labels_of(endpoint).items()):
+                relabelled.append(key)
+        return relabelled
 
     def _label_set(self, labels: dict) -> _LabelSet:
         key = frozenset(labels.items())

@@ -13,12 +13,10 @@ from agent.main import run_agent
 from datastore.errors import DatastoreError
 from kernel.errors import KernelError
 from metrics import exposition
-from plugin.agent_process import REGISTERED_FLAG
+from plugin.agent_process import METRICS_FD_FLAG, PLUGIN_METRICS_FLAG, REGISTERED_FLAG
 from plugin.cli.command import execute
 from plugin.config import Config
 
-METRICS_FD_FLAG = "--metrics-fd"  # serve metrics on this inherited socket
-PLUGIN_METRICS_FLAG = "--plugin-metrics"  # the plugin workers' metrics files are here
 HELP = "run only the node agent (run starts it itself)"
 USER_ERRORS = (AgentError, DatastoreError, KernelError, exposition.PortUnavailable)
 

@@ -108,6 +108,24 @@ def test_nothing_but_the_resync_count_before_the_first_snapshot():
     assert "felix_cluster_num_hosts" in [f.name for f in view.collect()]
 
 
+def test_a_scrape_during_a_batch_gets_the_figures_of_the_last_whole_batch():
+    from datastore.records import WORKLOAD_ENDPOINTS, parse
+
+    view = metrics.ClusterMetrics("h1")
+    view.batch_done(True, True)
+
+    def endpoints():
+        return next(f.samples[0].value for f in view.collect()
+                    if f.name == "felix_cluster_num_workload_endpoints")
+
+    for name in ("a", "b"):
+        key, raw = wep(name)
+        view.on_change(WORKLOAD_ENDPOINTS, key, parse(WORKLOAD_ENDPOINTS, key, raw, 1))
+        assert endpoints() == 0  # "a" alone would be half of this batch
+    view.batch_done(True, False)
+    assert endpoints() == 2
+
+
 def test_the_agent_counts_its_etcd_round_trips(node_metrics):
     _, url = node_metrics
     assert wait_until(lambda: value(scrape(url), "calico_libnetwork_etcd_requests_total",

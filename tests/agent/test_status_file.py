@@ -33,5 +33,6 @@ def test_a_cancelled_paced_status_writes_nothing_more(tmp_path):
     status.write({"n": 2})
     status.cancel()
     path.unlink()  # as the engine's stop removes it
+    status.write({"n": 3})  # a sync that ended after the stop
     time.sleep(0.4)
     assert not path.exists()
