@@ -11,6 +11,7 @@ on sys.path, which would let a root server import from wherever it was run.
 """
 
 import errno
+import gc
 import logging
 import os
 import socket
@@ -80,6 +81,7 @@ class PluginServer(BaseApplication):
             # No control socket: gunicorn would put it in ~/.gunicorn/, one
             # path shared by every instance on the host.
             "control_socket_disable": True,
+            "pre_fork": _pre_fork,
             "post_worker_init": self._post_worker_init,
         }
         super().__init__()
@@ -100,6 +102,13 @@ class PluginServer(BaseApplication):
             threading.Thread(target=startup.complete_when_etcd_answers, args=(self.config,),
                              daemon=True, name="complete-start").start()
         _build_services(worker)
+
+
+def _pre_fork(server, worker) -> None:
+    # What the arbiter holds is shared with the worker until written: its
+    # objects moved out of the collector's reach, the worker's collections
+    # do not write to them (Python's gc.freeze advice for fork without exec).
+    gc.freeze()
 
 
 def serve(config: Config, paths, complete_start: bool = False,
