@@ -19,6 +19,7 @@ import ssl
 import threading
 import time
 import types
+import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -36,8 +37,10 @@ import etcd3.utils
 import etcd3.watch
 import grpc
 
-from datastore.errors import (DatastoreUnavailable, EtcdTlsError, QuorumLost, RevisionCompacted,
-                              WatchStalled)
+from datastore import gateway
+from datastore.errors import (DatastoreError, DatastoreUnavailable, EtcdTlsError, QuorumLost,
+                              RevisionCompacted, WatchStalled)
+from datastore.gateway import GatewayWatch, WatchEvent
 from metrics import instruments
 
 LOG = logging.getLogger(__name__)
@@ -112,12 +115,6 @@ class Commit(NamedTuple):
         return self.revision is not None
 
 
-class WatchEvent(NamedTuple):
-    key: str
-    value: bytes | None  # None for a delete
-    mod_revision: int
-
-
 def _parse_endpoint(url: str):
     parts = urlsplit(url if "://" in url else "http://" + url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -140,9 +137,11 @@ class Etcd:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.tls = TlsFiles(ca_cert, cert, key)
-        creds = None
+        creds = self._ssl = None
         if any(_parse_endpoint(e)[0] for e in self.endpoints):
-            creds = _credentials(self.tls)
+            self._ssl = _ssl_context(self.tls)
+            creds = grpc.ssl_channel_credentials(
+                *(_read(p) for p in (self.tls.ca, self.tls.key, self.tls.cert)))
         self._clients = []
         for url in self.endpoints:
             secure, host, port = _parse_endpoint(url)
@@ -156,6 +155,8 @@ class Etcd:
             self._clients.append(client)
         self._current = 0
         self._closed = False
+        self._no_gateway: set[int] = set()  # members whose JSON gateway is absent (a proxy)
+        self._watches = weakref.WeakSet()  # open gateway watches, ended by close()
 
     # -- plumbing -------------------------------------------------------
 
@@ -253,6 +254,8 @@ class Etcd:
 
     def close(self):
         self._closed = True
+        for watch in list(self._watches):
+            watch.interrupt()
         for c in self._clients:
             c.close()
 
@@ -369,7 +372,9 @@ class Etcd:
         """Yield batches of events under prefix from start_revision on.
 
         The watch opens on the member that served last, else the next that
-        takes it.  Raises WatchStalled when nothing arrives for idle_timeout
+        takes it, through the member's JSON gateway (gateway.py: read in the
+        caller's thread), else, where there is none (etcd's gRPC proxy),
+        through gRPC.  Raises WatchStalled when nothing arrives for idle_timeout
         seconds (the client's stream can hang silently when etcd dies),
         DatastoreUnavailable when no member takes the watch or the stream
         breaks (the member lost its leader, or went away: the next watch
@@ -377,9 +382,23 @@ class Etcd:
         start_revision is gone.  Callers watch again from the revision after
         the last event they saw, and re-snapshot after RevisionCompacted.
         """
-        events = queue.Queue()
         instruments.etcd_request("watch")
-        client, watch_id = self._open_watch(prefix, events.put, start_revision)
+        watch = self._open_watch(prefix, start_revision)
+        if isinstance(watch, GatewayWatch):
+            idx = self._current
+            self._watches.add(watch)
+            try:
+                yield from watch.batches(idle_timeout)
+            except RevisionCompacted:
+                raise
+            except DatastoreUnavailable:
+                # The next watch (and request) starts with another member.
+                self._current = (idx + 1) % len(self._clients)
+                raise
+            finally:
+                watch.close()
+            return
+        client, watch_id, events = watch
         try:
             while True:
                 try:
@@ -410,30 +429,67 @@ class Etcd:
             threading.Thread(target=_quietly, args=(client.cancel_watch, watch_id),
                              daemon=True).start()
 
-    def _open_watch(self, prefix: str, callback, start_revision: int):
-        """(client, watch id) of a watch on the first endpoint that takes it,
-        starting with the one that served last: a watch that failed on a
-        member that went away resumes on another."""
+    def _open_watch(self, prefix: str, start_revision: int):
+        """The watch on the first member that takes it, starting with the
+        one that served last (a watch that failed on a member that went away
+        resumes on another): through the member's JSON gateway, a
+        GatewayWatch; else through gRPC, (client, watch id, its queue)."""
         failures, n = [], len(self._clients)
         for i in range(n):
             idx = (self._current + i) % n
-            client = self._clients[idx]
             try:
-                watch_id = client.add_watch_prefix_callback(
-                    prefix, callback, start_revision=start_revision)
-            except etcd3.exceptions.RevisionCompactedError as exc:
-                raise RevisionCompacted(exc.compacted_revision) from exc
-            except (*_UNAVAILABLE, etcd3.exceptions.WatchTimedOut, grpc.RpcError) as exc:
-                tls = self._tls_failure(self.endpoints[idx], exc)
-                if tls:
-                    raise EtcdTlsError(tls) from exc
-                details = _grpc_details(exc)
-                failures.append(f"{self.endpoints[idx]} ("
-                                f"{'no leader' if _NO_LEADER in details else type(exc).__name__})")
+                watch = None if idx in self._no_gateway \
+                    else self._open_gateway_watch(idx, prefix, start_revision)
+                if watch is None:
+                    watch = self._open_grpc_watch(idx, prefix, start_revision)
+            except _WatchRefused as exc:
+                failures.append(f"{self.endpoints[idx]} ({exc})")
                 continue
             self._current = idx
-            return client, watch_id
+            return watch
         raise DatastoreUnavailable(f"cannot watch etcd at {', '.join(failures)}")
+
+    def _open_gateway_watch(self, idx: int, prefix: str, start_revision: int):
+        """The watch through the member's gateway; None when the gateway
+        does not take it (then gRPC may)."""
+        url = self.endpoints[idx]
+        secure, host, port = _parse_endpoint(url)
+        try:
+            return gateway.open_watch(url, host, port, self._ssl if secure else None, prefix,
+                                      etcd3.utils.prefix_range_end(prefix.encode()),
+                                      start_revision, self.timeout)
+        except gateway.GatewayRefused as exc:
+            if exc.absent:
+                self._no_gateway.add(idx)
+            LOG.debug("etcd at %s: no watch through its JSON gateway (%s); through gRPC",
+                      url, exc)
+            return None
+        except RevisionCompacted:
+            raise
+        except (OSError, DatastoreError) as exc:
+            raise _WatchRefused("no leader" if _NO_LEADER in str(exc)
+                                else str(exc) if isinstance(exc, DatastoreError)
+                                else type(exc).__name__) from None
+
+    def _open_grpc_watch(self, idx: int, prefix: str, start_revision: int):
+        events = queue.Queue()
+        client = self._clients[idx]
+        try:
+            watch_id = client.add_watch_prefix_callback(
+                prefix, events.put, start_revision=start_revision)
+        except etcd3.exceptions.RevisionCompactedError as exc:
+            raise RevisionCompacted(exc.compacted_revision) from exc
+        except (*_UNAVAILABLE, etcd3.exceptions.WatchTimedOut, grpc.RpcError) as exc:
+            tls = self._tls_failure(self.endpoints[idx], exc)
+            if tls:
+                raise EtcdTlsError(tls) from exc
+            raise _WatchRefused("no leader" if _NO_LEADER in _grpc_details(exc)
+                                else type(exc).__name__) from None
+        return client, watch_id, events
+
+
+class _WatchRefused(Exception):
+    """A member did not take a watch (why, in a word or two)."""
 
 
 def _watch_event(event) -> WatchEvent:
@@ -459,11 +515,12 @@ def _bytes(value) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _credentials(tls: TlsFiles):
-    """gRPC channel credentials, after Python's ssl has read the files: gRPC
-    reports a bad file only as "Failed to create security handshaker" at the
-    first request, and aborts the whole process on a certificate without
-    its key."""
+def _ssl_context(tls: TlsFiles) -> ssl.SSLContext:
+    """The TLS context of the gateway's watches; made before gRPC's
+    credentials so that Python's ssl reads the files first: gRPC reports a
+    bad file only as "Failed to create security handshaker" at the first
+    request, and aborts the whole process on a certificate without its
+    key."""
     if bool(tls.cert) != bool(tls.key):
         raise EtcdTlsError("ETCD_CERT_FILE and ETCD_KEY_FILE go together: set both (a client "
                            f"certificate and its key) or neither ({tls.show('cert', 'key')})")
@@ -474,6 +531,8 @@ def _credentials(tls: TlsFiles):
         except (ssl.SSLError, OSError) as exc:
             raise EtcdTlsError(f"cannot use {tls.show('ca')} as the CA for etcd: "
                                f"{_ssl_reason(exc)} (expected PEM certificates)") from None
+    else:  # gRPC then trusts its default roots
+        context.load_default_certs()
     if tls.cert:
         try:
             context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
@@ -482,7 +541,7 @@ def _credentials(tls: TlsFiles):
                 f"cannot use the client certificate ({tls.show('cert', 'key')}): "
                 f"{_ssl_reason(exc)} (expected a PEM certificate and its unencrypted PEM key)"
             ) from None
-    return grpc.ssl_channel_credentials(*(_read(p) for p in (tls.ca, tls.key, tls.cert)))
+    return context
 
 
 def _ssl_reason(exc) -> str:

@@ -14,12 +14,20 @@ def in_this_netns() -> Iterator[tuple[int, list[str]]]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-            if _netns(entry) == here:
-                yield int(entry), argv
+            same = _netns(entry) == here
         except OSError:
             continue
+        if same and (command := argv(int(entry))):
+            yield int(entry), command
+
+
+def argv(pid: int) -> list[str]:
+    """The process's command line, [] when it is gone or not ours to read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _netns(pid: str) -> tuple[int, int]:

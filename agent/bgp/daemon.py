@@ -28,7 +28,7 @@ import time
 from agent.bgp.control import ControlError, configure
 from agent.status_file import write_status
 from datastore.retry import Backoff
-from kernel.processes import in_this_netns
+from kernel.processes import argv, in_this_netns
 
 LOG = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _end_orphan(paths: BirdPaths) -> None:
     it (or whose pid file outlived a reboot): ours if its command line names
     our config."""
     pid = _pid_from(paths.pid)
-    if pid and paths.config in _cmdline(pid):
+    if pid and paths.config in argv(pid):
         LOG.warning("stopping the BIRD (pid %d) an earlier agent left running", pid)
         try:
             os.kill(pid, signal.SIGTERM)
@@ -210,14 +210,6 @@ def other_bird(paths: BirdPaths, port: int) -> str | None:
     if _listening(port):
         return f"something else listens on TCP port {port} (BGP)"
     return None
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _pid_from(path: str) -> int | None:
