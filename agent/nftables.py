@@ -5,12 +5,23 @@ script runs as `nft -f` runs it: one transaction, all of it or nothing.
 libnftables comes with nft itself (Debian's nftables package depends on
 libnftables1, which the plugin image installs with it), so there is no
 fallback to the nft program.
+
+Address set members alone (`inet_set_members`) go through nfnetlink directly,
+one transaction too: before each transaction libnftables lists every chain
+and set of the table (its cache is stale once the generation moved, and
+the last change moved it), 0.7 ms at 400 chains and 350 sets, where the
+members themselves take 0.05 ms.  A remote endpoint coming or going, the
+change a large cluster makes most, changes nothing else.
 """
 
 import ctypes
 import ctypes.util
 import functools
+import ipaddress
+import itertools
 import os
+import socket
+import struct
 import threading
 import weakref
 
@@ -92,14 +103,105 @@ class NftContext:
 _per_thread = threading.local()
 
 
-def run(script: str) -> str:
-    """Run a script with this thread's context, made at its first use in
-    the thread's network namespace: a context's socket acts in the namespace
-    it was made in, so a thread that moved since (setns), or a child forked
-    from it that joined another, gets a context of its own there."""
+def _this_netns(slot: str, make):
+    """This thread's `slot`, made by make() at its first use in the
+    thread's network namespace: a netlink socket acts in the namespace it
+    was made in, so a thread that moved since (setns), or a child forked
+    from it that joined another, gets one of its own there."""
     netns = os.stat("/proc/thread-self/ns/net").st_ino
-    nft = getattr(_per_thread, "nft", None)
-    if nft is None or _per_thread.netns != netns:
-        nft = _per_thread.nft = NftContext()
-        _per_thread.netns = netns
-    return nft.run(script)
+    made = getattr(_per_thread, slot, None)
+    if made is None or made[0] != netns:
+        made = (netns, make())
+        setattr(_per_thread, slot, made)
+    return made[1]
+
+
+def run(script: str) -> str:
+    """Run a script with this thread's context."""
+    return _this_netns("nft", NftContext).run(script)
+
+
+# nfnetlink (linux/netfilter/nfnetlink.h, nf_tables.h)
+_NETLINK_NETFILTER, _NFNL_SUBSYS_NFTABLES, _NFPROTO_INET = 12, 10, 1
+_BATCH_BEGIN, _BATCH_END, _NLMSG_ERROR = 0x10, 0x11, 2
+_NEWSETELEM, _DELSETELEM = _NFNL_SUBSYS_NFTABLES << 8 | 12, _NFNL_SUBSYS_NFTABLES << 8 | 14
+_REQUEST, _ACK, _CREATE, _NESTED = 0x1, 0x4, 0x400, 0x8000
+_LIST_TABLE, _LIST_SET, _LIST_ELEMENTS = 1, 2, 3  # NFTA_SET_ELEM_LIST_*
+_LIST_ELEM, _ELEM_KEY, _DATA_VALUE = 1, 1, 1  # NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE
+_PER_MESSAGE = 1000  # elements
+ADDRESS_TYPES = {"ipv4_addr": 4, "ipv6_addr": 6}
+
+
+class _Nfnetlink:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  _NETLINK_NETFILTER)
+        self.sock.settimeout(5.0)
+        self.sock.bind((0, 0))
+        self._sequence = itertools.count(1)
+        self._free = weakref.finalize(self, self.sock.close)
+
+    def transaction(self, messages: list[tuple[int, int, bytes]]) -> None:
+        """(type, flags, payload) of each, between a batch's begin and end,
+        sent at once; every one acked, or KernelError with the first refusal
+        (the kernel then applied none)."""
+        subsystem = struct.pack("=BB", 0, 0) + struct.pack(">H", _NFNL_SUBSYS_NFTABLES)
+        first = next(self._sequence)
+        data = [_message(_BATCH_BEGIN, _REQUEST, first, subsystem)]
+        waiting = {}
+        for kind, flags, payload in messages:
+            seq = next(self._sequence)
+            waiting[seq] = kind
+            data.append(_message(kind, _REQUEST | _ACK | flags, seq,
+                                 struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
+        data.append(_message(_BATCH_END, _REQUEST, next(self._sequence), subsystem))
+        refusal = None
+        try:
+            self.sock.send(b"".join(data))
+            while waiting:
+                reply = memoryview(self.sock.recv(65536))
+                while len(reply) >= 16:
+                    length, kind, _, seq, _ = struct.unpack_from("=IHHII", reply)
+                    if kind == _NLMSG_ERROR and first <= seq:
+                        error = -struct.unpack_from("=i", reply, 16)[0]
+                        waiting.pop(seq, None)
+                        if error and refusal is None:
+                            refusal = error
+                        if seq == first:  # the batch itself was refused
+                            waiting.clear()
+                    reply = reply[(length + 3) & ~3:]
+        except OSError as exc:
+            raise KernelError(f"nfnetlink: {exc}") from exc
+        if refusal is not None:
+            raise KernelError(f"nfnetlink: the set elements were refused: "
+                              f"{os.strerror(refusal)} (errno {refusal})")
+
+
+def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+def inet_set_members(table: str,
+                     changes: list[tuple[str, str, frozenset[str], frozenset[str]]]) -> None:
+    """Each (set, its type in ADDRESS_TYPES, addresses added, addresses
+    removed) of the inet table in one transaction of this thread's
+    nfnetlink socket (see the module's docstring)."""
+    head = _attr(_LIST_TABLE, table.encode() + b"\0")
+    messages = []
+    for name, _, added, removed in changes:
+        for verb, flags, addresses in ((_DELSETELEM, 0, removed), (_NEWSETELEM, _CREATE, added)):
+            addresses = sorted(addresses)
+            for i in range(0, len(addresses), _PER_MESSAGE):
+                elements = b"".join(
+                    _attr(_LIST_ELEM | _NESTED, _attr(_ELEM_KEY | _NESTED, _attr(
+                        _DATA_VALUE, ipaddress.ip_address(a).packed)))
+                    for a in addresses[i:i + _PER_MESSAGE])
+                messages.append((verb, flags, head + _attr(_LIST_SET, name.encode() + b"\0")
+                                 + _attr(_LIST_ELEMENTS | _NESTED, elements)))
+    if messages:
+        _this_netns("nfnetlink", _Nfnetlink).transaction(messages)

@@ -203,9 +203,9 @@ def _end_orphan(paths: BirdPaths) -> None:
 
 def other_bird(paths: BirdPaths, port: int) -> str | None:
     """Why a BGP speaker that is not ours owns this network namespace, or None."""
-    for pid, argv in in_this_netns():
-        if os.path.basename(argv[0]) in ("bird", "bird6") and paths.config not in argv:
-            return f"another BIRD (pid {pid}: {' '.join(argv).strip()}) " \
+    for pid, command in in_this_netns():
+        if os.path.basename(command[0]) in ("bird", "bird6") and paths.config not in command:
+            return f"another BIRD (pid {pid}: {' '.join(command).strip()}) " \
                    "runs in this network namespace"
     if _listening(port):
         return f"something else listens on TCP port {port} (BGP)"

@@ -36,7 +36,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from agent.nftables import run
+from agent.nftables import ADDRESS_TYPES, inet_set_members, run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
                                    RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
@@ -55,6 +55,9 @@ _INTERFACE_MAP = "ifname : verdict"
 _SET = re.compile(r"^\tset (\S+) \{\n(.*?)^\t\}", re.M | re.S)
 _ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
 _TABLE_BLOCK = re.compile(rf"^table {FAMILY} {TABLE} \{{\n(.*?)^\}}", re.M | re.S)
+# More members changed at once go through libnftables: one transaction of
+# ours stays a few netlink messages.
+_MEMBERS_AT_ONCE = 2000
 
 
 @dataclass
@@ -208,14 +211,17 @@ class PolicyTable:
         self.programmed: Ruleset | None = None  # None: write the whole table next
 
     def program(self, desired: Ruleset) -> None:
-        script = full_script(desired) if self.programmed is None \
-            else diff_script(self.programmed, desired)
-        if script:
-            try:
+        try:
+            if self.programmed is None:
+                run(full_script(desired))
+            elif (members := member_changes(self.programmed, desired)) is not None:
+                if members:
+                    inet_set_members(TABLE, members)
+            elif script := diff_script(self.programmed, desired):
                 run(script)
-            except KernelError:
-                self.programmed = None
-                raise
+        except KernelError:
+            self.programmed = None
+            raise
         self.programmed = desired
 
     def present(self) -> bool:
@@ -265,6 +271,29 @@ def full_script(desired: Ruleset) -> str:
         lines.append(f"add chain {t} {name} {{ {hook} }}")
         lines.extend(f"add rule {t} {name} {rule}" for rule in rules)
     return "\n".join(lines) + "\n"
+
+
+def member_changes(old: Ruleset, new: Ruleset
+                   ) -> list[tuple[str, str, frozenset[str], frozenset[str]]] | None:
+    """(set, type, members added, members removed) of each address set
+    that changed, when that is all that changed and not much of it
+    (agent/nftables.py inet_set_members takes it); else None."""
+    if old.sets.keys() != new.sets.keys() or old.chains != new.chains \
+            or old.maps != new.maps or old.base != new.base:
+        return None
+    changes, count = [], 0
+    for name, (kind, members) in new.sets.items():
+        before_kind, before = old.sets[name]
+        if before is members or before == members:
+            continue
+        if kind != before_kind or kind not in ADDRESS_TYPES:
+            return None
+        added, removed = members - before, before - members
+        count += len(added) + len(removed)
+        if count > _MEMBERS_AT_ONCE:
+            return None
+        changes.append((name, kind, added, removed))
+    return changes
 
 
 def diff_script(old: Ruleset, new: Ruleset) -> str:

@@ -158,6 +158,49 @@ def counted(monkeypatch, owner, name):
     return calls
 
 
+def kernel_sets(inside, engine):
+    """The kernel's sets (name -> members) and the engine's idea of them."""
+    return (inside.submit(engine.nft.sets).result(),
+            {name: members for name, (_, members) in engine.nft.programmed.sets.items()})
+
+
+def test_set_members_alone_change_through_nfnetlink_without_a_script(host, monkeypatch):
+    """A remote endpoint coming or going changes members of address sets
+    alone: one nfnetlink transaction, no libnftables script (whose table
+    listing costs ten times as much).  When the kernel refuses it (a
+    member gone behind our back), the next sync rewrites the table; many
+    members at once still go as a script."""
+    ns, workloads, status, netns = host
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
+                        wep("a"), wep("b"), wep("c"))
+    scripts = counted(monkeypatch, nft, "run")
+    v4, v6 = wep("r4", node="h2", address="10.65.9.9"), wep("r6", node="h2", address="fd00::9")
+    engine_run(ns, engine, v4, v6)
+    engine_run(ns, engine, (v4[0], None))
+    assert scripts == []
+    found, programmed = kernel_sets(ns, engine)
+    assert found == programmed
+    members = set().union(*found.values())
+    assert "fd00::9" in members and "10.65.9.9" not in members
+    # fd00::9 leaves the kernel's set behind our back: deleting it is refused.
+    name = next(n for n, m in found.items() if "fd00::9" in m)
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "delete", "element", nft.FAMILY,
+                    nft.TABLE, name, "{ fd00::9 }"], check=True)
+    engine_run(ns, engine, (v6[0], None))
+    assert engine.nft.programmed is None  # not what the kernel holds
+    engine_run(ns, engine, wep("r5", node="h2", address="10.65.9.5"))
+    found, programmed = kernel_sets(ns, engine)
+    assert found == programmed and "10.65.9.5" in set().union(*found.values())
+    scripts.clear()
+    many = [wep(f"r{i}", node="h2", address=f"10.66.{i // 250}.{i % 250 + 1}")
+            for i in range(2100)]
+    engine_run(ns, engine, *many)
+    assert len(scripts) == 1
+    found, programmed = kernel_sets(ns, engine)
+    assert found == programmed and "10.66.8.100" in set().union(*found.values())
+    assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
+
+
 def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatch):
     """Join's sandbox annotation and the DNS names written later change
     nothing policy sees: no compile, no nft; the endpoint's deletion does."""

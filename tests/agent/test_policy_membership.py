@@ -123,9 +123,13 @@ def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
 
 @pytest.fixture
 def scripts(monkeypatch):
-    """Every script the engine sends to nft, in order."""
+    """Every script the engine sends to nft, and every change of set
+    members alone it sends through nfnetlink (as ("members", changes)), in
+    order."""
     sent = []
     monkeypatch.setattr(nft, "run", sent.append)
+    monkeypatch.setattr(nft, "inet_set_members",
+                        lambda table, changes: sent.append(("members", changes)))
     return sent
 
 
@@ -186,9 +190,12 @@ def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
     remote = wep("s", "10.0.9.9", "fd00::9", node=OTHER_NODE)
     feed(engine, remote)
     feed(engine, gone(remote))
+    v4, v6 = {"10.0.9.9"}, {"fd00::9"}
     assert scripts[1:] == [
-        f"{verb} element {T} {set_name(NET1, 4)} {{ 10.0.9.9 }}\n"
-        f"{verb} element {T} {set_name(NET1, 6)} {{ fd00::9 }}\n" for verb in ("add", "delete")]
+        ("members", [(set_name(NET1, 4), "ipv4_addr", v4, set()),
+                     (set_name(NET1, 6), "ipv6_addr", v6, set())]),
+        ("members", [(set_name(NET1, 4), "ipv4_addr", set(), v4),
+                     (set_name(NET1, 6), "ipv6_addr", set(), v6)])]
     assert engine.nft.programmed.chains == chains
 
 
