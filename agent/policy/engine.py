@@ -36,6 +36,18 @@ LOG = logging.getLogger(__name__)
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
+def _moved(kind: str, members: frozenset[str], gained: set[str],
+           lost: set[str]) -> frozenset[str]:
+    """An address set's members after its selector gained and lost these
+    addresses (of either family); the same object when none is its own."""
+    six = kind == SET_TYPES[6]
+    gained = {a for a in gained if (":" in a) == six}
+    lost = {a for a in lost if (":" in a) == six}
+    if lost:
+        members = members.difference(lost)
+    return members.union(gained) if gained else members
+
+
 class PolicyEngine:
     kinds = PolicyState.kinds
 
@@ -168,8 +180,14 @@ class PolicyEngine:
         """What the table holds now; the sets and maps that did not change
         are the objects last programmed (the renderer skips them at once)."""
         chains = self._chains
-        for selector in self.membership.moved():
-            self._sets.pop(selector, None)
+        for selector, moved in self.membership.moved().items():
+            held = self._sets.get(selector)
+            if held is not None:
+                if moved is None:
+                    del self._sets[selector]
+                else:
+                    self._sets[selector] = {name: (kind, _moved(kind, members, *moved))
+                                            for name, (kind, members) in held.items()}
         sets = {}
         for selector in chains.selectors:
             held = self._sets.get(selector)

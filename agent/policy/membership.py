@@ -31,14 +31,19 @@ class Membership:
         self._label_sets: dict[frozenset, _LabelSet] = {}
         # endpoint key -> (its label set, its addresses) as last evaluated
         self._seen: dict[str, tuple[_LabelSet, tuple[str, ...]]] = {}
-        self._moved: set[Selector] = set()  # whose members may have changed
+        # selector -> (addresses gained, addresses lost) since last asked;
+        # None for a selector tracked since
+        self._moved: dict[Selector, tuple[set[str], set[str]] | None] = {}
 
     def members(self, selector: Selector) -> set[str]:
         return set(self._counts.get(selector, ()))
 
-    def moved(self) -> set[Selector]:
-        """The selectors whose members may have changed since last asked."""
-        moved, self._moved = self._moved, set()
+    def moved(self) -> dict[Selector, tuple[set[str], set[str]] | None]:
+        """The selectors whose members changed since last asked: the
+        addresses each gained and lost since (a set of a thousand members
+        changes by those, not rebuilt), None for one tracked since (its
+        members are members()')."""
+        moved, self._moved = self._moved, {}
         return moved
 
     def set_selectors(self, state: PolicyState, selectors: set[Selector]) -> None:
@@ -50,14 +55,15 @@ class Membership:
         added = selectors - set(self._counts)
         for selector in removed:
             del self._counts[selector]
+            self._moved.pop(selector, None)
         gained = {}
         for label_set in self._label_sets.values():
             hits = frozenset(s for s in added if s.evaluate(dict(label_set.labels)))
             label_set.hits = (label_set.hits - removed) | hits
             gained[label_set.labels] = hits
-        self._moved |= added
         for selector in added:
             self._counts[selector] = Counter()
+            self._moved[selector] = None
         if added:
             for label_set, addresses in self._seen.values():
                 for selector in gained[label_set.labels]:
@@ -80,9 +86,8 @@ class Membership:
         label_set = self._label_set(labels)
         label_set.holders += 1
         self._seen[key] = (label_set, endpoint.addresses)
-        self._moved |= label_set.hits
         for selector in label_set.hits:
-            self._counts[selector].update(endpoint.addresses)
+            self._count(selector, endpoint.addresses, 1)
 
     def relabelled(self, state: PolicyState, known=frozenset()) -> list[str]:
         """Endpoints evaluated before, and not in `known` (changed anyway),
@@ -109,13 +114,29 @@ class Membership:
 
     def _release(self, key: str, label_set: _LabelSet, addresses: tuple[str, ...]) -> None:
         del self._seen[key]
-        self._moved |= label_set.hits
         for selector in label_set.hits:
-            counts = self._counts[selector]
-            counts.subtract(addresses)
-            for address in addresses:
-                if counts[address] <= 0:
-                    del counts[address]
+            self._count(selector, addresses, -1)
         label_set.holders -= 1
         if not label_set.holders:
             del self._label_sets[label_set.labels]
+
+    def _count(self, selector: Selector, addresses: tuple[str, ...], step: int) -> None:
+        """One more (step 1) or one fewer (-1) endpoint of the selector's
+        holds these addresses; an address is gained or lost when its count
+        leaves or reaches 0."""
+        counts = self._counts[selector]
+        moved = self._moved.get(selector, ())
+        if moved == ():
+            moved = self._moved[selector] = (set(), set())
+        for address in addresses:
+            count = counts[address] + step
+            if count > 0:
+                counts[address] = count
+            else:
+                counts.pop(address, None)
+            if moved is not None and count == (step > 0):  # 1 when gained, 0 when lost
+                gained, lost = moved if step > 0 else moved[::-1]
+                if address in lost:
+                    lost.discard(address)  # lost and gained back since last asked
+                else:
+                    gained.add(address)

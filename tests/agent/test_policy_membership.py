@@ -5,6 +5,7 @@ them, and the engine's clock is a test clock."""
 
 import datetime
 import json
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -97,6 +98,19 @@ def test_an_address_two_endpoints_share_stays_until_both_are_gone(last_leaves):
     assert members(membership, NET1) == [{"10.0.0.5"}]
     change(state, membership, (wep("y", node=OTHER_NODE)[0], last_leaves[1]))
     assert "10.0.0.5" not in membership.members(NET1)
+
+
+def test_moved_says_what_each_selector_gained_and_lost_since_last_asked():
+    state, membership = tracking(DB, NET1, records=NETWORKS)
+    assert membership.moved() == {DB: None, NET1: None}  # new: members() has them
+    change(state, membership, wep("x", "10.0.0.7", labels={"role": "db"}),
+           wep("y", "10.0.0.1", node=OTHER_NODE, labels={"role": "db"}))  # a's address too
+    assert membership.moved() == {DB: ({"10.0.0.7"}, set()), NET1: ({"10.0.0.7"}, set())}
+    change(state, membership, gone(wep("a")), gone(wep("x")), wep("x", "10.0.0.7"))
+    # a's 10.0.0.1 stays with y; x left DB, and net1 lost and got 10.0.0.7 back
+    assert membership.moved() == {DB: (set(), {"10.0.0.7", "fd00::1"}),
+                                  NET1: (set(), {"fd00::1"})}
+    assert membership.moved() == {}
 
 
 def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
@@ -320,6 +334,37 @@ def test_an_engine_that_follows_the_changes_programs_what_a_fresh_one_does(engin
         feed(engine, *batch)
         done += batch
         assert engine.nft.programmed == fresh(*done, status_path=str(tmp_path / "fresh")), name
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_endpoint_churn_programs_the_sets_a_fresh_engine_does(engine, tmp_path, seed):
+    """Sets changed by what their selectors gained and lost, batch after
+    batch, end as sets made anew: endpoints coming, going, relabelled,
+    readdressed and moved, sharing addresses."""
+    rng = random.Random(seed)
+    base = [*NETWORKS, gnp("db", ingress=[{"action": "Allow",
+                                           "source": {"selector": "role == 'db'"}}])]
+    feed(engine, *base)
+    live = {}
+    for step in range(25):
+        batch = []
+        for _ in range(rng.randint(1, 6)):
+            name = f"e{rng.randrange(10)}"
+            if name in live and rng.random() < 0.3:
+                batch.append(gone(live.pop(name)))
+                continue
+            addresses = [f"10.0.1.{rng.randrange(6)}"] + (
+                [f"fd00::1:{rng.randrange(6)}"] if rng.random() < 0.5 else [])
+            record = wep(name, *addresses, node=rng.choice([NODE, OTHER_NODE]),
+                         labels={"role": rng.choice(["db", "web"])},
+                         profiles=(rng.choice(["net1", "net2"]),))
+            if name in live and live[name][0] != record[0]:  # another node: another key
+                batch.append(gone(live[name]))
+            live[name] = record
+            batch.append(record)
+        feed(engine, *batch)
+        expected = fresh(*base, *live.values(), status_path=str(tmp_path / "fresh"))
+        assert engine.nft.programmed.sets == expected.sets, step
 
 
 def test_a_change_of_the_rules_naming_a_guarded_destination_moves_the_guard(tmp_path):
