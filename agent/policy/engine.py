@@ -36,16 +36,17 @@ LOG = logging.getLogger(__name__)
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
-def _moved(kind: str, members: frozenset[str], gained: set[str],
-           lost: set[str]) -> frozenset[str]:
+def _moved(kind: str, members: frozenset[str], gained: set[str], lost: set[str]
+           ) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
     """An address set's members after its selector gained and lost these
-    addresses (of either family); the same object when none is its own."""
+    addresses (of either family), and those of its own family it gained and
+    lost; None when it gained and lost none of them."""
     six = kind == SET_TYPES[6]
-    gained = {a for a in gained if (":" in a) == six}
-    lost = {a for a in lost if (":" in a) == six}
-    if lost:
-        members = members.difference(lost)
-    return members.union(gained) if gained else members
+    gained = frozenset(a for a in gained if (":" in a) == six)
+    lost = frozenset(a for a in lost if (":" in a) == six)
+    if not (gained or lost):
+        return None
+    return members.difference(lost).union(gained), gained, lost
 
 
 class PolicyEngine:
@@ -180,14 +181,16 @@ class PolicyEngine:
         """What the table holds now; the sets and maps that did not change
         are the objects last programmed (the renderer skips them at once)."""
         chains = self._chains
+        moves = {}  # Ruleset.moves
         for selector, moved in self.membership.moved().items():
             held = self._sets.get(selector)
-            if held is not None:
-                if moved is None:
-                    del self._sets[selector]
-                else:
-                    self._sets[selector] = {name: (kind, _moved(kind, members, *moved))
-                                            for name, (kind, members) in held.items()}
+            if held is not None and moved is None:
+                del self._sets[selector]
+            elif held is not None:
+                for name, (kind, members) in list(held.items()):
+                    if (now := _moved(kind, members, *moved)) is not None:
+                        held[name] = (kind, now[0])
+                        moves[name] = (members, *now[1:])
         sets = {}
         for selector in chains.selectors:
             held = self._sets.get(selector)
@@ -210,7 +213,7 @@ class PolicyEngine:
                                   "default_endpoint_to_host_action",
                                   "failsafe_inbound_host_ports",
                                   "failsafe_outbound_host_ports")))},
-                       self._maps[1], base_chains(chains))
+                       self._maps[1], base_chains(chains), moves)
 
     def encapsulation(self) -> Encapsulation:
         return Encapsulation.of(self.state.pools.values())

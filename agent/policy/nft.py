@@ -72,6 +72,11 @@ class Ruleset:
     maps: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     # base chain name -> (its hook, its rules): base_chains()
     base: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # set name -> (the members it was made from, members added, removed):
+    # what changed, known where it was made, used when the ruleset
+    # programmed holds those very members (not a copy of them)
+    moves: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = field(
+        default_factory=dict, compare=False)
 
     @staticmethod
     def workload_maps(chains: Chains, before: tuple[Chains, dict] | None = None
@@ -284,11 +289,17 @@ def member_changes(old: Ruleset, new: Ruleset
     changes, count = [], 0
     for name, (kind, members) in new.sets.items():
         before_kind, before = old.sets[name]
-        if before is members or before == members:
+        if before is members:
             continue
         if kind != before_kind or kind not in ADDRESS_TYPES:
             return None
-        added, removed = members - before, before - members
+        move = new.moves.get(name)
+        if move is not None and move[0] is before:
+            _, added, removed = move
+        elif before == members:
+            continue
+        else:
+            added, removed = members - before, before - members
         count += len(added) + len(removed)
         if count > _MEMBERS_AT_ONCE:
             return None

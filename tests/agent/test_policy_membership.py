@@ -337,10 +337,23 @@ def test_an_engine_that_follows_the_changes_programs_what_a_fresh_one_does(engin
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_random_endpoint_churn_programs_the_sets_a_fresh_engine_does(engine, tmp_path, seed):
+def test_random_endpoint_churn_programs_the_sets_a_fresh_engine_does(engine, tmp_path, seed,
+                                                                      monkeypatch):
     """Sets changed by what their selectors gained and lost, batch after
     batch, end as sets made anew: endpoints coming, going, relabelled,
-    readdressed and moved, sharing addresses."""
+    readdressed and moved, sharing addresses; and the members each change
+    sends to the kernel are the difference of the sets."""
+    member_changes = nft.member_changes
+
+    def checked(old, new):
+        changes = member_changes(old, new)
+        if changes is not None:
+            moved = {n for n, (_, members) in new.sets.items() if members != old.sets[n][1]}
+            assert [(n, set(a), set(r)) for n, _, a, r in changes] == [
+                (n, new.sets[n][1] - old.sets[n][1], old.sets[n][1] - new.sets[n][1])
+                for n in new.sets if n in moved]
+        return changes
+    monkeypatch.setattr(nft, "member_changes", checked)
     rng = random.Random(seed)
     base = [*NETWORKS, gnp("db", ingress=[{"action": "Allow",
                                            "source": {"selector": "role == 'db'"}}])]
