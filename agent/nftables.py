@@ -52,6 +52,21 @@ def library() -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+def release_freed_memory() -> None:
+    """Give the system back what this process's allocator holds freed: the
+    parse of a script and each transaction's listing of the table leave
+    many small blocks that glibc keeps for reuse (a whole table written at
+    1,000 endpoints: 14 MB).  About 1 ms; nothing where libc is not glibc."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def available() -> bool:
     try:
         library()

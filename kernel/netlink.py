@@ -177,6 +177,14 @@ def refused(action, exc) -> KernelError:
     return KernelError(f'could not {action}: {reason}')
 
 
+def name(index):
+    """The name of the interface with this index, None when there is none."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
 def index(ifname):
     """The interface's index, None when there is no such interface (the
     only way if_nametoindex fails, short of running out of descriptors;

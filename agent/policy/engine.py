@@ -127,7 +127,8 @@ class PolicyEngine:
 
     def sync(self) -> None:
         started = time.monotonic()
-        if not self._full and started - self._last_full > self.resync_interval:
+        periodic = not self._full and started - self._last_full > self.resync_interval
+        if periodic:
             # Someone may have deleted our table (nft flush ruleset): repair it.
             self._full = not self.nft.present()
             self._last_full = started
@@ -136,6 +137,8 @@ class PolicyEngine:
         if self._full:
             self.nft.programmed = None
         self.nft.program(desired)
+        if self._full or periodic:
+            nftables.release_freed_memory()
         if self._full:
             self._last_full = started
         self._full = False
