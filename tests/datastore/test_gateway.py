@@ -25,16 +25,15 @@ from tests.lab.tls import make_cert
 PREFIX = "/calico/gateway-test/"
 
 
-def watched(etcd: Etcd, start: int, count: int, idle: float = 5.0) -> list[WatchEvent]:
-    """The first `count` events from `start` on, and checks that reading
-    them started no thread."""
+def first_events(etcd: Etcd, start: int, count: int) -> tuple[list[WatchEvent], set]:
+    """The first `count` events from `start` on, and the threads that
+    reading them started."""
     threads = set(threading.enumerate())
-    events, watch = [], etcd.watch_prefix(PREFIX, start, idle)
+    events, watch = [], etcd.watch_prefix(PREFIX, start, 5.0)
     while len(events) < count:
         events += next(watch)
     watch.close()
-    assert set(threading.enumerate()) - threads == set()
-    return events
+    return events, set(threading.enumerate()) - threads
 
 
 def writes(etcd: Etcd) -> tuple[int, list[WatchEvent]]:
@@ -53,17 +52,13 @@ def test_the_events_are_grpcs_read_without_a_thread_of_their_own(etcd_clean):
     etcd = Etcd(etcd_clean.endpoints, timeout=2.0)
     try:
         start, expected = writes(etcd)
-        assert watched(etcd, start, 3) == expected
+        assert first_events(etcd, start, 3) == (expected, set())
         with EtcdGrpcProxy([etcd_clean.endpoints]) as proxy:  # no gateway: gRPC
             through_proxy = Etcd(proxy.endpoints, timeout=2.0)
             try:
-                watch = through_proxy.watch_prefix(PREFIX, start, 5.0)
-                events = []
-                while len(events) < 3:
-                    events += next(watch)
+                events, started = first_events(through_proxy, start, 3)
                 assert events == expected
-                assert any(t.name.startswith("etcd3_watch") for t in threading.enumerate())
-                watch.close()
+                assert any(t.name.startswith("etcd3_watch") for t in started)
             finally:
                 through_proxy.close()
     finally:
@@ -92,8 +87,9 @@ def test_over_tls_a_value_longer_than_a_tls_record_comes_whole(tls_etcd, etcd_pk
         start = etcd.revision() + 1
         big = bytes(random.Random(1).randrange(256) for _ in range(200_000))
         revisions = [etcd.put(PREFIX + "big", big), etcd.put(PREFIX + "small", b"s")]
-        assert watched(etcd, start, 2) == [WatchEvent(PREFIX + "big", big, revisions[0]),
-                                           WatchEvent(PREFIX + "small", b"s", revisions[1])]
+        assert first_events(etcd, start, 2) == ([WatchEvent(PREFIX + "big", big, revisions[0]),
+                                                 WatchEvent(PREFIX + "small", b"s", revisions[1])],
+                                                set())
     finally:
         etcd.close()
 
@@ -110,12 +106,7 @@ def test_a_gateway_that_cannot_dial_its_member_leaves_the_watch_to_grpc(etcd_pki
                     key=pki["client"].key, timeout=2.0)
         try:
             start, expected = writes(etcd)
-            watch = etcd.watch_prefix(PREFIX, start, 5.0)
-            events = []
-            while len(events) < 3:
-                events += next(watch)
-            assert events == expected
-            watch.close()
+            assert first_events(etcd, start, 3)[0] == expected
         finally:
             etcd.close()
 
