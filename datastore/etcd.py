@@ -389,6 +389,13 @@ class Etcd:
             self._watches.add(watch)
             try:
                 yield from watch.batches(idle_timeout)
+            except gateway.GatewayRefused as exc:
+                # Not what etcd's gateway sends: this member's watches go
+                # through gRPC from now on, resumed where this one stopped.
+                self._no_gateway.add(idx)
+                raise DatastoreUnavailable(
+                    f"the etcd watch on {self.endpoints[idx]} through its JSON gateway "
+                    f"failed ({exc}); watching through gRPC instead") from None
             except RevisionCompacted:
                 raise
             except DatastoreUnavailable:

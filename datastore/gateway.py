@@ -36,8 +36,8 @@ class WatchEvent(NamedTuple):
 
 class GatewayRefused(Exception):
     """The member answered, but its gateway does not serve this watch (not
-    there, the TLS handshake refused, or an error from behind it): the
-    member's gRPC may still serve it.  `absent`: the gateway is not there at
+    there, the TLS handshake refused, an error from behind it, or what it
+    sends is not a watch response): the member's gRPC may still serve it.  `absent`: the gateway is not there at
     all (the gRPC proxy), so there is no point in asking again."""
 
     def __init__(self, reason: str, absent: bool = False):
@@ -141,20 +141,27 @@ class GatewayWatch:
         self.sock.close()
 
     def _events(self, message: dict) -> list[WatchEvent]:
-        if "error" in message:
-            raise DatastoreUnavailable(f"the etcd watch on {self.url} failed: "
-                                       f"{message['error'].get('message', message['error'])}")
-        result = message.get("result", {})
-        if result.get("canceled"):
-            if int(result.get("compact_revision", 0)):
-                raise RevisionCompacted(int(result["compact_revision"]))
-            raise DatastoreUnavailable(f"etcd at {self.url} cancelled the watch: "
-                                       f"{result.get('cancel_reason') or 'no reason given'}")
-        return [WatchEvent(base64.b64decode(e["kv"]["key"]).decode(),
-                           None if e.get("type") == "DELETE"
-                           else base64.b64decode(e["kv"].get("value", "")),
-                           int(e["kv"]["mod_revision"]))
-                for e in result.get("events", ())]
+        """The message's events; raises what it says instead (an error, the
+        watch cancelled), GatewayRefused when it is no watch response."""
+        try:
+            if "error" in message:
+                error = message["error"]
+                raise DatastoreUnavailable(f"the etcd watch on {self.url} failed: "
+                                           f"{error.get('message', error)}")
+            result = message.get("result", {})
+            if result.get("canceled"):
+                if int(result.get("compact_revision", 0)):
+                    raise RevisionCompacted(int(result["compact_revision"]))
+                raise DatastoreUnavailable(f"etcd at {self.url} cancelled the watch: "
+                                           f"{result.get('cancel_reason') or 'no reason given'}")
+            return [WatchEvent(base64.b64decode(e["kv"]["key"]).decode(),
+                               None if e.get("type") == "DELETE"
+                               else base64.b64decode(e["kv"].get("value", "")),
+                               int(e["kv"]["mod_revision"]))
+                    for e in result.get("events", ())]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise GatewayRefused(f"a watch message not as etcd's gateway sends them: "
+                                 f"{str(message)[:200]}") from None
 
     def _messages(self) -> list[dict]:
         """The whole messages read so far, reading until there is one."""
@@ -167,8 +174,7 @@ class GatewayWatch:
                 try:
                     return [json.loads(line) for line in lines if line.strip()]
                 except ValueError:
-                    raise DatastoreUnavailable(f"the etcd watch on {self.url} sent "
-                                               "what is not JSON") from None
+                    raise GatewayRefused("a watch message that is not JSON") from None
             self._receive()
 
     def _dechunk(self) -> None:

@@ -111,6 +111,28 @@ def test_a_gateway_that_cannot_dial_its_member_leaves_the_watch_to_grpc(etcd_pki
             etcd.close()
 
 
+def test_a_gateway_stream_not_as_etcd_sends_it_moves_the_member_to_grpc(etcd_clean,
+                                                                         monkeypatch):
+    """The watch ends as a member going away does; the next one, from where
+    it stopped, goes through gRPC, and the member's watches stay there."""
+    etcd = Etcd(etcd_clean.endpoints, timeout=2.0)
+    try:
+        start, expected = writes(etcd)
+        real = GatewayWatch._events
+
+        def garbled_once(self, message):
+            monkeypatch.setattr(GatewayWatch, "_events", real)
+            return real(self, {"result": {"events": [{"kv": {}}]}})  # no key
+        monkeypatch.setattr(GatewayWatch, "_events", garbled_once)
+        with pytest.raises(DatastoreUnavailable, match="watching through gRPC instead"):
+            next(etcd.watch_prefix(PREFIX, start, 5.0))
+        events, started = first_events(etcd, start, 3)
+        assert events == expected
+        assert any(t.name.startswith("etcd3_watch") for t in started)
+    finally:
+        etcd.close()
+
+
 def test_a_compacted_start_revision_is_said(etcd_clean):
     etcd = Etcd(etcd_clean.endpoints, timeout=2.0)
     try:
@@ -211,7 +233,10 @@ def test_messages_split_anywhere_across_chunks_and_reads(seed):
 
 @pytest.mark.parametrize("after, error, words", [
     (b"0\r\n\r\n", DatastoreUnavailable, "ended the watch"),
-    (chunked(b"not json\n", [100]), DatastoreUnavailable, "not JSON"),
+    (chunked(b"not json\n", [100]), GatewayRefused, "not JSON"),
+    (chunked(b'{"result": {"events": [{"kv": {"key": 7}}]}}\n', [100]), GatewayRefused,
+     "not as etcd's gateway sends them"),
+    (chunked(b'["a list"]\n', [100]), GatewayRefused, "not as etcd's gateway sends them"),
     (chunked(json.dumps({"error": {"grpc_code": 14, "message": "etcdserver: no leader"}})
              .encode() + b"\n", [100]), DatastoreUnavailable, "etcdserver: no leader"),
     (chunked(json.dumps({"result": {"canceled": True, "compact_revision": "7"}}).encode()
