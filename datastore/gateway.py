@@ -37,8 +37,9 @@ class WatchEvent(NamedTuple):
 class GatewayRefused(Exception):
     """The member answered, but its gateway does not serve this watch (not
     there, the TLS handshake refused, an error from behind it, or what it
-    sends is not a watch response): the member's gRPC may still serve it.  `absent`: the gateway is not there at
-    all (the gRPC proxy), so there is no point in asking again."""
+    sends is not a watch response): the member's gRPC may still serve it.
+    `absent`: the gateway is not there at all (the gRPC proxy), so there is
+    no point in asking again."""
 
     def __init__(self, reason: str, absent: bool = False):
         super().__init__(reason)
