@@ -173,9 +173,11 @@ class GatewayWatch:
                 lines = self._body[:end].split(b"\n")
                 del self._body[:end + 1]
                 try:
-                    return [json.loads(line) for line in lines if line.strip()]
+                    messages = [json.loads(line) for line in lines if line.strip()]
                 except ValueError:
                     raise GatewayRefused("a watch message that is not JSON") from None
+                if messages:  # not blank lines alone
+                    return messages
             self._receive()
 
     def _dechunk(self) -> None:

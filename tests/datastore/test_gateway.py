@@ -209,6 +209,16 @@ def feed(pieces, idle=2.0):
     return watch, theirs
 
 
+def test_blank_lines_are_no_messages():
+    created = chunked(b"\n\n" + json.dumps(CREATED).encode() + b"\n", [3, 1000])
+    events = chunked(b"\n" + json.dumps({"result": {"events": [event("/k", b"v", 10)]}}).encode()
+                     + b"\n\n", [1000])
+    watch, theirs = feed([HEAD + chunked(b"\n", [10]), created, events])
+    watch.created()
+    assert next(watch.batches(2.0)) == [WatchEvent("/k", b"v", 10)]
+    theirs.close()
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_messages_split_anywhere_across_chunks_and_reads(seed):
     rng = random.Random(seed)
