@@ -144,7 +144,6 @@ _REQUEST, _ACK, _CREATE, _NESTED = 0x1, 0x4, 0x400, 0x8000
 _LIST_TABLE, _LIST_SET, _LIST_ELEMENTS = 1, 2, 3  # NFTA_SET_ELEM_LIST_*
 _LIST_ELEM, _ELEM_KEY, _DATA_VALUE = 1, 1, 1  # NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE
 _PER_MESSAGE = 1000  # elements
-ADDRESS_TYPES = {"ipv4_addr": 4, "ipv6_addr": 6}
 
 
 class _Nfnetlink:
@@ -203,8 +202,8 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 def inet_set_members(table: str,
                      changes: list[tuple[str, str, frozenset[str], frozenset[str]]]) -> None:
-    """Each (set, its type in ADDRESS_TYPES, addresses added, addresses
-    removed) of the inet table in one transaction of this thread's
+    """Each (set, its type: ipv4_addr or ipv6_addr, addresses added,
+    addresses removed) of the inet table in one transaction of this thread's
     nfnetlink socket (see the module's docstring)."""
     head = _attr(_LIST_TABLE, table.encode() + b"\0")
     messages = []

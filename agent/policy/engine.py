@@ -22,7 +22,7 @@ from agent.status_file import PacedStatus, write_status
 from agent.policy.compiler import Compiler, set_name
 from agent.policy.guarded import guarded_destinations
 from agent.policy.membership import Membership
-from agent.policy.nft import PolicyTable, Ruleset, base_chains
+from agent.policy.nft import SET_TYPES, PolicyTable, Ruleset, base_chains
 from agent.policy.state import PolicyState
 from agent.policy.tunnels import HOSTS, Encapsulation, tunnel_chains
 from datastore.felix_configuration import FelixSettings, resolve
@@ -32,8 +32,6 @@ from kernel.errors import KernelError
 from metrics import instruments
 
 LOG = logging.getLogger(__name__)
-
-SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
 def _moved(kind: str, members: frozenset[str], gained: set[str], lost: set[str]

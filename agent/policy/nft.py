@@ -36,7 +36,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from agent.nftables import ADDRESS_TYPES, inet_set_members, run
+from agent.nftables import inet_set_members, run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
                                    RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
@@ -49,6 +49,7 @@ LOG = logging.getLogger(__name__)
 
 TABLE = "calico-libnetwork"
 FAMILY = "inet"
+SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}  # our address sets' by IP version
 FROM_WL_MAP, TO_WL_MAP = "from-wl-chains", "to-wl-chains"
 _INTERFACE_MAP = "ifname : verdict"
 # `nft list table` text: each set's block, and its elements in it
@@ -291,7 +292,7 @@ def member_changes(old: Ruleset, new: Ruleset
         before_kind, before = old.sets[name]
         if before is members:
             continue
-        if kind != before_kind or kind not in ADDRESS_TYPES:
+        if kind != before_kind or kind not in SET_TYPES.values():
             return None
         move = new.moves.get(name)
         if move is not None and move[0] is before:
