@@ -162,10 +162,10 @@ class _Nfnetlink:
         subsystem = struct.pack("=BB", 0, 0) + struct.pack(">H", _NFNL_SUBSYS_NFTABLES)
         first = next(self._sequence)
         data = [_message(_BATCH_BEGIN, _REQUEST, first, subsystem)]
-        waiting = {}
+        waiting = set()  # sequence numbers not acked yet
         for kind, flags, payload in messages:
             seq = next(self._sequence)
-            waiting[seq] = kind
+            waiting.add(seq)
             data.append(_message(kind, _REQUEST | _ACK | flags, seq,
                                  struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
         data.append(_message(_BATCH_END, _REQUEST, next(self._sequence), subsystem))
@@ -178,7 +178,7 @@ class _Nfnetlink:
                     length, kind, _, seq, _ = struct.unpack_from("=IHHII", reply)
                     if kind == _NLMSG_ERROR and first <= seq:
                         error = -struct.unpack_from("=i", reply, 16)[0]
-                        waiting.pop(seq, None)
+                        waiting.discard(seq)
                         if error and refusal is None:
                             refusal = error
                         if seq == first:  # the batch itself was refused

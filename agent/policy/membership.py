@@ -125,9 +125,9 @@ class Membership:
         holds these addresses; an address is gained or lost when its count
         leaves or reaches 0."""
         counts = self._counts[selector]
-        moved = self._moved.get(selector, ())
-        if moved == ():
-            moved = self._moved[selector] = (set(), set())
+        if selector not in self._moved:
+            self._moved[selector] = (set(), set())
+        moved = self._moved[selector]
         for address in addresses:
             count = counts[address] + step
             if count > 0:
