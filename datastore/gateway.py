@@ -104,9 +104,10 @@ class GatewayWatch:
         if b"chunked" not in head.lower():
             raise GatewayRefused("a watch response without chunked transfer coding")
         self._pending = self._messages()
-        if not self._pending[0].get("result", {}).get("created"):
-            self._events(self._pending[0])  # raises etcd's reason
-            raise GatewayRefused(f"a watch response that is not one: {self._pending[0]}")
+        first = self._pending[0]
+        self._events(first)  # raises etcd's reason, or GatewayRefused for no watch message
+        if not first.get("result", {}).get("created"):
+            raise GatewayRefused(f"a watch response that is not one: {str(first)[:200]}")
 
     def batches(self, idle_timeout: float) -> Iterator[list[WatchEvent]]:
         """Each batch: every event read by then (at least one), in revision

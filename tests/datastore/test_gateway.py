@@ -120,7 +120,9 @@ def test_a_gateway_stream_not_as_etcd_sends_it_moves_the_member_to_grpc(etcd_cle
         start, expected = writes(etcd)
         real = GatewayWatch._events
 
-        def garbled_once(self, message):
+        def garbled_once(self, message):  # the first message after "created"
+            if message.get("result", {}).get("created"):
+                return real(self, message)
             monkeypatch.setattr(GatewayWatch, "_events", real)
             return real(self, {"result": {"events": [{"kv": {}}]}})  # no key
         monkeypatch.setattr(GatewayWatch, "_events", garbled_once)
@@ -269,6 +271,8 @@ def test_a_broken_stream_is_a_typed_error(after, error, words):
     (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}", False),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", False),
     (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000, False),
+    (HEAD + chunked(b'["created"]\n', [100]), False),
+    (HEAD + chunked(b'{"result": {"header": {}}}\n', [100]), False),
 ])
 def test_a_response_that_is_no_watch_is_refused(head, absent):
     watch, theirs = feed([head])
