@@ -6,12 +6,15 @@ libnftables comes with nft itself (Debian's nftables package depends on
 libnftables1, which the plugin image installs with it), so there is no
 fallback to the nft program.
 
-Address set members alone (`inet_set_members`) go through nfnetlink directly,
-one transaction too: before each transaction libnftables lists every chain
-and set of the table (its cache is stale once the generation moved, and
-the last change moved it), 0.7 ms at 400 chains and 350 sets, where the
-members themselves take 0.05 ms.  A remote endpoint coming or going, the
-change a large cluster makes most, changes nothing else.
+Elements alone, of address sets and interface verdict maps
+(`inet_elements`), go through nfnetlink directly, one transaction too:
+before each transaction libnftables 1.0 lists every chain and set of every
+table (its cache is stale once the generation moved, and the last change
+moved it), 0.7 ms at 400 chains and 350 sets, where the elements
+themselves take 0.05 ms.  A remote endpoint coming or going, the change a
+large cluster makes most, changes address sets alone; a local one whose
+policies and profiles another endpoint here has too, an interface map's
+elements and address sets alone.
 """
 
 import ctypes
@@ -20,6 +23,7 @@ import functools
 import ipaddress
 import itertools
 import os
+import re
 import socket
 import struct
 import threading
@@ -142,7 +146,11 @@ _BATCH_BEGIN, _BATCH_END, _NLMSG_ERROR = 0x10, 0x11, 2
 _NEWSETELEM, _DELSETELEM = _NFNL_SUBSYS_NFTABLES << 8 | 12, _NFNL_SUBSYS_NFTABLES << 8 | 14
 _REQUEST, _ACK, _CREATE, _NESTED = 0x1, 0x4, 0x400, 0x8000
 _LIST_TABLE, _LIST_SET, _LIST_ELEMENTS = 1, 2, 3  # NFTA_SET_ELEM_LIST_*
-_LIST_ELEM, _ELEM_KEY, _DATA_VALUE = 1, 1, 1  # NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE
+_LIST_ELEM, _ELEM_KEY, _ELEM_DATA = 1, 1, 2  # NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, _DATA
+_DATA_VALUE, _DATA_VERDICT = 1, 2  # NFTA_DATA_*
+_VERDICT_CODE, _VERDICT_CHAIN, _GOTO = 1, 2, -4  # NFTA_VERDICT_*, NFT_GOTO
+_IFNAMSIZ = 16  # an ifname key's bytes: the name, NUL-padded
+_INTERFACE_ELEMENT = re.compile(r'"(.+)" : goto (\S+)')  # interface_element()'s
 _PER_MESSAGE = 1000  # elements
 
 
@@ -187,7 +195,7 @@ class _Nfnetlink:
         except OSError as exc:
             raise KernelError(f"nfnetlink: {exc}") from exc
         if refusal is not None:
-            raise KernelError(f"nfnetlink: the set elements were refused: "
+            raise KernelError(f"nfnetlink: the elements were refused: "
                               f"{os.strerror(refusal)} (errno {refusal})")
 
 
@@ -200,22 +208,41 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
 
 
-def inet_set_members(table: str,
-                     changes: list[tuple[str, str, frozenset[str], frozenset[str]]]) -> None:
-    """Each (set, its type: ipv4_addr or ipv6_addr, addresses added,
-    addresses removed) of the inet table in one transaction of this thread's
-    nfnetlink socket (see the module's docstring)."""
+INTERFACE_MAP = "ifname : verdict"  # a map of interfaces to the chains they go to
+
+
+def interface_element(interface: str, chain: str) -> str:
+    return f'"{interface}" : goto {chain}'
+
+
+def inet_elements(table: str,
+                  changes: list[tuple[str, str, frozenset[str], frozenset[str]]]) -> None:
+    """Each (set or map of the inet table, its type, elements added,
+    elements removed) in one transaction of this thread's nfnetlink socket
+    (see the module's docstring); removals first, so that an interface may
+    come back with another verdict.  Elements are written as in nft: an
+    address of an ipv4_addr or ipv6_addr set, '"<interface>" : goto
+    <chain>' of an "ifname : verdict" map."""
     head = _attr(_LIST_TABLE, table.encode() + b"\0")
     messages = []
-    for name, _, added, removed in changes:
-        for verb, flags, addresses in ((_DELSETELEM, 0, removed), (_NEWSETELEM, _CREATE, added)):
-            addresses = sorted(addresses)
-            for i in range(0, len(addresses), _PER_MESSAGE):
-                elements = b"".join(
-                    _attr(_LIST_ELEM | _NESTED, _attr(_ELEM_KEY | _NESTED, _attr(
-                        _DATA_VALUE, ipaddress.ip_address(a).packed)))
-                    for a in addresses[i:i + _PER_MESSAGE])
+    for name, kind, added, removed in changes:
+        for verb, flags, elements in ((_DELSETELEM, 0, removed), (_NEWSETELEM, _CREATE, added)):
+            elements = sorted(elements)
+            for i in range(0, len(elements), _PER_MESSAGE):
+                encoded = b"".join(_attr(_LIST_ELEM | _NESTED, _element(kind, e, verb))
+                                   for e in elements[i:i + _PER_MESSAGE])
                 messages.append((verb, flags, head + _attr(_LIST_SET, name.encode() + b"\0")
-                                 + _attr(_LIST_ELEMENTS | _NESTED, elements)))
+                                 + _attr(_LIST_ELEMENTS | _NESTED, encoded)))
     if messages:
         _this_netns("nfnetlink", _Nfnetlink).transaction(messages)
+
+
+def _element(kind: str, element: str, verb: int) -> bytes:
+    if kind != INTERFACE_MAP:
+        return _attr(_ELEM_KEY | _NESTED, _attr(_DATA_VALUE, ipaddress.ip_address(element).packed))
+    interface, chain = _INTERFACE_ELEMENT.fullmatch(element).groups()
+    key = _attr(_ELEM_KEY | _NESTED, _attr(_DATA_VALUE, interface.encode().ljust(_IFNAMSIZ, b"\0")))
+    if verb == _DELSETELEM:  # the key alone names it
+        return key
+    return key + _attr(_ELEM_DATA | _NESTED, _attr(_DATA_VERDICT | _NESTED, _attr(
+        _VERDICT_CODE, struct.pack(">i", _GOTO)) + _attr(_VERDICT_CHAIN, chain.encode() + b"\0")))

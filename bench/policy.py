@@ -220,7 +220,9 @@ class Phases:
         (PolicyEngine, "desired", "desired"),
         (nft, "full_script", "script"),
         (nft, "diff_script", "script"),
+        (nft, "element_changes", "script"),
         (nft, "run", "nft"),
+        (nft, "inet_elements", "nft"),
         (PolicyEngine, "_write_status", "status"),
     ]
 

@@ -36,7 +36,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from agent.nftables import inet_set_members, run
+from agent.nftables import INTERFACE_MAP, inet_elements, interface_element, run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
                                    RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
@@ -51,14 +51,13 @@ TABLE = "calico-libnetwork"
 FAMILY = "inet"
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}  # our address sets' by IP version
 FROM_WL_MAP, TO_WL_MAP = "from-wl-chains", "to-wl-chains"
-_INTERFACE_MAP = "ifname : verdict"
 # `nft list table` text: each set's block, and its elements in it
 _SET = re.compile(r"^\tset (\S+) \{\n(.*?)^\t\}", re.M | re.S)
 _ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
 _TABLE_BLOCK = re.compile(rf"^table {FAMILY} {TABLE} \{{\n(.*?)^\}}", re.M | re.S)
-# More members changed at once go through libnftables: one transaction of
+# More elements changed at once go through libnftables: one transaction of
 # ours stays a few netlink messages.
-_MEMBERS_AT_ONCE = 2000
+_ELEMENTS_AT_ONCE = 2000
 
 
 @dataclass
@@ -90,11 +89,11 @@ class Ruleset:
         for name, direction in ((FROM_WL_MAP, "egress"), (TO_WL_MAP, "ingress")):
             now = getattr(chains, direction)
             if before is None:
-                maps[name] = (_INTERFACE_MAP, frozenset(map(_element, now.items())))
+                maps[name] = (INTERFACE_MAP, frozenset(map(_element, now.items())))
                 continue
             then = getattr(before[0], direction)
             moved = {i for i, c in now.items() if then.get(i) != c} | (then.keys() - now.keys())
-            maps[name] = (_INTERFACE_MAP, before[1][name][1].difference(
+            maps[name] = (INTERFACE_MAP, before[1][name][1].difference(
                 _element((i, then[i])) for i in moved if i in then).union(
                 _element((i, now[i])) for i in moved if i in now))
         return maps
@@ -116,7 +115,7 @@ class Ruleset:
 
 
 def _element(interface_chain: tuple[str, str]) -> str:
-    return '"{}" : goto {}'.format(*interface_chain)
+    return interface_element(*interface_chain)
 
 
 def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
@@ -125,7 +124,7 @@ def _host_dispatch(match: str, chains: dict[str, str]) -> tuple[str, ...]:
     named = sorted((i, c) for i, c in chains.items() if i != ALL_INTERFACES)
     rules = []
     if named:
-        vmap = ", ".join(f'"{iface}" : goto {chain}' for iface, chain in named)
+        vmap = ", ".join(interface_element(iface, chain) for iface, chain in named)
         rules.append(f"{match} vmap {{ {vmap} }}")
     if ALL_INTERFACES in chains:
         rules.append(f"goto {chains[ALL_INTERFACES]}")
@@ -220,9 +219,9 @@ class PolicyTable:
         try:
             if self.programmed is None:
                 run(full_script(desired))
-            elif (members := member_changes(self.programmed, desired)) is not None:
-                if members:
-                    inet_set_members(TABLE, members)
+            elif (changes := element_changes(self.programmed, desired)) is not None:
+                if changes:
+                    inet_elements(TABLE, changes)
             elif script := diff_script(self.programmed, desired):
                 run(script)
         except KernelError:
@@ -279,13 +278,13 @@ def full_script(desired: Ruleset) -> str:
     return "\n".join(lines) + "\n"
 
 
-def member_changes(old: Ruleset, new: Ruleset
-                   ) -> list[tuple[str, str, frozenset[str], frozenset[str]]] | None:
-    """(set, type, members added, members removed) of each address set
-    that changed, when that is all that changed and not much of it
-    (agent/nftables.py inet_set_members takes it); else None."""
-    if old.sets.keys() != new.sets.keys() or old.chains != new.chains \
-            or old.maps != new.maps or old.base != new.base:
+def element_changes(old: Ruleset, new: Ruleset
+                    ) -> list[tuple[str, str, frozenset[str], frozenset[str]]] | None:
+    """(set or map, its type, elements added, elements removed) of each address set
+    and interface map that changed, when that is all that changed and not
+    much of it (agent/nftables.py inet_elements takes it); else None."""
+    if old.sets.keys() != new.sets.keys() or old.maps.keys() != new.maps.keys() \
+            or old.chains != new.chains or old.base != new.base:
         return None
     changes, count = [], 0
     for name, (kind, members) in new.sets.items():
@@ -302,10 +301,17 @@ def member_changes(old: Ruleset, new: Ruleset
         else:
             added, removed = members - before, before - members
         count += len(added) + len(removed)
-        if count > _MEMBERS_AT_ONCE:
-            return None
         changes.append((name, kind, added, removed))
-    return changes
+    for name, (kind, elements) in new.maps.items():
+        before_kind, before = old.maps[name]
+        if before is elements or before == elements:
+            continue
+        if kind != before_kind or kind != INTERFACE_MAP:
+            return None
+        added, removed = elements - before, before - elements
+        count += len(added) + len(removed)
+        changes.append((name, kind, added, removed))
+    return changes if count <= _ELEMENTS_AT_ONCE else None
 
 
 def diff_script(old: Ruleset, new: Ruleset) -> str:

@@ -6,6 +6,7 @@ and no etcd: the engine is fed the records etcd would hold."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -201,22 +202,66 @@ def test_set_members_alone_change_through_nfnetlink_without_a_script(host, monke
     assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
 
 
+_MAP_ELEMENT = re.compile(r'"([^"]+)" : goto ([\w-]+)')
+
+
+def kernel_maps(netns):
+    """The kernel's interface maps, as nft lists them: name -> {interface: chain}."""
+    return {name: dict(_MAP_ELEMENT.findall(subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "map", nft.FAMILY, nft.TABLE, name],
+        capture_output=True, text=True, check=True).stdout))
+        for name in (nft.FROM_WL_MAP, nft.TO_WL_MAP)}
+
+
+def programmed_maps(engine):
+    return {name: dict(_MAP_ELEMENT.findall(" ".join(elements)))
+            for name, (_, elements) in engine.nft.programmed.maps.items()}
+
+
+def test_local_endpoints_of_existing_chains_change_map_elements_through_nfnetlink(
+        host, monkeypatch):
+    """A local endpoint whose policies and profiles another one here has
+    already changes elements alone: its interface in each map, going to
+    the chains they share, and its address in the sets; relabelled onto
+    another endpoint's chains, its elements are replaced in the same
+    transaction; gone, they leave.  No libnftables script; the kernel's
+    maps are the engine's, and the packets follow them."""
+    ns, workloads, status, netns = host
+    engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
+                        policy("db-from-b", {"selector": "role == 'db'", "ingress": [
+                            {"action": "Allow", "source": {"selector": "app == 'b'"}}]}),
+                        wep("a"), wep("b", labels={"app": "b"}),
+                        wep("d", labels={"role": "db"}, address="10.65.0.4"))
+    scripts = counted(monkeypatch, nft, "run")
+    engine_run(ns, engine, wep("c"))  # net1's chains, as a's
+    assert scripts == [] and kernel_maps(netns) == programmed_maps(engine)
+    assert pings(workloads, "a", "c") and not pings(workloads, "b", "c")
+    engine_run(ns, engine, wep("c", labels={"role": "db"}))  # d's chains now
+    assert scripts == [] and kernel_maps(netns) == programmed_maps(engine)
+    assert pings(workloads, "b", "c") and not pings(workloads, "a", "c")  # the policy's
+    engine_run(ns, engine, (wep("c")[0], None))
+    assert scripts == [] and kernel_maps(netns) == programmed_maps(engine)
+    assert "cali" + endpoint_id("c")[:11] not in kernel_maps(netns)[nft.TO_WL_MAP]
+    assert not pings(workloads, "b", "c")  # no endpoint's interface: dropped
+
+
 def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatch):
     """Join's sandbox annotation and the DNS names written later change
-    nothing policy sees: no compile, no nft; the endpoint's deletion does."""
+    nothing policy sees: no compile, no nft; the endpoint's deletion does
+    (its elements alone: c keeps the chains they share)."""
     ns, workloads, status, _ = host
     engine = engine_run(ns, PolicyEngine(NODE, status), profile("net1"), profile("net2"),
                         wep("a"), wep("b"), wep("c"))
-    scripts, compiles = counted(monkeypatch, nft, "run"), \
-        counted(monkeypatch, Compiler, "compile")
+    scripts, elements, compiles = counted(monkeypatch, nft, "run"), \
+        counted(monkeypatch, nft, "inet_elements"), counted(monkeypatch, Compiler, "compile")
     sandbox = {SANDBOX_ANNOTATION: "/var/run/docker/netns/0123456789ab"}
     engine_run(ns, engine, wep("a", annotations=sandbox))
     engine_run(ns, engine, wep("a", annotations={
         **sandbox, **names_annotations("net1", ["workload-a", "0123456789ab"])}))
-    assert (scripts, compiles) == ([], [])
+    assert (scripts, elements, compiles) == ([], [], [])
     assert pings(workloads, "a", "c") and not pings(workloads, "a", "b")
     engine_run(ns, engine, (wep("a")[0], None))
-    assert (len(scripts), len(compiles)) == (1, 1)
+    assert (len(scripts), len(elements), len(compiles)) == (0, 1, 1)
     assert not pings(workloads, "a", "c")  # its interface is no endpoint's: dropped
 
 

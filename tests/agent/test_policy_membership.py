@@ -15,6 +15,7 @@ from agent.policy import nft
 from agent.policy.compiler import set_name
 from agent.policy.engine import PolicyEngine
 from agent.policy.membership import Membership
+from agent.nftables import INTERFACE_MAP
 from agent.policy.nft import FAMILY, FROM_WL_MAP, TABLE, TO_WL_MAP, PolicyTable, full_script
 from datastore.selector import parse
 from kernel.errors import KernelError
@@ -137,13 +138,12 @@ def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
 
 @pytest.fixture
 def scripts(monkeypatch):
-    """Every script the engine sends to nft, and every change of set
-    members alone it sends through nfnetlink (as ("members", changes)), in
-    order."""
+    """Every script the engine sends to nft, and every change of elements
+    alone it sends through nfnetlink (as ("elements", changes)), in order."""
     sent = []
     monkeypatch.setattr(nft, "run", sent.append)
-    monkeypatch.setattr(nft, "inet_set_members",
-                        lambda table, changes: sent.append(("members", changes)))
+    monkeypatch.setattr(nft, "inet_elements",
+                        lambda table, changes: sent.append(("elements", changes)))
     return sent
 
 
@@ -178,19 +178,21 @@ def test_the_first_batch_writes_the_whole_table_then_only_differences(engine, sc
     assert scripts == [full_script(engine.nft.programmed)]
     assert scripts[0].startswith(f"add table {T}\ndelete table {T}\n")
     # A local endpoint of net1, as a: a's chains, an element in each
-    # interface map, its address in net1's set; no chain written.
+    # interface map, its address in net1's set; no chain written, so no
+    # script: the elements alone, through nfnetlink.
     feed(engine, wep("c", "10.0.0.4"))
     programmed = engine.nft.programmed
     ingress, egress = (programmed.maps[name][1] for name in (TO_WL_MAP, FROM_WL_MAP))
     a_in, a_out = (next(e.split("goto ")[1] for e in elements if interface("a") in e)
                    for elements in (ingress, egress))
-    assert sorted(scripts[1].splitlines()) == sorted([
-        f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}",
-        f'add element {T} {TO_WL_MAP} {{ "{interface("c")}" : goto {a_in} }}',
-        f'add element {T} {FROM_WL_MAP} {{ "{interface("c")}" : goto {a_out} }}'])
+    assert scripts[1] == ("elements", [
+        (set_name(NET1, 4), "ipv4_addr", {"10.0.0.4"}, set()),
+        (FROM_WL_MAP, INTERFACE_MAP, {f'"{interface("c")}" : goto {a_out}'}, set()),
+        (TO_WL_MAP, INTERFACE_MAP, {f'"{interface("c")}" : goto {a_in}'}, set())])
     # One with a profile of its own: its chains too, in the same script.
     feed(engine, profile("net3"), wep("d", "10.0.0.5", profiles=("net3",)))
     lines = scripts[2].splitlines()
+    assert f"add element {T} {set_name(NET1, 4)} {{ 10.0.0.4 }}" not in lines
     d_in = next(e.split("goto ")[1] for e in engine.nft.programmed.maps[TO_WL_MAP][1]
                 if interface("d") in e)
     assert lines.index(f"add chain {T} {d_in}") < lines.index(
@@ -206,9 +208,9 @@ def test_a_remote_endpoint_batch_changes_set_elements_only(engine, scripts):
     feed(engine, gone(remote))
     v4, v6 = {"10.0.9.9"}, {"fd00::9"}
     assert scripts[1:] == [
-        ("members", [(set_name(NET1, 4), "ipv4_addr", v4, set()),
+        ("elements", [(set_name(NET1, 4), "ipv4_addr", v4, set()),
                      (set_name(NET1, 6), "ipv6_addr", v6, set())]),
-        ("members", [(set_name(NET1, 4), "ipv4_addr", set(), v4),
+        ("elements", [(set_name(NET1, 4), "ipv4_addr", set(), v4),
                      (set_name(NET1, 6), "ipv6_addr", set(), v6)])]
     assert engine.nft.programmed.chains == chains
 
@@ -278,7 +280,8 @@ def test_after_a_failed_script_the_next_batch_rewrites_the_table(engine, scripts
         monkeypatch.setattr(nft, "run", scripts.append)
         raise KernelError("nft: boom")
     monkeypatch.setattr(nft, "run", fail_once)
-    feed(engine, wep("c", "10.0.0.4"))  # logged, not raised
+    # a profile of its own: chains to write, a script
+    feed(engine, profile("net3"), wep("c", "10.0.0.4", profiles=("net3",)))  # logged, not raised
     assert engine.nft.programmed is None
     engine.batch_done(False, False)
     assert scripts[1:] == [full_script(engine.nft.programmed)]
@@ -343,17 +346,17 @@ def test_random_endpoint_churn_programs_the_sets_a_fresh_engine_does(engine, tmp
     batch, end as sets made anew: endpoints coming, going, relabelled,
     readdressed and moved, sharing addresses; and the members each change
     sends to the kernel are the difference of the sets."""
-    member_changes = nft.member_changes
+    element_changes = nft.element_changes
 
     def checked(old, new):
-        changes = member_changes(old, new)
+        changes = element_changes(old, new)
         if changes is not None:
-            moved = {n for n, (_, members) in new.sets.items() if members != old.sets[n][1]}
+            held, now = {**old.sets, **old.maps}, {**new.sets, **new.maps}
             assert [(n, set(a), set(r)) for n, _, a, r in changes] == [
-                (n, new.sets[n][1] - old.sets[n][1], old.sets[n][1] - new.sets[n][1])
-                for n in new.sets if n in moved]
+                (n, now[n][1] - held[n][1], held[n][1] - now[n][1])
+                for n in now if now[n][1] != held[n][1]]
         return changes
-    monkeypatch.setattr(nft, "member_changes", checked)
+    monkeypatch.setattr(nft, "element_changes", checked)
     rng = random.Random(seed)
     base = [*NETWORKS, gnp("db", ingress=[{"action": "Allow",
                                            "source": {"selector": "role == 'db'"}}])]
