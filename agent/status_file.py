@@ -22,48 +22,53 @@ def write_status(path: str, status: dict) -> None:
 
 class PacedStatus:
     """A status written at most once per `interval`: the newest is on disk
-    at the latest `interval` after it was given (a timer writes it), so a
-    stream of changes costs a file write per interval, not one per batch."""
+    at the latest `interval` after it was given (one writer thread writes
+    it then), so a stream of changes costs a file write per interval, not
+    one per batch, and no thread is started per write."""
 
     def __init__(self, path: str, interval: float = 0.5):
         self.path, self.interval = path, interval
-        self._lock = threading.Lock()  # one writer of the file at a time
+        self._due = threading.Condition()  # one writer of the file at a time
         self._pending: dict | None = None
-        self._timer: threading.Timer | None = None
         self._written = float("-inf")  # when last written (monotonic)
         self._cancelled = False
+        self._writer: threading.Thread | None = None  # started by the first deferred write
 
     def write(self, status: dict) -> None:
-        with self._lock:
+        with self._due:
             if self._cancelled:
                 return
-            self._pending = status
-            if self._timer is not None:
-                return  # it writes the newest
-            wait = self._written + self.interval - time.monotonic()
-            if wait > 0:
-                self._timer = threading.Timer(wait, self._flush)
-                self._timer.daemon = True
-                self._timer.start()
-                return
-        self._flush()
+            idle, self._pending = self._pending is None, status
+            if time.monotonic() >= self._written + self.interval:
+                self._flush()
+            elif self._writer is None:
+                self._writer = threading.Thread(target=self._write_when_due, daemon=True,
+                                                name=f"status {os.path.basename(self.path)}")
+                self._writer.start()
+            elif idle:  # else the writer waits for its time already
+                self._due.notify()
 
     def cancel(self) -> None:
         """Write nothing more, whatever is given after (the file is about to
         be removed)."""
-        with self._lock:
-            self._cancelled = True
-            if self._timer is not None:
-                self._timer.cancel()
-            self._pending = self._timer = None
+        with self._due:
+            self._cancelled, self._pending = True, None
+            self._due.notify()
 
-    def _flush(self) -> None:
-        with self._lock:
-            status, self._pending, self._timer = self._pending, None, None
-            if status is None or self._cancelled:
-                return
-            self._written = time.monotonic()
-            try:
-                write_status(self.path, status)
-            except OSError as exc:
-                LOG.error("could not write %s: %s", self.path, exc)
+    def _write_when_due(self) -> None:
+        with self._due:
+            while not self._cancelled:
+                wait = None if self._pending is None else \
+                    self._written + self.interval - time.monotonic()
+                if wait is None or wait > 0:
+                    self._due.wait(wait)
+                else:
+                    self._flush()
+
+    def _flush(self) -> None:  # with self._due held
+        status, self._pending = self._pending, None
+        self._written = time.monotonic()
+        try:
+            write_status(self.path, status)
+        except OSError as exc:
+            LOG.error("could not write %s: %s", self.path, exc)

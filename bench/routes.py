@@ -54,6 +54,7 @@ from netaddr import IPNetwork  # noqa: E402
 from pyroute2 import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
+from bench.installed import as_installed  # noqa: E402
 from bench.policy import cluster, remote_wep  # noqa: E402
 from datastore.etcd import Etcd  # noqa: E402
 from datastore.resources import Resource  # noqa: E402
@@ -187,11 +188,12 @@ def inner(args):
     write(etcd, pairs)
     write(etcd, cluster("bench", 0, 200, args.policies, args.endpoints, args.nodes))
 
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-routes-"))
+    # a tmpfs, as /run (the agent's default run directory) is on a host
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-routes-", dir="/dev/shm"))
     log, status = run_dir / "agent.log", run_dir / "policy-bench.json"
-    env = {**os.environ, "ETCD_ENDPOINTS": args.etcd, "NODENAME": "bench",
-           "IP": "10.0.0.1/16", "IP6": "fd00::1/64", "PYTHONPATH": str(REPO),
-           "CALICO_LIBNETWORK_RUN_DIR": str(run_dir)}
+    env = as_installed({**os.environ, "ETCD_ENDPOINTS": args.etcd, "NODENAME": "bench",
+                        "IP": "10.0.0.1/16", "IP6": "fd00::1/64", "PYTHONPATH": str(REPO),
+                        "CALICO_LIBNETWORK_RUN_DIR": str(run_dir)})
     started = time.monotonic()
     agent = subprocess.Popen([sys.executable, "-m", "plugin.cli", "agent"], env=env,
                              stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -33,13 +33,16 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nlsocket import NetlinkRequest
 from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
+    RTM_DELNEIGH,
     RTM_DELROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEIGH,
     RTM_NEWROUTE,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kernel.errors import KernelError
@@ -52,9 +55,15 @@ _REQUESTS = {
     ('link', 'add'): (ifinfmsg, RTM_NEWLINK, 'create'),
     ('link', 'del'): (ifinfmsg, RTM_DELLINK, 'req'),
     ('addr', 'replace'): (ifaddrmsg, RTM_NEWADDR, 'replace'),
+    ('route', 'add'): (rtmsg, RTM_NEWROUTE, 'create'),
     ('route', 'replace'): (rtmsg, RTM_NEWROUTE, 'replace'),
     ('route', 'del'): (rtmsg, RTM_DELROUTE, 'req'),
+    ('neigh', 'replace'): (ndmsg, RTM_NEWNEIGH, 'replace'),
+    ('neigh', 'del'): (ndmsg, RTM_DELNEIGH, 'req'),
 }
+# Messages per write: their acks (each quoting its request) must fit the
+# socket's receive buffer.
+_AT_ONCE = 256
 
 
 class Netlink:
@@ -99,11 +108,16 @@ class Netlink:
         return request.msg
 
     def send(self, messages):
-        """Send the messages in one write and wait for every ack; each
-        one's error (None when done), in order.  The kernel handles each
-        message on its own, the next ones too after a failure."""
-        if not messages:
-            return []
+        """Send the messages, a few hundred to a write, and wait for every
+        ack; each one's error (None when done), in order.  The kernel
+        handles each message on its own, the next ones too after a
+        failure."""
+        errors = []
+        for i in range(0, len(messages), _AT_ONCE):
+            errors += self._send(messages[i:i + _AT_ONCE])
+        return errors
+
+    def _send(self, messages):
         errors = {msg['header']['sequence_number']: False for msg in messages}
         self.socket.send(b''.join(msg.data for msg in messages))
         waiting = len(errors)

@@ -2,9 +2,9 @@
 by their protocol number, and nothing else is ever touched), the static ARP
 and FDB entries on vxlan.calico, and the host facts routing depends on.
 
-Each call uses its thread's IPRoute (kernel/netlink.py, as the driver), and
-"exists" or "already gone" answers count as done, so every step can be
-replayed.
+Reads use the thread's IPRoute and changes go a few hundred to a write on
+its netlink socket, each acked (kernel/netlink.py, as the driver's); "exists"
+or "already gone" answers count as done, so every step can be replayed.
 """
 
 import errno
@@ -12,7 +12,6 @@ import logging
 from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
-from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.routing.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
 from kernel import netlink
@@ -26,8 +25,8 @@ LOG = logging.getLogger(__name__)
 ROUTE_PROTOCOL = 80
 RTNH_F_ONLINK = 4
 NTF_SELF = 2
-NUD_PERMANENT = 0x80
-_AF_INET, _AF_INET6 = 2, 10
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+_AF_INET, _AF_INET6, _AF_BRIDGE = 2, 10, 7
 FAMILIES = {4: _AF_INET, 6: _AF_INET6}
 _RT_TYPES = {1: UNICAST, 6: BLACKHOLE}
 _GONE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
@@ -76,31 +75,53 @@ def same_route(desired: Route, kernel: Route) -> bool:
 
 
 def apply_routes(changes: Changes) -> tuple[list[str], list[Route]]:
-    """Program the changes.  Returns the failures (a message each) and the
-    added routes left out because a route not ours already has that
-    destination (routes of other protocols are never touched)."""
+    """Program the changes, a few hundred to a netlink write.  Returns the
+    failures (a message each) and the added routes left out because a route
+    not ours already has that destination (routes of other protocols are
+    never touched)."""
+    # "add" refuses to overwrite; only a route already ours is replaced.
+    steps = [("del", r) for r in changes.removed] + [("add", r) for r in changes.added] \
+        + [("replace", r) for r in changes.replaced]
     failed, foreign = [], []
-    with netlink.iproute("program routes") as ipr:
-        for route in changes.removed:
-            try:
-                ipr.route("del", dst=str(route.dst), table=MAIN_TABLE, proto=ROUTE_PROTOCOL,
-                          type=route.type, family=FAMILIES[route.dst.version])
-            except NetlinkError as exc:
-                if exc.code not in _GONE:
-                    failed.append(f"delete {route}: {exc}")
-        # "add" refuses to overwrite; only a route already ours is replaced.
-        steps = [("add", r) for r in changes.added] + [("replace", r) for r in changes.replaced]
-        for command, route in steps:
-            try:
-                ipr.route(command, **_route_args(route))
-            except NetlinkError as exc:
-                if command == "add" and exc.code == errno.EEXIST:
-                    foreign.append(route)
-                else:
-                    failed.append(f"program {route}: {exc}")
-            except LookupError as exc:
-                failed.append(f"program {route}: {exc}")
+
+    def outcome(command, route, error):
+        if command == "del":
+            if error.code not in _GONE:
+                failed.append(f"delete {route}: {error}")
+        elif command == "add" and error.code == errno.EEXIST:
+            foreign.append(route)
+        else:
+            failed.append(f"program {route}: {error}")
+    _apply("program routes", "route", steps,
+           lambda command, route: _del_args(route) if command == "del" else _route_args(route),
+           outcome, failed)
     return failed, foreign
+
+
+def _apply(action: str, kind: str, steps, arguments, outcome, failed: list[str]) -> None:
+    """Send each step, (command, what), with arguments(command, what), in
+    as few writes as netlink takes; outcome(command, what, error) for each
+    refused.  A step whose arguments cannot be made is a failure of its own."""
+    with netlink.rtnl() as nl:
+        sent, messages = [], []
+        for command, what in steps:
+            try:
+                messages.append(nl.message(kind, command, arguments(command, what)))
+                sent.append((command, what))
+            except (LookupError, ValueError) as exc:
+                failed.append(f"program {what}: {exc}")
+        try:
+            errors = nl.send(messages)
+        except OSError as exc:
+            raise netlink.refused(action, exc) from exc
+    for (command, what), error in zip(sent, errors):
+        if error is not None:
+            outcome(command, what, error)
+
+
+def _del_args(route: Route) -> dict:
+    return {"dst": str(route.dst), "table": MAIN_TABLE, "proto": ROUTE_PROTOCOL,
+            "type": route.type, "family": FAMILIES[route.dst.version]}
 
 
 def _route_args(route: Route) -> dict:
@@ -143,26 +164,28 @@ def read_vxlan_peers(device: str, version: int = 4) -> tuple[set[Neighbour], set
 
 
 def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[str]:
+    """Program the changes, a few hundred to a netlink write; the failures."""
+    device_index = netlink.index(device)
+    if device_index is None:
+        return [f"{device} does not exist"]
+    on_device = {"ifindex": device_index}
+    fdb_entry = {**on_device, "family": _AF_BRIDGE, "state": NUD_PERMANENT | NUD_NOARP,
+                 "flags": NTF_SELF}  # the device's own table, as `bridge fdb ... self`
+    steps = [("del", dict(on_device, dst=str(n.ip), lladdr=n.mac, family=FAMILIES[n.ip.version]))
+             for n in neighbours.removed]
+    steps += [("del", dict(fdb_entry, lladdr=f.mac, dst=str(f.dst))) for f in fdb.removed]
+    steps += [("replace", dict(on_device, dst=str(n.ip), lladdr=n.mac, state=NUD_PERMANENT,
+                               family=FAMILIES[n.ip.version]))
+              for n in neighbours.added + neighbours.replaced]
+    steps += [("replace", dict(fdb_entry, lladdr=f.mac, dst=str(f.dst)))
+              for f in fdb.added + fdb.replaced]
     failed = []
-    with netlink.iproute(f"program neighbours of {device}") as ipr:
-        device_index = netlink.index(device)
-        if device_index is None:
-            return [f"{device} does not exist"]
-        steps = [("del", dict(dst=str(n.ip), lladdr=n.mac, family=FAMILIES[n.ip.version]),
-                  ipr.neigh) for n in neighbours.removed]
-        steps += [("del", dict(lladdr=f.mac, dst=str(f.dst)), ipr.fdb) for f in fdb.removed]
-        steps += [("replace", dict(dst=str(n.ip), lladdr=n.mac, state="permanent",
-                                   family=FAMILIES[n.ip.version]), ipr.neigh)
-                  for n in neighbours.added + neighbours.replaced]
-        steps += [("replace", dict(lladdr=f.mac, dst=str(f.dst), state="permanent",
-                                   flags=NTF_SELF), ipr.fdb)
-                  for f in fdb.added + fdb.replaced]
-        for command, args, method in steps:
-            try:
-                method(command, ifindex=device_index, **args)
-            except NetlinkError as exc:
-                if not (command == "del" and exc.code in _GONE):
-                    failed.append(f"{command} {args} on {device}: {exc}")
+
+    def outcome(command, args, error):
+        if not (command == "del" and error.code in _GONE):
+            failed.append(f"{command} {args} on {device}: {error}")
+    _apply(f"program neighbours of {device}", "neigh", steps, lambda _, args: args,
+           outcome, failed)
     return failed
 
 

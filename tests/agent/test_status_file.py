@@ -2,6 +2,7 @@
 once per interval, the newest last, nothing after cancel."""
 
 import json
+import threading
 import time
 
 from agent.status_file import PacedStatus
@@ -14,7 +15,7 @@ def read(path):
 
 
 def test_a_paced_status_is_written_at_once_then_at_most_once_per_interval(tmp_path):
-    path = tmp_path / "run" / "policy.json"  # its directory is made
+    path = tmp_path / "run" / "paced-once.json"  # its directory is made
     status = PacedStatus(str(path), interval=0.3)
     status.write({"n": 1})
     assert read(path) == {"n": 1}  # the first at once
@@ -24,6 +25,14 @@ def test_a_paced_status_is_written_at_once_then_at_most_once_per_interval(tmp_pa
     assert read(path) == {"n": 1} and path.stat().st_mtime_ns == written
     assert wait_until(lambda: read(path) == {"n": 5}, 2)  # the newest, within the interval
     assert list(path.parent.iterdir()) == [path]  # no temporary file left
+    for n in range(6, 30):  # one writer thread, however many writes wait for it
+        status.write({"n": n})
+        time.sleep(0.02)
+    assert wait_until(lambda: read(path) == {"n": 29}, 2)
+    assert [t.name for t in threading.enumerate()].count("status paced-once.json") == 1
+    status.cancel()
+    assert wait_until(lambda: "status paced-once.json" not in
+                      [t.name for t in threading.enumerate()], 2)  # and it ends
 
 
 def test_a_cancelled_paced_status_writes_nothing_more(tmp_path):
