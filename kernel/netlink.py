@@ -21,9 +21,11 @@ Failures become KernelError, saying what could not be done and why.
 """
 
 import contextlib
+import ipaddress
 import itertools
 import os
 import socket
+import struct
 import threading
 
 from pyroute2 import IPRoute, IPRSocket
@@ -42,8 +44,6 @@ from pyroute2.netlink.rtnl import (
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kernel.errors import KernelError
 
@@ -55,12 +55,23 @@ _REQUESTS = {
     ('link', 'add'): (ifinfmsg, RTM_NEWLINK, 'create'),
     ('link', 'del'): (ifinfmsg, RTM_DELLINK, 'req'),
     ('addr', 'replace'): (ifaddrmsg, RTM_NEWADDR, 'replace'),
-    ('route', 'add'): (rtmsg, RTM_NEWROUTE, 'create'),
-    ('route', 'replace'): (rtmsg, RTM_NEWROUTE, 'replace'),
-    ('route', 'del'): (rtmsg, RTM_DELROUTE, 'req'),
-    ('neigh', 'replace'): (ndmsg, RTM_NEWNEIGH, 'replace'),
-    ('neigh', 'del'): (ndmsg, RTM_DELNEIGH, 'req'),
 }
+# Routes and neighbours, the many changes of the agent's syncs, are encoded
+# here: pyroute2's request filters took 0.2 ms a message.  The same fields
+# and attributes as IPRoute.route/neigh (tests/kernel/test_netlink.py).
+_ENCODED = {
+    ('route', 'add'): (RTM_NEWROUTE, 'create'),
+    ('route', 'replace'): (RTM_NEWROUTE, 'replace'),
+    ('route', 'del'): (RTM_DELROUTE, 'req'),
+    ('neigh', 'replace'): (RTM_NEWNEIGH, 'replace'),
+    ('neigh', 'del'): (RTM_DELNEIGH, 'req'),
+}
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_RT_TYPES = {'unicast': 1, 'blackhole': 6}
+_RT_SCOPES = {'universe': 0, 'link': 253}
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
+_NDA_DST, _NDA_LLADDR = 1, 2
+_RTPROT_STATIC, _NUD_PERMANENT = 4, 0x80
 # Messages per write: their acks (each quoting its request) must fit the
 # socket's receive buffer.
 _AT_ONCE = 256
@@ -91,21 +102,22 @@ class Netlink:
                 self._ipr.close()
 
     def message(self, kind, command, kwarg):
-        """The encoded request ``IPRoute.<kind>(command, **kwarg)`` sends."""
+        """The encoded request ``IPRoute.<kind>(command, **kwarg)`` sends:
+        (its sequence number, its bytes)."""
+        seq = next(self._sequence) % 0xFFFFFFFF + 1
+        if (kind, command) in _ENCODED:
+            msg_type, mode = _ENCODED[kind, command]
+            body = (_route if kind == 'route' else _neighbour)(command, dict(kwarg))
+            return seq, struct.pack('=IHHII', 16 + len(body), msg_type,
+                                    NetlinkRequest.flags[mode], seq, 0) + body
         msg_class, msg_type, mode = _REQUESTS[kind, command]
-        parameters = None
-        if kind == 'route':
-            parameters = {'strict_check': self.socket.status['strict_check']}
-            if command != 'del':
-                kwarg = {'proto': 'static', 'type': 'unicast', **kwarg}
         request = NetlinkRequest(
             self.socket, msg_class(),
-            request_filter=get_arguments_processor(kind, command, kwarg, parameters),
-            msg_type=msg_type, msg_flags=NetlinkRequest.flags[mode],
-            msg_seq=next(self._sequence) % 0xFFFFFFFF + 1,
+            request_filter=get_arguments_processor(kind, command, kwarg),
+            msg_type=msg_type, msg_flags=NetlinkRequest.flags[mode], msg_seq=seq,
         )
         request.msg.encode()
-        return request.msg
+        return seq, request.msg.data
 
     def send(self, messages):
         """Send the messages, a few hundred to a write, and wait for every
@@ -118,8 +130,8 @@ class Netlink:
         return errors
 
     def _send(self, messages):
-        errors = {msg['header']['sequence_number']: False for msg in messages}
-        self.socket.send(b''.join(msg.data for msg in messages))
+        errors = {seq: False for seq, _ in messages}
+        self.socket.send(b''.join(data for _, data in messages))
         waiting = len(errors)
         while waiting:
             for reply in self.socket.get():
@@ -148,6 +160,48 @@ class Netlink:
             if error is not None and getattr(error, 'code', None) not in ok:
                 raise refused(action, error) from error
         return errors
+
+
+def _route(command, kwarg):
+    """rtmsg and attributes of a route request (IPRoute.route's keywords:
+    dst, table, and proto, type, scope, flags, family, gateway, oif)."""
+    dst = ipaddress.ip_network(kwarg.pop('dst'))
+    gateway, oif = kwarg.pop('gateway', None), kwarg.pop('oif', None)
+    table = kwarg.pop('table')
+    default = (0, 0) if command == 'del' else (_RTPROT_STATIC, 'unicast')
+    proto, kind = kwarg.pop('proto', default[0]), kwarg.pop('type', default[1])
+    scope, flags = kwarg.pop('scope', 0), kwarg.pop('flags', 0)
+    family = kwarg.pop('family', _AF[dst.version])
+    if kwarg:
+        raise ValueError(f'unexpected route fields {sorted(kwarg)}')
+    body = struct.pack('=BBBBBBBBI', family, dst.prefixlen, 0, 0, table if table < 256 else 0,
+                       proto, _RT_SCOPES.get(scope, scope), _RT_TYPES.get(kind, kind), flags)
+    body += _rtattr(_RTA_DST, dst.network_address.packed)
+    body += _rtattr(_RTA_TABLE, struct.pack('=I', table))
+    if gateway is not None:
+        body += _rtattr(_RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
+    if oif is not None:
+        body += _rtattr(_RTA_OIF, struct.pack('=I', oif))
+    return body
+
+
+def _neighbour(command, kwarg):
+    """ndmsg and attributes of a neighbour (or, family AF_BRIDGE, FDB)
+    request (IPRoute.neigh's keywords: ifindex, dst, lladdr, and family,
+    state, flags)."""
+    dst = ipaddress.ip_address(kwarg.pop('dst'))
+    lladdr = bytes.fromhex(kwarg.pop('lladdr').replace(':', ''))
+    index, family = kwarg.pop('ifindex'), kwarg.pop('family', _AF[dst.version])
+    state, flags = kwarg.pop('state', _NUD_PERMANENT), kwarg.pop('flags', 0)
+    if kwarg:
+        raise ValueError(f'unexpected neighbour fields {sorted(kwarg)}')
+    return (struct.pack('=BxxxiHBB', family, index, state, flags, 0)
+            + _rtattr(_NDA_DST, dst.packed) + _rtattr(_NDA_LLADDR, lladdr))
+
+
+def _rtattr(kind, payload):
+    size = 4 + len(payload)
+    return struct.pack('=HH', size, kind) + payload + b'\0' * (-size % 4)
 
 
 _threads = threading.local()
