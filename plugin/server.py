@@ -61,6 +61,9 @@ def claim_sockets(paths) -> None:
             probe.close()
 
 
+IDLE_CONNECTION_SECONDS = 86400
+
+
 class PluginServer(BaseApplication):
     def __init__(self, config: Config, paths, workers: int = 1, threads: int = 16,
                  complete_start: bool = False, metrics_dir: str | None = None):
@@ -75,6 +78,12 @@ class PluginServer(BaseApplication):
             "threads": threads,
             "timeout": 60,
             "graceful_timeout": 20,
+            # dockerd's plugin client (moby pkg/plugins) keeps idle connections
+            # without a limit; when the server closes one just as dockerd sends
+            # on it, dockerd retries with the request's body already consumed,
+            # so an empty one ("PoolID is required", seen under load with
+            # gunicorn's 2 s).  The plugin never closes an idle connection first.
+            "keepalive": IDLE_CONNECTION_SECONDS,
             "accesslog": None,
             "loglevel": "debug" if config.debug else "info",
             "proc_name": "calico-libnetwork",

@@ -174,6 +174,23 @@ def test_every_path_reads_a_body_within_the_limit_and_keeps_the_connection(
         conn.close()
 
 
+def test_an_idle_connection_stays_open_for_the_next_call(plugin):
+    """dockerd keeps its connections to the plugin and, when one it sends on
+    was closed under it, sends the call again with an empty body: the
+    server must not close them when idle (gunicorn's own 2 s did)."""
+    path, _ = plugin
+    conn = UnixConnection(path, timeout=30)
+    try:
+        assert send(conn, "Plugin.Activate", b"") == ACTIVATED
+        sock = conn.sock
+        time.sleep(4)  # twice gunicorn's default keep-alive, which its loop checks each second
+        assert send(conn, "IpamDriver.GetCapabilities", b"") == (
+            200, {"RequiresMACAddress": False, "RequiresRequestReplay": False})
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
 def test_the_arbiter_freezes_what_it_holds_before_it_forks_the_worker(tmp_path):
     """gunicorn's pre_fork hook moves the arbiter's objects out of the
     collector's reach, so the worker's collections do not copy the pages it
