@@ -9,6 +9,8 @@ or "already gone" answers count as done, so every step can be replayed.
 
 import errno
 import logging
+import socket
+import sys
 from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
@@ -26,6 +28,8 @@ ROUTE_PROTOCOL = 80
 RTNH_F_ONLINK = 4
 NTF_SELF = 2
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
+_NDA_DST, _NDA_LLADDR = 1, 2
 _AF_INET, _AF_INET6, _AF_BRIDGE = 2, 10, 7
 FAMILIES = {4: _AF_INET, 6: _AF_INET6}
 _RT_TYPES = {1: UNICAST, 6: BLACKHOLE}
@@ -52,21 +56,40 @@ def diff(desired: dict, current: dict) -> Changes:
 
 def read_routes() -> dict[IPNetwork, Route]:
     """Our routes in the main table (IPv4 and IPv6), as Route values."""
-    with netlink.iproute("list routes") as ipr:
+    with netlink.rtnl() as nl:
         names = _LinkNames()
         found = {}
-        for family, anywhere in ((_AF_INET, "0.0.0.0"), (_AF_INET6, "::")):
-            for msg in ipr.route("dump", family=family, table=MAIN_TABLE,
-                                 proto=ROUTE_PROTOCOL):
-                kind = _RT_TYPES.get(msg["type"])
-                if kind is None:
+        for family in (_AF_INET, _AF_INET6):
+            for (_, dst_len, _, _, table, protocol, _, rt_type, flags), attrs in \
+                    _dumped(nl, "list routes", "route", family):
+                kind = _RT_TYPES.get(rt_type)
+                if protocol != ROUTE_PROTOCOL or kind is None or \
+                        (_u32(attrs.get(_RTA_TABLE)) or table) != MAIN_TABLE:
                     continue
-                dst = IPNetwork(f"{msg.get('RTA_DST') or anywhere}/{msg['dst_len']}")
-                gateway = msg.get("RTA_GATEWAY")
-                found[dst] = Route(dst, kind, IPAddress(gateway) if gateway else None,
-                                   names[msg.get("RTA_OIF")] if kind == UNICAST else None,
-                                   bool(msg["flags"] & RTNH_F_ONLINK))
+                dst = IPNetwork(f"{_address(family, attrs.get(_RTA_DST))}/{dst_len}")
+                gateway = attrs.get(_RTA_GATEWAY)
+                found[dst] = Route(dst, kind,
+                                   IPAddress(_address(family, gateway)) if gateway else None,
+                                   names[_u32(attrs.get(_RTA_OIF))] if kind == UNICAST else None,
+                                   bool(flags & RTNH_F_ONLINK))
         return found
+
+
+def _dumped(nl, action: str, kind: str, family: int):
+    try:
+        return nl.dump(kind, family)
+    except OSError as exc:
+        raise netlink.refused(action, exc) from exc
+
+
+def _address(family: int, packed: bytes | None) -> str:
+    """The address an attribute holds; the family's any-address when none."""
+    return socket.inet_ntop(family, packed) if packed else ("0.0.0.0" if family == _AF_INET
+                                                           else "::")
+
+
+def _u32(packed: bytes | None) -> int | None:
+    return None if packed is None else int.from_bytes(packed, sys.byteorder)
 
 
 def same_route(desired: Route, kernel: Route) -> bool:
@@ -150,17 +173,28 @@ def route_diff(desired: dict[IPNetwork, Route], current: dict[IPNetwork, Route])
 def read_vxlan_peers(device: str, version: int = 4) -> tuple[set[Neighbour], set[FdbEntry]]:
     """The permanent ARP (IPv6: neighbour) entries and unicast FDB entries
     on device."""
-    with netlink.iproute(f"list neighbours of {device}") as ipr:
-        device_index = netlink.index(device)
-        if device_index is None:
-            return set(), set()
-        neighbours = {Neighbour(IPAddress(n.get("NDA_DST")), n.get("NDA_LLADDR").lower())
-                      for n in ipr.neigh("dump", ifindex=device_index, family=FAMILIES[version])
-                      if n["state"] & NUD_PERMANENT and n.get("NDA_LLADDR")}
-        fdb = {FdbEntry(f.get("NDA_LLADDR").lower(), IPAddress(f.get("NDA_DST")))
-               for f in ipr.fdb("dump", ifindex=device_index)
-               if f.get("NDA_DST") and f.get("NDA_LLADDR") not in (None, "00:00:00:00:00:00")}
+    device_index = netlink.index(device)
+    if device_index is None:
+        return set(), set()
+    action = f"list neighbours of {device}"
+    with netlink.rtnl() as nl:
+        family = FAMILIES[version]
+        neighbours = {Neighbour(IPAddress(_address(family, attrs[_NDA_DST])),
+                                _mac(attrs[_NDA_LLADDR]))
+                      for (_, index, state, _, _), attrs in _dumped(nl, action, "neigh", family)
+                      if index == device_index and state & NUD_PERMANENT
+                      and _NDA_DST in attrs and _NDA_LLADDR in attrs}
+        fdb = set()
+        for (_, index, _, _, _), attrs in _dumped(nl, action, "neigh", _AF_BRIDGE):
+            dst, mac = attrs.get(_NDA_DST), attrs.get(_NDA_LLADDR)
+            if index == device_index and dst and mac and any(mac):
+                fdb.add(FdbEntry(_mac(mac), IPAddress(_address(
+                    _AF_INET if len(dst) == 4 else _AF_INET6, dst))))
         return neighbours, fdb
+
+
+def _mac(packed: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in packed)
 
 
 def apply_vxlan_peers(device: str, neighbours: Changes, fdb: Changes) -> list[str]:

@@ -181,3 +181,56 @@ def test_a_route_deleted_by_hand_comes_back_at_the_next_full_resync(host):
     before, after = run_in(host, resync_after_hand_deletion, state, 0.5)
     assert "192.168.1.0/26" not in before
     assert "192.168.1.0/26 via 10.0.0.2 dev eth0 proto 80" in after
+
+
+def pyroute2_reads(device):
+    """Our routes and the device's peers as pyroute2's IPRoute reads them:
+    the readers' reference, field for field."""
+    from pyroute2 import IPRoute
+
+    from agent.routing.routes import FdbEntry, Neighbour, Route
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=device)[0]
+        routes = {}
+        for family, anywhere in ((2, "0.0.0.0"), (10, "::")):
+            for m in ipr.route("dump", family=family, table=254, proto=kernel.ROUTE_PROTOCOL):
+                kind = {1: "unicast", 6: "blackhole"}.get(m["type"])
+                if kind is None:
+                    continue
+                dst = IPNetwork(f"{m.get('RTA_DST') or anywhere}/{m['dst_len']}")
+                gateway, oif = m.get("RTA_GATEWAY"), m.get("RTA_OIF")
+                routes[dst] = Route(dst, kind, IPAddress(gateway) if gateway else None,
+                                    ipr.get_links(oif)[0].get("IFLA_IFNAME")
+                                    if kind == "unicast" else None, bool(m["flags"] & 4))
+        neighbours = {Neighbour(IPAddress(n.get("NDA_DST")), n.get("NDA_LLADDR").lower())
+                      for family in (2, 10) for n in ipr.neigh("dump", ifindex=index, family=family)
+                      if n["state"] & kernel.NUD_PERMANENT and n.get("NDA_LLADDR")}
+        fdb = {FdbEntry(f.get("NDA_LLADDR").lower(), IPAddress(f.get("NDA_DST")))
+               for f in ipr.fdb("dump", ifindex=index)
+               if f.get("NDA_DST") and f.get("NDA_LLADDR") not in (None, "00:00:00:00:00:00")}
+    return routes, neighbours, fdb
+
+
+def test_routes_and_peers_read_as_pyroute2_reads_them(host):
+    """read_routes and read_vxlan_peers parse the kernel's dumps themselves:
+    the same answer as pyroute2's parser over ours and what is not ours
+    (another protocol, another table, a neighbour not permanent)."""
+    run_in(host, vxlan.ensure_device, IPAddress("192.168.0.1"), None, IPAddress("10.0.0.1"), 1450)
+    for line in ("192.168.1.0/26 via 10.0.0.2 proto 80",
+                 "192.168.2.0/26 via 192.168.2.0 dev vxlan.calico onlink proto 80",
+                 "blackhole 192.168.0.0/26 proto 80",
+                 "192.168.3.0/26 via 10.0.0.2 proto static",
+                 "192.168.4.0/26 via 10.0.0.2 proto 80 table 100",
+                 "fd00:1::/122 dev eth0 proto 80",
+                 "blackhole fd00:2::/122 proto 80"):
+        ip(host, "route", "add", *line.split())
+    ip(host, "neigh", "add", "192.168.2.0", "lladdr", "66:00:00:00:00:03", "dev",
+       "vxlan.calico", "nud", "permanent")
+    ip(host, "neigh", "add", "192.168.2.9", "lladdr", "66:00:00:00:00:09", "dev",
+       "vxlan.calico", "nud", "reachable")
+    subprocess.run(["bridge", "-n", host, "fdb", "add", "66:00:00:00:00:03", "dev",
+                    "vxlan.calico", "dst", "10.0.0.2", "self", "permanent"], check=True)
+    routes, neighbours, fdb = run_in(host, pyroute2_reads, "vxlan.calico")
+    assert len(routes) == 5 and len(neighbours) == 1 and len(fdb) == 1
+    assert run_in(host, kernel.read_routes) == routes
+    assert run_in(host, kernel.read_vxlan_peers, "vxlan.calico") == (neighbours, fdb)
