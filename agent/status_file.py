@@ -2,6 +2,7 @@
 health), which `calico-libnetwork status`, `check` and the metrics read:
 JSON, replaced atomically so that a reader never sees half of one."""
 
+import contextlib
 import json
 import logging
 import os
@@ -15,9 +16,14 @@ def write_status(path: str, status: dict) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     # Named by process: an agent and the watchdog it restarts never share one.
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(status, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class PacedStatus:
@@ -72,3 +78,5 @@ class PacedStatus:
             write_status(self.path, status)
         except OSError as exc:
             LOG.error("could not write %s: %s", self.path, exc)
+        except Exception:  # noqa: BLE001 - the writer thread must live on for the next one
+            LOG.exception("could not write %s", self.path)

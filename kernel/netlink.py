@@ -21,6 +21,7 @@ Failures become KernelError, saying what could not be done and why.
 """
 
 import contextlib
+import errno
 import ipaddress
 import itertools
 import os
@@ -147,14 +148,18 @@ class Netlink:
             at = 0
             while at + 16 <= len(data):
                 length, kind_of, _, answer_to, _ = struct.unpack_from('=IHHII', data, at)
+                if length < 16 or at + length > len(data):
+                    raise OSError(errno.EBADMSG, f'a malformed netlink message ({length} bytes)')
                 if answer_to == seq:
-                    if kind_of == _NLMSG_DONE:
-                        return found
-                    if kind_of == NLMSG_ERROR:
-                        error = -struct.unpack_from('=i', data, at + 16)[0]
-                        raise OSError(error, os.strerror(error))
-                    found.append((struct.unpack_from(header, data, at + 16),
-                                  _attributes(data, at + 28, at + length)))
+                    if kind_of in (_NLMSG_DONE, NLMSG_ERROR):  # DONE carries the dump's error
+                        error = -struct.unpack_from('=i', data, at + 16)[0] if length >= 20 else 0
+                        if error > 0:
+                            raise OSError(error, os.strerror(error))
+                        if kind_of == _NLMSG_DONE:
+                            return found
+                    elif data[at + 16] == family:  # a kernel without the family dumps all
+                        found.append((struct.unpack_from(header, data, at + 16),
+                                      _attributes(data, at + 28, at + length)))
                 at += (length + 3) & ~3
 
     def send(self, messages):

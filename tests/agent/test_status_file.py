@@ -45,3 +45,15 @@ def test_a_cancelled_paced_status_writes_nothing_more(tmp_path):
     status.write({"n": 3})  # a sync that ended after the stop
     time.sleep(0.4)
     assert not path.exists()
+
+
+def test_a_status_that_cannot_be_written_leaves_the_writer_for_the_next(tmp_path):
+    path = tmp_path / "paced-bad.json"
+    status = PacedStatus(str(path), interval=0.2)
+    status.write({"n": 1})
+    status.write({"n": object()})  # not JSON: logged by the writer thread
+    time.sleep(0.3)
+    status.write({"n": 3})  # within the interval of the failed write: the writer's
+    assert wait_until(lambda: read(path) == {"n": 3}, 2)
+    status.cancel()
+    assert list(tmp_path.iterdir()) == [path]  # no half-written temporary file left

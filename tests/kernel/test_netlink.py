@@ -5,6 +5,7 @@ KernelError naming what could not be done; routes and neighbours encoded
 as pyroute2's IPRoute encodes them.  Queries only, in pytest's own
 namespace: nothing is changed."""
 
+import errno
 import struct
 import threading
 
@@ -117,3 +118,49 @@ def test_routes_and_neighbours_are_encoded_as_pyroute2_encodes_them(kind, comman
 def test_a_route_with_fields_not_encoded_is_refused_not_half_sent():
     with netlink.rtnl() as nl, pytest.raises(ValueError, match="metrics"):
         nl.message("route", "add", dict(dst="10.1.2.0/26", table=254, metrics={"mtu": 1400}))
+
+
+class _DumpingKernel:
+    """A netlink socket answering a dump with messages made by answer(seq),
+    for what this kernel does not do: dump every family to a request for
+    one it lacks (booted with ipv6.disable=1), end a dump with an error."""
+
+    def __init__(self, answer):
+        self.answer, self.replies = answer, []
+
+    def send(self, request):
+        self.replies.append(self.answer(struct.unpack_from("=IHHII", request)[3]))
+
+    def recv(self, _size):
+        return self.replies.pop(0)
+
+    def close(self):
+        pass
+
+
+def _route_message(seq, family, address):
+    body = struct.pack("=BBBBBBBBI", family, 32, 0, 0, 254, 80, 0, 1, 0)
+    body += struct.pack("=HH", 4 + len(address), 1) + address
+    return struct.pack("=IHHII", 16 + len(body), RTM_NEWROUTE, 2, seq, 0) + body
+
+
+def _done(seq, error=0):
+    return struct.pack("=IHHIIi", 20, 3, 2, seq, 0, -error)
+
+
+def test_a_dump_keeps_the_family_asked_for_and_raises_the_error_it_ends_with():
+    with netlink.rtnl() as nl:
+        real = nl._dumps
+        nl._dumps = _DumpingKernel(lambda seq: _route_message(seq, 2, bytes([10, 0, 0, 1]))
+                                   + _route_message(seq, 10, bytes(16)) + _done(seq))
+        assert [(fields[0], attrs) for fields, attrs in nl.dump("route", 10)] == [
+            (10, {1: bytes(16)})]
+        nl._dumps = _DumpingKernel(lambda seq: _route_message(seq, 2, bytes(4))
+                                   + _done(seq, errno.EMSGSIZE))
+        with pytest.raises(OSError) as cut:
+            nl.dump("route", 2)
+        assert cut.value.errno == errno.EMSGSIZE
+        nl._dumps = _DumpingKernel(lambda seq: struct.pack("=IHHII", 8, 24, 2, seq, 0) + bytes(8))
+        with pytest.raises(OSError, match="malformed"):
+            nl.dump("route", 2)
+        nl._dumps = real
