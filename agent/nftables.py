@@ -30,6 +30,7 @@ import threading
 import weakref
 
 from kernel.errors import KernelError
+from kernel.wire import attribute, encode_message
 
 # libnftables does not say that two contexts may run at once; a transaction
 # takes milliseconds, so the policy engine and the interception take turns.
@@ -169,14 +170,14 @@ class _Nfnetlink:
         (the kernel then applied none)."""
         subsystem = struct.pack("=BB", 0, 0) + struct.pack(">H", _NFNL_SUBSYS_NFTABLES)
         first = next(self._sequence)
-        data = [_message(_BATCH_BEGIN, _REQUEST, first, subsystem)]
+        data = [encode_message(_BATCH_BEGIN, _REQUEST, first, subsystem)]
         waiting = set()  # sequence numbers not acked yet
         for kind, flags, payload in messages:
             seq = next(self._sequence)
             waiting.add(seq)
-            data.append(_message(kind, _REQUEST | _ACK | flags, seq,
-                                 struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
-        data.append(_message(_BATCH_END, _REQUEST, next(self._sequence), subsystem))
+            data.append(encode_message(kind, _REQUEST | _ACK | flags, seq,
+                                       struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
+        data.append(encode_message(_BATCH_END, _REQUEST, next(self._sequence), subsystem))
         refusal = None
         try:
             self.sock.send(b"".join(data))
@@ -199,15 +200,6 @@ class _Nfnetlink:
                               f"{os.strerror(refusal)} (errno {refusal})")
 
 
-def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
-    return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    size = 4 + len(payload)
-    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
-
-
 INTERFACE_MAP = "ifname : verdict"  # a map of interfaces to the chains they go to
 
 
@@ -223,26 +215,29 @@ def inet_elements(table: str,
     come back with another verdict.  Elements are written as in nft: an
     address of an ipv4_addr or ipv6_addr set, '"<interface>" : goto
     <chain>' of an "ifname : verdict" map."""
-    head = _attr(_LIST_TABLE, table.encode() + b"\0")
+    head = attribute(_LIST_TABLE, table.encode() + b"\0")
     messages = []
     for name, kind, added, removed in changes:
         for verb, flags, elements in ((_DELSETELEM, 0, removed), (_NEWSETELEM, _CREATE, added)):
             elements = sorted(elements)
             for i in range(0, len(elements), _PER_MESSAGE):
-                encoded = b"".join(_attr(_LIST_ELEM | _NESTED, _element(kind, e, verb))
+                encoded = b"".join(attribute(_LIST_ELEM | _NESTED, _element(kind, e, verb))
                                    for e in elements[i:i + _PER_MESSAGE])
-                messages.append((verb, flags, head + _attr(_LIST_SET, name.encode() + b"\0")
-                                 + _attr(_LIST_ELEMENTS | _NESTED, encoded)))
+                messages.append((verb, flags, head + attribute(_LIST_SET, name.encode() + b"\0")
+                                 + attribute(_LIST_ELEMENTS | _NESTED, encoded)))
     if messages:
         _this_netns("nfnetlink", _Nfnetlink).transaction(messages)
 
 
 def _element(kind: str, element: str, verb: int) -> bytes:
     if kind != INTERFACE_MAP:
-        return _attr(_ELEM_KEY | _NESTED, _attr(_DATA_VALUE, ipaddress.ip_address(element).packed))
+        return attribute(_ELEM_KEY | _NESTED,
+                         attribute(_DATA_VALUE, ipaddress.ip_address(element).packed))
     interface, chain = _INTERFACE_ELEMENT.fullmatch(element).groups()
-    key = _attr(_ELEM_KEY | _NESTED, _attr(_DATA_VALUE, interface.encode().ljust(_IFNAMSIZ, b"\0")))
+    key = attribute(_ELEM_KEY | _NESTED,
+                    attribute(_DATA_VALUE, interface.encode().ljust(_IFNAMSIZ, b"\0")))
     if verb == _DELSETELEM:  # the key alone names it
         return key
-    return key + _attr(_ELEM_DATA | _NESTED, _attr(_DATA_VERDICT | _NESTED, _attr(
-        _VERDICT_CODE, struct.pack(">i", _GOTO)) + _attr(_VERDICT_CHAIN, chain.encode() + b"\0")))
+    verdict = attribute(_VERDICT_CODE, struct.pack(">i", _GOTO)) \
+        + attribute(_VERDICT_CHAIN, chain.encode() + b"\0")
+    return key + attribute(_ELEM_DATA | _NESTED, attribute(_DATA_VERDICT | _NESTED, verdict))

@@ -47,6 +47,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from kernel.errors import KernelError
+from kernel.wire import attribute, encode_message
 
 MAIN_TABLE = 254
 
@@ -72,10 +73,10 @@ _RTM_GETROUTE, _RTM_GETNEIGH, _NLMSG_DONE, _NLM_F_REQUEST, _NLM_F_DUMP = 26, 30,
 # The fixed part of each kind's messages (rtmsg, ndmsg), as struct formats.
 _HEADERS = {'route': (_RTM_GETROUTE, '=BBBBBBBBI'), 'neigh': (_RTM_GETNEIGH, '=BxxxiHBB')}
 _DUMP_BUFFER = 1 << 20
-_RT_TYPES = {'unicast': 1, 'blackhole': 6}
+RT_TYPES = {'unicast': 1, 'blackhole': 6}  # route types by name
 _RT_SCOPES = {'universe': 0, 'link': 253}
-_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
-_NDA_DST, _NDA_LLADDR = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15  # route attributes
+NDA_DST, NDA_LLADDR = 1, 2  # neighbour attributes
 _RTPROT_STATIC, _NUD_PERMANENT = 4, 0x80
 # Messages per write: their acks (each quoting its request) must fit the
 # socket's receive buffer.
@@ -116,8 +117,7 @@ class Netlink:
         if (kind, command) in _ENCODED:
             msg_type, mode = _ENCODED[kind, command]
             body = (_route if kind == 'route' else _neighbour)(command, dict(kwarg))
-            return seq, struct.pack('=IHHII', 16 + len(body), msg_type,
-                                    NetlinkRequest.flags[mode], seq, 0) + body
+            return seq, encode_message(msg_type, NetlinkRequest.flags[mode], seq, body)
         msg_class, msg_type, mode = _REQUESTS[kind, command]
         request = NetlinkRequest(
             self.socket, msg_class(),
@@ -140,8 +140,7 @@ class Netlink:
             self._dumps.bind((0, 0))
         seq = next(self._sequence) % 0xFFFFFFFF + 1
         body = struct.pack('=B', family) + bytes(11)  # the fixed part: the family, all else 0
-        self._dumps.send(struct.pack('=IHHII', 16 + len(body), msg_type,
-                                     _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0) + body)
+        self._dumps.send(encode_message(msg_type, _NLM_F_REQUEST | _NLM_F_DUMP, seq, body))
         found = []
         while True:
             data = self._dumps.recv(_DUMP_BUFFER)
@@ -218,13 +217,13 @@ def _route(command, kwarg):
     if kwarg:
         raise ValueError(f'unexpected route fields {sorted(kwarg)}')
     body = struct.pack('=BBBBBBBBI', family, dst.prefixlen, 0, 0, table if table < 256 else 0,
-                       proto, _RT_SCOPES.get(scope, scope), _RT_TYPES.get(kind, kind), flags)
-    body += _rtattr(_RTA_DST, dst.network_address.packed)
-    body += _rtattr(_RTA_TABLE, struct.pack('=I', table))
+                       proto, _RT_SCOPES.get(scope, scope), RT_TYPES.get(kind, kind), flags)
+    body += attribute(RTA_DST, dst.network_address.packed)
+    body += attribute(RTA_TABLE, struct.pack('=I', table))
     if gateway is not None:
-        body += _rtattr(_RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
+        body += attribute(RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
     if oif is not None:
-        body += _rtattr(_RTA_OIF, struct.pack('=I', oif))
+        body += attribute(RTA_OIF, struct.pack('=I', oif))
     return body
 
 
@@ -239,7 +238,7 @@ def _neighbour(command, kwarg):
     if kwarg:
         raise ValueError(f'unexpected neighbour fields {sorted(kwarg)}')
     return (struct.pack('=BxxxiHBB', family, index, state, flags, 0)
-            + _rtattr(_NDA_DST, dst.packed) + _rtattr(_NDA_LLADDR, lladdr))
+            + attribute(NDA_DST, dst.packed) + attribute(NDA_LLADDR, lladdr))
 
 
 def _attributes(data, at, end):
@@ -251,11 +250,6 @@ def _attributes(data, at, end):
         found[number & 0x3FFF] = data[at + 4:at + size]  # without the nested and byte-order flags
         at += (size + 3) & ~3
     return found
-
-
-def _rtattr(kind, payload):
-    size = 4 + len(payload)
-    return struct.pack('=HH', size, kind) + payload + b'\0' * (-size % 4)
 
 
 _threads = threading.local()

@@ -15,9 +15,10 @@ from typing import NamedTuple
 
 from netaddr import IPAddress, IPNetwork
 
-from agent.routing.routes import BLACKHOLE, UNICAST, FdbEntry, Neighbour, Route
+from agent.routing.routes import UNICAST, FdbEntry, Neighbour, Route
 from kernel import netlink
-from kernel.netlink import MAIN_TABLE
+from kernel.netlink import (MAIN_TABLE, NDA_DST, NDA_LLADDR, RT_TYPES, RTA_DST, RTA_GATEWAY,
+                            RTA_OIF, RTA_TABLE)
 
 LOG = logging.getLogger(__name__)
 
@@ -28,11 +29,9 @@ ROUTE_PROTOCOL = 80
 RTNH_F_ONLINK = 4
 NTF_SELF = 2
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
-_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
-_NDA_DST, _NDA_LLADDR = 1, 2
 _AF_INET, _AF_INET6, _AF_BRIDGE = 2, 10, 7
 FAMILIES = {4: _AF_INET, 6: _AF_INET6}
-_RT_TYPES = {1: UNICAST, 6: BLACKHOLE}
+_RT_TYPES = {number: name for name, number in RT_TYPES.items()}  # routes.UNICAST, BLACKHOLE
 _GONE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
 
 
@@ -64,13 +63,13 @@ def read_routes() -> dict[IPNetwork, Route]:
                     _dumped(nl, "list routes", "route", family):
                 kind = _RT_TYPES.get(rt_type)
                 if protocol != ROUTE_PROTOCOL or kind is None or \
-                        (_u32(attrs.get(_RTA_TABLE)) or table) != MAIN_TABLE:
+                        (_u32(attrs.get(RTA_TABLE)) or table) != MAIN_TABLE:
                     continue
-                dst = IPNetwork(f"{_address(family, attrs.get(_RTA_DST))}/{dst_len}")
-                gateway = attrs.get(_RTA_GATEWAY)
+                dst = IPNetwork(f"{_address(family, attrs.get(RTA_DST))}/{dst_len}")
+                gateway = attrs.get(RTA_GATEWAY)
                 found[dst] = Route(dst, kind,
                                    IPAddress(_address(family, gateway)) if gateway else None,
-                                   names[_u32(attrs.get(_RTA_OIF))] if kind == UNICAST else None,
+                                   names[_u32(attrs.get(RTA_OIF))] if kind == UNICAST else None,
                                    bool(flags & RTNH_F_ONLINK))
         return found
 
@@ -143,13 +142,13 @@ def _apply(action: str, kind: str, steps, arguments, outcome, failed: list[str])
 
 
 def _del_args(route: Route) -> dict:
+    """What names a route of ours to delete it."""
     return {"dst": str(route.dst), "table": MAIN_TABLE, "proto": ROUTE_PROTOCOL,
             "type": route.type, "family": FAMILIES[route.dst.version]}
 
 
 def _route_args(route: Route) -> dict:
-    args = {"dst": str(route.dst), "table": MAIN_TABLE, "proto": ROUTE_PROTOCOL,
-            "type": route.type, "family": FAMILIES[route.dst.version]}
+    args = _del_args(route)
     if route.gateway is not None:
         args["gateway"] = str(route.gateway)
     if route.dev is not None:
@@ -179,14 +178,14 @@ def read_vxlan_peers(device: str, version: int = 4) -> tuple[set[Neighbour], set
     action = f"list neighbours of {device}"
     with netlink.rtnl() as nl:
         family = FAMILIES[version]
-        neighbours = {Neighbour(IPAddress(_address(family, attrs[_NDA_DST])),
-                                _mac(attrs[_NDA_LLADDR]))
+        neighbours = {Neighbour(IPAddress(_address(family, attrs[NDA_DST])),
+                                _mac(attrs[NDA_LLADDR]))
                       for (_, index, state, _, _), attrs in _dumped(nl, action, "neigh", family)
                       if index == device_index and state & NUD_PERMANENT
-                      and _NDA_DST in attrs and _NDA_LLADDR in attrs}
+                      and NDA_DST in attrs and NDA_LLADDR in attrs}
         fdb = set()
         for (_, index, _, _, _), attrs in _dumped(nl, action, "neigh", _AF_BRIDGE):
-            dst, mac = attrs.get(_NDA_DST), attrs.get(_NDA_LLADDR)
+            dst, mac = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
             if index == device_index and dst and mac and any(mac):
                 fdb.add(FdbEntry(_mac(mac), IPAddress(_address(
                     _AF_INET if len(dst) == 4 else _AF_INET6, dst))))
