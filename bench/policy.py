@@ -221,8 +221,10 @@ class Phases:
         (nft, "full_script", "script"),
         (nft, "diff_script", "script"),
         (nft, "element_changes", "script"),
+        (nft, "rule_changes", "script"),
         (nft, "run", "nft"),
         (nft, "inet_elements", "nft"),
+        (nft, "inet_rules", "nft"),
         (PolicyEngine, "_write_status", "status"),
     ]
 

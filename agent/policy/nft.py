@@ -1,8 +1,10 @@
 """Our nftables table: written whole in one transaction the first time (and
 after any failure), then changed by the difference only: set elements added
 and removed, changed chains flushed and refilled, all in one transaction
-(through libnftables, agent/nftables.py), so the kernel never holds a
-half-written ruleset.
+(agent/nftables.py), so the kernel never holds a half-written ruleset.
+Elements alone, or with chains whose every rule agent/nft_expressions.py
+encodes (a policy's rules changed), go over nfnetlink; the rest is a
+libnftables script.
 
 The base chains see every forwarded packet and every packet a workload
 sends to its host.  A drop in them is final; an accept only ends our table,
@@ -36,7 +38,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from agent.nftables import INTERFACE_MAP, inet_elements, interface_element, run
+from agent.nft_expressions import expressions
+from agent.nftables import INTERFACE_MAP, inet_elements, inet_rules, interface_element, run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
                                    RAW_FAILSAFE_OUT, VXLAN_PORT, Chains)
@@ -222,6 +225,8 @@ class PolicyTable:
             elif (changes := element_changes(self.programmed, desired)) is not None:
                 if changes:
                     inet_elements(TABLE, changes)
+            elif (refill := rule_changes(self.programmed, desired)) is not None:
+                inet_rules(TABLE, *refill)
             elif script := diff_script(self.programmed, desired):
                 run(script)
         except KernelError:
@@ -283,8 +288,38 @@ def element_changes(old: Ruleset, new: Ruleset
     """(set or map, its type, elements added, elements removed) of each address set
     and interface map that changed, when that is all that changed and not
     much of it (agent/nftables.py inet_elements takes it); else None."""
-    if old.sets.keys() != new.sets.keys() or old.maps.keys() != new.maps.keys() \
-            or old.chains != new.chains or old.base != new.base:
+    if old.chains != new.chains or old.base != new.base:
+        return None
+    return _element_deltas(old, new)
+
+
+def rule_changes(old: Ruleset, new: Ruleset
+                 ) -> tuple[list[tuple[str, str, frozenset[str], frozenset[str]]],
+                            dict[str, list[bytes]]] | None:
+    """element_changes' elements, and each changed chain's rules as
+    expressions, when the chains, sets and maps are the same ones and
+    every rule of a changed chain encodes (agent/nftables.py inet_rules
+    takes them); else None."""
+    if old.base != new.base or old.chains.keys() != new.chains.keys():
+        return None
+    changes = _element_deltas(old, new)
+    if changes is None:
+        return None
+    chains = {}
+    for name, rules in new.chains.items():
+        before = old.chains[name]
+        if before is rules or before == rules:
+            continue
+        chains[name] = [expressions(rule) for rule in rules]
+        if None in chains[name]:
+            return None
+    return changes, chains
+
+
+def _element_deltas(old: Ruleset, new: Ruleset
+                    ) -> list[tuple[str, str, frozenset[str], frozenset[str]]] | None:
+    """What element_changes returns, whatever the chains."""
+    if old.sets.keys() != new.sets.keys() or old.maps.keys() != new.maps.keys():
         return None
     changes, count = [], 0
     for name, (kind, members) in new.sets.items():

@@ -245,6 +245,40 @@ def test_local_endpoints_of_existing_chains_change_map_elements_through_nfnetlin
     assert not pings(workloads, "b", "c")  # no endpoint's interface: dropped
 
 
+def test_a_policys_rules_changing_refill_its_chains_through_nfnetlink(host, monkeypatch):
+    """A policy whose rules alone change (a port, a range, an action)
+    flushes and refills its chains in one nfnetlink transaction: no
+    libnftables script, whose table listing costs more than the rules.
+    The kernel then holds the rules a fresh engine's script writes, and
+    the packets follow the new rules."""
+    ns, workloads, status, netns = host
+
+    def ranges(action, port):
+        return policy("ranges", {"order": 10, "selector": "has(net1)", "types": ["Ingress"],
+                                 "ingress": [{"action": action, "protocol": "ICMP",
+                                              "source": {"nets": ["10.65.0.3/32"]}},
+                                             {"action": "Allow", "protocol": "TCP",
+                                              "source": {"selector": "has(net2)"},
+                                              "destination": {"ports": [port, "9000:9100"]}},
+                                             {"action": "Pass"}]})
+    records = (profile("net1"), profile("net2"), wep("a"), wep("b"), wep("c"))
+    engine = engine_run(ns, PolicyEngine(NODE, status), *records, ranges("Deny", 7000))
+    assert not pings(workloads, "c", "a") and tcp_open(workloads, "b", "a", 7000)
+    scripts, refills = counted(monkeypatch, nft, "run"), counted(monkeypatch, nft, "inet_rules")
+    engine_run(ns, engine, ranges("Allow", 7001))
+    assert scripts == [] and len(refills) == 1
+    assert pings(workloads, "c", "a") and not tcp_open(workloads, "b", "a", 7000)
+    assert tcp_open(workloads, "b", "a", 7001) and tcp_open(workloads, "b", "a", 9050)
+    listed = ns.submit(nft.run, f"list chain {nft.FAMILY} {nft.TABLE} pi-default.ranges\n")
+    with Lab() as lab:  # a fresh engine's script, in a namespace of its own
+        with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns,
+                                initargs=(lab.netns("policy-fresh"),)) as fresh:
+            engine_run(fresh, PolicyEngine(NODE, status + ".fresh"), *records,
+                       ranges("Allow", 7001))
+            assert fresh.submit(nft.run, f"list chain {nft.FAMILY} {nft.TABLE} "
+                                         "pi-default.ranges\n").result() == listed.result()
+
+
 def test_an_annotation_only_update_does_not_reprogram_the_table(host, monkeypatch):
     """Join's sandbox annotation and the DNS names written later change
     nothing policy sees: no compile, no nft; the endpoint's deletion does

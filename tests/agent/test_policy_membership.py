@@ -139,11 +139,14 @@ def test_relabelled_lists_the_endpoints_a_profile_change_relabels():
 @pytest.fixture
 def scripts(monkeypatch):
     """Every script the engine sends to nft, and every change of elements
-    alone it sends through nfnetlink (as ("elements", changes)), in order."""
+    alone or of chains' rules it sends through nfnetlink (as ("elements",
+    changes), ("rules", changes, chains)), in order."""
     sent = []
     monkeypatch.setattr(nft, "run", sent.append)
     monkeypatch.setattr(nft, "inet_elements",
                         lambda table, changes: sent.append(("elements", changes)))
+    monkeypatch.setattr(nft, "inet_rules",
+                        lambda table, changes, chains: sent.append(("rules", changes, chains)))
     return sent
 
 

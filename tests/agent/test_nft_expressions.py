@@ -1,0 +1,221 @@
+"""agent/nft_expressions.py against nft itself, in a namespace of its own:
+each rule it encodes is, in the kernel, byte for byte the rule nft writes
+from the same text (both read back with a dump of the chain), so a chain
+refilled over nfnetlink enforces what the script would have.  Forms nft
+would write otherwise than word for word are left to nft."""
+
+import re
+import socket
+import struct
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pyroute2 import netns as pyroute2_netns
+
+from agent import nftables
+from agent.nft_expressions import expressions
+from kernel.wire import attribute, encode_message
+from tests.lab import Lab
+
+pytestmark = pytest.mark.require_root
+
+TABLE = "calico-nft-expr"
+T = f"inet {TABLE}"
+_GETRULE, _DUMP, _REQUEST = 10 << 8 | 7, 0x300, 0x1
+
+# Every form the encoder takes, as our compiler writes them.
+ENCODED = [
+    "meta nfproto ipv4 meta l4proto 6 ip saddr @s4 th dport 20003 "
+    "meta mark set meta mark | 0x10000 return",
+    "meta nfproto ipv4 meta l4proto 6 ip saddr != @s4 th dport 9000-9100 drop",
+    "meta nfproto ipv6 meta l4proto != 17 ip6 daddr @s6 th sport != 9000-9100 accept",
+    "meta nfproto ipv4 ip saddr 10.0.0.1 th dport != 80 accept",
+    "meta nfproto ipv4 ip daddr 10.0.0.0/8 drop",
+    "meta nfproto ipv4 ip saddr != 10.16.0.0/12 drop",
+    "meta nfproto ipv4 ip daddr != 10.1.0.0/16 drop",
+    "meta nfproto ipv6 ip6 saddr fd00::/64 ip6 daddr != fd00:1::/60 drop",
+    "meta nfproto ipv6 ip6 saddr fd00::1 drop",
+    "meta nfproto ipv4 meta l4proto 1 icmp type 8 accept",
+    "meta nfproto ipv4 meta l4proto 1 icmp type != 8 accept",
+    "meta nfproto ipv4 meta l4proto 1 icmp type 3 icmp code 1 drop",
+    "meta nfproto ipv6 meta l4proto 58 icmpv6 type 1 icmpv6 code 4 drop",
+    "meta nfproto ipv6 meta l4proto 58 icmpv6 type 128 drop",
+    'meta nfproto ipv4 ip saddr @s4 log prefix "calico-packet: " level notice',
+    "meta nfproto ipv6 meta mark set meta mark | 0x20000 return",
+    "meta mark & 0x20000 == 0 jump target",
+    "meta mark & 0x10000 == 0x10000 return",
+    "ct mark & 0x4000000 == 0x4000000 meta mark set meta mark | 0x10000 return",
+    "ct state established,related accept",
+    "ct state invalid drop",
+    "goto target",
+    "drop",
+]
+# Forms nft writes otherwise than word for word, and forms we do not take.
+LEFT_TO_NFT = [
+    "meta nfproto ipv4 ip saddr 10.0.0.1 ip daddr 10.0.0.2 accept",  # merged into one load
+    "meta nfproto ipv4 meta l4proto 6 th sport 1 th dport 2 accept",
+    "meta nfproto ipv4 meta l4proto 1 icmp type 8 icmp code != 0 accept",
+    "meta nfproto ipv4 meta l4proto 1 icmp type . icmp code != { 8 . 0 } accept",
+    "meta nfproto ipv4 ip saddr 10.0.0.1 ip daddr 10.0.0.0/8 accept",  # a prefix beside
+    "meta nfproto ipv4 icmp type 8 accept",  # nft adds meta l4proto icmp
+    "udp dport 4789 drop",  # and meta l4proto udp
+    "meta nfproto ipv4 meta l4proto 6 th dport { 80, 443 } accept",  # an anonymous set
+    "meta l4proto tcp accept",
+    "ip saddr 10.0.0.1 drop",  # no family matched first
+    "meta mark set meta mark & 0xfffcffff",
+    "meta nfproto ipv4 ip saddr 0.0.0.0/0 drop",
+    "drop accept",
+    "ct mark & 0x4 == 0x4 notrack",
+    # and what nft itself would refuse
+    "", "jump", "th dport 9-5 drop", "meta l4proto 256 drop", "meta mark & zz == 1 drop",
+    "meta mark & 0x1 == 0x100000000 drop", "meta nfproto ipv4 ip saddr ::1 drop",
+    'log prefix "a" level notice drop',
+]
+
+
+@pytest.fixture
+def inside():
+    with Lab() as lab:
+        ns = lab.netns("nft-expr")
+        with ThreadPoolExecutor(1, initializer=pyroute2_netns.setns, initargs=(ns,)) as thread:
+            yield lambda fn, *args: thread.submit(fn, *args).result()
+
+
+def dump(chain: str, table: str = TABLE) -> list[bytes]:
+    """The expressions of each rule of the chain, as the kernel lists them."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+    with sock:
+        sock.bind((0, 0))
+        body = struct.pack("=BBH", 1, 0, 0) + attribute(1, table.encode() + b"\0") \
+            + attribute(2, chain.encode() + b"\0")
+        sock.send(encode_message(_GETRULE, _REQUEST | _DUMP, 1, body))
+        rules = []
+        while True:
+            data = memoryview(sock.recv(1 << 20))
+            while data:
+                length, kind = struct.unpack_from("=IH", data)
+                if kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
+                    return rules
+                at = 20
+                while at < length:
+                    size, number = struct.unpack_from("=HH", data, at)
+                    if number & 0x7FFF == 4:  # NFTA_RULE_EXPRESSIONS
+                        rules.append(bytes(data[at + 4:at + size]))
+                    at += (size + 3) & ~3
+                data = data[(length + 3) & ~3:]
+
+
+def setup(inside):
+    inside(nftables.run, f"add table {T}\nadd set {T} s4 {{ type ipv4_addr; }}\n"
+                         f"add set {T} s6 {{ type ipv6_addr; }}\nadd chain {T} target\n"
+                         f"add chain {T} by-nft\nadd chain {T} by-us\n")
+
+
+def test_each_form_encoded_is_the_rule_nft_writes(inside):
+    setup(inside)
+    inside(nftables.run, "".join(f"add rule {T} by-nft {rule}\n" for rule in ENCODED))
+    encoded = [expressions(rule) for rule in ENCODED]
+    assert None not in encoded, [r for r, e in zip(ENCODED, encoded) if e is None]
+    inside(nftables.inet_rules, TABLE, [], {"by-us": encoded})
+    ours, nft = inside(dump, "by-us"), inside(dump, "by-nft")
+    assert len(ours) == len(nft) == len(ENCODED)
+    for rule, mine, theirs in zip(ENCODED, ours, nft):
+        assert mine == theirs, rule
+
+
+def test_every_rule_the_compilers_tests_render_encodes_as_nft_writes_it(inside):
+    """The matches test_policy_compiler.py expects of each kind of Calico
+    rule, each ending in each of our actions: those that encode are, in
+    the kernel, what nft writes."""
+    from agent.policy.compiler import _ACTIONS
+    from tests.agent.test_policy_compiler import RENDERED
+
+    rules = [f"{matches} {action}".replace("  ", " ") for _, lines in RENDERED
+             for matches in lines for action in _ACTIONS.values()]
+    encoded = {rule: expressions(rule) for rule in rules}
+    taken = [rule for rule in rules if encoded[rule] is not None]
+    assert len(taken) >= len(rules) // 2
+    sets = sorted(set(re.findall(r"@(\S+)", " ".join(taken))))
+    inside(nftables.run, f"add table {T}\nadd chain {T} by-nft\nadd chain {T} by-us\n" + "".join(
+        f"add set {T} {name} {{ type {'ipv4_addr' if name.startswith('s4') else 'ipv6_addr'}; }}\n"
+        for name in sets) + "".join(f"add rule {T} by-nft {rule}\n" for rule in taken))
+    inside(nftables.inet_rules, TABLE, [], {"by-us": [encoded[rule] for rule in taken]})
+    for rule, mine, theirs in zip(taken, inside(dump, "by-us"), inside(dump, "by-nft"),
+                                  strict=True):
+        assert mine == theirs, rule
+
+
+def test_forms_nft_would_write_otherwise_are_left_to_it():
+    assert [rule for rule in LEFT_TO_NFT if expressions(rule) is not None] == []
+
+
+def test_a_refill_replaces_the_chain_and_its_set_elements_in_one_transaction(inside):
+    setup(inside)
+    inside(nftables.run, f"add rule {T} by-us drop\nadd rule {T} by-us accept\n")
+    rules = [expressions("meta nfproto ipv4 ip saddr @s4 accept"), expressions("drop")]
+    inside(nftables.inet_rules, TABLE, [("s4", "ipv4_addr", frozenset({"10.0.0.1"}),
+                                         frozenset())], {"by-us": rules})
+    listed = inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n")
+    assert "ip saddr @s4 accept\n\t\tdrop\n" in listed and "accept\n\t\taccept" not in listed
+    assert "10.0.0.1" in listed
+    # A refusal (a chain that does not exist) applies nothing, elements included.
+    with pytest.raises(nftables.KernelError):
+        inside(nftables.inet_rules, TABLE, [("s4", "ipv4_addr", frozenset({"10.0.0.2"}),
+                                             frozenset())],
+               {"by-us": [expressions("drop")], "nowhere": [expressions("drop")]})
+    assert inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n") == listed
+
+
+def test_every_chain_our_compiler_writes_refills_as_nft_wrote_it(inside, tmp_path):
+    """Policies using every kind of match a user writes, compiled and
+    written by the engine's script; then each chain whose every rule
+    encodes is refilled over nfnetlink: the kernel must hold the same
+    bytes as before.  A policy's and a profile's chains are all
+    refillable: those are the chains that change alone."""
+    from agent.policy import nft
+    from agent.policy.engine import PolicyEngine
+    from tests.agent.test_policy_kernel import policy, profile, wep
+    from tests.introspect import feed
+
+    rules = [
+        {"action": "Allow", "protocol": "TCP", "source": {"selector": "app == 'a'"},
+         "destination": {"ports": [80, "9000:9100"]}},
+        {"action": "Deny", "protocol": "UDP", "source": {"nets": ["10.1.0.0/16", "10.9.0.0/24"]},
+         "destination": {"notPorts": ["1000:2000"], "ports": [53]}},
+        {"action": "Log", "source": {"notNets": ["10.16.0.0/12"]}},
+        {"action": "Allow", "protocol": "ICMP", "icmp": {"type": 8},
+         "destination": {"nets": ["10.2.0.7/32"]}},
+        {"action": "Deny", "protocol": "ICMP", "notICMP": {"type": 3}},
+        {"action": "Allow", "protocol": "ICMPv6", "icmp": {"type": 128, "code": 0}},
+        {"action": "Allow", "notProtocol": "TCP", "destination": {
+            "notSelector": "role == 'db'", "notNets": ["fd00:1::/60"]}},
+        {"action": "Deny", "protocol": 132, "source": {"ports": ["7:9"]}},
+    ]
+    left_to_nft = [  # an anonymous set; two addresses nft loads as one
+        {"action": "Pass", "protocol": "SCTP", "source": {"ports": [5000, 5001]}},
+        {"action": "Allow", "source": {"nets": ["10.3.0.1/32"]},
+         "destination": {"nets": ["10.3.0.2/32"]}}]
+    records = [profile("net1"), profile("net2"), wep("a", labels={"app": "a"}),
+               wep("b", labels={"role": "db"}), wep("c"),
+               policy("every", {"order": 1, "selector": "all()", "types": ["Ingress", "Egress"],
+                                "ingress": rules, "egress": rules[::-1]}),
+               policy("left", {"order": 2, "selector": "all()", "types": ["Ingress"],
+                               "ingress": left_to_nft})]
+
+    def write():
+        engine = PolicyEngine("h1", str(tmp_path / "status.json"))
+        for key, value in records:
+            feed(engine, key, value)
+        engine.batch_done(True, True)
+        return engine.nft.programmed
+
+    programmed = inside(write)
+    before = {name: inside(dump, name, nft.TABLE) for name in programmed.chains}
+    refill = {name: [expressions(rule) for rule in rules]
+              for name, rules in programmed.chains.items()}
+    refill = {name: encoded for name, encoded in refill.items() if None not in encoded}
+    assert {"pi-default.every", "po-default.every", "pri-net1", "pro-net1"} <= refill.keys()
+    assert "pi-default.left" in programmed.chains and "pi-default.left" not in refill
+    inside(nftables.inet_rules, nft.TABLE, [], refill)
+    assert {name: inside(dump, name, nft.TABLE) for name in programmed.chains} == before
+
