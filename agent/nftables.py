@@ -30,6 +30,7 @@ import struct
 import threading
 import weakref
 
+from agent.nft_expressions import ANONYMOUS, Rule
 from kernel.errors import KernelError
 from kernel.wire import attribute, encode_message
 
@@ -146,16 +147,20 @@ def run(script: str) -> str:
 _NETLINK_NETFILTER, _NFNL_SUBSYS_NFTABLES, _NFPROTO_INET = 12, 10, 1
 _BATCH_BEGIN, _BATCH_END, _NLMSG_ERROR = 0x10, 0x11, 2
 _NEWRULE, _DELRULE = _NFNL_SUBSYS_NFTABLES << 8 | 6, _NFNL_SUBSYS_NFTABLES << 8 | 8
+_NEWSET = _NFNL_SUBSYS_NFTABLES << 8 | 9
 _NEWSETELEM, _DELSETELEM = _NFNL_SUBSYS_NFTABLES << 8 | 12, _NFNL_SUBSYS_NFTABLES << 8 | 14
 _REQUEST, _ACK, _CREATE, _APPEND, _NESTED = 0x1, 0x4, 0x400, 0x800, 0x8000
 _RULE_TABLE, _RULE_CHAIN, _RULE_EXPRESSIONS = 1, 2, 4  # NFTA_RULE_*
-_LIST_TABLE, _LIST_SET, _LIST_ELEMENTS = 1, 2, 3  # NFTA_SET_ELEM_LIST_*
+_SET_NAME, _SET_ID = 2, 10  # NFTA_SET_*; the table, 1, is as in a rule
+_LIST_TABLE, _LIST_SET, _LIST_ELEMENTS, _LIST_SET_ID = 1, 2, 3, 4  # NFTA_SET_ELEM_LIST_*
 _LIST_ELEM, _ELEM_KEY, _ELEM_DATA = 1, 1, 2  # NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, _DATA
 _DATA_VALUE, _DATA_VERDICT = 1, 2  # NFTA_DATA_*
 _VERDICT_CODE, _VERDICT_CHAIN, _GOTO = 1, 2, -4  # NFTA_VERDICT_*, NFT_GOTO
 _IFNAMSIZ = 16  # an ifname key's bytes: the name, NUL-padded
 _INTERFACE_ELEMENT = re.compile(r'"(.+)" : goto (\S+)')  # interface_element()'s
 _PER_MESSAGE = 1000  # elements
+_SOL_NETLINK, _NETLINK_CAP_ACK, _SO_RCVBUFFORCE = 270, 10, 33
+_ACKS_BUFFER = 4 << 20
 
 
 class _Nfnetlink:
@@ -163,6 +168,13 @@ class _Nfnetlink:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   _NETLINK_NETFILTER)
         self.sock.settimeout(5.0)
+        # Each message is acked: only its header back (not the rules sent),
+        # into room for the acks of many thousand, or they overflow (ENOBUFS).
+        self.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _ACKS_BUFFER)
+        except OSError:  # without CAP_NET_ADMIN: net.core.rmem_max's
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _ACKS_BUFFER)
         self.sock.bind((0, 0))
         self._sequence = itertools.count(1)
         self._free = weakref.finalize(self, self.sock.close)
@@ -224,17 +236,28 @@ def inet_elements(table: str,
 
 
 def inet_rules(table: str, changes: list[tuple[str, str, frozenset[str], frozenset[str]]],
-               chains: dict[str, list[bytes]]) -> None:
+               chains: dict[str, list[Rule]]) -> None:
     """inet_elements' changes, then each chain of the inet table flushed
-    and given its rules (each rule's expressions, as
-    agent/nft_expressions.py encodes them), all in one transaction."""
+    and given its rules (as agent/nft_expressions.py encodes them, with
+    the sets of their own each rule looks up), all in one transaction."""
     head = attribute(_RULE_TABLE, table.encode() + b"\0")
     messages = _element_messages(table, changes)
+    set_ids = itertools.count(1)
     for chain, rules in chains.items():
         named = head + attribute(_RULE_CHAIN, chain.encode() + b"\0")
         messages.append((_DELRULE, 0, named))  # a chain named, no handle: its every rule
-        messages.extend((_NEWRULE, _CREATE | _APPEND,
-                         named + attribute(_RULE_EXPRESSIONS | _NESTED, rule)) for rule in rules)
+        for rule in rules:
+            ids = []
+            for anonymous in rule.sets:
+                ids.append(next(set_ids))
+                set_id = struct.pack(">I", ids[-1])
+                messages.append((_NEWSET, _CREATE, head + attribute(_SET_NAME, ANONYMOUS)
+                                 + anonymous.attributes + attribute(_SET_ID, set_id)))
+                messages.append((_NEWSETELEM, _CREATE, head + attribute(_LIST_SET, ANONYMOUS)
+                                 + attribute(_LIST_SET_ID, set_id)
+                                 + attribute(_LIST_ELEMENTS | _NESTED, anonymous.elements)))
+            messages.append((_NEWRULE, _CREATE | _APPEND, named + attribute(
+                _RULE_EXPRESSIONS | _NESTED, rule.expressions(ids))))
     if messages:
         _this_netns("nfnetlink", _Nfnetlink).transaction(messages)
 

@@ -38,7 +38,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from agent.nft_expressions import expressions
+from agent.nft_expressions import Rule, encode
 from agent.nftables import INTERFACE_MAP, inet_elements, inet_rules, interface_element, run
 from agent.policy.compiler import (ACCEPTED, CLEAR_MARKS, FAILSAFE_IN, FAILSAFE_OUT,
                                    HOST_DISPATCH, ND_TYPES, NOT_ACCEPTED, RAW_FAILSAFE_IN,
@@ -295,7 +295,7 @@ def element_changes(old: Ruleset, new: Ruleset
 
 def rule_changes(old: Ruleset, new: Ruleset
                  ) -> tuple[list[tuple[str, str, frozenset[str], frozenset[str]]],
-                            dict[str, list[bytes]]] | None:
+                            dict[str, list[Rule]]] | None:
     """element_changes' elements, and each changed chain's rules as
     expressions, when the chains, sets and maps are the same ones and
     every rule of a changed chain encodes (agent/nftables.py inet_rules
@@ -310,7 +310,7 @@ def rule_changes(old: Ruleset, new: Ruleset
         before = old.chains[name]
         if before is rules or before == rules:
             continue
-        chains[name] = [expressions(rule) for rule in rules]
+        chains[name] = [encode(rule) for rule in rules]
         if None in chains[name]:
             return None
     return changes, chains

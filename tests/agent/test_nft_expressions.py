@@ -1,6 +1,7 @@
 """agent/nft_expressions.py against nft itself, in a namespace of its own:
 each rule it encodes is, in the kernel, byte for byte the rule nft writes
-from the same text (both read back with a dump of the chain), so a chain
+from the same text, and each set of the rule's own the set nft makes
+(both read back with dumps of the chain and sets), so a chain
 refilled over nfnetlink enforces what the script would have.  Forms nft
 would write otherwise than word for word are left to nft."""
 
@@ -13,7 +14,7 @@ import pytest
 from pyroute2 import netns as pyroute2_netns
 
 from agent import nftables
-from agent.nft_expressions import expressions
+from agent.nft_expressions import encode
 from kernel.wire import attribute, encode_message
 from tests.lab import Lab
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.require_root
 
 TABLE = "calico-nft-expr"
 T = f"inet {TABLE}"
-_GETRULE, _DUMP, _REQUEST = 10 << 8 | 7, 0x300, 0x1
+_GETRULE, _GETSET, _GETSETELEM, _DUMP, _REQUEST = 7, 10, 13, 0x300, 0x1
 
 # Every form the encoder takes, as our compiler writes them.
 ENCODED = [
@@ -49,6 +50,10 @@ ENCODED = [
     "ct state invalid drop",
     "goto target",
     "drop",
+    "meta nfproto ipv4 meta l4proto 6 th dport { 80, 443 } accept",  # sets of the rule's own
+    "meta nfproto ipv4 meta l4proto 17 th sport != { 1, 5 } th dport { 53, 54, 55 } drop",
+    "meta nfproto ipv4 ip saddr { 10.0.0.1, 10.0.0.9 } ip daddr != { 10.0.0.2, 10.0.0.3 } drop",
+    "meta nfproto ipv6 ip6 saddr != { fd00::1, fd00::2 } ip6 daddr { fd00::3, fd00::4 } drop",
 ]
 # Forms nft writes otherwise than word for word, and forms we do not take.
 LEFT_TO_NFT = [
@@ -59,10 +64,14 @@ LEFT_TO_NFT = [
     "meta nfproto ipv4 ip saddr 10.0.0.1 ip daddr 10.0.0.0/8 accept",  # a prefix beside
     "meta nfproto ipv4 icmp type 8 accept",  # nft adds meta l4proto icmp
     "udp dport 4789 drop",  # and meta l4proto udp
-    "meta nfproto ipv4 meta l4proto 6 th dport { 80, 443 } accept",  # an anonymous set
     "meta l4proto tcp accept",
     "ip saddr 10.0.0.1 drop",  # no family matched first
     "meta mark set meta mark & 0xfffcffff",
+    "meta nfproto ipv4 ip saddr { 10.0.0.0/8, 10.0.0.9 } drop",  # an interval set
+    "meta nfproto ipv4 th dport { 80 } drop",  # a set of one
+    "meta nfproto ipv4 th dport { 80, 80 } drop",
+    "meta nfproto ipv6 meta l4proto 58 icmpv6 type { 130, 131 } accept",
+    "meta l4proto { tcp, udp } accept",
     "meta nfproto ipv4 ip saddr 0.0.0.0/0 drop",
     "drop accept",
     "ct mark & 0x4 == 0x4 notrack",
@@ -81,28 +90,59 @@ def inside():
             yield lambda fn, *args: thread.submit(fn, *args).result()
 
 
-def dump(chain: str, table: str = TABLE) -> list[bytes]:
-    """The expressions of each rule of the chain, as the kernel lists them."""
+def _messages(request: int, table: str, **names) -> list[list[tuple[int, bytes]]]:
+    """A dump's messages, each as its attributes (number, payload)."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
     with sock:
         sock.bind((0, 0))
-        body = struct.pack("=BBH", 1, 0, 0) + attribute(1, table.encode() + b"\0") \
-            + attribute(2, chain.encode() + b"\0")
-        sock.send(encode_message(_GETRULE, _REQUEST | _DUMP, 1, body))
-        rules = []
+        body = struct.pack("=BBH", 1, 0, 0) + attribute(1, table.encode() + b"\0") + b"".join(
+            attribute(number, name.encode() + b"\0") for number, name in names.values())
+        sock.send(encode_message(10 << 8 | request, _REQUEST | _DUMP, 1, body))
+        found = []
         while True:
             data = memoryview(sock.recv(1 << 20))
             while data:
                 length, kind = struct.unpack_from("=IH", data)
                 if kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
-                    return rules
-                at = 20
-                while at < length:
-                    size, number = struct.unpack_from("=HH", data, at)
-                    if number & 0x7FFF == 4:  # NFTA_RULE_EXPRESSIONS
-                        rules.append(bytes(data[at + 4:at + size]))
-                    at += (size + 3) & ~3
+                    return found
+                found.append(_attributes(bytes(data[20:length])))
                 data = data[(length + 3) & ~3:]
+
+
+def _attributes(data: bytes) -> list[tuple[int, bytes]]:
+    found = []
+    while len(data) >= 4:
+        size, number = struct.unpack_from("=HH", data)
+        found.append((number & 0x3FFF, data[4:size]))
+        data = data[(size + 3) & ~3:]
+    return found
+
+
+def dump(chain: str, table: str = TABLE) -> list[list]:
+    """The expressions of each rule of the chain, as the kernel lists them;
+    a set of the rule's own (which the kernel names __set<n>) by its
+    attributes and elements instead of its name."""
+    rules = []
+    for message in _messages(_GETRULE, table, chain=(2, chain)):
+        expressions = dict(message)[4]  # NFTA_RULE_EXPRESSIONS
+        rule = []
+        for _, expression in _attributes(expressions):
+            name, data = dict(_attributes(expression))[1], dict(_attributes(expression)).get(2)
+            own = [v for n, v in _attributes(data or b"") if n == 1 and v.startswith(b"__set")]
+            if name.startswith(b"lookup") and own:
+                data = ([(n, v) for n, v in _attributes(data) if n != 1],
+                        anonymous_set(table, own[0].rstrip(b"\0")))
+            rule.append((name, data))
+        rules.append(rule)
+    return rules
+
+
+def anonymous_set(table: str, name: bytes) -> tuple:
+    """A set's attributes but its name and handle, and its elements."""
+    found, = [m for m in _messages(_GETSET, table) if dict(m)[2].rstrip(b"\0") == name]
+    elements = sorted(e for m in _messages(_GETSETELEM, table, name=(2, name.decode()))
+                      for n, v in m if n == 3 for e in _attributes(v))
+    return [(n, v) for n, v in found if n not in (2, 16)], elements
 
 
 def setup(inside):
@@ -114,7 +154,7 @@ def setup(inside):
 def test_each_form_encoded_is_the_rule_nft_writes(inside):
     setup(inside)
     inside(nftables.run, "".join(f"add rule {T} by-nft {rule}\n" for rule in ENCODED))
-    encoded = [expressions(rule) for rule in ENCODED]
+    encoded = [encode(rule) for rule in ENCODED]
     assert None not in encoded, [r for r, e in zip(ENCODED, encoded) if e is None]
     inside(nftables.inet_rules, TABLE, [], {"by-us": encoded})
     ours, nft = inside(dump, "by-us"), inside(dump, "by-nft")
@@ -132,7 +172,7 @@ def test_every_rule_the_compilers_tests_render_encodes_as_nft_writes_it(inside):
 
     rules = [f"{matches} {action}".replace("  ", " ") for _, lines in RENDERED
              for matches in lines for action in _ACTIONS.values()]
-    encoded = {rule: expressions(rule) for rule in rules}
+    encoded = {rule: encode(rule) for rule in rules}
     taken = [rule for rule in rules if encoded[rule] is not None]
     assert len(taken) >= len(rules) // 2
     sets = sorted(set(re.findall(r"@(\S+)", " ".join(taken))))
@@ -146,13 +186,13 @@ def test_every_rule_the_compilers_tests_render_encodes_as_nft_writes_it(inside):
 
 
 def test_forms_nft_would_write_otherwise_are_left_to_it():
-    assert [rule for rule in LEFT_TO_NFT if expressions(rule) is not None] == []
+    assert [rule for rule in LEFT_TO_NFT if encode(rule) is not None] == []
 
 
 def test_a_refill_replaces_the_chain_and_its_set_elements_in_one_transaction(inside):
     setup(inside)
     inside(nftables.run, f"add rule {T} by-us drop\nadd rule {T} by-us accept\n")
-    rules = [expressions("meta nfproto ipv4 ip saddr @s4 accept"), expressions("drop")]
+    rules = [encode("meta nfproto ipv4 ip saddr @s4 accept"), encode("drop")]
     inside(nftables.inet_rules, TABLE, [("s4", "ipv4_addr", frozenset({"10.0.0.1"}),
                                          frozenset())], {"by-us": rules})
     listed = inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n")
@@ -162,7 +202,7 @@ def test_a_refill_replaces_the_chain_and_its_set_elements_in_one_transaction(ins
     with pytest.raises(nftables.KernelError):
         inside(nftables.inet_rules, TABLE, [("s4", "ipv4_addr", frozenset({"10.0.0.2"}),
                                              frozenset())],
-               {"by-us": [expressions("drop")], "nowhere": [expressions("drop")]})
+               {"by-us": [encode("drop")], "nowhere": [encode("drop")]})
     assert inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n") == listed
 
 
@@ -190,9 +230,10 @@ def test_every_chain_our_compiler_writes_refills_as_nft_wrote_it(inside, tmp_pat
         {"action": "Allow", "notProtocol": "TCP", "destination": {
             "notSelector": "role == 'db'", "notNets": ["fd00:1::/60"]}},
         {"action": "Deny", "protocol": 132, "source": {"ports": ["7:9"]}},
-    ]
-    left_to_nft = [  # an anonymous set; two addresses nft loads as one
         {"action": "Pass", "protocol": "SCTP", "source": {"ports": [5000, 5001]}},
+        {"action": "Allow", "destination": {"notNets": ["10.4.0.1/32", "10.4.0.2/32"]}},
+    ]
+    left_to_nft = [  # two addresses nft loads as one
         {"action": "Allow", "source": {"nets": ["10.3.0.1/32"]},
          "destination": {"nets": ["10.3.0.2/32"]}}]
     records = [profile("net1"), profile("net2"), wep("a", labels={"app": "a"}),
@@ -211,7 +252,7 @@ def test_every_chain_our_compiler_writes_refills_as_nft_wrote_it(inside, tmp_pat
 
     programmed = inside(write)
     before = {name: inside(dump, name, nft.TABLE) for name in programmed.chains}
-    refill = {name: [expressions(rule) for rule in rules]
+    refill = {name: [encode(rule) for rule in rules]
               for name, rules in programmed.chains.items()}
     refill = {name: encoded for name, encoded in refill.items() if None not in encoded}
     assert {"pi-default.every", "po-default.every", "pri-net1", "pro-net1"} <= refill.keys()
