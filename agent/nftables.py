@@ -168,8 +168,9 @@ class _Nfnetlink:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   _NETLINK_NETFILTER)
         self.sock.settimeout(5.0)
-        # Each message is acked: only its header back (not the rules sent),
-        # into room for the acks of many thousand, or they overflow (ENOBUFS).
+        # A refusal or an ack brings only the header of the message back (not
+        # the rules sent), into room for many thousand, or they overflow
+        # (ENOBUFS).
         self.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _ACKS_BUFFER)
@@ -181,19 +182,20 @@ class _Nfnetlink:
 
     def transaction(self, messages: list[tuple[int, int, bytes]]) -> None:
         """(type, flags, payload) of each, between a batch's begin and end,
-        sent at once; every one acked, or KernelError with the first refusal
-        (the kernel then applied none)."""
+        sent at once; the last one acked, or KernelError with the first
+        refusal (the kernel then applied none).  The kernel goes through
+        the whole batch whatever fails, and sends each refusal before the
+        last one's ack."""
         subsystem = struct.pack("=BB", 0, 0) + struct.pack(">H", _NFNL_SUBSYS_NFTABLES)
         first = next(self._sequence)
         data = [encode_message(_BATCH_BEGIN, _REQUEST, first, subsystem)]
-        waiting = set()  # sequence numbers not acked yet
-        for kind, flags, payload in messages:
-            seq = next(self._sequence)
-            waiting.add(seq)
-            data.append(encode_message(kind, _REQUEST | _ACK | flags, seq,
-                                       struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
+        for number, (kind, flags, payload) in enumerate(messages, 1):
+            last = next(self._sequence)
+            data.append(encode_message(
+                kind, _REQUEST | flags | (_ACK if number == len(messages) else 0), last,
+                struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
         data.append(encode_message(_BATCH_END, _REQUEST, next(self._sequence), subsystem))
-        refusal = None
+        refusal, waiting = None, True
         try:
             self.sock.send(b"".join(data))
             while waiting:
@@ -202,11 +204,10 @@ class _Nfnetlink:
                     length, kind, _, seq, _ = struct.unpack_from("=IHHII", reply)
                     if kind == _NLMSG_ERROR and first <= seq:
                         error = -struct.unpack_from("=i", reply, 16)[0]
-                        waiting.discard(seq)
                         if error and refusal is None:
                             refusal = error
-                        if seq == first:  # the batch itself was refused
-                            waiting.clear()
+                        if seq in (first, last):  # the batch itself refused, or done
+                            waiting = False
                     reply = reply[(length + 3) & ~3:]
         except OSError as exc:
             raise KernelError(f"nfnetlink: {exc}") from exc

@@ -154,6 +154,8 @@ class Rule:
         is skipped there."""
         if family not in self.families():
             return None
+        if not any(self._net_lists()):
+            return self  # nothing to filter
         nets = self.nets_for(family)
         return replace(
             self,

@@ -152,7 +152,8 @@ class Compiler:
         # the chains they jump to), for host endpoints (one may have several
         # interfaces, by its expectedIPs)
         self._endpoints: dict[tuple[str, str], tuple[tuple[str, ...], tuple]] = {}
-        self._rule_chains: dict[str, Chains] = {}  # pi-/po-/pri-/pro- name -> that chain
+        # pi-/po-/pri-/pro- name -> (its rules, the selectors they need)
+        self._rule_chains: dict[str, tuple[tuple[str, ...], set[Selector]]] = {}
         # what selects a workload's tw-/fw- chain -> (its name, its rules,
         # the chains it jumps to)
         self._shared: dict[tuple, tuple[str, tuple[str, ...], dict]] = {}
@@ -165,6 +166,7 @@ class Compiler:
         self._egress: dict[str, str] = {}
         self._used: Counter = Counter()
         self._stale: set[str] | None = None  # workloads to compile again; None: all
+        self._interfaces: tuple[dict[str, str], dict[str, str]] | None = None  # compile()
 
     def forget(self, key: str) -> None:
         """Local endpoint `key` changed, or is gone."""
@@ -196,8 +198,11 @@ class Compiler:
         without interfaceName."""
         if self._selection is None:
             self._selection = _Selection(state)
-        self._compile_workloads(state)
-        chains = Chains(ingress=dict(self._ingress), egress=dict(self._egress))
+        if self._compile_workloads(state) or self._interfaces is None:
+            self._interfaces = (dict(self._ingress), dict(self._egress))
+        # The same dicts until a workload changes (they are not to be changed):
+        # the interface maps are then known unchanged at once.
+        chains = Chains(ingress=self._interfaces[0], egress=self._interfaces[1])
         compiled, jumped = {}, {}
         for endpoint in state.local_host_endpoints(self.node, host_addresses):
             cached = (endpoint.key, endpoint.interface)
@@ -211,16 +216,17 @@ class Compiler:
             name, rules, jumps = self._shared_chain(state, selects)
             chains.rules[name] = rules
             jumped.update(jumps)
-        for name, source in jumped.items():  # many endpoints jump to one chain: add it once
-            chain = self._rule_chain(state, name, source)
-            chains.rules.update(chain.rules)
-            chains.selectors |= chain.selectors
+        # Many endpoints jump to one chain: add it once.
+        rule_chains = [self._rule_chain(state, name, source) for name, source in jumped.items()]
+        chains.rules.update(zip(jumped, (rules for rules, _ in rule_chains)))
+        chains.selectors.update(*(selectors for _, selectors in rule_chains))
         return chains
 
-    def _compile_workloads(self, state: PolicyState) -> None:
+    def _compile_workloads(self, state: PolicyState) -> bool:
         """The stale workloads' chains (all of them after forget_all): a
-        change of one of a thousand costs that one."""
-        if self._stale is None:
+        change of one of a thousand costs that one.  True when any was."""
+        anew = self._stale is None
+        if anew:
             self._workloads, self._ingress, self._egress = {}, {}, {}
             self._used = Counter()
             keys = [e.key for e in state.local_endpoints(self.node)]
@@ -234,6 +240,7 @@ class Compiler:
                     and not endpoint.host:
                 self._place(key, (endpoint.interface, endpoint.profiles,
                                   self._workload(state, endpoint)))
+        return anew or bool(keys)
 
     def _place(self, key: str, workload: tuple) -> None:
         interface, _, (selects_in, name_in, selects_out, name_out) = workload
@@ -318,15 +325,19 @@ class Compiler:
                   for r in profile.egress]
         return [g for g in sorted(self.guarded) if not any(named_by(r, g) for r in rules)]
 
-    def _rule_chain(self, state: PolicyState, name: str, source: tuple[str, str, str]) -> Chains:
-        """A policy's or profile's chain (its rules for one direction), alone;
-        source: ("policy" or "profile", its name, the direction)."""
+    def _rule_chain(self, state: PolicyState, name: str, source: tuple[str, str, str]
+                    ) -> tuple[tuple[str, ...], set[Selector]]:
+        """A policy's or profile's chain (its rules for one direction): its
+        rules and the selectors they need; source: ("policy" or "profile",
+        its name, the direction)."""
         chain = self._rule_chains.get(name)
         if chain is None:
             kind, held, direction = source
             rules = (state.policies if kind == "policy" else state.profiles)[held].rules(direction)
-            chain = self._rule_chains[name] = Chains()
-            chain.rules[name] = tuple(line for rule in rules for line in render_rule(chain, rule))
+            rendered = Chains()
+            chain = self._rule_chains[name] = (
+                tuple(line for rule in rules for line in render_rule(rendered, rule)),
+                rendered.selectors)
         return chain
 
 

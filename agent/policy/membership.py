@@ -57,7 +57,7 @@ class Membership:
             del self._counts[selector]
             self._moved.pop(selector, None)
         gained = {}
-        for label_set in self._label_sets.values():
+        for label_set in self._label_sets.values() if added or removed else ():
             hits = frozenset(s for s in added if s.evaluate(dict(label_set.labels)))
             label_set.hits = (label_set.hits - removed) | hits
             gained[label_set.labels] = hits

@@ -198,12 +198,14 @@ def test_a_refill_replaces_the_chain_and_its_set_elements_in_one_transaction(ins
     listed = inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n")
     assert "ip saddr @s4 accept\n\t\tdrop\n" in listed and "accept\n\t\taccept" not in listed
     assert "10.0.0.1" in listed
-    # A refusal (a chain that does not exist) applies nothing, elements included.
-    with pytest.raises(nftables.KernelError):
-        inside(nftables.inet_rules, TABLE, [("s4", "ipv4_addr", frozenset({"10.0.0.2"}),
-                                             frozenset())],
-               {"by-us": [encode("drop")], "nowhere": [encode("drop")]})
-    assert inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n") == listed
+    # A refusal (a chain that does not exist) applies nothing, elements
+    # included, whether the message refused is the last, acked, or not.
+    for chains in ({"by-us": [encode("drop")], "nowhere": [encode("drop")]},
+                   {"nowhere": [encode("drop")], "by-us": [encode("drop")]}):
+        with pytest.raises(nftables.KernelError, match="No such file or directory"):
+            inside(nftables.inet_rules, TABLE, [("s4", "ipv4_addr", frozenset({"10.0.0.2"}),
+                                                 frozenset())], chains)
+        assert inside(nftables.run, f"list chain {T} by-us\nlist set {T} s4\n") == listed
 
 
 def test_every_chain_our_compiler_writes_refills_as_nft_wrote_it(inside, tmp_path):
