@@ -186,6 +186,8 @@ class _Nfnetlink:
         refusal (the kernel then applied none).  The kernel goes through
         the whole batch whatever fails, and sends each refusal before the
         last one's ack."""
+        if not messages:
+            return
         subsystem = struct.pack("=BB", 0, 0) + struct.pack(">H", _NFNL_SUBSYS_NFTABLES)
         first = next(self._sequence)
         data = [encode_message(_BATCH_BEGIN, _REQUEST, first, subsystem)]
@@ -231,9 +233,7 @@ def inet_elements(table: str,
     come back with another verdict.  Elements are written as in nft: an
     address of an ipv4_addr or ipv6_addr set, '"<interface>" : goto
     <chain>' of an "ifname : verdict" map."""
-    messages = _element_messages(table, changes)
-    if messages:
-        _this_netns("nfnetlink", _Nfnetlink).transaction(messages)
+    _this_netns("nfnetlink", _Nfnetlink).transaction(_element_messages(table, changes))
 
 
 def inet_rules(table: str, changes: list[tuple[str, str, frozenset[str], frozenset[str]]],
@@ -259,8 +259,7 @@ def inet_rules(table: str, changes: list[tuple[str, str, frozenset[str], frozens
                                  + attribute(_LIST_ELEMENTS | _NESTED, anonymous.elements)))
             messages.append((_NEWRULE, _CREATE | _APPEND, named + attribute(
                 _RULE_EXPRESSIONS | _NESTED, rule.expressions(ids))))
-    if messages:
-        _this_netns("nfnetlink", _Nfnetlink).transaction(messages)
+    _this_netns("nfnetlink", _Nfnetlink).transaction(messages)
 
 
 def _element_messages(table: str, changes) -> list[tuple[int, int, bytes]]:
