@@ -49,6 +49,8 @@ ANONYMOUS = b"__set%d\0"  # the name of a set the kernel numbers
 _LOOKUP_SET, _LOOKUP_SREG, _LOOKUP_SET_ID, _LOOKUP_FLAGS = 1, 2, 4, 5  # NFTA_LOOKUP_*
 _SET_FLAGS, _SET_KEY_TYPE, _SET_KEY_LEN, _SET_DESC, _SET_USERDATA = 3, 4, 5, 9, 13  # NFTA_SET_*
 _ANONYMOUS_CONSTANT = 0x3  # NFT_SET_ANONYMOUS | NFT_SET_CONSTANT
+_ELEMENTS_AT_ONCE = 1000  # a set's elements a message: 36 KB of IPv6 addresses
+_EXPRESSIONS_MAX = 65000  # a rule's expressions are one attribute, of at most 64 KiB
 _KEY_TYPES = {2: 13, 4: 7, 16: 8}  # key length -> nft's inet_service, ipv4_addr, ipv6_addr
 # (base, offset) -> nft's protocol and field numbers (src/proto.c), which it
 # keeps in an anonymous set's user data to list the set as it was written
@@ -59,10 +61,11 @@ _TYPEOF = {(_TRANSPORT, 0): (11, 1), (_TRANSPORT, 2): (11, 2), (_NETWORK, 12): (
 @dataclass(frozen=True)
 class AnonymousSet:
     """A set of a rule's own: NEWSET's attributes but its table and id,
-    and NFTA_SET_ELEM_LIST_ELEMENTS' payload."""
+    and its elements as payloads of NFTA_SET_ELEM_LIST_ELEMENTS, one a
+    message (an attribute holds at most 64 KiB)."""
 
     attributes: bytes
-    elements: bytes
+    elements: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,10 @@ class _Rule:
         if self.log is not None:
             self.out.append(_expr("log", attribute(2, self.log.encode() + b"\0"),
                                   _u32(5, _NOTICE)))
-        return Rule((*self.parts, b"".join(self.out)), tuple(self.sets), tuple(self.inverted))
+        parts = (*self.parts, b"".join(self.out))
+        if sum(map(len, parts)) + 64 * len(self.sets) > _EXPRESSIONS_MAX:
+            raise _Unsupported("more expressions than an attribute holds")
+        return Rule(parts, tuple(self.sets), tuple(self.inverted))
 
     def verdict(self, word: str) -> None:
         chain = self.take() if word in ("jump", "goto") else None
@@ -303,6 +309,10 @@ class _Rule:
         if word == "{":
             self.anonymous(op, _NETWORK, offset, length, lambda a: _address(a, length))
             return
+        if "-" in word and op == "!=":  # a value alone, negated (compiler.py _none_of)
+            first, _, last = word.partition("-")
+            self.range(op, _NETWORK, offset, _address(first, length), _address(last, length))
+            return
         net = _network(word, length)
         if net.prefixlen == net.max_prefixlen:
             self.constant(op, _NETWORK, offset, net.network_address.packed)
@@ -335,16 +345,18 @@ class _Rule:
             self.constant(op, _TRANSPORT, _PORTS[field], struct.pack(">H", low))
             return
         high = _number(last, 16)
+        self.range(op, _TRANSPORT, _PORTS[field], struct.pack(">H", low), struct.pack(">H", high))
+
+    def range(self, op: str, base: int, offset: int, low: bytes, high: bytes) -> None:
+        """From low to high (big endian, as the header holds them)."""
         if high < low:
-            raise _Unsupported(word)
-        load = _payload(_TRANSPORT, _PORTS[field], 2)
+            raise _Unsupported("a range that ends before it starts")
+        load = _payload(base, offset, len(low))
         if op == "==":
-            self.out += [load, _cmp(">=", struct.pack(">H", low)),
-                         _cmp("<=", struct.pack(">H", high))]
+            self.out += [load, _cmp(">=", low), _cmp("<=", high)]
         else:
-            self.out += [load, _expr("range", _u32(1, _REG_1), _u32(2, 1),
-                                     _value(3, struct.pack(">H", low)),
-                                     _value(4, struct.pack(">H", high)))]
+            self.out += [load, _expr("range", _u32(1, _REG_1), _u32(2, 1), _value(3, low),
+                                     _value(4, high))]
 
     def icmp(self, protocol: str) -> None:
         """A type, or a type and a code: nft loads those two as one."""
@@ -374,11 +386,13 @@ class _Rule:
         self.out.append(_payload(base, offset, length))
         self.parts.append(b"".join(self.out))
         self.out = []
+        elements = [attribute(_LIST_ELEM | _NESTED, _value(1, k)) for k in sorted(keys)]
         self.sets.append(AnonymousSet(
             _u32(_SET_FLAGS, _ANONYMOUS_CONSTANT) + _u32(_SET_KEY_TYPE, _KEY_TYPES[length])
             + _u32(_SET_KEY_LEN, length) + attribute(_SET_DESC | _NESTED, _u32(1, len(keys)))
             + attribute(_SET_USERDATA, userdata),
-            b"".join(attribute(_LIST_ELEM | _NESTED, _value(1, k)) for k in sorted(keys))))
+            tuple(b"".join(elements[i:i + _ELEMENTS_AT_ONCE])
+                  for i in range(0, len(elements), _ELEMENTS_AT_ONCE))))
         self.inverted.append(op == "!=")
 
     def constant(self, op: str, base: int, offset: int, data: bytes) -> None:
@@ -390,7 +404,7 @@ class _Rule:
         as one, reordered; we leave any such rule to it, and one with a
         prefix beside a field too (nft 1.0 merges no prefix, but need not
         stay so)."""
-        for other_base, other, size in self.loads:
-            if other_base == base and (other + size == offset or offset + length == other):
-                raise _Unsupported("adjacent fields")
+        for other_base, other, size in self.loads:  # beside it, or the same bytes
+            if other_base == base and other <= offset + length and offset <= other + size:
+                raise _Unsupported("fields side by side")
         self.loads.append((base, offset, length))

@@ -159,8 +159,8 @@ _VERDICT_CODE, _VERDICT_CHAIN, _GOTO = 1, 2, -4  # NFTA_VERDICT_*, NFT_GOTO
 _IFNAMSIZ = 16  # an ifname key's bytes: the name, NUL-padded
 _INTERFACE_ELEMENT = re.compile(r'"(.+)" : goto (\S+)')  # interface_element()'s
 _PER_MESSAGE = 1000  # elements
-_SOL_NETLINK, _NETLINK_CAP_ACK, _SO_RCVBUFFORCE = 270, 10, 33
-_ACKS_BUFFER = 4 << 20
+_SOL_NETLINK, _NETLINK_CAP_ACK, _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 270, 10, 32, 33
+_REFUSALS_BUFFER = 4 << 20
 
 
 class _Nfnetlink:
@@ -168,17 +168,21 @@ class _Nfnetlink:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                   _NETLINK_NETFILTER)
         self.sock.settimeout(5.0)
-        # A refusal or an ack brings only the header of the message back (not
-        # the rules sent), into room for many thousand, or they overflow
-        # (ENOBUFS).
+        # A refusal brings only the header of the message back (not the
+        # rules sent), into room for thousands: when one message of a batch
+        # fails, those after it that depend on it fail too.
         self.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _ACKS_BUFFER)
-        except OSError:  # without CAP_NET_ADMIN: net.core.rmem_max's
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _ACKS_BUFFER)
+        self._buffer(_SO_RCVBUFFORCE, socket.SO_RCVBUF, _REFUSALS_BUFFER)
+        self._send_buffer = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         self.sock.bind((0, 0))
         self._sequence = itertools.count(1)
         self._free = weakref.finalize(self, self.sock.close)
+
+    def _buffer(self, force: int, option: int, size: int) -> None:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:  # without CAP_NET_ADMIN: up to net.core.[rw]mem_max
+            self.sock.setsockopt(socket.SOL_SOCKET, option, size)
 
     def transaction(self, messages: list[tuple[int, int, bytes]]) -> None:
         """(type, flags, payload) of each, between a batch's begin and end,
@@ -198,8 +202,12 @@ class _Nfnetlink:
                 struct.pack("=BBH", _NFPROTO_INET, 0, 0) + payload))
         data.append(encode_message(_BATCH_END, _REQUEST, next(self._sequence), subsystem))
         refusal, waiting = None, True
+        batch = b"".join(data)
         try:
-            self.sock.send(b"".join(data))
+            if len(batch) > self._send_buffer:  # one send, or EMSGSIZE: a batch is one
+                self._buffer(_SO_SNDBUFFORCE, socket.SO_SNDBUF, len(batch))
+                self._send_buffer = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            self.sock.send(batch)
             while waiting:
                 reply = memoryview(self.sock.recv(65536))
                 while len(reply) >= 16:
@@ -254,9 +262,10 @@ def inet_rules(table: str, changes: list[tuple[str, str, frozenset[str], frozens
                 set_id = struct.pack(">I", ids[-1])
                 messages.append((_NEWSET, _CREATE, head + attribute(_SET_NAME, ANONYMOUS)
                                  + anonymous.attributes + attribute(_SET_ID, set_id)))
-                messages.append((_NEWSETELEM, _CREATE, head + attribute(_LIST_SET, ANONYMOUS)
+                messages.extend((_NEWSETELEM, _CREATE, head + attribute(_LIST_SET, ANONYMOUS)
                                  + attribute(_LIST_SET_ID, set_id)
-                                 + attribute(_LIST_ELEMENTS | _NESTED, anonymous.elements)))
+                                 + attribute(_LIST_ELEMENTS | _NESTED, elements))
+                                for elements in anonymous.elements)
             messages.append((_NEWRULE, _CREATE | _APPEND, named + attribute(
                 _RULE_EXPRESSIONS | _NESTED, rule.expressions(ids))))
     _this_netns("nfnetlink", _Nfnetlink).transaction(messages)

@@ -504,8 +504,13 @@ def _any_of(match: str, pieces: tuple[list[str], list[str]]) -> tuple[str, ...]:
 
 
 def _none_of(match: str, pieces: tuple[list[str], list[str]]) -> str:
+    """A value alone is negated as a range of one: nft 1.0 joins two `!=`
+    matches of adjacent fields into one test of both (`th sport != 22 th
+    dport != 23` would pass 22 -> 80), which it never does with ranges."""
     singles, ranges = pieces
-    return " ".join(f"{match} != {x}" for x in ([_anonymous(singles)] if singles else []) + ranges)
+    alone = [f"{singles[0]}-{singles[0]}"] if len(singles) == 1 else []
+    return " ".join(f"{match} != {x}" for x in
+                    ([_anonymous(singles)] if len(singles) > 1 else alone) + ranges)
 
 
 def _icmp(icmp: str, match, negate: bool) -> str:

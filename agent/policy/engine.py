@@ -72,6 +72,7 @@ class PolicyEngine:
         # selector -> its sets (name -> (type, members)), while its members stay
         self._sets: dict = {}
         self._maps = None  # compiled chains, and the workload maps of their interfaces
+        self._rendered = None  # (desired()'s inputs, the chains and base chains they gave)
         self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -209,12 +210,19 @@ class PolicyEngine:
             self._maps = (chains, Ruleset.workload_maps(chains, before))
         for family, name in HOSTS.items():
             sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
-        return Ruleset(sets, {**chains.rules, **tunnel_chains(self.encapsulation()),
-                              **Ruleset.dispatch(chains, *(self.felix(name)[0] for name in (
-                                  "default_endpoint_to_host_action",
-                                  "failsafe_inbound_host_ports",
-                                  "failsafe_outbound_host_ports")))},
-                       self._maps[1], base_chains(chains), moves)
+        encapsulation = self.encapsulation()
+        felix = tuple(self.felix(name)[0] for name in (
+            "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+            "failsafe_outbound_host_ports"))
+        inputs = (chains, encapsulation, felix)
+        if self._rendered is None or self._rendered[0] != inputs:
+            # The same objects while their inputs are: most batches (other
+            # hosts' endpoints) change sets alone, and the table compares
+            # its chains by identity first.
+            self._rendered = (inputs, {**chains.rules, **tunnel_chains(encapsulation),
+                                       **Ruleset.dispatch(chains, *felix)},
+                              base_chains(chains))
+        return Ruleset(sets, self._rendered[1], self._maps[1], self._rendered[2], moves)
 
     def encapsulation(self) -> Encapsulation:
         return Encapsulation.of(self.state.pools.values())

@@ -288,9 +288,13 @@ def element_changes(old: Ruleset, new: Ruleset
     """(set or map, its type, elements added, elements removed) of each address set
     and interface map that changed, when that is all that changed and not
     much of it (agent/nftables.py inet_elements takes it); else None."""
-    if old.chains != new.chains or old.base != new.base:
+    if not (_same(old.chains, new.chains) and _same(old.base, new.base)):
         return None
     return _element_deltas(old, new)
+
+
+def _same(old, new) -> bool:
+    return old is new or old == new  # most often the very object: no need to look inside
 
 
 def rule_changes(old: Ruleset, new: Ruleset
@@ -300,7 +304,7 @@ def rule_changes(old: Ruleset, new: Ruleset
     expressions, when the chains, sets and maps are the same ones and
     every rule of a changed chain encodes (agent/nftables.py inet_rules
     takes them); else None."""
-    if old.base != new.base or old.chains.keys() != new.chains.keys():
+    if not _same(old.base, new.base) or old.chains.keys() != new.chains.keys():
         return None
     changes = _element_deltas(old, new)
     if changes is None:

@@ -8,6 +8,7 @@ would write otherwise than word for word are left to nft."""
 import re
 import socket
 import struct
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -54,11 +55,19 @@ ENCODED = [
     "meta nfproto ipv4 meta l4proto 17 th sport != { 1, 5 } th dport { 53, 54, 55 } drop",
     "meta nfproto ipv4 ip saddr { 10.0.0.1, 10.0.0.9 } ip daddr != { 10.0.0.2, 10.0.0.3 } drop",
     "meta nfproto ipv6 ip6 saddr != { fd00::1, fd00::2 } ip6 daddr { fd00::3, fd00::4 } drop",
+    # a value alone negated, as compiler.py writes it: never joined by nft
+    "meta nfproto ipv4 meta l4proto 17 th sport != 22-22 th dport != 23-23 drop",
+    "meta nfproto ipv4 ip saddr != 10.0.0.1-10.0.0.1 ip daddr != 10.0.0.2-10.0.0.2 drop",
+    "meta nfproto ipv6 ip6 saddr != fd00::1-fd00::1 drop",
 ]
 # Forms nft writes otherwise than word for word, and forms we do not take.
 LEFT_TO_NFT = [
-    "meta nfproto ipv4 ip saddr 10.0.0.1 ip daddr 10.0.0.2 accept",  # merged into one load
+    # fields side by side, which nft may load as one (it does ports and ICMP's)
+    "meta nfproto ipv4 ip saddr 10.0.0.1 ip daddr 10.0.0.2 accept",
     "meta nfproto ipv4 meta l4proto 6 th sport 1 th dport 2 accept",
+    "meta nfproto ipv4 meta l4proto 17 th sport != 22 th dport != 23 drop",
+    "meta nfproto ipv4 meta l4proto 1 icmp type 8 icmp code 0 icmp type != 3 drop",
+    "meta nfproto ipv4 ip saddr 10.0.0.1-10.0.0.9 drop",  # a range of addresses, not negated
     "meta nfproto ipv4 meta l4proto 1 icmp type 8 icmp code != 0 accept",
     "meta nfproto ipv4 meta l4proto 1 icmp type . icmp code != { 8 . 0 } accept",
     "meta nfproto ipv4 ip saddr 10.0.0.1 ip daddr 10.0.0.0/8 accept",  # a prefix beside
@@ -79,6 +88,7 @@ LEFT_TO_NFT = [
     "", "jump", "th dport 9-5 drop", "meta l4proto 256 drop", "meta mark & zz == 1 drop",
     "meta mark & 0x1 == 0x100000000 drop", "meta nfproto ipv4 ip saddr ::1 drop",
     'log prefix "a" level notice drop',
+    " ".join(f"th dport != {p}-{p}" for p in range(1, 2000)) + " drop",  # over 64 KiB
 ]
 
 
@@ -262,3 +272,58 @@ def test_every_chain_our_compiler_writes_refills_as_nft_wrote_it(inside, tmp_pat
     inside(nftables.inet_rules, nft.TABLE, [], refill)
     assert {name: inside(dump, name, nft.TABLE) for name in programmed.chains} == before
 
+
+
+def test_a_value_alone_negated_on_each_side_is_tested_on_its_own(inside):
+    """Deny UDP unless from port 22 or to port 23: a packet 22 -> 80 passes.
+    nft 1.0 joins `th sport != 22 th dport != 23` into one test of both
+    ports ((22, 80) is not (22, 23): dropped); the compiler writes ranges of
+    one, which it keeps apart.  Written by nft, then refilled over
+    nfnetlink: both enforce it."""
+    from agent.policy.compiler import Chains, render_rule
+    from datastore.policy import policy_from_resource
+    from datastore.resources import Resource
+
+    deny = {"action": "Deny", "protocol": "UDP", "source": {"notPorts": [22]},
+            "destination": {"notPorts": [23]}}
+    rule = policy_from_resource(Resource("GlobalNetworkPolicy", "default.r", spec={
+        "selector": "all()", "egress": [deny]})).egress[0]
+    rules = list(render_rule(Chains(), rule))
+    inside(nftables.run, f"add table {T}\nadd chain {T} out "
+                         f"{{ type filter hook output priority 0; }}\n"
+                         + "".join(f"add rule {T} out {rule}\n" for rule in rules))
+
+    def delivered(source_port: int, port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            receiver.bind(("127.0.0.1", port))
+            receiver.settimeout(0.3)
+            sender.bind(("127.0.0.1", source_port))
+            try:
+                sender.sendto(b"x", ("127.0.0.1", port))  # EPERM: dropped on its way out
+                return receiver.recv(1) == b"x"
+            except (PermissionError, TimeoutError):
+                return False
+
+    def enforced():
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        return [delivered(22, 80), delivered(24, 23), delivered(24, 80)]
+
+    assert inside(enforced) == [True, True, False]
+    inside(nftables.inet_rules, TABLE, [], {"out": [encode(rule) for rule in rules]})
+    assert inside(enforced) == [True, True, False]
+
+
+def test_large_refills_and_sets_go_whole(inside):
+    """400 rules in one transaction (past the socket's default send
+    buffer), and a set of 5,000 addresses (past what one attribute holds):
+    the kernel holds what nft writes from the same text."""
+    setup(inside)
+    many = [f"meta nfproto ipv4 meta l4proto 6 ip saddr @s4 "
+            f"ip daddr != 10.{i // 250}.{i % 250}.0/24 th dport {{ {i + 1}, {i + 2000} }} drop"
+            for i in range(400)]
+    big = "meta nfproto ipv4 ip saddr { " + ", ".join(
+        f"10.1.{i // 250}.{i % 250}" for i in range(5000)) + " } accept"
+    inside(nftables.run, "".join(f"add rule {T} by-nft {rule}\n" for rule in [*many, big]))
+    inside(nftables.inet_rules, TABLE, [], {"by-us": [encode(rule) for rule in [*many, big]]})
+    assert inside(dump, "by-us") == inside(dump, "by-nft")

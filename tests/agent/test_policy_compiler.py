@@ -382,6 +382,10 @@ RENDERED = [  # (the rule's fields, its nft matches per family)
      both("meta l4proto 6 th dport != { 22, 2379 }")),
     ({"protocol": 132, "source": {"notPorts": ["5:6"]}, "destination": {"ports": [9]}},
      both("meta l4proto 132 th sport != 5-6 th dport 9")),
+    # One port alone negated on each side: nft 1.0 would join two `!=` into
+    # one test of both (22 -> 80 let through); ranges of one it never joins.
+    ({"protocol": "UDP", "source": {"notPorts": [22]}, "destination": {"notPorts": [23]}},
+     both("meta l4proto 17 th sport != 22-22 th dport != 23-23")),
     ({"protocol": "TCP", "destination": {"ports": [80, "80:90", 80, "85:95"]}},  # overlapping
      both("meta l4proto 6 th dport 80-95")),
     ({"protocol": "TCP", "destination": {"notPorts": [22, "8000:8080", 23, "9000:9001"]}},
@@ -412,7 +416,7 @@ RENDERED = [  # (the rule's fields, its nft matches per family)
     ({"destination": {"notNets": ["fd00::/8", "fe80::/10"]}},
      [f"{V6} ip6 daddr != fd00::/8 ip6 daddr != fe80::/10"]),
     ({"source": {"nets": ["0.0.0.0/0"]}, "destination": {"notNets": ["10.0.0.1/32"]}},
-     [f"{V4} ip saddr 0.0.0.0/0 ip daddr != 10.0.0.1"]),
+     [f"{V4} ip saddr 0.0.0.0/0 ip daddr != 10.0.0.1-10.0.0.1"]),  # not merged (_none_of)
     ({"ipVersion": 6, "source": {"nets": ["::/0"]}}, [f"{V6} ip6 saddr ::/0"]),
     ({"source": {"selector": DB}},
      [f"{V4} ip saddr {at(DB, 4)}", f"{V6} ip6 saddr {at(DB, 6)}"]),
