@@ -18,6 +18,7 @@ import json
 import re
 import socket
 import ssl
+from binascii import a2b_base64  # base64.b64decode's work without its checks in Python
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -156,9 +157,9 @@ class GatewayWatch:
                     raise RevisionCompacted(int(result["compact_revision"]))
                 raise DatastoreUnavailable(f"etcd at {self.url} cancelled the watch: "
                                            f"{result.get('cancel_reason') or 'no reason given'}")
-            return [WatchEvent(base64.b64decode(e["kv"]["key"]).decode(),
+            return [WatchEvent(a2b_base64(e["kv"]["key"]).decode(),
                                None if e.get("type") == "DELETE"
-                               else base64.b64decode(e["kv"].get("value", "")),
+                               else a2b_base64(e["kv"].get("value", "")),
                                int(e["kv"]["mod_revision"]))
                     for e in result.get("events", ())]
         except (AttributeError, KeyError, TypeError, ValueError):
@@ -174,7 +175,8 @@ class GatewayWatch:
                 lines = self._body[:end].split(b"\n")
                 del self._body[:end + 1]
                 try:
-                    messages = [json.loads(line) for line in lines if line.strip()]
+                    # Decoded first: json.loads of bytes finds their encoding in Python.
+                    messages = [json.loads(line.decode()) for line in lines if line.strip()]
                 except ValueError:
                     raise GatewayRefused("a watch message that is not JSON") from None
                 if messages:  # not blank lines alone

@@ -102,7 +102,11 @@ class Resource:
     @classmethod
     def from_json(cls, raw: bytes | str, revision=None) -> "Resource":
         """A Resource from stored JSON (no copy: nothing else holds it)."""
-        return cls._adopt(json.loads(raw), revision)
+        try:  # UTF-8 decoded first: json.loads of bytes looks for the encoding in Python
+            obj = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        except ValueError:
+            obj = json.loads(raw)  # another encoding, or a byte order mark, as json finds them
+        return cls._adopt(obj, revision)
 
     @classmethod
     def _adopt(cls, obj: dict, revision) -> "Resource":

@@ -73,6 +73,7 @@ class PolicyEngine:
         self._sets: dict = {}
         self._maps = None  # compiled chains, and the workload maps of their interfaces
         self._rendered = None  # (desired()'s inputs, the chains and base chains they gave)
+        self._status_of = None  # (_write_status's inputs, the part of the status they give)
         self._host_addresses: dict[str, frozenset[str]] = {}
         self._endpoints_changed: set[str] = set()
         self._relabel = False
@@ -241,20 +242,28 @@ class PolicyEngine:
 
     def _write_status(self, started: float) -> None:
         chains = self._chains
-        action, source = self.felix("default_endpoint_to_host_action")
-        failsafe = {}
-        for direction in ("inbound", "outbound"):
-            ports, where = self.felix(f"failsafe_{direction}_host_ports")
-            failsafe[direction] = {"value": [str(p) for p in ports], "source": where}
-        status = {
-            "enabled": True,
-            "defaultEndpointToHostAction": {"value": action, "source": source},
-            "hostEndpoints": sorted(chains.host.get("from-hep", ())),
-            "failsafe": failsafe,
-            "guarded": [str(g) for g in sorted(self.compiler.guarded)],
-            "endpoints": len(chains.ingress),
-            "rules": chains.rule_count,
-            "sets": len(chains.selectors) * len(SET_TYPES),
+        settings = tuple(self.felix(name) for name in (
+            "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+            "failsafe_outbound_host_ports"))
+        inputs = (chains, self.compiler.guarded, settings)
+        if self._status_of is None or self._status_of[0] != inputs:
+            # What the chains and settings say, worked out when they change,
+            # not at each batch of other hosts' endpoints.
+            (action, source), *failsafe = settings
+            self._status_of = (inputs, {
+                "enabled": True,
+                "defaultEndpointToHostAction": {"value": action, "source": source},
+                "hostEndpoints": sorted(chains.host.get("from-hep", ())),
+                "failsafe": {direction: {"value": [str(p) for p in ports], "source": where}
+                             for direction, (ports, where) in zip(("inbound", "outbound"),
+                                                                  failsafe)},
+                "guarded": [str(g) for g in sorted(self.compiler.guarded)],
+                "endpoints": len(chains.ingress),
+                "rules": chains.rule_count,
+                "sets": len(chains.selectors) * len(SET_TYPES),
+            })
+        self.status.write({
+            **self._status_of[1],
             "clusterEndpoints": len(self.state.endpoints),
             # VXLAN/IPIP accepted from these hosts only; from others dropped when in use
             "calicoHosts": {f"ipv{v}": len(self.state.host_addresses(v)) for v in HOSTS},
@@ -263,8 +272,7 @@ class PolicyEngine:
             "programmed": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
-        }
-        self.status.write(status)
+        })
 
 
 def _labels_to_apply(profile) -> dict:
