@@ -132,9 +132,14 @@ def _meta(key: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _bitwise(mask: int, xor: int) -> bytes:
-    return _expr("bitwise", _u32(1, _REG_1), _u32(2, _REG_1), _u32(3, 4),
-                 _value(4, struct.pack("=I", mask)), _value(5, struct.pack("=I", xor)))
+def _bitwise(mask: bytes, xor: bytes) -> bytes:
+    return _expr("bitwise", _u32(1, _REG_1), _u32(2, _REG_1), _u32(3, len(mask)),
+                 _value(4, mask), _value(5, xor))
+
+
+def _mark_bits(mask: int, xor: int = 0) -> bytes:
+    """_bitwise of a mark or ct state: a 32-bit word in host order."""
+    return _bitwise(struct.pack("=I", mask), struct.pack("=I", xor))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -268,12 +273,12 @@ class _Rule:
             if self.take() != "==":
                 raise _Unsupported("a mark's test")
             value = _number(self.take(), 32, 0)
-            self.out += [load, _bitwise(mask, 0), _cmp("==", struct.pack("=I", value))]
+            self.out += [load, _mark_bits(mask), _cmp("==", struct.pack("=I", value))]
         elif word == "set" and settable and self.words[self.at:self.at + 3] == [
                 "meta", "mark", "|"]:
             self.at += 3
             bits = _number(self.take(), 32, 0)
-            self.out += [_meta("mark"), _bitwise(0xFFFFFFFF & ~bits, bits),
+            self.out += [_meta("mark"), _mark_bits(0xFFFFFFFF & ~bits, bits),
                          _expr("meta", _u32(2, _META["mark"]), _u32(3, _REG_1))]
         else:
             raise _Unsupported(word)
@@ -289,7 +294,7 @@ class _Rule:
                 if state not in _CT_STATES:
                     raise _Unsupported(state)
                 bits |= _CT_STATES[state]
-            self.out += [load, _bitwise(bits, 0), _cmp("!=", bytes(4))]
+            self.out += [load, _mark_bits(bits), _cmp("!=", bytes(4))]
         else:
             raise _Unsupported(key)
 
@@ -324,8 +329,7 @@ class _Rule:
         elif net.prefixlen:
             self.adjacent(_NETWORK, offset, length)
             self.out += [_payload(_NETWORK, offset, length),
-                         _expr("bitwise", _u32(1, _REG_1), _u32(2, _REG_1), _u32(3, length),
-                               _value(4, net.netmask.packed), _value(5, bytes(length))),
+                         _bitwise(net.netmask.packed, bytes(length)),
                          _cmp(op, net.network_address.packed)]
         else:
             raise _Unsupported(word)
