@@ -312,7 +312,7 @@ def rule_changes(old: Ruleset, new: Ruleset
     chains = {}
     for name, rules in new.chains.items():
         before = old.chains[name]
-        if before is rules or before == rules:
+        if _same(before, rules):
             continue
         chains[name] = [encode(rule) for rule in rules]
         if None in chains[name]:
@@ -343,7 +343,7 @@ def _element_deltas(old: Ruleset, new: Ruleset
         changes.append((name, kind, added, removed))
     for name, (kind, elements) in new.maps.items():
         before_kind, before = old.maps[name]
-        if before is elements or before == elements:
+        if _same(before, elements):
             continue
         if kind != before_kind or kind != INTERFACE_MAP:
             return None
@@ -361,7 +361,7 @@ def diff_script(old: Ruleset, new: Ruleset) -> str:
     added = sorted(set(new.chains) - set(old.chains))
     removed = sorted(set(old.chains) - set(new.chains))
     changed = sorted(n for n, rules in new.chains.items()
-                     if n in old.chains and old.chains[n] is not rules and old.chains[n] != rules)
+                     if n in old.chains and not _same(old.chains[n], rules))
     lines = _members_diff(t, "set", old.sets, new.sets, "delete")
     lines += _members_diff(t, "map", old.maps, new.maps, "delete")
     lines.extend(f"add chain {t} {name}" for name in added)
@@ -395,7 +395,7 @@ def _members_diff(t: str, kind: str, old: dict, new: dict, verb: str) -> list[st
             if verb == "add":
                 lines.append(f"add {kind} {t} {name} {{ type {nft_type}; }}")
                 lines.extend(_elements("add", t, name, members))
-        elif before[1] is not members and before[1] != members:
+        elif not _same(before[1], members):
             lines.extend(_elements(verb, t, name, members - before[1] if verb == "add"
                                    else before[1] - members))
     return lines
