@@ -508,9 +508,9 @@ def _none_of(match: str, pieces: tuple[list[str], list[str]]) -> str:
     matches of adjacent fields into one test of both (`th sport != 22 th
     dport != 23` would pass 22 -> 80), which it never does with ranges."""
     singles, ranges = pieces
-    alone = [f"{singles[0]}-{singles[0]}"] if len(singles) == 1 else []
-    return " ".join(f"{match} != {x}" for x in
-                    ([_anonymous(singles)] if len(singles) > 1 else alone) + ranges)
+    if len(singles) == 1:
+        singles = [f"{singles[0]}-{singles[0]}"]
+    return " ".join(f"{match} != {x}" for x in ([_anonymous(singles)] if singles else []) + ranges)
 
 
 def _icmp(icmp: str, match, negate: bool) -> str:

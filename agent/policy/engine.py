@@ -212,9 +212,7 @@ class PolicyEngine:
         for family, name in HOSTS.items():
             sets[name] = (SET_TYPES[family], self.state.host_addresses(family))
         encapsulation = self.encapsulation()
-        felix = tuple(self.felix(name)[0] for name in (
-            "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
-            "failsafe_outbound_host_ports"))
+        felix = tuple(self.felix(name)[0] for name in _DISPATCH_SETTINGS)
         inputs = (chains, encapsulation, felix)
         if self._rendered is None or self._rendered[0] != inputs:
             # The same objects while their inputs are: most batches (other
@@ -242,9 +240,7 @@ class PolicyEngine:
 
     def _write_status(self, started: float) -> None:
         chains = self._chains
-        settings = tuple(self.felix(name) for name in (
-            "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
-            "failsafe_outbound_host_ports"))
+        settings = tuple(self.felix(name) for name in _DISPATCH_SETTINGS)
         inputs = (chains, self.compiler.guarded, settings)
         if self._status_of is None or self._status_of[0] != inputs:
             # What the chains and settings say, worked out when they change,
@@ -273,6 +269,11 @@ class PolicyEngine:
                 timespec="seconds"),
             "milliseconds": round((time.monotonic() - started) * 1000, 1),
         })
+
+
+# The FelixConfiguration fields the dispatch chains are made of (Ruleset.dispatch's order).
+_DISPATCH_SETTINGS = ("default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+                      "failsafe_outbound_host_ports")
 
 
 def _labels_to_apply(profile) -> dict:
